@@ -1,0 +1,5 @@
+"""hookline: user events in, templated webhooks out."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,72 @@
+"""The HTTP API: thin routes over the runtime. ``create_app`` is the ASGI entry point."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import swagger_ui_bundle
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from hookline import __version__
+from hookline.api import deliveries, echo, errors, events, rules, users, webhooks
+from hookline.api._json import JSON
+from hookline.api.limits import BodyLimit
+from hookline.runtime import Runtime
+
+DESCRIPTION = (
+    "hookline turns user events into templated, signed, retried webhooks. "
+    "Errors are JSON `{code, detail, field}`."
+)
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The app for ``runtime``; its lifespan starts and stops the runtime."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="hookline",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        default_response_class=JSON,
+    )
+    app.state.runtime = runtime
+    errors.install(app)
+    for module in (events, users, rules, webhooks, deliveries, echo):
+        app.include_router(module.router)
+    # Swagger UI is served from the installed package: hookline works air-gapped.
+    app.mount(
+        "/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger"
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="hookline API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
+    @app.get("/healthz", tags=["health"], summary="200 when ready to accept events")
+    async def healthz() -> JSON:
+        if not runtime.started:
+            return JSON({"status": "starting"}, status_code=503)
+        return JSON({"status": "ok", "version": __version__})
+
+    app.add_middleware(BodyLimit, limit=runtime.settings.max_request_bytes)
+    return app

@@ -1,0 +1,51 @@
+"""/api/v1/deliveries: every delivery and every attempt, filterable and retryable."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from hookline.api._json import JSON
+from hookline.api.deps import RuntimeDep
+from hookline.deliveries import DeliveryStatus
+from hookline.errors import NotFound
+from hookline.events import now_ms
+from hookline.store.base import DeliveryFilter
+
+router = APIRouter(prefix="/api/v1/deliveries", tags=["deliveries"])
+
+
+@router.get("", summary="List deliveries, newest first")
+async def list_deliveries(
+    runtime: RuntimeDep,
+    rule_id: str | None = None,
+    user_ext_id: str | None = None,
+    event_id: str | None = None,
+    status: DeliveryStatus | None = None,
+    since: int | None = Query(default=None, description="created_at >= since (ms)"),
+    until: int | None = Query(default=None, description="created_at < until (ms)"),
+    limit: int = Query(default=50, ge=1, le=500),
+    cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
+) -> JSON:
+    flt = DeliveryFilter(rule_id, user_ext_id, event_id, status, since, until)
+    rows = await runtime.store.list_deliveries(flt, limit + 1, cursor)
+    page = rows[:limit]
+    next_cursor = page[-1].id if len(rows) > limit else None
+    return JSON({"data": [d.as_dict() for d in page], "next_cursor": next_cursor})
+
+
+@router.get("/{delivery_id}", summary="Get a delivery with all its attempts")
+async def get_delivery(delivery_id: str, runtime: RuntimeDep) -> JSON:
+    delivery = await runtime.store.get_delivery(delivery_id)
+    if delivery is None:
+        raise NotFound(f"no delivery {delivery_id!r}", field="delivery_id")
+    attempts = await runtime.store.list_attempts(delivery_id)
+    return JSON({**delivery.as_dict(), "attempts": [a.as_dict() for a in attempts]})
+
+
+@router.post("/{delivery_id}/retry", status_code=202, summary="Send again now (same webhook-id)")
+async def retry_delivery(delivery_id: str, runtime: RuntimeDep) -> JSON:
+    delivery = await runtime.store.requeue(delivery_id, now_ms())
+    if delivery is None:
+        raise NotFound(f"no delivery {delivery_id!r}", field="delivery_id")
+    runtime.dispatcher.signal.notify()
+    return JSON(delivery.as_dict(), status_code=202)

@@ -1,0 +1,73 @@
+"""/api/v1/events: the front door of the hot path. 202 only after the commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from hookline.api._json import JSON, parse_json, read_body
+from hookline.api.deps import RuntimeDep
+from hookline.errors import NotFound
+from hookline.events import parse_events
+
+router = APIRouter(prefix="/api/v1/events", tags=["events"])
+
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event_type", "user_ext_id"],
+    "properties": {
+        "eid": {"type": "string", "description": "Your id; the same eid is processed once."},
+        "event_type": {"type": "string", "example": "minigame_spin_issued"},
+        "user_ext_id": {"type": "string", "example": "user-42"},
+        "event_date": {"type": "integer", "description": "Milliseconds since the epoch."},
+        "ext_brand_id": {"type": ["string", "integer"]},
+        "payload": {"type": "object", "example": {"saw_template_id": 12, "minigame_spins_count": 3}},
+    },
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Send one event or an array of up to 1,000",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA}]
+                    }
+                }
+            },
+        }
+    },
+)
+async def post_events(request: Request, runtime: RuntimeDep) -> JSON:
+    """Accepted events are committed, with their state changes and deliveries, before 202."""
+    settings = runtime.settings
+    body = await read_body(request, settings.max_request_bytes)
+    events = parse_events(
+        parse_json(body),
+        max_events=settings.max_batch_events,
+        max_event_bytes=settings.max_event_bytes,
+        body_bytes=len(body),
+    )
+    accepted = await runtime.engine.submit(events)
+    return JSON(
+        {
+            "accepted": len(accepted),
+            "duplicates": sum(a.duplicate for a in accepted),
+            "events": [a.as_dict() for a in accepted],
+        },
+        status_code=202,
+    )
+
+
+@router.get("/{event_id}", summary="Get a stored event")
+async def get_event(event_id: str, runtime: RuntimeDep) -> JSON:
+    event = await runtime.store.get_event(event_id)
+    if event is None:
+        raise NotFound(f"no event {event_id!r}", field="event_id")
+    return JSON(event.as_dict())

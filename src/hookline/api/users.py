@@ -1,0 +1,45 @@
+"""/api/v1/users/{user_ext_id}/state: read and merge-patch a user's state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from hookline.api._json import JSON, parse_json, read_body
+from hookline.api.deps import RuntimeDep
+from hookline.errors import NotFound
+from hookline.state import check_patch
+
+router = APIRouter(prefix="/api/v1/users", tags=["users"])
+
+
+@router.get("/{user_ext_id}/state", summary="Read a user's state")
+async def get_state(user_ext_id: str, runtime: RuntimeDep) -> JSON:
+    state = await runtime.store.get_state(user_ext_id)
+    if state is None:
+        raise NotFound(f"no state for user {user_ext_id!r}", field="user_ext_id")
+    return JSON(state)
+
+
+_PATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "example": {"ach_level_current": "gold"}}
+            }
+        },
+    }
+}
+
+
+@router.patch(
+    "/{user_ext_id}/state",
+    summary="Merge into a user's state (JSON Merge Patch: null removes a key)",
+    openapi_extra=_PATCH_BODY,
+)
+async def patch_state(user_ext_id: str, request: Request, runtime: RuntimeDep) -> JSON:
+    body = await read_body(request, runtime.settings.max_event_bytes)
+    patch = check_patch(parse_json(body))
+    return JSON(await runtime.engine.patch_state(user_ext_id, patch))

@@ -1,0 +1,117 @@
+"""/api/v1/webhooks: saved webhooks, plus preview (render only) and test (send once)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from hookline.api._json import JSON
+from hookline.api.deps import RuntimeDep
+from hookline.api.models import PreviewIn, WebhookIn
+from hookline.errors import Conflict, InvalidInput, NotFound
+from hookline.events import Event, now_ms
+from hookline.ids import new_id
+from hookline.rules import SavedWebhook
+from hookline.runtime import Runtime
+from hookline.state import with_identity
+from hookline.webhooks import CompiledWebhook, RenderedRequest, WebhookSpec, compile_webhook
+
+router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
+
+
+def _spec(body: Any) -> WebhookSpec:
+    return WebhookSpec.from_dict(body.model_dump(exclude={"name"}, exclude_none=True))
+
+
+async def _get(runtime: Runtime, webhook_id: str) -> SavedWebhook:
+    saved = await runtime.store.get_webhook(webhook_id)
+    if saved is None:
+        raise NotFound(f"no webhook {webhook_id!r}", field="webhook_id")
+    return saved
+
+
+async def _save(runtime: Runtime, saved: SavedWebhook, *, create: bool) -> SavedWebhook:
+    compile_webhook(saved.spec)
+    await runtime.store.save_webhook(saved, create=create)
+    await runtime.engine.reload_rules()
+    return saved
+
+
+@router.post("", status_code=201, summary="Save a webhook that rules can reference")
+async def create_webhook(body: WebhookIn, runtime: RuntimeDep) -> JSON:
+    now = now_ms()
+    saved = SavedWebhook(new_id("wh"), body.name, _spec(body), now, now)
+    return JSON((await _save(runtime, saved, create=True)).as_dict(), status_code=201)
+
+
+@router.get("", summary="List saved webhooks")
+async def list_webhooks(runtime: RuntimeDep) -> JSON:
+    return JSON({"data": [w.as_dict() for w in await runtime.store.list_webhooks()]})
+
+
+@router.get("/{webhook_id}", summary="Get a saved webhook")
+async def get_webhook(webhook_id: str, runtime: RuntimeDep) -> JSON:
+    return JSON((await _get(runtime, webhook_id)).as_dict())
+
+
+@router.put("/{webhook_id}", summary="Replace a saved webhook (rules using it follow)")
+async def replace_webhook(webhook_id: str, body: WebhookIn, runtime: RuntimeDep) -> JSON:
+    current = await _get(runtime, webhook_id)
+    now = max(now_ms(), current.updated_at + 1)
+    saved = SavedWebhook(webhook_id, body.name, _spec(body), current.created_at, now)
+    return JSON((await _save(runtime, saved, create=False)).as_dict())
+
+
+@router.delete("/{webhook_id}", status_code=204, summary="Delete a saved webhook")
+async def delete_webhook(webhook_id: str, runtime: RuntimeDep) -> Response:
+    await _get(runtime, webhook_id)
+    users = await runtime.store.rules_using_webhook(webhook_id)
+    if users:
+        raise Conflict(
+            f"rules still use this webhook: {', '.join(users)}; change or delete them first",
+            field="webhook_id",
+        )
+    await runtime.store.delete_webhook(webhook_id)
+    return Response(status_code=204)
+
+
+async def _render(body: PreviewIn, runtime: Runtime) -> tuple[CompiledWebhook, RenderedRequest]:
+    if (body.webhook is None) == (body.webhook_id is None):
+        raise InvalidInput("give either 'webhook' (inline) or 'webhook_id'", field="webhook")
+    if body.webhook is not None:
+        compiled = compile_webhook(_spec(body.webhook), field="webhook")
+    else:
+        assert body.webhook_id is not None
+        compiled = compile_webhook((await _get(runtime, body.webhook_id)).spec)
+    sample = body.event
+    now = now_ms()
+    event = Event(
+        id="evt_preview",
+        eid=sample.eid,
+        event_type=sample.event_type,
+        user_ext_id=sample.user_ext_id,
+        ext_brand_id=sample.ext_brand_id,
+        event_date=sample.event_date or now,
+        payload=sample.payload,
+        received_at=now,
+    )
+    state = with_identity(dict(body.state), sample.user_ext_id, sample.ext_brand_id)
+    return compiled, compiled.render({"event": event.template_scope(), "state": state})
+
+
+@router.post("/preview", summary="Render the exact request for a sample event, without sending")
+async def preview(body: PreviewIn, runtime: RuntimeDep) -> JSON:
+    compiled, request = await _render(body, runtime)
+    timeout = compiled.spec.timeout or runtime.settings.default_timeout
+    return JSON({**request.as_dict(), "timeout": timeout})
+
+
+@router.post("/test", summary="Render and send once; answers with the receiver's response")
+async def test(body: PreviewIn, runtime: RuntimeDep) -> JSON:
+    compiled, request = await _render(body, runtime)
+    timeout = compiled.spec.timeout or runtime.settings.default_timeout
+    exchange = await runtime.dispatcher.send_once(
+        request.method, request.url, request.headers, request.body, timeout, new_id("dlv")
+    )
+    return JSON({"request": request.as_dict(), "response": exchange.as_dict()})

@@ -1,0 +1,148 @@
+"""Deliveries and their attempts, and the retry policy that moves them between states."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from typing import Any, Final
+
+MAX_RESPONSE_BODY: Final = 4096
+# A receiver may ask us to wait, but not for longer than a day per attempt.
+MAX_RETRY_AFTER: Final = 86400.0
+JITTER: Final = 0.2
+
+
+class DeliveryStatus(str, Enum):
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+
+
+ACTIVE: Final = (DeliveryStatus.PENDING.value, DeliveryStatus.RETRYING.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One webhook request to send until it succeeds or its schedule is spent."""
+
+    id: str
+    event_id: str | None
+    rule_id: str | None
+    webhook_id: str | None
+    user_ext_id: str | None
+    status: DeliveryStatus
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None
+    timeout: float
+    retry_schedule: tuple[float, ...]
+    attempts: int
+    created_at: int
+    next_attempt_at: int | None
+    updated_at: int
+    last_status_code: int | None = None
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "event_id": self.event_id,
+            "rule_id": self.rule_id,
+            "webhook_id": self.webhook_id,
+            "user_ext_id": self.user_ext_id,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "max_attempts": len(self.retry_schedule),
+            "created_at": self.created_at,
+            "next_attempt_at": self.next_attempt_at,
+            "updated_at": self.updated_at,
+            "last_status_code": self.last_status_code,
+            "last_error": self.last_error,
+            "request": {
+                "method": self.method,
+                "url": self.url,
+                "headers": dict(self.headers),
+                "body": self.body.decode("utf-8", "replace") if self.body is not None else None,
+                "timeout": self.timeout,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one try of a delivery sent back, or why it got no answer."""
+
+    id: str
+    delivery_id: str
+    number: int
+    started_at: int
+    latency_ms: float
+    status_code: int | None
+    response_headers: tuple[tuple[str, str], ...]
+    response_body: str | None
+    error: str | None
+    succeeded: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "delivery_id": self.delivery_id,
+            "number": self.number,
+            "started_at": self.started_at,
+            "latency_ms": round(self.latency_ms, 3),
+            "status_code": self.status_code,
+            "response_headers": dict(self.response_headers),
+            "response_body": self.response_body,
+            "error": self.error,
+            "succeeded": self.succeeded,
+        }
+
+
+def is_success(status_code: int | None) -> bool:
+    """Only a 2xx counts; a 3xx is not followed and is a failure."""
+    return status_code is not None and 200 <= status_code < 300
+
+
+def is_retryable(status_code: int | None) -> bool:
+    """Network errors and timeouts (no status), 408, 429 and 5xx are worth another try."""
+    return status_code is None or status_code in (408, 429) or status_code >= 500
+
+
+def parse_retry_after(value: str | None, now_s: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now_s
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def next_delay(
+    schedule: tuple[float, ...],
+    attempts_made: int,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float | None:
+    """Seconds until the next attempt, or None when the schedule is spent (dead letter).
+
+    ``schedule[i]`` is the wait before attempt ``i + 1``; a delay gets ±20 % jitter so
+    retries from one outage do not arrive together, and never less than ``Retry-After``.
+    """
+    if attempts_made >= len(schedule):
+        return None
+    base = schedule[attempts_made]
+    jitter = (rng or random).uniform(1 - JITTER, 1 + JITTER) if base > 0 else 1.0
+    delay = base * jitter
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay

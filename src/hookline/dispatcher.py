@@ -1,0 +1,307 @@
+"""The sending loop: claim due deliveries, send them, record every attempt.
+
+One pooled aiohttp session (keep-alive). A global concurrency limit and a per-host limit
+applied when claiming, so a slow host never holds slots that other hosts could use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from hookline import __version__
+from hookline.deliveries import (
+    MAX_RESPONSE_BODY,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    is_retryable,
+    is_success,
+    next_delay,
+    parse_retry_after,
+)
+from hookline.events import now_ms
+from hookline.ids import new_id
+from hookline.queue import WorkSignal
+from hookline.settings import Settings
+from hookline.store.base import Outcome, Store
+
+log = logging.getLogger("hookline.dispatcher")
+
+
+@dataclass
+class Exchange:
+    """One request and what came back (or the error that stood in for an answer)."""
+
+    started_at: int
+    status_code: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    latency_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status_code": self.status_code,
+            "headers": dict(self.headers),
+            "body": self.body,
+            "error": self.error,
+            "latency_ms": round(self.latency_ms, 3),
+            "succeeded": is_success(self.status_code),
+        }
+
+USER_AGENT = f"hookline/{__version__}"
+CLAIM_BATCH = 500
+# A claimed delivery is leased for its timeout plus this margin; a crash frees it after that.
+LEASE_MARGIN_MS = 30_000
+MAX_IDLE_WAIT = 5.0
+
+
+class Dispatcher:
+    """Sends deliveries until stopped; ``idle()`` lets tests wait without sleeping."""
+
+    def __init__(self, store: Store, settings: Settings, signal: WorkSignal) -> None:
+        self.store = store
+        self.settings = settings
+        self.signal = signal
+        self._session: aiohttp.ClientSession | None = None
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._per_host: Counter[str] = Counter()
+        self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._recorder: asyncio.Task[None] | None = None
+        self._slot_freed = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._unrecorded = 0
+
+    async def start(self) -> None:
+        released = await self.store.release_leases()
+        if released:
+            log.info("re-queued %d deliveries left in flight by a previous run", released)
+        connector = aiohttp.TCPConnector(
+            limit=self.settings.max_concurrency,
+            limit_per_host=self.settings.max_per_host,
+            ttl_dns_cache=60,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"user-agent": USER_AGENT},
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
+        )
+        self._recorder = asyncio.create_task(self._record_loop(), name="hookline-recorder")
+        self._loop_task = asyncio.create_task(self._claim_loop(), name="hookline-dispatcher")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let in-flight sends finish (up to ``grace`` s), record them all."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
+        if self._inflight:
+            _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._recorder is not None:
+            await self._outcomes.join()
+            self._recorder.cancel()
+            await asyncio.gather(self._recorder, return_exceptions=True)
+            self._recorder = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def idle(self, timeout: float = 30.0) -> None:
+        """Wait until nothing is due now, nothing is in flight and every attempt is recorded."""
+        self._idle.clear()
+        self.signal.notify()
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def _claim_loop(self) -> None:
+        while True:
+            try:
+                claimed = await self._claim()
+            except Exception:
+                log.exception("claiming deliveries failed; retrying in 1 s")
+                await asyncio.sleep(1)
+                continue
+            if claimed:
+                continue
+            await self._wait_for_work()
+
+    async def _claim(self) -> int:
+        room = self.settings.max_concurrency - len(self._inflight)
+        if room <= 0:
+            return 0
+        now = now_ms()
+        per_host = self.settings.max_per_host
+        host_room = {h: per_host - n for h, n in self._per_host.items() if n}
+        limit = min(room, CLAIM_BATCH)
+        lease = int(self.settings.default_timeout * 1000) + LEASE_MARGIN_MS
+        batch = await self.store.claim_due(now, limit, lease, host_room, per_host)
+        for delivery in batch:
+            host = urlsplit(delivery.url).netloc
+            self._per_host[host] += 1
+            task = asyncio.create_task(self._send(delivery, host))
+            self._inflight[delivery.id] = task
+        return len(batch)
+
+    async def _wait_for_work(self) -> None:
+        due = await self.store.next_due_at()
+        now = now_ms()
+        if not self._inflight and not self._unrecorded and (due is None or due > now):
+            self._idle.set()
+        if due is None:
+            wait = MAX_IDLE_WAIT
+        elif due > now:
+            wait = min(MAX_IDLE_WAIT, (due - now) / 1000)
+        else:
+            # Due but not claimable: every slot (or every due host) is busy. A freed slot
+            # wakes us; the short timeout covers a claim that raced with a commit.
+            wait = 0.05
+        self._slot_freed.clear()
+        signal = asyncio.ensure_future(self.signal.wait(wait))
+        freed = asyncio.ensure_future(self._slot_freed.wait())
+        await asyncio.wait({signal, freed}, return_when=asyncio.FIRST_COMPLETED)
+        for fut in (signal, freed):
+            fut.cancel()
+        await asyncio.gather(signal, freed, return_exceptions=True)
+
+    async def _send(self, delivery: Delivery, host: str) -> None:
+        try:
+            outcome = await self._attempt(delivery)
+            self._unrecorded += 1
+            self._outcomes.put_nowait(outcome)
+        finally:
+            self._inflight.pop(delivery.id, None)
+            self._per_host[host] -= 1
+            if self._per_host[host] <= 0:
+                del self._per_host[host]
+            self._slot_freed.set()
+
+    async def send_once(
+        self,
+        method: str,
+        url: str,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes | None,
+        timeout: float,
+        webhook_id: str,
+    ) -> Exchange:
+        """One request with the headers every delivery carries; nothing is recorded."""
+        return await self._exchange(method, url, headers, body, timeout, webhook_id)
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes | None,
+        timeout: float,
+        webhook_id: str,
+    ) -> Exchange:
+        assert self._session is not None, "the dispatcher is not started"
+        sent = dict(headers)
+        sent["webhook-id"] = webhook_id
+        sent["webhook-timestamp"] = str(int(time.time()))
+        ex = Exchange(started_at=now_ms())
+        t0 = time.perf_counter()
+        try:
+            async with self._session.request(
+                method,
+                url,
+                data=body,
+                headers=sent,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as resp:
+                ex.status_code = resp.status
+                ex.headers = tuple(resp.headers.items())
+                ex.body = (await _read_head(resp)).decode("utf-8", "replace")
+                ex.retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
+        except TimeoutError:
+            ex.error = f"timed out after {timeout:g} s"
+        except aiohttp.ClientError as exc:
+            ex.error = f"{exc.__class__.__name__}: {exc}"
+        except ValueError as exc:  # a URL or header aiohttp refuses
+            ex.error = f"invalid request: {exc}"
+        ex.latency_ms = (time.perf_counter() - t0) * 1000
+        if ex.status_code is not None and not is_success(ex.status_code):
+            redirect = 300 <= ex.status_code < 400
+            ex.error = f"HTTP {ex.status_code}" + (" (redirects are not followed)" if redirect else "")
+        return ex
+
+    async def _attempt(self, delivery: Delivery) -> Outcome:
+        number = delivery.attempts + 1
+        ex = await self._exchange(
+            delivery.method, delivery.url, delivery.headers, delivery.body, delivery.timeout,
+            delivery.id,
+        )
+        ok = is_success(ex.status_code)
+        attempt = Attempt(
+            id=new_id("att"),
+            delivery_id=delivery.id,
+            number=number,
+            started_at=ex.started_at,
+            latency_ms=ex.latency_ms,
+            status_code=ex.status_code,
+            response_headers=ex.headers,
+            response_body=ex.body,
+            error=ex.error,
+            succeeded=ok,
+        )
+        if ok:
+            return Outcome(attempt, DeliveryStatus.SUCCEEDED, None)
+        if is_retryable(ex.status_code):
+            delay = next_delay(delivery.retry_schedule, number, ex.retry_after)
+            if delay is not None:
+                return Outcome(attempt, DeliveryStatus.RETRYING, now_ms() + int(delay * 1000))
+        return Outcome(attempt, DeliveryStatus.DEAD, None)
+
+    async def _record_loop(self) -> None:
+        while True:
+            batch = [await self._outcomes.get()]
+            while not self._outcomes.empty() and len(batch) < CLAIM_BATCH:
+                batch.append(self._outcomes.get_nowait())
+            try:
+                # Shielded: a stop must not lose the record of a request already sent.
+                await asyncio.shield(self._record(batch))
+            finally:
+                self._unrecorded -= len(batch)
+                for _ in batch:
+                    self._outcomes.task_done()
+            # Wake the claim loop: a retry may be due, or the dispatcher may now be idle.
+            self.signal.notify()
+
+    async def _record(self, batch: list[Outcome]) -> None:
+        for attempt in range(5):
+            try:
+                await self.store.record_outcomes(batch, now_ms())
+                return
+            except Exception:
+                log.exception("recording %d attempts failed (try %d)", len(batch), attempt + 1)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        # The leases expire and the deliveries are sent again: at least once, never zero.
+        log.error("gave up recording %d attempts; they will be retried", len(batch))
+
+
+async def _read_head(resp: aiohttp.ClientResponse) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < MAX_RESPONSE_BODY:
+        chunk = await resp.content.read(MAX_RESPONSE_BODY - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+

@@ -1,0 +1,277 @@
+"""The ingest path: events in, state updated, rules matched, deliveries written, one commit.
+
+Many concurrent requests share one transaction (group commit), so durability costs one
+fsync per group, not per event. A caller's answer waits for the commit that holds its work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hookline.deliveries import Delivery, DeliveryStatus
+from hookline.errors import HooklineError, StoreError
+from hookline.events import UPDATE_PROFILE, Event, EventInput, now_ms
+from hookline.ids import new_id
+from hookline.queue import WorkSignal
+from hookline.rules import CompiledRule, RuleIndex
+from hookline.settings import Settings
+from hookline.state import apply_update, with_identity
+from hookline.store.base import IngestTransaction, Store
+
+log = logging.getLogger("hookline.engine")
+
+# Bound one group so a burst cannot make a single transaction huge.
+MAX_GROUP_EVENTS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What the caller learns about one event once it is committed."""
+
+    id: str
+    eid: str | None
+    duplicate: bool
+    deliveries: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "eid": self.eid,
+            "duplicate": self.duplicate,
+            "deliveries": list(self.deliveries),
+        }
+
+
+@dataclass(eq=False)
+class _Work:
+    """One caller's share of a group: a batch of events or a state patch."""
+
+    events: Sequence[EventInput] = ()
+    patch_user: str | None = None
+    patch: dict[str, Any] | None = None
+    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    @property
+    def size(self) -> int:
+        return len(self.events) or 1
+
+
+class Engine:
+    """Owns the rule index and the single writer task that commits groups."""
+
+    def __init__(self, store: Store, settings: Settings, signal: WorkSignal) -> None:
+        self.store = store
+        self.settings = settings
+        self.signal = signal
+        self.index = RuleIndex()
+        self._queue: asyncio.Queue[_Work] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.reload_rules()
+        self._writer = asyncio.create_task(self._run(), name="hookline-ingest-writer")
+
+    async def stop(self) -> None:
+        """Finish every group already queued, then stop."""
+        if self._writer is None:
+            return
+        await self._queue.join()
+        self._writer.cancel()
+        await asyncio.gather(self._writer, return_exceptions=True)
+        self._writer = None
+
+    async def reload_rules(self) -> None:
+        """Rebuild the index from the store; only changed rules are recompiled."""
+        rules = await self.store.list_rules()
+        webhooks = {w.id: w for w in await self.store.list_webhooks()}
+        self.index.rebuild(rules, webhooks)
+
+    async def submit(self, events: Sequence[EventInput]) -> list[Accepted]:
+        """Queue events for the next group and wait until they are durably committed."""
+        return await self._submit(_Work(events=events))  # type: ignore[no-any-return]
+
+    async def patch_state(self, user_ext_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``patch`` into the user's state, serialised with the events of that user."""
+        return await self._submit(_Work(patch_user=user_ext_id, patch=patch))  # type: ignore[no-any-return]
+
+    async def _submit(self, work: _Work) -> Any:
+        if self._writer is None or self._writer.done():
+            raise StoreError("hookline is not accepting events (starting or stopping)")
+        self._queue.put_nowait(work)
+        # The commit must finish even if the caller goes away: the work is already queued.
+        return await asyncio.shield(work.future)
+
+    async def _run(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            size = group[0].size
+            while size < MAX_GROUP_EVENTS and not self._queue.empty():
+                work = self._queue.get_nowait()
+                group.append(work)
+                size += work.size
+            try:
+                await self._commit_group(group)
+            finally:
+                for _ in group:
+                    self._queue.task_done()
+
+    async def _commit_group(self, group: list[_Work]) -> None:
+        try:
+            results, created = await self._commit(group)
+        except Exception as exc:
+            if len(group) > 1:
+                # One bad share must not fail the others: commit each alone.
+                for work in group:
+                    await self._commit_group([work])
+                return
+            if not isinstance(exc, HooklineError):
+                log.exception("ingest commit failed")
+                exc = StoreError(f"the events could not be stored: {exc}")
+            if not group[0].future.done():
+                group[0].future.set_exception(exc)
+            return
+        for work, result in zip(group, results, strict=True):
+            if not work.future.done():
+                work.future.set_result(result)
+        if created:
+            self.signal.notify()
+
+    async def _commit(self, group: list[_Work]) -> tuple[list[Any], int]:
+        now = now_ms()
+        eids = [e.eid for w in group for e in w.events if e.eid is not None]
+        users = {e.user_ext_id for w in group for e in w.events}
+        users.update(w.patch_user for w in group if w.patch_user is not None)
+        async with self.store.ingest() as tx:
+            known = await tx.known_eids(eids) if eids else {}
+            states = await tx.load_states(sorted(users))
+            batch = _Batch(self, tx, known, states, now)
+            results = [batch.apply(work) for work in group]
+            await batch.flush()
+        return results, len(batch.deliveries)
+
+
+class _Batch:
+    """The in-memory side of one group commit."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        tx: IngestTransaction,
+        known: dict[str, str],
+        states: dict[str, dict[str, Any]],
+        now: int,
+    ) -> None:
+        self.engine = engine
+        self.tx = tx
+        self.known = known
+        self.states = states
+        self.now = now
+        self.changed: dict[str, dict[str, Any]] = {}
+        self.events: list[Event] = []
+        self.deliveries: list[Delivery] = []
+
+    def apply(self, work: _Work) -> Any:
+        if work.patch_user is not None:
+            assert work.patch is not None
+            user = work.patch_user
+            current = self.states.get(user, {})
+            state = apply_update(current, work.patch, user, current.get("ext_brand_id"))
+            self.states[user] = self.changed[user] = state
+            return state
+        return [self._event(e) for e in work.events]
+
+    def _event(self, item: EventInput) -> Accepted:
+        if item.eid is not None and item.eid in self.known:
+            return Accepted(self.known[item.eid], item.eid, True, ())
+        event = Event(
+            id=new_id("evt", self.now),
+            eid=item.eid,
+            event_type=item.event_type,
+            user_ext_id=item.user_ext_id,
+            ext_brand_id=item.ext_brand_id,
+            event_date=item.event_date if item.event_date is not None else self.now,
+            payload=item.payload,
+            received_at=self.now,
+        )
+        if item.eid is not None:
+            self.known[item.eid] = event.id
+        self.events.append(event)
+        state = self._state_after(event)
+        rules = self.engine.index.match(event.event_type)
+        if not rules:
+            return Accepted(event.id, event.eid, False, ())
+        context = {"event": event.template_scope(), "state": state}
+        created = [self._delivery(rule, event, context) for rule in rules if _matches(rule, context)]
+        self.deliveries.extend(created)
+        return Accepted(event.id, event.eid, False, tuple(d.id for d in created))
+
+    def _state_after(self, event: Event) -> dict[str, Any]:
+        user, brand = event.user_ext_id, event.ext_brand_id
+        current = self.states.get(user)
+        if event.event_type == UPDATE_PROFILE:
+            state = apply_update(current or {}, event.payload, user, brand)
+        elif current is None or (brand is not None and current.get("ext_brand_id") != brand):
+            state = with_identity(dict(current or {}), user, brand)
+        else:
+            return current
+        self.states[user] = self.changed[user] = state
+        return state
+
+    def _delivery(self, rule: CompiledRule, event: Event, context: dict[str, Any]) -> Delivery:
+        settings = self.engine.settings
+        spec = rule.webhook.spec
+        schedule = spec.retry_schedule or settings.retry_schedule
+        common: dict[str, Any] = {
+            "id": new_id("dlv", self.now),
+            "event_id": event.id,
+            "rule_id": rule.rule.id,
+            "webhook_id": rule.rule.webhook_id,
+            "user_ext_id": event.user_ext_id,
+            "timeout": spec.timeout or settings.default_timeout,
+            "retry_schedule": schedule,
+            "attempts": 0,
+            "created_at": self.now,
+            "updated_at": self.now,
+        }
+        try:
+            request = rule.webhook.render(context)
+        except Exception as exc:  # a render failure must cost the delivery, never the event
+            detail = exc.detail if isinstance(exc, HooklineError) else repr(exc)
+            if not isinstance(exc, HooklineError):
+                log.exception("rendering rule %s failed", rule.rule.id)
+            return Delivery(
+                **common,
+                status=DeliveryStatus.DEAD,
+                method=spec.method,
+                url=spec.url,
+                headers=(),
+                body=None,
+                next_attempt_at=None,
+                last_error=f"not sent: {detail}",
+            )
+        return Delivery(
+            **common,
+            status=DeliveryStatus.PENDING,
+            method=request.method,
+            url=request.url,
+            headers=request.headers,
+            body=request.body,
+            next_attempt_at=self.now + int(schedule[0] * 1000),
+        )
+
+    async def flush(self) -> None:
+        await self.tx.insert_events(self.events)
+        await self.tx.save_states(self.changed, self.now)
+        await self.tx.insert_deliveries(self.deliveries)
+
+
+def _matches(rule: CompiledRule, context: dict[str, Any]) -> bool:
+    try:
+        return rule.predicate(context)
+    except Exception:  # conditions never raise by contract; a bug must not lose the event
+        log.exception("condition of rule %s raised", rule.rule.id)
+        return False

@@ -1,0 +1,160 @@
+"""The event envelope of the original platform, validated at the edge.
+
+``{"eid", "event_type", "user_ext_id", "event_date" (ms), "ext_brand_id", "payload"}``
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from hookline.errors import InvalidInput
+
+UPDATE_PROFILE: Final = "update_profile"
+ENVELOPE_KEYS: Final = frozenset(
+    {"eid", "event_type", "user_ext_id", "event_date", "ext_brand_id", "payload"}
+)
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+_MAX_ID_LEN: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One validated event, as stored."""
+
+    id: str
+    eid: str | None
+    event_type: str
+    user_ext_id: str
+    ext_brand_id: str | int | None
+    event_date: int
+    payload: dict[str, Any]
+    received_at: int
+
+    def template_scope(self) -> dict[str, Any]:
+        """What ``{{event.x}}`` sees: the payload, with envelope fields where it has none."""
+        scope: dict[str, Any] = {
+            "eid": self.eid,
+            "event_id": self.id,
+            "event_type": self.event_type,
+            "user_ext_id": self.user_ext_id,
+            "ext_brand_id": self.ext_brand_id,
+            "event_date": self.event_date,
+        }
+        scope.update(self.payload)
+        return scope
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "eid": self.eid,
+            "event_type": self.event_type,
+            "user_ext_id": self.user_ext_id,
+            "ext_brand_id": self.ext_brand_id,
+            "event_date": self.event_date,
+            "payload": self.payload,
+            "received_at": self.received_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EventInput:
+    """An event as the caller sent it, checked but not yet given an id."""
+
+    eid: str | None
+    event_type: str
+    user_ext_id: str
+    ext_brand_id: str | int | None
+    event_date: int | None
+    payload: dict[str, Any]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def parse_events(
+    data: Any, *, max_events: int, max_event_bytes: int, body_bytes: int
+) -> list[EventInput]:
+    """Validate one event or a JSON array of events; errors name the index and field."""
+    if isinstance(data, dict):
+        items, prefix = [data], ""
+    elif isinstance(data, list):
+        if not data:
+            raise InvalidInput("the array of events is empty", field="body")
+        if len(data) > max_events:
+            raise InvalidInput(
+                f"at most {max_events} events per request, got {len(data)}; split the batch",
+                field="body",
+            )
+        items, prefix = data, "[{}]."
+    else:
+        raise InvalidInput("expected an event object or an array of events", field="body")
+    # Only measure events one by one when the whole body could hold an oversized one.
+    measure = body_bytes > max_event_bytes
+    return [
+        _parse_one(item, prefix.format(i), max_event_bytes if measure else None)
+        for i, item in enumerate(items)
+    ]
+
+
+def _parse_one(raw: Any, where: str, max_bytes: int | None) -> EventInput:
+    if not isinstance(raw, dict):
+        raise InvalidInput("an event must be a JSON object", field=where.rstrip(".") or "body")
+    unknown = raw.keys() - ENVELOPE_KEYS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidInput(
+            f"unknown envelope field {name!r}; event data goes in 'payload', "
+            f"allowed fields: {', '.join(sorted(ENVELOPE_KEYS))}",
+            field=where + name,
+        )
+    if max_bytes is not None and len(orjson.dumps(raw)) > max_bytes:
+        raise InvalidInput(
+            f"the event is larger than {max_bytes} bytes", field=where.rstrip(".") or "body"
+        )
+    event_type = raw.get("event_type")
+    if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
+        raise InvalidInput(
+            "event_type is required: 1-128 characters of letters, digits, '_', '-', '.', ':'",
+            field=where + "event_type",
+        )
+    user = _identifier(raw.get("user_ext_id"), where + "user_ext_id", required=True)
+    assert user is not None
+    eid = _identifier(raw.get("eid"), where + "eid", required=False)
+    brand = raw.get("ext_brand_id")
+    if brand is not None and (
+        isinstance(brand, bool) or not isinstance(brand, str | int) or len(str(brand)) > 256
+    ):
+        raise InvalidInput("ext_brand_id must be a string or an integer", field=where + "ext_brand_id")
+    event_date = raw.get("event_date")
+    if event_date is not None and (
+        isinstance(event_date, bool) or not isinstance(event_date, int) or event_date < 0
+    ):
+        raise InvalidInput(
+            "event_date must be a non-negative integer of milliseconds since the epoch",
+            field=where + "event_date",
+        )
+    payload = raw.get("payload", {})
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise InvalidInput("payload must be a JSON object", field=where + "payload")
+    return EventInput(eid, event_type, user, brand, event_date, payload)
+
+
+def _identifier(value: Any, field: str, *, required: bool) -> str | None:
+    if value is None:
+        if required:
+            raise InvalidInput(f"{field.rsplit('.', 1)[-1]} is required", field=field)
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidInput("must be a string or an integer", field=field)
+    text = str(value)
+    if not text or len(text) > _MAX_ID_LEN:
+        raise InvalidInput(f"must be 1-{_MAX_ID_LEN} characters", field=field)
+    return text

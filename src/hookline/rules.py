@@ -1,0 +1,124 @@
+"""Automation rules ("if this happens, call that API") and their index by event type."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hookline.conditions import Predicate, compile_conditions
+from hookline.errors import InvalidInput
+from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
+
+
+@dataclass(frozen=True)
+class SavedWebhook:
+    """A named webhook that many rules (and journey steps) can reference."""
+
+    id: str
+    name: str
+    spec: WebhookSpec
+    created_at: int
+    updated_at: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            **self.spec.as_dict(),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule as stored: its activity is an inline webhook or a reference to a saved one."""
+
+    id: str
+    name: str
+    enabled: bool
+    event_type: str
+    conditions: Mapping[str, Any] | None
+    webhook: WebhookSpec | None
+    webhook_id: str | None
+    created_at: int
+    updated_at: int
+    description: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        activity: dict[str, Any] = {"type": "webhook"}
+        if self.webhook_id is not None:
+            activity["webhook_id"] = self.webhook_id
+        if self.webhook is not None:
+            activity.update(self.webhook.as_dict())
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "enabled": self.enabled,
+            "trigger": {"event_type": self.event_type},
+            "conditions": self.conditions,
+            "activity": activity,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    """A rule ready for the hot path: one predicate, one compiled webhook."""
+
+    rule: Rule
+    predicate: Predicate
+    webhook: CompiledWebhook
+
+
+def compile_rule(rule: Rule, webhooks: Mapping[str, SavedWebhook]) -> CompiledRule:
+    """Compile conditions and the webhook; errors name the field that is wrong."""
+    predicate = compile_conditions(rule.conditions, field="conditions")
+    if rule.webhook_id is not None:
+        saved = webhooks.get(rule.webhook_id)
+        if saved is None:
+            raise InvalidInput(
+                f"no saved webhook {rule.webhook_id!r}; create it at /api/v1/webhooks first",
+                field="activity.webhook_id",
+            )
+        spec = saved.spec
+    elif rule.webhook is not None:
+        spec = rule.webhook
+    else:
+        raise InvalidInput("the activity needs a url or a webhook_id", field="activity")
+    return CompiledRule(rule, predicate, compile_webhook(spec, field="activity"))
+
+
+@dataclass
+class RuleIndex:
+    """Enabled rules by event type, so an event only ever looks at its own rules."""
+
+    by_type: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict)
+    _cache: dict[str, tuple[int, int, CompiledRule]] = field(default_factory=dict, repr=False)
+
+    def match(self, event_type: str) -> tuple[CompiledRule, ...]:
+        return self.by_type.get(event_type, ())
+
+    def rebuild(self, rules: Iterable[Rule], webhooks: Mapping[str, SavedWebhook]) -> None:
+        """Recompile only rules (or their saved webhooks) that changed since the last build."""
+        grouped: dict[str, list[CompiledRule]] = {}
+        cache: dict[str, tuple[int, int, CompiledRule]] = {}
+        for rule in rules:
+            if not rule.enabled:
+                continue
+            wh_version = webhooks[rule.webhook_id].updated_at if rule.webhook_id in webhooks else 0
+            hit = self._cache.get(rule.id)
+            if hit is not None and hit[0] == rule.updated_at and hit[1] == wh_version:
+                compiled = hit[2]
+            else:
+                compiled = compile_rule(rule, webhooks)
+            cache[rule.id] = (rule.updated_at, wh_version, compiled)
+            grouped.setdefault(rule.event_type, []).append(compiled)
+        self._cache = cache
+        self.by_type = {k: tuple(v) for k, v in grouped.items()}
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.by_type.values())

@@ -1,0 +1,58 @@
+"""The one composition root: builds store, signal, engine, dispatcher and echo from settings.
+
+API and dispatcher are roles; today both run in one process on the embedded store.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from hookline.dispatcher import Dispatcher
+from hookline.echo import Echo
+from hookline.engine import Engine
+from hookline.queue.embedded import LocalSignal
+from hookline.settings import Settings
+from hookline.store.base import Store
+from hookline.store.sqlite import open_sqlite
+
+log = logging.getLogger("hookline")
+
+
+@dataclass
+class Runtime:
+    """Everything a running hookline holds, started and stopped in order."""
+
+    settings: Settings
+    store: Store
+    engine: Engine
+    dispatcher: Dispatcher
+    echo: Echo
+    started: bool = field(default=False)
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.engine.start()
+        await self.dispatcher.start()
+        self.started = True
+        log.info("hookline ready (data in %s)", self.settings.data_dir)
+
+    async def stop(self) -> None:
+        """Stop taking work, commit what was accepted, finish sends, close the store."""
+        self.started = False
+        await self.engine.stop()
+        await self.dispatcher.stop()
+        await self.store.close()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Wire the embedded default: SQLite store, in-process signal."""
+    store = open_sqlite(settings.database_path, synchronous=settings.sqlite_synchronous)
+    signal = LocalSignal()
+    return Runtime(
+        settings=settings,
+        store=store,
+        engine=Engine(store, settings, signal),
+        dispatcher=Dispatcher(store, settings, signal),
+        echo=Echo(store, settings.echo_keep),
+    )

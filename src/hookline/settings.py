@@ -1,0 +1,116 @@
+"""Configuration: command-line flags over ``HOOKLINE_*`` environment variables over defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hookline.errors import ConfigError
+
+DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+MIB = 1024 * 1024
+
+
+def parse_schedule(text: str, *, setting: str = "HOOKLINE_RETRY_SCHEDULE") -> tuple[float, ...]:
+    """Parse ``"0,5,300"`` into delays in seconds: the wait before each attempt."""
+    try:
+        delays = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{setting} must be comma-separated seconds such as '0,5,300', got {text!r}",
+            field=setting,
+        ) from None
+    check_schedule(delays, setting=setting)
+    return delays
+
+
+def check_schedule(delays: tuple[float, ...], *, setting: str) -> None:
+    """Refuse a schedule that is empty, negative or absurdly long."""
+    if not delays:
+        raise ConfigError(f"{setting} needs at least one delay (the first attempt)", field=setting)
+    if len(delays) > 50:
+        raise ConfigError(f"{setting} allows at most 50 attempts, got {len(delays)}", field=setting)
+    if any(d < 0 or d > 7 * 86400 for d in delays):
+        raise ConfigError(f"{setting} delays must be between 0 and 604800 s", field=setting)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything hookline can be told; each field maps to ``HOOKLINE_<NAME>``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("./hookline-data")
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    max_event_bytes: int = MIB
+    max_request_bytes: int = 5 * MIB
+    max_batch_events: int = 1000
+    echo_max_body_bytes: int = MIB
+    echo_keep: int = 100
+    default_timeout: float = 15.0
+    max_concurrency: int = 256
+    max_per_host: int = 32
+    sqlite_synchronous: str = "FULL"
+    log_level: str = "info"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "hookline.db"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``HOOKLINE_*`` variables, then apply ``overrides`` (those not None)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            key = "HOOKLINE_" + f.name.upper()
+            if key in env:
+                values[f.name] = _convert(f.name, key, env[key])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the setting that is out of range."""
+        if not 0 < self.port < 65536:
+            raise ConfigError("HOOKLINE_PORT must be 1-65535", field="HOOKLINE_PORT")
+        if self.sqlite_synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ConfigError(
+                "HOOKLINE_SQLITE_SYNCHRONOUS must be FULL (power-loss safe), EXTRA or NORMAL",
+                field="HOOKLINE_SQLITE_SYNCHRONOUS",
+            )
+        for name in ("max_event_bytes", "max_request_bytes", "max_batch_events",
+                     "max_concurrency", "max_per_host", "echo_keep", "echo_max_body_bytes"):
+            if getattr(self, name) <= 0:
+                key = "HOOKLINE_" + name.upper()
+                raise ConfigError(f"{key} must be a positive integer", field=key)
+        if self.default_timeout <= 0 or self.default_timeout > 300:
+            raise ConfigError(
+                "HOOKLINE_DEFAULT_TIMEOUT must be between 0 and 300 seconds",
+                field="HOOKLINE_DEFAULT_TIMEOUT",
+            )
+        check_schedule(self.retry_schedule, setting="HOOKLINE_RETRY_SCHEDULE")
+
+
+def _convert(name: str, key: str, raw: str) -> Any:
+    try:
+        if name == "retry_schedule":
+            return parse_schedule(raw, setting=key)
+        if name == "data_dir":
+            return Path(raw)
+        if name in {"port", "max_event_bytes", "max_request_bytes", "max_batch_events",
+                    "max_concurrency", "max_per_host", "echo_keep", "echo_max_body_bytes"}:
+            return int(raw)
+        if name == "default_timeout":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{key} has an invalid value {raw!r}", field=key) from None
+    return raw

@@ -1,0 +1,125 @@
+"""The persistence contract: the few primitives the engine, dispatcher and API need.
+
+A backend implements :class:`Store`; the domain never writes SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hookline.deliveries import Attempt, Delivery, DeliveryStatus
+from hookline.events import Event
+from hookline.rules import Rule, SavedWebhook
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one attempt and where it leaves its delivery."""
+
+    attempt: Attempt
+    status: DeliveryStatus
+    next_attempt_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    rule_id: str | None = None
+    user_ext_id: str | None = None
+    event_id: str | None = None
+    status: DeliveryStatus | None = None
+    since: int | None = None
+    until: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EchoRecord:
+    id: str
+    secret: str
+    received_at: int
+    method: str
+    path: str
+    query: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+class IngestTransaction(Protocol):
+    """One write transaction of the ingest path: everything in it commits together."""
+
+    async def known_eids(self, eids: Sequence[str]) -> dict[str, str]:
+        """Map each already-stored ``eid`` to its event id."""
+
+    async def load_states(self, users: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+    async def insert_events(self, events: Sequence[Event]) -> None: ...
+
+    async def save_states(self, states: dict[str, dict[str, Any]], now: int) -> None: ...
+
+    async def insert_deliveries(self, deliveries: Sequence[Delivery]) -> None: ...
+
+
+class Store(Protocol):
+    """Everything hookline keeps."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def ingest(self) -> AbstractAsyncContextManager[IngestTransaction]: ...
+
+    # user state
+    async def get_state(self, user_ext_id: str) -> dict[str, Any] | None: ...
+
+    async def get_event(self, event_id: str) -> Event | None: ...
+
+    # rules and saved webhooks
+    async def list_rules(self) -> list[Rule]: ...
+
+    async def get_rule(self, rule_id: str) -> Rule | None: ...
+
+    async def save_rule(self, rule: Rule, *, create: bool) -> None: ...
+
+    async def delete_rule(self, rule_id: str) -> bool: ...
+
+    async def list_webhooks(self) -> list[SavedWebhook]: ...
+
+    async def get_webhook(self, webhook_id: str) -> SavedWebhook | None: ...
+
+    async def save_webhook(self, webhook: SavedWebhook, *, create: bool) -> None: ...
+
+    async def delete_webhook(self, webhook_id: str) -> bool: ...
+
+    async def rules_using_webhook(self, webhook_id: str) -> list[str]: ...
+
+    # deliveries
+    async def claim_due(
+        self, now: int, limit: int, lease_ms: int, host_room: dict[str, int], per_host: int
+    ) -> list[Delivery]: ...
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None: ...
+
+    async def next_due_at(self) -> int | None: ...
+
+    async def release_leases(self) -> int: ...
+
+    async def list_deliveries(
+        self, flt: DeliveryFilter, limit: int, before: str | None
+    ) -> list[Delivery]: ...
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None: ...
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]: ...
+
+    async def requeue(self, delivery_id: str, now: int) -> Delivery | None: ...
+
+    async def count_deliveries(self) -> dict[str, int]: ...
+
+    # echo service
+    async def echo_record(self, record: EchoRecord, keep: int) -> None: ...
+
+    async def echo_list(self, secret: str, limit: int) -> list[EchoRecord]: ...
+
+    async def echo_clear(self, secret: str) -> int: ...

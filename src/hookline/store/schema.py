@@ -1,0 +1,143 @@
+"""Tables, in SQLAlchemy Core so one definition serves SQLite and (later) PostgreSQL.
+
+Times are integer milliseconds since the epoch; JSON columns hold orjson bytes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "hookline_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("eid", String(256), nullable=True, unique=True),
+    Column("event_type", String(128), nullable=False),
+    Column("user_ext_id", String(256), nullable=False),
+    Column("ext_brand_id", LargeBinary, nullable=True),
+    Column("event_date", Integer, nullable=False),
+    Column("received_at", Integer, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_ext_id", String(256), primary_key=True),
+    Column("state", LargeBinary, nullable=False),
+    Column("updated_at", Integer, nullable=False),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("spec", LargeBinary, nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("updated_at", Integer, nullable=False),
+)
+
+rules = Table(
+    "rules",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("enabled", Boolean, nullable=False),
+    Column("event_type", String(128), nullable=False),
+    Column("conditions", LargeBinary, nullable=True),
+    Column("webhook", LargeBinary, nullable=True),
+    Column("webhook_id", String(40), nullable=True, index=True),
+    Column("created_at", Integer, nullable=False),
+    Column("updated_at", Integer, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("event_id", String(40), nullable=True),
+    Column("rule_id", String(40), nullable=True),
+    Column("webhook_id", String(40), nullable=True),
+    Column("user_ext_id", String(256), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("host", String(300), nullable=False),
+    Column("headers", LargeBinary, nullable=False),
+    Column("body", LargeBinary, nullable=True),
+    Column("timeout", Float, nullable=False),
+    Column("retry_schedule", LargeBinary, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", Integer, nullable=False),
+    Column("next_attempt_at", Integer, nullable=True),
+    Column("lease_until", Integer, nullable=True),
+    Column("updated_at", Integer, nullable=False),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    # Only active deliveries carry next_attempt_at, so this index stays small.
+    Index(
+        "ix_deliveries_due",
+        "next_attempt_at",
+        sqlite_where=text("next_attempt_at IS NOT NULL"),
+        postgresql_where=text("next_attempt_at IS NOT NULL"),
+    ),
+    Index("ix_deliveries_rule", "rule_id", "id"),
+    Index("ix_deliveries_user", "user_ext_id", "id"),
+    Index("ix_deliveries_status", "status", "id"),
+    Index("ix_deliveries_event", "event_id"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("delivery_id", String(40), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("started_at", Integer, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("response_headers", LargeBinary, nullable=False),
+    Column("response_body", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("succeeded", Boolean, nullable=False),
+    Index("ix_attempts_delivery", "delivery_id", "number"),
+)
+
+echo_requests = Table(
+    "echo_requests",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("secret", String(128), nullable=False),
+    Column("received_at", Integer, nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("query", Text, nullable=False),
+    Column("headers", LargeBinary, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Index("ix_echo_secret", "secret", "id"),
+)

@@ -1,0 +1,574 @@
+"""The SQL backend (SQLAlchemy Core, async). SQLite is the embedded default.
+
+The only module that knows queries. Driver errors become StoreError at this boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hookline.deliveries import Attempt, Delivery, DeliveryStatus
+from hookline.errors import Conflict, StoreError
+from hookline.events import Event
+from hookline.rules import Rule, SavedWebhook
+from hookline.store import schema as t
+from hookline.store.base import DeliveryFilter, EchoRecord, Outcome
+from hookline.webhooks import WebhookSpec
+
+# SQLite's default limit on bound parameters is generous, but stay well under it.
+_CHUNK = 500
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def _pairs(raw: bytes) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in orjson.loads(raw))
+
+
+class SqlIngest:
+    """The ingest unit of work on one open transaction."""
+
+    def __init__(self, conn: AsyncConnection, upsert: Any) -> None:
+        self._conn = conn
+        self._upsert = upsert
+
+    async def known_eids(self, eids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for part in _chunks(eids):
+            rows = await self._conn.execute(
+                select(t.events.c.eid, t.events.c.id).where(t.events.c.eid.in_(part))
+            )
+            found.update({row.eid: row.id for row in rows})
+        return found
+
+    async def load_states(self, users: Sequence[str]) -> dict[str, dict[str, Any]]:
+        states: dict[str, dict[str, Any]] = {}
+        for part in _chunks(users):
+            rows = await self._conn.execute(
+                select(t.users.c.user_ext_id, t.users.c.state).where(
+                    t.users.c.user_ext_id.in_(part)
+                )
+            )
+            states.update({row.user_ext_id: orjson.loads(row.state) for row in rows})
+        return states
+
+    async def insert_events(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        await self._conn.execute(
+            insert(t.events),
+            [
+                {
+                    "id": e.id,
+                    "eid": e.eid,
+                    "event_type": e.event_type,
+                    "user_ext_id": e.user_ext_id,
+                    "ext_brand_id": _dumps(e.ext_brand_id),
+                    "event_date": e.event_date,
+                    "received_at": e.received_at,
+                    "payload": _dumps(e.payload),
+                }
+                for e in events
+            ],
+        )
+
+    async def save_states(self, states: dict[str, dict[str, Any]], now: int) -> None:
+        if not states:
+            return
+        stmt = self._upsert(t.users)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.users.c.user_ext_id],
+            set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
+        )
+        await self._conn.execute(
+            stmt,
+            [{"user_ext_id": u, "state": _dumps(s), "updated_at": now} for u, s in states.items()],
+        )
+
+    async def insert_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        if deliveries:
+            await self._conn.execute(insert(t.deliveries), [_delivery_row(d) for d in deliveries])
+
+
+def _delivery_row(d: Delivery) -> dict[str, Any]:
+    from urllib.parse import urlsplit
+
+    return {
+        "id": d.id,
+        "event_id": d.event_id,
+        "rule_id": d.rule_id,
+        "webhook_id": d.webhook_id,
+        "user_ext_id": d.user_ext_id,
+        "status": d.status.value,
+        "method": d.method,
+        "url": d.url,
+        "host": (urlsplit(d.url).netloc or "")[:300],
+        "headers": _dumps(d.headers),
+        "body": d.body,
+        "timeout": d.timeout,
+        "retry_schedule": _dumps(d.retry_schedule),
+        "attempts": d.attempts,
+        "created_at": d.created_at,
+        "next_attempt_at": d.next_attempt_at,
+        "lease_until": None,
+        "updated_at": d.updated_at,
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+    }
+
+
+def _delivery(row: Row[Any]) -> Delivery:
+    return Delivery(
+        id=row.id,
+        event_id=row.event_id,
+        rule_id=row.rule_id,
+        webhook_id=row.webhook_id,
+        user_ext_id=row.user_ext_id,
+        status=DeliveryStatus(row.status),
+        method=row.method,
+        url=row.url,
+        headers=_pairs(row.headers),
+        body=row.body,
+        timeout=row.timeout,
+        retry_schedule=tuple(orjson.loads(row.retry_schedule)),
+        attempts=row.attempts,
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        updated_at=row.updated_at,
+        last_status_code=row.last_status_code,
+        last_error=row.last_error,
+    )
+
+
+def _rule(row: Row[Any]) -> Rule:
+    return Rule(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        enabled=bool(row.enabled),
+        event_type=row.event_type,
+        conditions=orjson.loads(row.conditions) if row.conditions is not None else None,
+        webhook=(
+            WebhookSpec.from_dict(orjson.loads(row.webhook)) if row.webhook is not None else None
+        ),
+        webhook_id=row.webhook_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _webhook(row: Row[Any]) -> SavedWebhook:
+    return SavedWebhook(
+        id=row.id,
+        name=row.name,
+        spec=WebhookSpec.from_dict(orjson.loads(row.spec)),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _attempt(row: Row[Any]) -> Attempt:
+    return Attempt(
+        id=row.id,
+        delivery_id=row.delivery_id,
+        number=row.number,
+        started_at=row.started_at,
+        latency_ms=row.latency_ms,
+        status_code=row.status_code,
+        response_headers=_pairs(row.response_headers),
+        response_body=row.response_body,
+        error=row.error,
+        succeeded=bool(row.succeeded),
+    )
+
+
+class SqlStore:
+    """A :class:`~hookline.store.base.Store` on any SQLAlchemy async engine."""
+
+    def __init__(
+        self, engine: AsyncEngine, upsert: Any, read_engine: AsyncEngine | None = None
+    ) -> None:
+        self.engine = engine
+        self.read_engine = read_engine or engine
+        self._upsert = upsert
+
+    async def open(self) -> None:
+        async with self._write() as conn:
+            await conn.run_sync(t.metadata.create_all)
+            version = await conn.scalar(
+                select(t.meta.c.value).where(t.meta.c.key == "schema_version")
+            )
+            if version is None:
+                await conn.execute(
+                    insert(t.meta).values(key="schema_version", value=str(t.SCHEMA_VERSION))
+                )
+            elif int(version) > t.SCHEMA_VERSION:
+                raise StoreError(
+                    f"the database has schema version {version}, newer than this hookline "
+                    f"({t.SCHEMA_VERSION}); upgrade hookline"
+                )
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise  # callers translate it: only they know which name clashed
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the database failed: {exc.__class__.__name__}: {exc}") from exc
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.read_engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the database failed: {exc.__class__.__name__}: {exc}") from exc
+
+    @asynccontextmanager
+    async def ingest(self) -> AsyncIterator[SqlIngest]:
+        async with self._write() as conn:
+            yield SqlIngest(conn, self._upsert)
+
+    # --- user state and events -------------------------------------------------------
+
+    async def get_state(self, user_ext_id: str) -> dict[str, Any] | None:
+        async with self._read() as conn:
+            raw = await conn.scalar(
+                select(t.users.c.state).where(t.users.c.user_ext_id == user_ext_id)
+            )
+        return orjson.loads(raw) if raw is not None else None
+
+    async def get_event(self, event_id: str) -> Event | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(t.events).where(t.events.c.id == event_id))).first()
+        if row is None:
+            return None
+        return Event(
+            id=row.id,
+            eid=row.eid,
+            event_type=row.event_type,
+            user_ext_id=row.user_ext_id,
+            ext_brand_id=orjson.loads(row.ext_brand_id) if row.ext_brand_id else None,
+            event_date=row.event_date,
+            payload=orjson.loads(row.payload),
+            received_at=row.received_at,
+        )
+
+    # --- rules and saved webhooks ------------------------------------------------------
+
+    async def list_rules(self) -> list[Rule]:
+        async with self._read() as conn:
+            rows = await conn.execute(select(t.rules).order_by(t.rules.c.id))
+            return [_rule(r) for r in rows]
+
+    async def get_rule(self, rule_id: str) -> Rule | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(t.rules).where(t.rules.c.id == rule_id))).first()
+        return _rule(row) if row is not None else None
+
+    async def save_rule(self, rule: Rule, *, create: bool) -> None:
+        values = {
+            "name": rule.name,
+            "description": rule.description,
+            "enabled": rule.enabled,
+            "event_type": rule.event_type,
+            "conditions": _dumps(rule.conditions) if rule.conditions is not None else None,
+            "webhook": _dumps(rule.webhook.as_dict()) if rule.webhook is not None else None,
+            "webhook_id": rule.webhook_id,
+            "updated_at": rule.updated_at,
+        }
+        try:
+            async with self._write() as conn:
+                if create:
+                    await conn.execute(
+                        insert(t.rules).values(id=rule.id, created_at=rule.created_at, **values)
+                    )
+                else:
+                    await conn.execute(update(t.rules).where(t.rules.c.id == rule.id).values(**values))
+        except IntegrityError:
+            raise Conflict(f"a rule named {rule.name!r} already exists", field="name") from None
+
+    async def delete_rule(self, rule_id: str) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(delete(t.rules).where(t.rules.c.id == rule_id))
+        return bool(result.rowcount)
+
+    async def list_webhooks(self) -> list[SavedWebhook]:
+        async with self._read() as conn:
+            rows = await conn.execute(select(t.webhooks).order_by(t.webhooks.c.id))
+            return [_webhook(r) for r in rows]
+
+    async def get_webhook(self, webhook_id: str) -> SavedWebhook | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(select(t.webhooks).where(t.webhooks.c.id == webhook_id))
+            ).first()
+        return _webhook(row) if row is not None else None
+
+    async def save_webhook(self, webhook: SavedWebhook, *, create: bool) -> None:
+        values = {
+            "name": webhook.name,
+            "spec": _dumps(webhook.spec.as_dict()),
+            "updated_at": webhook.updated_at,
+        }
+        try:
+            async with self._write() as conn:
+                if create:
+                    await conn.execute(
+                        insert(t.webhooks).values(
+                            id=webhook.id, created_at=webhook.created_at, **values
+                        )
+                    )
+                else:
+                    await conn.execute(
+                        update(t.webhooks).where(t.webhooks.c.id == webhook.id).values(**values)
+                    )
+        except IntegrityError:
+            raise Conflict(
+                f"a webhook named {webhook.name!r} already exists", field="name"
+            ) from None
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(delete(t.webhooks).where(t.webhooks.c.id == webhook_id))
+        return bool(result.rowcount)
+
+    async def rules_using_webhook(self, webhook_id: str) -> list[str]:
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(t.rules.c.name).where(t.rules.c.webhook_id == webhook_id)
+            )
+            return [r.name for r in rows]
+
+    # --- deliveries ----------------------------------------------------------------------
+
+    async def claim_due(
+        self, now: int, limit: int, lease_ms: int, host_room: dict[str, int], per_host: int
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` due deliveries, at most ``per_host`` minus in-flight per host."""
+        d = t.deliveries
+        async with self._write() as conn:
+            rows = await conn.execute(
+                select(d)
+                .where(
+                    d.c.next_attempt_at <= now,
+                    or_(d.c.lease_until.is_(None), d.c.lease_until < now),
+                )
+                .order_by(d.c.next_attempt_at)
+                .limit(limit * 4)
+            )
+            chosen: list[Delivery] = []
+            room = dict(host_room)
+            for row in rows:
+                left = room.get(row.host, per_host)
+                if left <= 0:
+                    continue
+                room[row.host] = left - 1
+                chosen.append(_delivery(row))
+                if len(chosen) >= limit:
+                    break
+            if chosen:
+                ids = [c.id for c in chosen]
+                for part in _chunks(ids):
+                    await conn.execute(
+                        update(d).where(d.c.id.in_(part)).values(lease_until=now + lease_ms)
+                    )
+        return chosen
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None:
+        if not outcomes:
+            return
+        d = t.deliveries
+        async with self._write() as conn:
+            await conn.execute(
+                insert(t.attempts),
+                [
+                    {
+                        "id": o.attempt.id,
+                        "delivery_id": o.attempt.delivery_id,
+                        "number": o.attempt.number,
+                        "started_at": o.attempt.started_at,
+                        "latency_ms": o.attempt.latency_ms,
+                        "status_code": o.attempt.status_code,
+                        "response_headers": _dumps(o.attempt.response_headers),
+                        "response_body": o.attempt.response_body,
+                        "error": o.attempt.error,
+                        "succeeded": o.attempt.succeeded,
+                    }
+                    for o in outcomes
+                ],
+            )
+            for o in outcomes:
+                await conn.execute(
+                    update(d)
+                    .where(d.c.id == o.attempt.delivery_id)
+                    .values(
+                        status=o.status.value,
+                        attempts=o.attempt.number,
+                        next_attempt_at=o.next_attempt_at,
+                        lease_until=None,
+                        updated_at=now,
+                        last_status_code=o.attempt.status_code,
+                        last_error=o.attempt.error,
+                    )
+                )
+
+    async def next_due_at(self) -> int | None:
+        """When the next unleased delivery falls due (leases end by the periodic poll)."""
+        d = t.deliveries
+        async with self._read() as conn:
+            value = await conn.scalar(
+                select(func.min(d.c.next_attempt_at)).where(
+                    d.c.next_attempt_at.is_not(None), d.c.lease_until.is_(None)
+                )
+            )
+        return int(value) if value is not None else None
+
+    async def release_leases(self) -> int:
+        d = t.deliveries
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(d).where(d.c.lease_until.is_not(None)).values(lease_until=None)
+            )
+        return int(result.rowcount or 0)
+
+    async def list_deliveries(
+        self, flt: DeliveryFilter, limit: int, before: str | None
+    ) -> list[Delivery]:
+        d = t.deliveries
+        where = []
+        if flt.rule_id is not None:
+            where.append(d.c.rule_id == flt.rule_id)
+        if flt.user_ext_id is not None:
+            where.append(d.c.user_ext_id == flt.user_ext_id)
+        if flt.event_id is not None:
+            where.append(d.c.event_id == flt.event_id)
+        if flt.status is not None:
+            where.append(d.c.status == flt.status.value)
+        if flt.since is not None:
+            where.append(d.c.created_at >= flt.since)
+        if flt.until is not None:
+            where.append(d.c.created_at < flt.until)
+        if before is not None:
+            where.append(d.c.id < before)
+        query = select(d).order_by(d.c.id.desc()).limit(limit)
+        if where:
+            query = query.where(and_(*where))
+        async with self._read() as conn:
+            return [_delivery(r) for r in await conn.execute(query)]
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        d = t.deliveries
+        async with self._read() as conn:
+            row = (await conn.execute(select(d).where(d.c.id == delivery_id))).first()
+        return _delivery(row) if row is not None else None
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        a = t.attempts
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(a).where(a.c.delivery_id == delivery_id).order_by(a.c.number, a.c.id)
+            )
+            return [_attempt(r) for r in rows]
+
+    async def requeue(self, delivery_id: str, now: int) -> Delivery | None:
+        """Send again now, same webhook-id; refused while an attempt is in flight."""
+        d = t.deliveries
+        async with self._write() as conn:
+            row = (await conn.execute(select(d).where(d.c.id == delivery_id))).first()
+            if row is None:
+                return None
+            if row.lease_until is not None and row.lease_until >= now:
+                raise Conflict("an attempt of this delivery is in flight; try again shortly")
+            status = DeliveryStatus.RETRYING if row.attempts else DeliveryStatus.PENDING
+            await conn.execute(
+                update(d)
+                .where(d.c.id == delivery_id)
+                .values(status=status.value, next_attempt_at=now, lease_until=None, updated_at=now)
+            )
+            row = (await conn.execute(select(d).where(d.c.id == delivery_id))).first()
+        assert row is not None
+        return _delivery(row)
+
+    async def count_deliveries(self) -> dict[str, int]:
+        d = t.deliveries
+        async with self._read() as conn:
+            rows = await conn.execute(select(d.c.status, func.count()).group_by(d.c.status))
+            return {row[0]: int(row[1]) for row in rows}
+
+    # --- echo service --------------------------------------------------------------------
+
+    async def echo_record(self, record: EchoRecord, keep: int) -> None:
+        e = t.echo_requests
+        async with self._write() as conn:
+            await conn.execute(
+                insert(e).values(
+                    id=record.id,
+                    secret=record.secret,
+                    received_at=record.received_at,
+                    method=record.method,
+                    path=record.path,
+                    query=record.query,
+                    headers=_dumps(record.headers),
+                    body=record.body,
+                )
+            )
+            # Keep exactly the newest ``keep`` for this secret.
+            cutoff = await conn.scalar(
+                select(e.c.id)
+                .where(e.c.secret == record.secret)
+                .order_by(e.c.id.desc())
+                .offset(keep)
+                .limit(1)
+            )
+            if cutoff is not None:
+                await conn.execute(delete(e).where(e.c.secret == record.secret, e.c.id <= cutoff))
+
+    async def echo_list(self, secret: str, limit: int) -> list[EchoRecord]:
+        e = t.echo_requests
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(e).where(e.c.secret == secret).order_by(e.c.id.desc()).limit(limit)
+            )
+            return [
+                EchoRecord(
+                    id=r.id,
+                    secret=r.secret,
+                    received_at=r.received_at,
+                    method=r.method,
+                    path=r.path,
+                    query=r.query,
+                    headers=_pairs(r.headers),
+                    body=r.body,
+                )
+                for r in rows
+            ]
+
+    async def echo_clear(self, secret: str) -> int:
+        e = t.echo_requests
+        async with self._write() as conn:
+            result = await conn.execute(delete(e).where(e.c.secret == secret))
+        return int(result.rowcount or 0)
+

@@ -1,0 +1,202 @@
+"""The WebHook activity: one definition, used alike by automation rules and journey steps.
+
+A :class:`WebhookSpec` is what the user wrote; :func:`compile_webhook` checks every template
+once and returns a :class:`CompiledWebhook` whose ``render`` builds the exact request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Final
+from urllib.parse import quote
+
+import orjson
+
+from hookline.errors import InvalidInput, RenderError
+from hookline.templates import Template, TemplateMode, compile_template
+
+
+class Method(str, Enum):
+    GET = "GET"
+    POST = "POST"
+    PUT = "PUT"
+    PATCH = "PATCH"
+    DELETE = "DELETE"
+
+
+DEFAULT_CONTENT_TYPE: Final = "application/json"
+MAX_TIMEOUT: Final = 300.0
+# hookline owns these: they carry identity, signing and framing of every delivery.
+RESERVED_HEADERS: Final = frozenset(
+    {"content-length", "host", "transfer-encoding", "connection", "content-type",
+     "webhook-id", "webhook-timestamp", "webhook-signature"}
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+\-]+/[A-Za-z0-9!#$&^_.+\-]+(\s*;.*)?")
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    """A webhook as written by the user; templates are still text."""
+
+    url: str
+    method: str = "POST"
+    content_type: str = DEFAULT_CONTENT_TYPE
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    body: str | None = None
+    timeout: float | None = None
+    retry_schedule: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WebhookSpec:
+        """Build from API/JSON data already shaped by the edge (body may be an object)."""
+        body = data.get("body")
+        if body is not None and not isinstance(body, str):
+            body = orjson.dumps(body).decode()
+        schedule = data.get("retry_schedule")
+        return cls(
+            url=data["url"],
+            method=str(data.get("method") or "POST").upper(),
+            content_type=data.get("content_type") or DEFAULT_CONTENT_TYPE,
+            headers=dict(data.get("headers") or {}),
+            query=dict(data.get("query") or {}),
+            body=body,
+            timeout=data.get("timeout"),
+            retry_schedule=tuple(schedule) if schedule is not None else None,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "method": self.method,
+            "content_type": self.content_type,
+            "headers": dict(self.headers),
+            "query": dict(self.query),
+            "body": self.body,
+            "timeout": self.timeout,
+            "retry_schedule": list(self.retry_schedule) if self.retry_schedule else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedRequest:
+    """The exact request a delivery sends, on every attempt."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None
+    timeout: float | None
+    retry_schedule: tuple[float, ...] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "url": self.url,
+            "headers": dict(self.headers),
+            "body": self.body.decode("utf-8", "replace") if self.body is not None else None,
+        }
+
+
+def body_mode(content_type: str) -> TemplateMode:
+    """The template mode a body of this content type is rendered in."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return TemplateMode.JSON
+    if media == "application/x-www-form-urlencoded":
+        return TemplateMode.FORM
+    return TemplateMode.TEXT
+
+
+class CompiledWebhook:
+    """A webhook whose templates are parsed and checked; render is the hot path."""
+
+    __slots__ = ("_body", "_headers", "_query", "_url", "spec")
+
+    def __init__(self, spec: WebhookSpec, field_prefix: str) -> None:
+        self.spec = spec
+        p = field_prefix + "." if field_prefix else ""
+        self._url = compile_template(spec.url, TemplateMode.URL, field=p + "url")
+        self._headers: tuple[tuple[str, Template], ...] = tuple(
+            (name, _compile_header(name, value, p)) for name, value in spec.headers.items()
+        )
+        self._query: tuple[tuple[str, Template], ...] = tuple(
+            (name, compile_template(value, TemplateMode.TEXT, field=f"{p}query.{name}"))
+            for name, value in spec.query.items()
+        )
+        self._body = (
+            compile_template(spec.body, body_mode(spec.content_type), field=p + "body")
+            if spec.body is not None
+            else None
+        )
+
+    def render(self, context: Mapping[str, Any]) -> RenderedRequest:
+        """Build the request for one user and event; RenderError if a header would break."""
+        url = self._url.render(context)
+        if self._query:
+            pairs = "&".join(
+                f"{quote(name, safe='')}={quote(t.render(context), safe='')}"
+                for name, t in self._query
+            )
+            url += ("&" if "?" in url else "?") + pairs
+        headers: list[tuple[str, str]] = []
+        for name, template in self._headers:
+            value = template.render(context)
+            if "\r" in value or "\n" in value:
+                raise RenderError(
+                    f"header {name!r} would contain a line break; the value was refused",
+                    field=f"headers.{name}",
+                )
+            headers.append((name, value))
+        body = None
+        if self._body is not None:
+            body = self._body.render(context).encode()
+            headers.append(("content-type", self.spec.content_type))
+        return RenderedRequest(
+            self.spec.method, url, tuple(headers), body, self.spec.timeout,
+            self.spec.retry_schedule,
+        )
+
+
+def _compile_header(name: str, value: str, prefix: str) -> Template:
+    where = f"{prefix}headers.{name}"
+    if not _HEADER_NAME.fullmatch(name):
+        raise InvalidInput(f"{name!r} is not a valid header name", field=where)
+    if name.lower() in RESERVED_HEADERS:
+        hint = " (set content_type instead)" if name.lower() == "content-type" else ""
+        raise InvalidInput(f"header {name!r} is set by hookline{hint}", field=where)
+    if "\r" in value or "\n" in value:
+        raise InvalidInput("a header value cannot contain CR or LF", field=where)
+    return compile_template(value, TemplateMode.TEXT, field=where)
+
+
+def compile_webhook(spec: WebhookSpec, *, field: str = "") -> CompiledWebhook:
+    """Check the whole spec; InvalidInput/TemplateError name the field (and line, column)."""
+    p = field + "." if field else ""
+    try:
+        method = Method(spec.method)
+    except ValueError:
+        allowed = ", ".join(m.value for m in Method)
+        raise InvalidInput(f"method must be one of {allowed}", field=p + "method") from None
+    if not _MEDIA_TYPE.fullmatch(spec.content_type):
+        raise InvalidInput(
+            "content_type must be a media type such as application/json", field=p + "content_type"
+        )
+    if method is Method.GET and spec.body is not None:
+        raise InvalidInput(
+            "a GET request carries no body; put values in 'query' instead", field=p + "body"
+        )
+    if spec.timeout is not None and not 0 < spec.timeout <= MAX_TIMEOUT:
+        raise InvalidInput(f"timeout must be between 0 and {MAX_TIMEOUT} s", field=p + "timeout")
+    if spec.retry_schedule is not None:
+        s = spec.retry_schedule
+        if not s or len(s) > 50 or any(d < 0 or d > 7 * 86400 for d in s):
+            raise InvalidInput(
+                "retry_schedule must list 1-50 delays in seconds, each 0-604800",
+                field=p + "retry_schedule",
+            )
+    return CompiledWebhook(spec, field)

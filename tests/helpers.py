@@ -1,0 +1,192 @@
+"""Test doubles that are real: a receiver on 127.0.0.1 and hookline served by uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import uvicorn
+from aiohttp import web
+
+from hookline.api import create_app
+from hookline.runtime import Runtime, build_runtime
+from hookline.settings import Settings
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records requests and answers as scripted."""
+
+    base_url: str = ""
+    requests: list[Received] = field(default_factory=list)
+    # path -> statuses to answer in order; after they run out, 200.
+    script: dict[str, list[int]] = field(default_factory=dict)
+    delay: dict[str, float] = field(default_factory=dict)
+    extra_headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _runner: web.AppRunner | None = None
+
+    def url(self, path: str = "/hook") -> str:
+        return self.base_url + path
+
+    def on(self, path: str) -> list[Received]:
+        return [r for r in self.requests if r.path == path]
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        received = Received(
+            request.method,
+            request.path,
+            request.query_string,
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
+        )
+        pause = self.delay.get(request.path)
+        if pause:
+            await asyncio.sleep(pause)
+        statuses = self.script.get(request.path)
+        status = statuses.pop(0) if statuses else 200
+        async with self._changed:
+            self.requests.append(received)
+            self._changed.notify_all()
+        return web.Response(
+            status=status, text="ok", headers=self.extra_headers.get(request.path, {})
+        )
+
+    async def wait_for(
+        self, count: int, path: str | None = None, timeout: float = 15.0
+    ) -> list[Received]:
+        """Wait until ``count`` requests (on ``path``) have arrived."""
+
+        def enough() -> bool:
+            return len(self.on(path) if path else self.requests) >= count
+
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(enough), timeout)
+        return self.on(path) if path else list(self.requests)
+
+
+@dataclass
+class Hookline:
+    """hookline served over real HTTP on 127.0.0.1, with a client pointed at it."""
+
+    runtime: Runtime
+    base_url: str
+    client: httpx.AsyncClient
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+
+    async def post(self, path: str, body: Any = None, **kw: Any) -> httpx.Response:
+        if body is not None:
+            kw["json"] = body
+        return await self.client.post(path, **kw)
+
+    async def create_rule(self, **overrides: Any) -> dict[str, Any]:
+        rule = example_rule(**overrides)
+        resp = await self.client.post("/api/v1/rules", json=rule)
+        assert resp.status_code == 201, resp.text
+        result: dict[str, Any] = resp.json()
+        return result
+
+    async def idle(self) -> None:
+        await self.runtime.dispatcher.idle()
+
+    async def stop(self) -> None:
+        await self.client.aclose()
+        self.server.should_exit = True
+        await self.task
+
+
+async def serve(settings: Settings) -> Hookline:
+    runtime = build_runtime(settings)
+    app = create_app(runtime)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    base = f"http://127.0.0.1:{port}"
+    client = httpx.AsyncClient(base_url=base, timeout=30)
+    return Hookline(runtime, base, client, server, task)
+
+
+SPIN_BODY = """{"saw_template_id": "{{event.saw_template_id}}",
+ "minigame_spins_count": "{{event.minigame_spins_count}}",
+ "smartico_user_id": "{{state.user_id}}",
+ "user_ext_id": "{{state.user_ext_id}}",
+ "brand": "{{state.core_sm_brand_id}}"}"""
+
+
+def example_rule(**overrides: Any) -> dict[str, Any]:
+    """The issue's rule shape: spin events with at least one spin call the CRM."""
+    activity = {
+        "type": "webhook",
+        "url": "http://127.0.0.1:9/unused",
+        "method": "POST",
+        "content_type": "application/json",
+        "headers": {"X-Api-Key": "k-123"},
+        "body": SPIN_BODY,
+    }
+    activity.update(overrides.pop("activity", {}))
+    rule: dict[str, Any] = {
+        "name": "spin-to-crm",
+        "enabled": True,
+        "trigger": {"event_type": "minigame_spin_issued"},
+        "conditions": {
+            "all": [{"field": "event.minigame_spins_count", "op": "gte", "value": 1}]
+        },
+        "activity": activity,
+    }
+    rule.update(overrides)
+    return rule
+
+
+def spin_event(user: str = "u-1", spins: int = 3, **extra: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_type": "minigame_spin_issued",
+        "user_ext_id": user,
+        "ext_brand_id": "brand-1",
+        "payload": {"saw_template_id": 12, "minigame_spins_count": spins},
+    }
+    event.update(extra)
+    return event
+
+
+ServeFactory = Callable[..., Any]
