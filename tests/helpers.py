@@ -22,9 +22,10 @@ from hookline.settings import Settings
 class Received:
     method: str
     path: str
-    query: str
+    query: str  # exactly as on the wire, still percent-encoded
     headers: dict[str, str]
     body: bytes
+    raw_path: str = ""
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -68,9 +69,10 @@ class Receiver:
         received = Received(
             request.method,
             request.path,
-            request.query_string,
+            request.raw_path.partition("?")[2],
             {k.lower(): v for k, v in request.headers.items()},
             body,
+            request.raw_path,
         )
         pause = self.delay.get(request.path)
         if pause:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from hookline import __version__
 from hookline.deliveries import (
@@ -218,14 +219,14 @@ class Dispatcher:
         try:
             async with self._session.request(
                 method,
-                url,
+                _wire_url(url),
                 data=body,
                 headers=sent,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 ex.status_code = resp.status
-                ex.headers = tuple(resp.headers.items())
+                ex.headers = tuple((str(k), v) for k, v in resp.headers.items())
                 ex.body = (await _read_head(resp)).decode("utf-8", "replace")
                 ex.retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
         except TimeoutError:
@@ -292,6 +293,14 @@ class Dispatcher:
                 await asyncio.sleep(0.2 * (attempt + 1))
         # The leases expire and the deliveries are sent again: at least once, never zero.
         log.error("gave up recording %d attempts; they will be retried", len(batch))
+
+
+def _wire_url(url: str) -> URL:
+    """Send the URL exactly as rendered: tags are already percent-encoded ASCII.
+
+    Only a URL with non-ASCII literal text (an IDN host, say) is left to yarl to encode.
+    """
+    return URL(url, encoded=True) if url.isascii() else URL(url)
 
 
 async def _read_head(resp: aiohttp.ClientResponse) -> bytes:
