@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import random
+from email.utils import format_datetime
+from datetime import UTC, datetime
+
+import pytest
+
+from hookline.deliveries import (
+    MAX_RETRY_AFTER,
+    is_retryable,
+    is_success,
+    next_delay,
+    parse_retry_after,
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "success", "retry"),
+    [
+        (200, True, False),
+        (204, True, False),
+        (299, True, False),
+        (301, False, False),
+        (302, False, False),
+        (400, False, False),
+        (404, False, False),
+        (408, False, True),
+        (410, False, False),
+        (429, False, True),
+        (500, False, True),
+        (503, False, True),
+        (None, False, True),
+    ],
+)
+def test_classification(status: int | None, success: bool, retry: bool) -> None:
+    assert is_success(status) is success
+    assert is_retryable(status) is retry
+
+
+def test_next_delay_follows_schedule_with_jitter_then_stops() -> None:
+    rng = random.Random(1)
+    schedule = (0.0, 5.0, 300.0)
+    assert next_delay(schedule, 0, rng=rng) == 0.0
+    d1 = next_delay(schedule, 1, rng=rng)
+    assert d1 is not None and 4.0 <= d1 <= 6.0
+    d2 = next_delay(schedule, 2, rng=rng)
+    assert d2 is not None and 240.0 <= d2 <= 360.0
+    assert next_delay(schedule, 3, rng=rng) is None
+
+
+def test_jitter_spreads_retries() -> None:
+    rng = random.Random(7)
+    delays = {next_delay((0.0, 100.0), 1, rng=rng) for _ in range(50)}
+    assert len(delays) > 40
+
+
+def test_retry_after_is_a_floor_not_a_ceiling() -> None:
+    assert next_delay((0.0, 5.0), 1, retry_after=60.0) == 60.0
+    d = next_delay((0.0, 100.0), 1, retry_after=1.0, rng=random.Random(3))
+    assert d is not None and d >= 80.0
+
+
+def test_parse_retry_after() -> None:
+    now = 1_700_000_000.0
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after(None, now) is None
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after("99999999", now) == MAX_RETRY_AFTER
+    date = format_datetime(datetime.fromtimestamp(now + 30, UTC), usegmt=True)
+    parsed = parse_retry_after(date, now)
+    assert parsed is not None and 29.0 <= parsed <= 31.0
+    past = format_datetime(datetime.fromtimestamp(now - 30, UTC), usegmt=True)
+    assert parse_retry_after(past, now) == 0.0

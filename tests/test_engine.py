@@ -1,0 +1,91 @@
+"""The ingest writer on a real SQLite file, without HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hookline.events import EventInput
+from hookline.runtime import Runtime, build_runtime
+from hookline.settings import Settings
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
+    rt = build_runtime(Settings(data_dir=tmp_path))
+    await rt.store.open()
+    await rt.engine.start()
+    yield rt
+    await rt.engine.stop()
+    await rt.store.close()
+
+
+def _event(i: int, eid: str | None = None) -> EventInput:
+    return EventInput(eid, "spin", f"u-{i % 10}", None, None, {"i": i})
+
+
+async def test_concurrent_requests_share_commits(runtime: Runtime) -> None:
+    commits = 0
+    real = runtime.store.ingest
+
+    @asynccontextmanager
+    async def counting() -> AsyncIterator[Any]:
+        nonlocal commits
+        commits += 1
+        async with real() as tx:
+            yield tx
+
+    runtime.store.ingest = counting  # type: ignore[method-assign]
+    results = await asyncio.gather(*(runtime.engine.submit([_event(i)]) for i in range(200)))
+    assert len({r[0].id for r in results}) == 200
+    assert commits < 200  # grouped: far fewer transactions than requests
+    for r in results[:5]:
+        assert await runtime.store.get_event(r[0].id) is not None
+
+
+async def test_state_patches_and_events_are_serialised(runtime: Runtime) -> None:
+    patches = [runtime.engine.patch_state("u-1", {f"k{i}": i}) for i in range(50)]
+    await asyncio.gather(*patches)
+    state = await runtime.store.get_state("u-1")
+    assert state is not None
+    assert all(state[f"k{i}"] == i for i in range(50))
+    assert state["user_ext_id"] == "u-1"
+
+
+async def test_duplicate_eid_in_one_group(runtime: Runtime) -> None:
+    a, b = await asyncio.gather(
+        runtime.engine.submit([_event(1, "same")]), runtime.engine.submit([_event(2, "same")])
+    )
+    assert a[0].id == b[0].id
+    assert [a[0].duplicate, b[0].duplicate].count(True) == 1
+
+
+async def test_a_failing_share_does_not_fail_the_group(runtime: Runtime) -> None:
+    real = runtime.store.ingest
+    poisoned = {"bad"}
+
+    @asynccontextmanager
+    async def flaky() -> AsyncIterator[Any]:
+        async with real() as tx:
+            original = tx.insert_events
+
+            async def insert(events: Any) -> None:
+                if any(e.user_ext_id in poisoned for e in events):
+                    raise RuntimeError("disk on fire")
+                await original(events)
+
+            tx.insert_events = insert  # type: ignore[method-assign]
+            yield tx
+
+    runtime.store.ingest = flaky  # type: ignore[method-assign]
+    good = runtime.engine.submit([_event(1)])
+    bad = runtime.engine.submit([EventInput(None, "spin", "bad", None, None, {})])
+    results = await asyncio.gather(good, bad, return_exceptions=True)
+    assert not isinstance(results[0], BaseException)
+    assert isinstance(results[1], Exception)
+    assert "disk on fire" in str(results[1])

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hookline.errors import ConfigError
+from hookline.settings import DEFAULT_RETRY_SCHEDULE, Settings, parse_schedule
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({})
+    assert s.port == 8080
+    assert s.host == "127.0.0.1"
+    assert s.retry_schedule == DEFAULT_RETRY_SCHEDULE == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert s.database_path == Path("hookline-data/hookline.db")
+
+
+def test_env_then_overrides() -> None:
+    env = {
+        "HOOKLINE_PORT": "9000",
+        "HOOKLINE_RETRY_SCHEDULE": "0, 1,2",
+        "HOOKLINE_DATA_DIR": "/tmp/x",
+        "HOOKLINE_DEFAULT_TIMEOUT": "2.5",
+    }
+    s = Settings.from_env(env, port=9100, host=None)
+    assert s.port == 9100
+    assert s.host == "127.0.0.1"
+    assert s.retry_schedule == (0.0, 1.0, 2.0)
+    assert s.data_dir == Path("/tmp/x")
+    assert s.default_timeout == 2.5
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"HOOKLINE_PORT": "http"}, "HOOKLINE_PORT"),
+        ({"HOOKLINE_PORT": "70000"}, "HOOKLINE_PORT"),
+        ({"HOOKLINE_RETRY_SCHEDULE": "0,soon"}, "HOOKLINE_RETRY_SCHEDULE"),
+        ({"HOOKLINE_RETRY_SCHEDULE": ""}, "HOOKLINE_RETRY_SCHEDULE"),
+        ({"HOOKLINE_RETRY_SCHEDULE": "0,-1"}, "HOOKLINE_RETRY_SCHEDULE"),
+        ({"HOOKLINE_SQLITE_SYNCHRONOUS": "OFF"}, "HOOKLINE_SQLITE_SYNCHRONOUS"),
+        ({"HOOKLINE_MAX_PER_HOST": "0"}, "HOOKLINE_MAX_PER_HOST"),
+        ({"HOOKLINE_DEFAULT_TIMEOUT": "0"}, "HOOKLINE_DEFAULT_TIMEOUT"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert info.value.field == field
+    assert field in info.value.detail
+
+
+def test_parse_schedule() -> None:
+    assert parse_schedule("0,5,300") == (0.0, 5.0, 300.0)
