@@ -12,6 +12,7 @@ import orjson
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hookline import __version__
@@ -44,7 +45,7 @@ def _call(client: Client, method: str, path: str, body: Any = None, raw: bytes |
     try:
         return client.request(method, path, body, raw)
     except ApiError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
 
 
@@ -67,7 +68,7 @@ def serve(
     try:
         settings = Settings.from_env(host=host, port=port, data_dir=data_dir, log_level=log_level)
     except ConfigError as exc:
-        err.print(f"[red]configuration error:[/red] {exc.detail}")
+        err.print(f"[red]configuration error:[/red] {escape(exc.detail)}")
         raise typer.Exit(2) from None
     level = settings.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -121,7 +122,7 @@ def _load_rules(path: Path) -> list[dict[str, Any]]:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        err.print(f"[red]error:[/red] cannot read {path}: {exc}")
+        err.print(f"[red]error:[/red] cannot read {path}: {escape(str(exc))}")
         raise typer.Exit(2) from None
     if isinstance(data, dict) and "rules" in data:
         data = data["rules"]

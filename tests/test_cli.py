@@ -1,0 +1,97 @@
+"""The command line against a real server (run in a thread: the CLI blocks)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+from typer.testing import CliRunner, Result
+
+from hookline.cli import app
+from tests.helpers import Hookline, Receiver, example_rule
+
+runner = CliRunner()
+
+
+async def _run(*args: str, stdin: str | None = None) -> Result:
+    return await asyncio.to_thread(runner.invoke, app, list(args), input=stdin)
+
+
+async def test_send_event_from_argument_file_and_stdin(
+    hookline: Hookline, tmp_path: Path
+) -> None:
+    url = ("--url", hookline.base_url)
+    event = '{"event_type": "level_up", "user_ext_id": "u-1", "payload": {"level": 2}}'
+    result = await _run("send-event", event, *url)
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.stdout)["accepted"] == 1
+    path = tmp_path / "events.json"
+    path.write_text(f"[{event}, {event}]")
+    result = await _run("send-event", "-f", str(path), *url)
+    assert orjson.loads(result.stdout)["accepted"] == 2
+    result = await _run("send-event", *url, stdin=event)
+    assert orjson.loads(result.stdout)["accepted"] == 1
+
+
+async def test_send_event_error_is_reported(hookline: Hookline) -> None:
+    result = await _run("send-event", '{"event_type": 1}', "--url", hookline.base_url)
+    assert result.exit_code == 1
+    assert "event_type" in result.output
+
+
+async def test_unreachable_server_is_a_clear_error() -> None:
+    result = await _run("rules", "list", "--url", "http://127.0.0.1:9")
+    assert result.exit_code == 1
+    assert "cannot reach" in result.output
+
+
+async def test_rules_apply_is_idempotent_by_name(
+    hookline: Hookline, receiver: Receiver, tmp_path: Path
+) -> None:
+    rules_file = tmp_path / "rules.yaml"
+    rule = example_rule(activity={"url": receiver.url()})
+    other = example_rule(name="levels", trigger={"event_type": "level_up"}, conditions=None)
+    other["activity"]["body"] = {"user": "{{state.user_ext_id}}"}
+    import yaml
+
+    rules_file.write_text(yaml.safe_dump({"rules": [rule, other]}))
+    url = ("--url", hookline.base_url)
+    first = await _run("rules", "apply", "-f", str(rules_file), *url)
+    assert first.exit_code == 0, first.output
+    assert first.output.count("created") == 2
+    second = await _run("rules", "apply", "-f", str(rules_file), *url)
+    assert second.output.count("unchanged") == 2, second.output
+    rule["enabled"] = False
+    rules_file.write_text(yaml.safe_dump([rule, other]))
+    third = await _run("rules", "apply", "-f", str(rules_file), *url)
+    assert "updated   spin-to-crm" in third.output
+    listed = await _run("rules", "list", "--json", *url)
+    rules = {r["name"]: r for r in orjson.loads(listed.stdout)}
+    assert set(rules) == {"spin-to-crm", "levels"}
+    assert rules["spin-to-crm"]["enabled"] is False
+    table = await _run("rules", "list", *url)
+    assert "levels" in table.output
+
+
+async def test_rules_apply_reports_invalid_rule(hookline: Hookline, tmp_path: Path) -> None:
+    bad = example_rule(activity={"body": '{"a": {{event.x}} }}'})
+    path = tmp_path / "bad.json"
+    path.write_bytes(orjson.dumps([bad]))
+    result = await _run("rules", "apply", "-f", str(path), "--url", hookline.base_url)
+    assert result.exit_code == 1
+    assert "activity.body" in result.output
+
+
+async def test_echo_list(hookline: Hookline) -> None:
+    await hookline.client.post("/echo-send/cli-secret-1/", json={"hello": "world"})
+    result = await _run("echo", "list", "cli-secret-1", "--url", hookline.base_url)
+    assert result.exit_code == 0
+    listed = orjson.loads(result.stdout)
+    assert listed["requests"][0]["json"] == {"hello": "world"}
+
+
+def test_help_lists_the_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    for command in ("serve", "send-event", "rules", "echo"):
+        assert command in result.output
