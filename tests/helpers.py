@@ -171,9 +171,7 @@ def example_rule(**overrides: Any) -> dict[str, Any]:
         "name": "spin-to-crm",
         "enabled": True,
         "trigger": {"event_type": "minigame_spin_issued"},
-        "conditions": {
-            "all": [{"field": "event.minigame_spins_count", "op": "gte", "value": 1}]
-        },
+        "conditions": {"all": [{"field": "event.minigame_spins_count", "op": "gte", "value": 1}]},
         "activity": activity,
     }
     rule.update(overrides)

@@ -18,9 +18,7 @@ async def _run(*args: str, stdin: str | None = None) -> Result:
     return await asyncio.to_thread(runner.invoke, app, list(args), input=stdin)
 
 
-async def test_send_event_from_argument_file_and_stdin(
-    hookline: Hookline, tmp_path: Path
-) -> None:
+async def test_send_event_from_argument_file_and_stdin(hookline: Hookline, tmp_path: Path) -> None:
     url = ("--url", hookline.base_url)
     event = '{"event_type": "level_up", "user_ext_id": "u-1", "payload": {"level": 2}}'
     result = await _run("send-event", event, *url)

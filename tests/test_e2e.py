@@ -9,7 +9,9 @@ from tests.helpers import Hookline, Receiver, example_rule, spin_event
 
 async def test_rule_event_delivers_rendered_body(hookline: Hookline, receiver: Receiver) -> None:
     await hookline.create_rule(activity={"url": receiver.url("/crm")})
-    await hookline.client.patch("/api/v1/users/u-1/state", json={"user_id": 77, "core_sm_brand_id": 5})
+    await hookline.client.patch(
+        "/api/v1/users/u-1/state", json={"user_id": 77, "core_sm_brand_id": 5}
+    )
     resp = await hookline.post("/api/v1/events", spin_event())
     assert resp.status_code == 202, resp.text
     (got,) = await receiver.wait_for(1)
@@ -183,9 +185,7 @@ async def test_connection_refused_and_timeout_are_retried(
 ) -> None:
     h = await make_hookline()
     receiver.delay["/slow"] = 2.0
-    await h.create_rule(
-        name="slow", activity={"url": receiver.url("/slow"), "timeout": 0.2}
-    )
+    await h.create_rule(name="slow", activity={"url": receiver.url("/slow"), "timeout": 0.2})
     await h.create_rule(name="refused", activity={"url": "http://127.0.0.1:9/closed"})
     resp = await h.post("/api/v1/events", spin_event())
     ids = resp.json()["events"][0]["deliveries"]

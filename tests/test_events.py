@@ -30,7 +30,10 @@ def test_single_and_batch() -> None:
         ({"event_type": "x", "user_ext_id": "u", "event_date": -1}, "event_date"),
         ({"event_type": "x", "user_ext_id": "u", "event_date": "today"}, "event_date"),
         ({"event_type": "x", "user_ext_id": "u", "paylod": {}}, "paylod"),
-        ([{"event_type": "x", "user_ext_id": "u"}, {"event_type": 1, "user_ext_id": "u"}], "[1].event_type"),
+        (
+            [{"event_type": "x", "user_ext_id": "u"}, {"event_type": 1, "user_ext_id": "u"}],
+            "[1].event_type",
+        ),
         ([], "body"),
         ("text", "body"),
         ([1], "[0]"),

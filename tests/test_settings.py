@@ -12,7 +12,9 @@ def test_defaults() -> None:
     s = Settings.from_env({})
     assert s.port == 8080
     assert s.host == "127.0.0.1"
-    assert s.retry_schedule == DEFAULT_RETRY_SCHEDULE == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert (
+        s.retry_schedule == DEFAULT_RETRY_SCHEDULE == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+    )
     assert s.database_path == Path("hookline-data/hookline.db")
 
 

@@ -30,9 +30,7 @@ err = Console(stderr=True)
 
 UrlOption = Annotated[
     str,
-    typer.Option(
-        "--url", envvar="HOOKLINE_URL", help="Base URL of a running hookline server."
-    ),
+    typer.Option("--url", envvar="HOOKLINE_URL", help="Base URL of a running hookline server."),
 ]
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -41,7 +39,9 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def _call(client: Client, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
+def _call(
+    client: Client, method: str, path: str, body: Any = None, raw: bytes | None = None
+) -> Any:
     try:
         return client.request(method, path, body, raw)
     except ApiError as exc:
@@ -51,10 +51,13 @@ def _call(client: Client, method: str, path: str, body: Any = None, raw: bytes |
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1]")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [default: 127.0.0.1]")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port [default: 8080]")] = None,
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Where the SQLite file lives [./hookline-data]")
+        Path | None,
+        typer.Option("--data-dir", help="Where the SQLite file lives [./hookline-data]"),
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
 ) -> None:
@@ -86,8 +89,12 @@ def serve(
 
 @app.command("send-event")
 def send_event(
-    event: Annotated[str | None, typer.Argument(help="Event JSON; '-' or nothing reads stdin")] = None,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the event(s) from a file")] = None,
+    event: Annotated[
+        str | None, typer.Argument(help="Event JSON; '-' or nothing reads stdin")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Read the event(s) from a file")
+    ] = None,
     url: UrlOption = DEFAULT_URL,
 ) -> None:
     """Send one event or a JSON array of events; prints the ids hookline assigned."""
@@ -114,7 +121,9 @@ def rules_list(
     for r in rules:
         act = r["activity"]
         target = act.get("webhook_id") or f"{act.get('method', 'POST')} {act.get('url', '')}"
-        table.add_row(r["name"], r["id"], "yes" if r["enabled"] else "no", r["trigger"]["event_type"], target)
+        table.add_row(
+            r["name"], r["id"], "yes" if r["enabled"] else "no", r["trigger"]["event_type"], target
+        )
     console.print(table)
 
 
@@ -129,7 +138,9 @@ def _load_rules(path: Path) -> list[dict[str, Any]]:
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not all(isinstance(r, dict) and "name" in r for r in data):
-        err.print("[red]error:[/red] expected a rule, a list of rules or {rules: [...]}, each with a name")
+        err.print(
+            "[red]error:[/red] expected a rule, a list of rules or {rules: [...]}, each with a name"
+        )
         raise typer.Exit(2)
     return data
 

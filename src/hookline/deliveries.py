@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Final
 
 MAX_RESPONSE_BODY: Final = 4096
@@ -14,7 +14,7 @@ MAX_RETRY_AFTER: Final = 86400.0
 JITTER: Final = 0.2
 
 
-class DeliveryStatus(str, Enum):
+class DeliveryStatus(StrEnum):
     PENDING = "pending"
     RETRYING = "retrying"
     SUCCEEDED = "succeeded"

@@ -59,6 +59,7 @@ class Exchange:
             "succeeded": is_success(self.status_code),
         }
 
+
 USER_AGENT = f"hookline/{__version__}"
 CLAIM_BATCH = 500
 # A claimed delivery is leased for its timeout plus this margin; a crash frees it after that.
@@ -238,13 +239,19 @@ class Dispatcher:
         ex.latency_ms = (time.perf_counter() - t0) * 1000
         if ex.status_code is not None and not is_success(ex.status_code):
             redirect = 300 <= ex.status_code < 400
-            ex.error = f"HTTP {ex.status_code}" + (" (redirects are not followed)" if redirect else "")
+            ex.error = f"HTTP {ex.status_code}" + (
+                " (redirects are not followed)" if redirect else ""
+            )
         return ex
 
     async def _attempt(self, delivery: Delivery) -> Outcome:
         number = delivery.attempts + 1
         ex = await self._exchange(
-            delivery.method, delivery.url, delivery.headers, delivery.body, delivery.timeout,
+            delivery.method,
+            delivery.url,
+            delivery.headers,
+            delivery.body,
+            delivery.timeout,
             delivery.id,
         )
         ok = is_success(ex.status_code)
@@ -313,4 +320,3 @@ async def _read_head(resp: aiohttp.ClientResponse) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
-

@@ -109,14 +109,12 @@ def render_html(secret: str, requests: list[dict[str, Any]]) -> str:
         items.append(
             "<article>"
             f"<h2><code>{html.escape(r['method'])} {html.escape(r['path'] + query)}</code>"
-            f" <small data-ms=\"{r['received_at']}\">{r['id']}</small></h2>"
+            f' <small data-ms="{r["received_at"]}">{r["id"]}</small></h2>'
             f"<details><summary>headers</summary><pre>{html.escape(headers)}</pre></details>"
             f"<pre class=body>{html.escape(body)}</pre>"
             "</article>"
         )
-    empty = "<p>No requests yet. Send one to <code>/echo-send/{0}/</code>.</p>".format(
-        html.escape(secret)
-    )
+    empty = f"<p>No requests yet. Send one to <code>/echo-send/{html.escape(secret)}/</code>.</p>"
     return (
         "<!doctype html><html><head><meta charset=utf-8>"
         f"<title>echo {html.escape(secret)} - hookline</title>"

@@ -53,7 +53,9 @@ class _Work:
     events: Sequence[EventInput] = ()
     patch_user: str | None = None
     patch: dict[str, Any] | None = None
-    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
     @property
     def size(self) -> int:
@@ -205,7 +207,9 @@ class _Batch:
         if not rules:
             return Accepted(event.id, event.eid, False, ())
         context = {"event": event.template_scope(), "state": state}
-        created = [self._delivery(rule, event, context) for rule in rules if _matches(rule, context)]
+        created = [
+            self._delivery(rule, event, context) for rule in rules if _matches(rule, context)
+        ]
         self.deliveries.extend(created)
         return Accepted(event.id, event.eid, False, tuple(d.id for d in created))
 

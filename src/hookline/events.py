@@ -130,7 +130,9 @@ def _parse_one(raw: Any, where: str, max_bytes: int | None) -> EventInput:
     if brand is not None and (
         isinstance(brand, bool) or not isinstance(brand, str | int) or len(str(brand)) > 256
     ):
-        raise InvalidInput("ext_brand_id must be a string or an integer", field=where + "ext_brand_id")
+        raise InvalidInput(
+            "ext_brand_id must be a string or an integer", field=where + "ext_brand_id"
+        )
     event_date = raw.get("event_date")
     if event_date is not None and (
         isinstance(event_date, bool) or not isinstance(event_date, int) or event_date < 0

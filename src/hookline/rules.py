@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hookline.conditions import Predicate, compile_conditions
-from hookline.errors import InvalidInput
+from hookline.errors import HooklineError, InvalidInput
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
+
+log = logging.getLogger("hookline.rules")
 
 
 @dataclass(frozen=True)
@@ -109,12 +112,19 @@ class RuleIndex:
         for rule in rules:
             if not rule.enabled:
                 continue
-            wh_version = webhooks[rule.webhook_id].updated_at if rule.webhook_id in webhooks else 0
+            saved = webhooks.get(rule.webhook_id) if rule.webhook_id is not None else None
+            wh_version = saved.updated_at if saved is not None else 0
             hit = self._cache.get(rule.id)
             if hit is not None and hit[0] == rule.updated_at and hit[1] == wh_version:
                 compiled = hit[2]
             else:
-                compiled = compile_rule(rule, webhooks)
+                try:
+                    compiled = compile_rule(rule, webhooks)
+                except HooklineError as exc:
+                    # Saved rules were valid when saved; one that no longer is (a newer
+                    # hookline is stricter) is skipped, loudly, rather than stopping all.
+                    log.error("rule %s (%s) is skipped: %s", rule.name, rule.id, exc.detail)
+                    continue
             cache[rule.id] = (rule.updated_at, wh_version, compiled)
             grouped.setdefault(rule.event_type, []).append(compiled)
         self._cache = cache

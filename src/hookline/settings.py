@@ -87,8 +87,15 @@ class Settings:
                 "HOOKLINE_SQLITE_SYNCHRONOUS must be FULL (power-loss safe), EXTRA or NORMAL",
                 field="HOOKLINE_SQLITE_SYNCHRONOUS",
             )
-        for name in ("max_event_bytes", "max_request_bytes", "max_batch_events",
-                     "max_concurrency", "max_per_host", "echo_keep", "echo_max_body_bytes"):
+        for name in (
+            "max_event_bytes",
+            "max_request_bytes",
+            "max_batch_events",
+            "max_concurrency",
+            "max_per_host",
+            "echo_keep",
+            "echo_max_body_bytes",
+        ):
             if getattr(self, name) <= 0:
                 key = "HOOKLINE_" + name.upper()
                 raise ConfigError(f"{key} must be a positive integer", field=key)
@@ -106,8 +113,16 @@ def _convert(name: str, key: str, raw: str) -> Any:
             return parse_schedule(raw, setting=key)
         if name == "data_dir":
             return Path(raw)
-        if name in {"port", "max_event_bytes", "max_request_bytes", "max_batch_events",
-                    "max_concurrency", "max_per_host", "echo_keep", "echo_max_body_bytes"}:
+        if name in {
+            "port",
+            "max_event_bytes",
+            "max_request_bytes",
+            "max_batch_events",
+            "max_concurrency",
+            "max_per_host",
+            "echo_keep",
+            "echo_max_body_bytes",
+        }:
             return int(raw)
         if name == "default_timeout":
             return float(raw)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -19,7 +19,7 @@ from hookline.errors import InvalidInput, RenderError
 from hookline.templates import Template, TemplateMode, compile_template
 
 
-class Method(str, Enum):
+class Method(StrEnum):
     GET = "GET"
     POST = "POST"
     PUT = "PUT"
@@ -31,8 +31,16 @@ DEFAULT_CONTENT_TYPE: Final = "application/json"
 MAX_TIMEOUT: Final = 300.0
 # hookline owns these: they carry identity, signing and framing of every delivery.
 RESERVED_HEADERS: Final = frozenset(
-    {"content-length", "host", "transfer-encoding", "connection", "content-type",
-     "webhook-id", "webhook-timestamp", "webhook-signature"}
+    {
+        "content-length",
+        "host",
+        "transfer-encoding",
+        "connection",
+        "content-type",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
 )
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+\-]+/[A-Za-z0-9!#$&^_.+\-]+(\s*;.*)?")
@@ -157,7 +165,11 @@ class CompiledWebhook:
             body = self._body.render(context).encode()
             headers.append(("content-type", self.spec.content_type))
         return RenderedRequest(
-            self.spec.method, url, tuple(headers), body, self.spec.timeout,
+            self.spec.method,
+            url,
+            tuple(headers),
+            body,
+            self.spec.timeout,
             self.spec.retry_schedule,
         )
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from hookline.api._json import JSON
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hookline.api._json import JSON
 from hookline.errors import HooklineError
 
 log = logging.getLogger("hookline.api")
@@ -38,7 +38,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSON:
-        first = exc.errors()[0] if exc.errors() else {"msg": "invalid input", "loc": ()}
+        errors = list(exc.errors())
+        first: dict[str, Any] = dict(errors[0]) if errors else {"msg": "invalid input", "loc": ()}
         if first.get("type") == "json_invalid":
             where = first.get("ctx", {}).get("error", "")
             return error_response(400, "malformed_json", f"the body is not valid JSON: {where}")
@@ -51,9 +52,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSON:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        return error_response(
+            exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSON:
         log.exception("unexpected error")
-        return error_response(500, "internal_error", f"hookline hit a bug: {exc.__class__.__name__}")
+        return error_response(
+            500, "internal_error", f"hookline hit a bug: {exc.__class__.__name__}"
+        )

@@ -22,7 +22,10 @@ _EVENT_SCHEMA: dict[str, Any] = {
         "user_ext_id": {"type": "string", "example": "user-42"},
         "event_date": {"type": "integer", "description": "Milliseconds since the epoch."},
         "ext_brand_id": {"type": ["string", "integer"]},
-        "payload": {"type": "object", "example": {"saw_template_id": 12, "minigame_spins_count": 3}},
+        "payload": {
+            "type": "object",
+            "example": {"saw_template_id": 12, "minigame_spins_count": 3},
+        },
     },
 }
 
@@ -36,9 +39,7 @@ _EVENT_SCHEMA: dict[str, Any] = {
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": {
-                        "oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA}]
-                    }
+                    "schema": {"oneOf": [_EVENT_SCHEMA, {"type": "array", "items": _EVENT_SCHEMA}]}
                 }
             },
         }

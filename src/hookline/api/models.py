@@ -17,7 +17,9 @@ class WebhookFields(_Strict):
     """The WebHook activity: where to call and what to send; tags may appear anywhere."""
 
     url: str = Field(
-        min_length=1, max_length=4096, examples=["https://api.example.com/hooks/{{state.user_ext_id}}"]
+        min_length=1,
+        max_length=4096,
+        examples=["https://api.example.com/hooks/{{state.user_ext_id}}"],
     )
     method: Method = "POST"
     content_type: str = Field(default="application/json", max_length=200)

@@ -306,7 +306,9 @@ class SqlStore:
                         insert(t.rules).values(id=rule.id, created_at=rule.created_at, **values)
                     )
                 else:
-                    await conn.execute(update(t.rules).where(t.rules.c.id == rule.id).values(**values))
+                    await conn.execute(
+                        update(t.rules).where(t.rules.c.id == rule.id).values(**values)
+                    )
         except IntegrityError:
             raise Conflict(f"a rule named {rule.name!r} already exists", field="name") from None
 
@@ -571,4 +573,3 @@ class SqlStore:
         async with self._write() as conn:
             result = await conn.execute(delete(e).where(e.c.secret == secret))
         return int(result.rowcount or 0)
-
