@@ -41,6 +41,8 @@ class Receiver:
     script: dict[str, list[int]] = field(default_factory=dict)
     delay: dict[str, float] = field(default_factory=dict)
     extra_headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    inflight: dict[str, int] = field(default_factory=dict)
+    max_inflight: dict[str, int] = field(default_factory=dict)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
 
@@ -74,9 +76,13 @@ class Receiver:
             body,
             request.raw_path,
         )
-        pause = self.delay.get(request.path)
+        path = request.path
+        self.inflight[path] = self.inflight.get(path, 0) + 1
+        self.max_inflight[path] = max(self.max_inflight.get(path, 0), self.inflight[path])
+        pause = self.delay.get(path)
         if pause:
             await asyncio.sleep(pause)
+        self.inflight[path] -= 1
         statuses = self.script.get(request.path)
         status = statuses.pop(0) if statuses else 200
         async with self._changed:

@@ -376,3 +376,29 @@ async def test_deliveries_list_filters_and_pages(hookline: Hookline, receiver: R
     assert all(d["user_ext_id"] == "u-1" for d in only_u1)
     none = await hookline.client.get("/api/v1/deliveries", params={"status": "dead"})
     assert none.json()["data"] == []
+
+
+async def test_slow_host_does_not_starve_others(make_hookline: Any, receiver: Receiver) -> None:
+    h = await make_hookline(max_per_host=2)
+    receiver.delay["/slow"] = 0.3
+    port = receiver.base_url.rsplit(":", 1)[1]
+    await h.create_rule(
+        name="slow",
+        trigger={"event_type": "slow"},
+        conditions=None,
+        activity={"url": receiver.url("/slow")},
+    )
+    await h.create_rule(
+        name="fast",
+        trigger={"event_type": "fast"},
+        conditions=None,
+        activity={"url": f"http://localhost:{port}/fast"},
+    )
+    await h.post("/api/v1/events", [{"event_type": "slow", "user_ext_id": "u"}] * 10)
+    await receiver.wait_for(1, path="/slow")
+    await h.post("/api/v1/events", {"event_type": "fast", "user_ext_id": "u"})
+    await receiver.wait_for(1, path="/fast")
+    # The fast host was served while the slow host still had most of its backlog.
+    assert len(receiver.on("/slow")) < 10
+    await receiver.wait_for(10, path="/slow")
+    assert receiver.max_inflight["/slow"] == 2

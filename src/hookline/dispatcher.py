@@ -148,8 +148,7 @@ class Dispatcher:
         per_host = self.settings.max_per_host
         host_room = {h: per_host - n for h, n in self._per_host.items() if n}
         limit = min(room, CLAIM_BATCH)
-        lease = int(self.settings.default_timeout * 1000) + LEASE_MARGIN_MS
-        batch = await self.store.claim_due(now, limit, lease, host_room, per_host)
+        batch = await self.store.claim_due(now, limit, LEASE_MARGIN_MS, host_room, per_host)
         for delivery in batch:
             host = urlsplit(delivery.url).netloc
             self._per_host[host] += 1

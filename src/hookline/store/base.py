@@ -96,7 +96,7 @@ class Store(Protocol):
 
     # deliveries
     async def claim_due(
-        self, now: int, limit: int, lease_ms: int, host_room: dict[str, int], per_host: int
+        self, now: int, limit: int, lease_margin_ms: int, host_room: dict[str, int], per_host: int
     ) -> list[Delivery]: ...
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None: ...

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Integer, and_, cast, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -367,23 +367,31 @@ class SqlStore:
     # --- deliveries ----------------------------------------------------------------------
 
     async def claim_due(
-        self, now: int, limit: int, lease_ms: int, host_room: dict[str, int], per_host: int
+        self, now: int, limit: int, lease_margin_ms: int, host_room: dict[str, int], per_host: int
     ) -> list[Delivery]:
-        """Lease up to ``limit`` due deliveries, at most ``per_host`` minus in-flight per host."""
+        """Lease up to ``limit`` due deliveries, leaving out hosts with no room.
+
+        Each lease lasts the delivery's own timeout plus ``lease_margin_ms``; a dispatcher
+        that dies mid-send frees its deliveries when the lease ends.
+        """
         d = t.deliveries
-        async with self._write() as conn:
-            rows = await conn.execute(
-                select(d)
-                .where(
-                    d.c.next_attempt_at <= now,
-                    or_(d.c.lease_until.is_(None), d.c.lease_until < now),
-                )
-                .order_by(d.c.next_attempt_at)
-                .limit(limit * 4)
+        full = [host for host, room in host_room.items() if room <= 0]
+        query = (
+            select(d)
+            .where(
+                d.c.next_attempt_at <= now,
+                or_(d.c.lease_until.is_(None), d.c.lease_until < now),
             )
+            .order_by(d.c.next_attempt_at)
+            .limit(limit * 2)
+        )
+        if full:
+            # A saturated (slow) host's backlog must not hide other hosts' due work.
+            query = query.where(d.c.host.not_in(full))
+        async with self._write() as conn:
             chosen: list[Delivery] = []
             room = dict(host_room)
-            for row in rows:
+            for row in await conn.execute(query):
                 left = room.get(row.host, per_host)
                 if left <= 0:
                     continue
@@ -391,12 +399,9 @@ class SqlStore:
                 chosen.append(_delivery(row))
                 if len(chosen) >= limit:
                     break
-            if chosen:
-                ids = [c.id for c in chosen]
-                for part in _chunks(ids):
-                    await conn.execute(
-                        update(d).where(d.c.id.in_(part)).values(lease_until=now + lease_ms)
-                    )
+            lease = now + lease_margin_ms + cast(d.c.timeout * 1000, Integer)
+            for part in _chunks([c.id for c in chosen]):
+                await conn.execute(update(d).where(d.c.id.in_(part)).values(lease_until=lease))
         return chosen
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None:
