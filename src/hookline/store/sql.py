@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import Integer, and_, cast, delete, func, insert, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, cast, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -427,20 +427,31 @@ class SqlStore:
                     for o in outcomes
                 ],
             )
-            for o in outcomes:
-                await conn.execute(
-                    update(d)
-                    .where(d.c.id == o.attempt.delivery_id)
-                    .values(
-                        status=o.status.value,
-                        attempts=o.attempt.number,
-                        next_attempt_at=o.next_attempt_at,
-                        lease_until=None,
-                        updated_at=now,
-                        last_status_code=o.attempt.status_code,
-                        last_error=o.attempt.error,
-                    )
-                )
+            # One executemany, not one statement per delivery.
+            await conn.execute(
+                update(d)
+                .where(d.c.id == bindparam("b_id"))
+                .values(
+                    status=bindparam("b_status"),
+                    attempts=bindparam("b_attempts"),
+                    next_attempt_at=bindparam("b_next"),
+                    lease_until=None,
+                    updated_at=now,
+                    last_status_code=bindparam("b_code"),
+                    last_error=bindparam("b_error"),
+                ),
+                [
+                    {
+                        "b_id": o.attempt.delivery_id,
+                        "b_status": o.status.value,
+                        "b_attempts": o.attempt.number,
+                        "b_next": o.next_attempt_at,
+                        "b_code": o.attempt.status_code,
+                        "b_error": o.attempt.error,
+                    }
+                    for o in outcomes
+                ],
+            )
 
     async def next_due_at(self) -> int | None:
         """When the next unleased delivery falls due (leases end by the periodic poll)."""
