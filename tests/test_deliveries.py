@@ -72,3 +72,23 @@ def test_parse_retry_after() -> None:
     assert parsed is not None and 29.0 <= parsed <= 31.0
     past = format_datetime(datetime.fromtimestamp(now - 30, UTC), usegmt=True)
     assert parse_retry_after(past, now) == 0.0
+
+
+def test_plan_delivery_renders_once_and_a_render_failure_is_a_dead_delivery() -> None:
+    from hookline.deliveries import DeliveryStatus, Origin, plan_delivery
+    from hookline.webhooks import WebhookSpec, compile_webhook
+
+    webhook = compile_webhook(
+        WebhookSpec(url="http://h/{{event.id}}", headers={"X-N": "{{event.note}}"}, body="{}")
+    )
+    origin = Origin("evt_1", "u-1", "rule_1")
+    kwargs = {"default_timeout": 15.0, "default_schedule": (0.0, 5.0), "now": 1000}
+    ok = plan_delivery("dlv_1", webhook, {"event": {"id": 7, "note": "x"}}, origin, **kwargs)
+    assert ok.status is DeliveryStatus.PENDING
+    assert ok.url == "http://h/7"
+    assert ok.next_attempt_at == 1000
+    assert ok.timeout == 15.0
+    bad = plan_delivery("dlv_2", webhook, {"event": {"id": 7, "note": "a\nb"}}, origin, **kwargs)
+    assert bad.status is DeliveryStatus.DEAD
+    assert bad.next_attempt_at is None
+    assert bad.last_error is not None and "line break" in bad.last_error

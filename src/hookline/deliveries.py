@@ -6,7 +6,14 @@ import random
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+from hookline.errors import HooklineError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from hookline.webhooks import CompiledWebhook
 
 MAX_RESPONSE_BODY: Final = 4096
 # A receiver may ask us to wait, but not for longer than a day per attempt.
@@ -146,3 +153,67 @@ def next_delay(
     if retry_after is not None:
         delay = max(delay, retry_after)
     return delay
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """What caused a delivery: the event, and the rule (or journey step) that matched it."""
+
+    event_id: str | None
+    user_ext_id: str | None
+    rule_id: str | None = None
+    webhook_id: str | None = None
+
+
+def plan_delivery(
+    delivery_id: str,
+    webhook: CompiledWebhook,
+    context: Mapping[str, Any],
+    origin: Origin,
+    *,
+    default_timeout: float,
+    default_schedule: tuple[float, ...],
+    now: int,
+) -> Delivery:
+    """The delivery a WebHook activity causes, whoever started it (rule or journey).
+
+    A render failure costs the delivery, never the event: it is stored ``dead`` with
+    the reason, so it shows up in the deliveries list like any other failure.
+    """
+    spec = webhook.spec
+    schedule = spec.retry_schedule or default_schedule
+    common: dict[str, Any] = {
+        "id": delivery_id,
+        "event_id": origin.event_id,
+        "rule_id": origin.rule_id,
+        "webhook_id": origin.webhook_id,
+        "user_ext_id": origin.user_ext_id,
+        "timeout": spec.timeout or default_timeout,
+        "retry_schedule": schedule,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    try:
+        request = webhook.render(context)
+    except Exception as exc:
+        detail = exc.detail if isinstance(exc, HooklineError) else f"internal error: {exc!r}"
+        return Delivery(
+            **common,
+            status=DeliveryStatus.DEAD,
+            method=spec.method,
+            url=spec.url,
+            headers=(),
+            body=None,
+            next_attempt_at=None,
+            last_error=f"not sent: {detail}",
+        )
+    return Delivery(
+        **common,
+        status=DeliveryStatus.PENDING,
+        method=request.method,
+        url=request.url,
+        headers=request.headers,
+        body=request.body,
+        next_attempt_at=now + int(schedule[0] * 1000),
+    )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hookline.deliveries import Delivery, DeliveryStatus
+from hookline.deliveries import Delivery, Origin, plan_delivery
 from hookline.errors import HooklineError, StoreError
 from hookline.events import UPDATE_PROFILE, Event, EventInput, now_ms
 from hookline.ids import new_id
@@ -227,44 +227,15 @@ class _Batch:
 
     def _delivery(self, rule: CompiledRule, event: Event, context: dict[str, Any]) -> Delivery:
         settings = self.engine.settings
-        spec = rule.webhook.spec
-        schedule = spec.retry_schedule or settings.retry_schedule
-        common: dict[str, Any] = {
-            "id": new_id("dlv", self.now),
-            "event_id": event.id,
-            "rule_id": rule.rule.id,
-            "webhook_id": rule.rule.webhook_id,
-            "user_ext_id": event.user_ext_id,
-            "timeout": spec.timeout or settings.default_timeout,
-            "retry_schedule": schedule,
-            "attempts": 0,
-            "created_at": self.now,
-            "updated_at": self.now,
-        }
-        try:
-            request = rule.webhook.render(context)
-        except Exception as exc:  # a render failure must cost the delivery, never the event
-            detail = exc.detail if isinstance(exc, HooklineError) else repr(exc)
-            if not isinstance(exc, HooklineError):
-                log.exception("rendering rule %s failed", rule.rule.id)
-            return Delivery(
-                **common,
-                status=DeliveryStatus.DEAD,
-                method=spec.method,
-                url=spec.url,
-                headers=(),
-                body=None,
-                next_attempt_at=None,
-                last_error=f"not sent: {detail}",
-            )
-        return Delivery(
-            **common,
-            status=DeliveryStatus.PENDING,
-            method=request.method,
-            url=request.url,
-            headers=request.headers,
-            body=request.body,
-            next_attempt_at=self.now + int(schedule[0] * 1000),
+        origin = Origin(event.id, event.user_ext_id, rule.rule.id, rule.rule.webhook_id)
+        return plan_delivery(
+            new_id("dlv", self.now),
+            rule.webhook,
+            context,
+            origin,
+            default_timeout=settings.default_timeout,
+            default_schedule=settings.retry_schedule,
+            now=self.now,
         )
 
     async def flush(self) -> None:
