@@ -3,6 +3,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import Any
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_plan_delivery_renders_once_and_a_render_failure_is_a_dead_delivery() ->
         WebhookSpec(url="http://h/{{event.id}}", headers={"X-N": "{{event.note}}"}, body="{}")
     )
     origin = Origin("evt_1", "u-1", "rule_1")
-    kwargs = {"default_timeout": 15.0, "default_schedule": (0.0, 5.0), "now": 1000}
+    kwargs: dict[str, Any] = {"default_timeout": 15.0, "default_schedule": (0.0, 5.0), "now": 1000}
     ok = plan_delivery("dlv_1", webhook, {"event": {"id": 7, "note": "x"}}, origin, **kwargs)
     assert ok.status is DeliveryStatus.PENDING
     assert ok.url == "http://h/7"
