@@ -83,7 +83,8 @@ def test_brief_example(event: dict[str, Any], state: dict[str, Any], expected: b
         ("eq", {"a": 1}, {"a": 1, "b": 2}, False),
         ("eq", 3, "٣", False),  # only ASCII digits spell numbers
         ("eq", 2, "²", False),
-        ("eq", 10**20, "100000000000000000000", True),
+        ("eq", 2**63 - 1, "9223372036854775807", True),
+        ("eq", 2**63 - 1, "9223372036854775806", False),
         ("eq", 1.5, "15e-1", True),
         ("eq", 1, " 1", False),
         ("eq", 1, "+1", False),
@@ -320,6 +321,8 @@ def nest(depth: int) -> dict[str, Any]:
         ({"field": "event.x", "op": "exists", "value": "yes"}, "conditions.value", "true or false"),
         ({"field": "event.x", "op": "eq", "value": {1, 2}}, "conditions.value", "must be JSON"),
         ({"field": "event.x", "op": "eq", "value": {1: "a"}}, "conditions.value", "must be JSON"),
+        ({"field": "event.x", "op": "eq", "value": 10**20}, "conditions.value", "64 bits"),
+        ({"field": "event.x", "op": "in", "value": [1, -(2**63) - 1]}, "conditions.value", "64"),
         (nest(33), "conditions" + ".all[0]" * 32, "nested deeper than 32 levels"),
         ({"all": [YES] * 1001}, "conditions.all[1000]", "at most 1000 conditions"),
     ],

@@ -244,6 +244,8 @@ def _check_json(value: Any, path: str, depth: int) -> None:
     # Bounding the depth here bounds the recursion of _equal at evaluation time.
     if depth > MAX_DEPTH:
         raise ConditionError(f"'value' is nested deeper than {MAX_DEPTH} levels", field=path)
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        raise ConditionError("'value' integers must fit in 64 bits", field=path)
     if value is None or isinstance(value, (bool, int, float, str)):
         return
     if isinstance(value, list):

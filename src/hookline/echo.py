@@ -8,7 +8,7 @@ from typing import Any, Final
 
 import orjson
 
-from hookline.errors import InvalidInput
+from hookline.errors import BadRequest
 from hookline.events import now_ms
 from hookline.ids import new_id
 from hookline.store.base import EchoRecord, Store
@@ -19,7 +19,7 @@ SECRET: Final = re.compile(r"[A-Za-z0-9_\-]{8,128}")
 def check_secret(secret: str) -> str:
     """A secret is 8-128 characters of ``A-Za-z0-9_-``; anything else is refused."""
     if not SECRET.fullmatch(secret):
-        raise InvalidInput(
+        raise BadRequest(
             "the echo secret must be 8-128 characters of letters, digits, '_' or '-'",
             field="secret",
         )
@@ -27,11 +27,11 @@ def check_secret(secret: str) -> str:
 
 
 def check_status(raw: str | None) -> int:
-    """The status the echo answers with: 200, or ``?status=NNN`` (100-599)."""
+    """The status the echo answers with: 200, or ``?status=NNN`` (200-599)."""
     if raw is None:
         return 200
     if not raw.isdigit() or not 200 <= int(raw) <= 599:
-        raise InvalidInput("status must be a number from 200 to 599", field="status")
+        raise BadRequest("status must be a number from 200 to 599", field="status")
     return int(raw)
 
 

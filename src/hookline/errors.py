@@ -29,6 +29,13 @@ class InvalidInput(HooklineError):
     status = 422
 
 
+class BadRequest(HooklineError):
+    """The request is not valid."""
+
+    code = "bad_request"
+    status = 400
+
+
 class TemplateError(InvalidInput):
     """The template cannot produce valid output."""
 

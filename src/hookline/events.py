@@ -20,6 +20,8 @@ ENVELOPE_KEYS: Final = frozenset(
 )
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _MAX_ID_LEN: Final = 256
+# 9999-12-31T23:59:59.999Z: later dates are typos (seconds sent as microseconds, say).
+MAX_EVENT_DATE: Final = 253_402_300_799_999
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +137,12 @@ def _parse_one(raw: Any, where: str, max_bytes: int | None) -> EventInput:
         )
     event_date = raw.get("event_date")
     if event_date is not None and (
-        isinstance(event_date, bool) or not isinstance(event_date, int) or event_date < 0
+        isinstance(event_date, bool)
+        or not isinstance(event_date, int)
+        or not 0 <= event_date <= MAX_EVENT_DATE
     ):
         raise InvalidInput(
-            "event_date must be a non-negative integer of milliseconds since the epoch",
+            "event_date must be milliseconds since the epoch, from 0 to year 9999",
             field=where + "event_date",
         )
     payload = raw.get("payload", {})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Final
 
@@ -20,10 +21,30 @@ def _encode(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+_RANDOM_BITS: Final = 80
+_last_ms = 0
+_last_rand = 0
+_lock = threading.Lock()
+
+
 def new_id(kind: str, now_ms: int | None = None) -> str:
-    """A ULID-style id: 48-bit milliseconds then 80 random bits, prefixed by its kind."""
+    """A ULID-style id: 48-bit milliseconds then 80 random bits, prefixed by its kind.
+
+    Monotonic within a process: ids made in the same millisecond (or while the clock
+    steps back) count up from the previous one, so sorting by id is sorting by creation.
+    """
+    global _last_ms, _last_rand
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    with _lock:
+        if ms <= _last_ms:
+            ms = _last_ms
+            rand = _last_rand + 1
+            if rand >> _RANDOM_BITS:  # 2**80 ids in one millisecond: borrow the next one
+                ms, rand = ms + 1, 0
+        else:
+            # Leave headroom so a burst in this millisecond cannot overflow the counter.
+            rand = int.from_bytes(os.urandom(10), "big") >> 1
+        _last_ms, _last_rand = ms, rand
     return f"{kind}_{_encode(ms, 10)}{_encode(rand, 16)}"
 
 

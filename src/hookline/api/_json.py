@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import orjson
@@ -27,16 +29,28 @@ class MalformedJSON(HooklineError):
     status = 400
 
 
+# Read (and drop) up to this much of an oversized body so the client, still sending,
+# gets our 413 instead of a reset connection; beyond it we just close.
+# A client that declared a large body but does not send it gets the 413 after DRAIN_SECONDS.
+DRAIN_LIMIT = 32 * 1024 * 1024
+DRAIN_SECONDS = 2.0
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes", field="body")
+    """The raw body, refused with 413 once it passes ``limit`` bytes."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    async for chunk in stream:
         size += len(chunk)
         if size > limit:
+            # Keep reading the same stream (a second stream() would raise), within bounds.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_SECONDS):
+                    async for rest in stream:
+                        size += len(rest)
+                        if size >= DRAIN_LIMIT:
+                            break
             raise PayloadTooLarge(f"the body is larger than {limit} bytes", field="body")
         chunks.append(chunk)
     return b"".join(chunks)

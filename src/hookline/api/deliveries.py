@@ -21,8 +21,8 @@ async def list_deliveries(
     user_ext_id: str | None = None,
     event_id: str | None = None,
     status: DeliveryStatus | None = None,
-    since: int | None = Query(default=None, description="created_at >= since (ms)"),
-    until: int | None = Query(default=None, description="created_at < until (ms)"),
+    since: int | None = Query(default=None, ge=0, lt=2**63, description="created_at >= since (ms)"),
+    until: int | None = Query(default=None, ge=0, lt=2**63, description="created_at < until (ms)"),
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
 ) -> JSON:

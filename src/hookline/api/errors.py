@@ -42,7 +42,9 @@ def install(app: FastAPI) -> None:
         first: dict[str, Any] = dict(errors[0]) if errors else {"msg": "invalid input", "loc": ()}
         if first.get("type") == "json_invalid":
             where = first.get("ctx", {}).get("error", "")
-            return error_response(400, "malformed_json", f"the body is not valid JSON: {where}")
+            return error_response(
+                400, "malformed_json", f"the body is not valid JSON: {where}", "body"
+            )
         if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
             return error_response(400, "missing_body", "a JSON body is required", "body")
         msg = str(first.get("msg", "invalid input"))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hookline.api._json import JSON
+from hookline.api._json import DRAIN_LIMIT, DRAIN_SECONDS, JSON
 from hookline.errors import PayloadTooLarge
 
 
@@ -21,6 +24,10 @@ class BodyLimit:
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                if int(value) <= DRAIN_LIMIT:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(DRAIN_SECONDS):
+                            await _drain(receive)
                 response = JSON(
                     PayloadTooLarge(
                         f"the request body is larger than {self.limit} bytes", field="body"
@@ -45,3 +52,11 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+async def _drain(receive: Receive) -> None:
+    """Consume the request body so the 413 reaches a client that is still sending."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return

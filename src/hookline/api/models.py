@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def _storable(value: Any) -> Any:
+    """A body given as a JSON value must serialise (integers fit in 64 bits)."""
+    if value is not None and not isinstance(value, str):
+        try:
+            orjson.dumps(value)
+        except TypeError as exc:
+            raise ValueError(f"cannot be stored as JSON: {exc}") from None
+    return value
+
+
+Body = Annotated[str | dict[str, Any] | list[Any] | None, AfterValidator(_storable)]
 
 
 class _Strict(BaseModel):
@@ -25,7 +39,7 @@ class WebhookFields(_Strict):
     content_type: str = Field(default="application/json", max_length=200)
     headers: dict[str, str] = Field(default_factory=dict)
     query: dict[str, str] = Field(default_factory=dict)
-    body: str | dict[str, Any] | list[Any] | None = Field(
+    body: Body = Field(
         default=None,
         description="A template: JSON text with {{event.x}} / {{state.y}} tags, or a JSON value.",
     )
@@ -54,7 +68,7 @@ class Activity(_Strict):
     content_type: str | None = Field(default=None, max_length=200)
     headers: dict[str, str] | None = None
     query: dict[str, str] | None = None
-    body: str | dict[str, Any] | list[Any] | None = None
+    body: Body = None
     timeout: float | None = Field(default=None, gt=0, le=300)
     retry_schedule: list[float] | None = None
 
