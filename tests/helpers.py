@@ -18,6 +18,16 @@ from hookline.runtime import Runtime, build_runtime
 from hookline.settings import Settings
 
 
+async def serve_aiohttp(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve an aiohttp app on a free 127.0.0.1 port; the runner (to clean up) and base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
 @dataclass
 class Received:
     method: str
@@ -55,12 +65,7 @@ class Receiver:
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve_aiohttp(app)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -36,7 +36,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.helpers import example_rule
+from tests.helpers import example_rule, serve_aiohttp
 
 EVENT_TYPE = "crash_test"
 TOTAL_EVENTS = 4000
@@ -81,12 +81,7 @@ class SeqReceiver:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve_aiohttp(app)
 
     async def stop(self) -> None:
         if self._runner is not None:

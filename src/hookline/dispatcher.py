@@ -199,17 +199,6 @@ class Dispatcher:
         webhook_id: str,
     ) -> Exchange:
         """One request with the headers every delivery carries; nothing is recorded."""
-        return await self._exchange(method, url, headers, body, timeout, webhook_id)
-
-    async def _exchange(
-        self,
-        method: str,
-        url: str,
-        headers: tuple[tuple[str, str], ...],
-        body: bytes | None,
-        timeout: float,
-        webhook_id: str,
-    ) -> Exchange:
         assert self._session is not None, "the dispatcher is not started"
         sent = dict(headers)
         sent["webhook-id"] = webhook_id
@@ -245,7 +234,7 @@ class Dispatcher:
 
     async def _attempt(self, delivery: Delivery) -> Outcome:
         number = delivery.attempts + 1
-        ex = await self._exchange(
+        ex = await self.send_once(
             delivery.method,
             delivery.url,
             delivery.headers,

@@ -87,15 +87,7 @@ class Settings:
                 "HOOKLINE_SQLITE_SYNCHRONOUS must be FULL (power-loss safe), EXTRA or NORMAL",
                 field="HOOKLINE_SQLITE_SYNCHRONOUS",
             )
-        for name in (
-            "max_event_bytes",
-            "max_request_bytes",
-            "max_batch_events",
-            "max_concurrency",
-            "max_per_host",
-            "echo_keep",
-            "echo_max_body_bytes",
-        ):
+        for name in _POSITIVE_INTS:
             if getattr(self, name) <= 0:
                 key = "HOOKLINE_" + name.upper()
                 raise ConfigError(f"{key} must be a positive integer", field=key)
@@ -107,22 +99,25 @@ class Settings:
         check_schedule(self.retry_schedule, setting="HOOKLINE_RETRY_SCHEDULE")
 
 
+# Settings that are counts or sizes: read as integers, and each must be above zero.
+_POSITIVE_INTS = (
+    "max_event_bytes",
+    "max_request_bytes",
+    "max_batch_events",
+    "max_concurrency",
+    "max_per_host",
+    "echo_keep",
+    "echo_max_body_bytes",
+)
+
+
 def _convert(name: str, key: str, raw: str) -> Any:
     try:
         if name == "retry_schedule":
             return parse_schedule(raw, setting=key)
         if name == "data_dir":
             return Path(raw)
-        if name in {
-            "port",
-            "max_event_bytes",
-            "max_request_bytes",
-            "max_batch_events",
-            "max_concurrency",
-            "max_per_host",
-            "echo_keep",
-            "echo_max_body_bytes",
-        }:
+        if name == "port" or name in _POSITIVE_INTS:
             return int(raw)
         if name == "default_timeout":
             return float(raw)
