@@ -13,12 +13,14 @@ _ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 KINDS: Final = frozenset({"evt", "rule", "wh", "dlv", "att", "echo"})
 
 
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        value, rem = divmod(value, 32)
-        chars.append(_ALPHABET[rem])
-    return "".join(reversed(chars))
+# Two base32 digits per table entry: an id is 13 lookups, not 26 divisions.
+_PAIRS: Final = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
+_SHIFTS: Final = tuple(range(120, -1, -10))
+
+
+def _encode(value: int) -> str:
+    """The 26 base32 digits of a 130-bit value."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
 
 
 _RANDOM_BITS: Final = 80
@@ -45,7 +47,7 @@ def new_id(kind: str, now_ms: int | None = None) -> str:
             # Leave headroom so a burst in this millisecond cannot overflow the counter.
             rand = int.from_bytes(os.urandom(10), "big") >> 1
         _last_ms, _last_rand = ms, rand
-    return f"{kind}_{_encode(ms, 10)}{_encode(rand, 16)}"
+    return f"{kind}_{_encode(ms << _RANDOM_BITS | rand)}"
 
 
 def has_kind(value: str, kind: str) -> bool:
