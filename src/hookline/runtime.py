@@ -49,10 +49,11 @@ def build_runtime(settings: Settings) -> Runtime:
     """Wire the embedded default: SQLite store, in-process signal."""
     store = open_sqlite(settings.database_path, synchronous=settings.sqlite_synchronous)
     signal = LocalSignal()
+    dispatcher = Dispatcher(store, settings, signal)
     return Runtime(
         settings=settings,
         store=store,
-        engine=Engine(store, settings, signal),
-        dispatcher=Dispatcher(store, settings, signal),
+        engine=Engine(store, settings, signal, handoff=dispatcher),
+        dispatcher=dispatcher,
         echo=Echo(store, settings.echo_keep),
     )

@@ -1,11 +1,17 @@
-"""Work signalling: how the ingest side tells dispatchers that deliveries are due.
+"""How the ingest side passes work to dispatchers.
 
-The database is the source of truth (the outbox); a signal only saves a poll.
+The database is the source of truth (the outbox). A signal only saves a poll; a handoff
+only saves a claim: deliveries written already leased to a dispatcher in the same process
+go straight to its memory, and a crash frees them in the database when the lease ends.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from hookline.deliveries import Delivery
 
 
 class WorkSignal(Protocol):
@@ -15,3 +21,13 @@ class WorkSignal(Protocol):
 
     async def wait(self, timeout: float) -> bool:
         """Wait until notified or ``timeout`` seconds pass; True if notified."""
+
+
+class Handoff(Protocol):
+    """A dispatcher in this process that takes committed deliveries without a claim."""
+
+    def capacity(self) -> int:
+        """How many more deliveries it will hold now; the rest are left to claims."""
+
+    def offer(self, deliveries: Sequence[Delivery]) -> None:
+        """Take deliveries that were committed leased to it; call after the commit."""

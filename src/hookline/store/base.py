@@ -58,7 +58,13 @@ class IngestTransaction(Protocol):
 
     async def save_states(self, states: dict[str, dict[str, Any]], now: int) -> None: ...
 
-    async def insert_deliveries(self, deliveries: Sequence[Delivery]) -> None: ...
+    async def insert_deliveries(
+        self, deliveries: Sequence[Delivery], lease_from: int | None = None
+    ) -> None:
+        """Write the outbox rows; with ``lease_from``, already leased to this process.
+
+        A leased row's lease ends ``lease_from`` plus its own timeout: a crash frees it.
+        """
 
 
 class Store(Protocol):

@@ -10,7 +10,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from sqlalchemy import Integer, and_, bindparam, cast, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    Table,
+    and_,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -38,6 +49,31 @@ def _dumps(value: Any) -> bytes:
 
 def _pairs(raw: bytes) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in orjson.loads(raw))
+
+
+def _marks(conn: AsyncConnection, count: int) -> list[str]:
+    """Placeholders in the driver's own style, for statements sent without compiling."""
+    style = conn.dialect.paramstyle
+    if style == "qmark":
+        return ["?"] * count
+    if style == "numeric_dollar":
+        return [f"${i}" for i in range(1, count + 1)]
+    return ["%s"] * count
+
+
+async def _insert_many(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT many rows straight to the driver: the hot paths skip per-row bind processing.
+
+    Every row has the same keys, in the same order, naming columns of ``table``.
+    """
+    if not rows:
+        return
+    columns = list(rows[0])
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(_marks(conn, len(columns)))})"
+    )
+    await conn.exec_driver_sql(sql, [tuple(row.values()) for row in rows])
 
 
 class SqlIngest:
@@ -68,10 +104,9 @@ class SqlIngest:
         return states
 
     async def insert_events(self, events: Sequence[Event]) -> None:
-        if not events:
-            return
-        await self._conn.execute(
-            insert(t.events),
+        await _insert_many(
+            self._conn,
+            t.events,
             [
                 {
                     "id": e.id,
@@ -90,24 +125,23 @@ class SqlIngest:
     async def save_states(self, states: dict[str, dict[str, Any]], now: int) -> None:
         if not states:
             return
-        stmt = self._upsert(t.users)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[t.users.c.user_ext_id],
-            set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
-        )
-        await self._conn.execute(
-            stmt,
-            [{"user_ext_id": u, "state": _dumps(s), "updated_at": now} for u, s in states.items()],
+        marks = ", ".join(_marks(self._conn, 3))
+        await self._conn.exec_driver_sql(
+            f"INSERT INTO {t.users.name} (user_ext_id, state, updated_at) VALUES ({marks}) "
+            "ON CONFLICT (user_ext_id) DO UPDATE SET "
+            "state = excluded.state, updated_at = excluded.updated_at",
+            [(u, _dumps(s), now) for u, s in states.items()],
         )
 
-    async def insert_deliveries(self, deliveries: Sequence[Delivery]) -> None:
-        if deliveries:
-            await self._conn.execute(insert(t.deliveries), [_delivery_row(d) for d in deliveries])
+    async def insert_deliveries(
+        self, deliveries: Sequence[Delivery], lease_from: int | None = None
+    ) -> None:
+        rows = [_delivery_row(d, lease_from) for d in deliveries]
+        await _insert_many(self._conn, t.deliveries, rows)
 
 
-def _delivery_row(d: Delivery) -> dict[str, Any]:
-    from urllib.parse import urlsplit
-
+def _delivery_row(d: Delivery, lease_from: int | None = None) -> dict[str, Any]:
+    lease_until = None if lease_from is None else lease_from + int(d.timeout * 1000)
     return {
         "id": d.id,
         "event_id": d.event_id,
@@ -117,7 +151,7 @@ def _delivery_row(d: Delivery) -> dict[str, Any]:
         "status": d.status.value,
         "method": d.method,
         "url": d.url,
-        "host": (urlsplit(d.url).netloc or "")[:300],
+        "host": d.destination,
         "headers": _dumps(d.headers),
         "body": d.body,
         "timeout": d.timeout,
@@ -125,7 +159,7 @@ def _delivery_row(d: Delivery) -> dict[str, Any]:
         "attempts": d.attempts,
         "created_at": d.created_at,
         "next_attempt_at": d.next_attempt_at,
-        "lease_until": None,
+        "lease_until": lease_until,
         "updated_at": d.updated_at,
         "last_status_code": d.last_status_code,
         "last_error": d.last_error,
@@ -407,10 +441,10 @@ class SqlStore:
     async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None:
         if not outcomes:
             return
-        d = t.deliveries
         async with self._write() as conn:
-            await conn.execute(
-                insert(t.attempts),
+            await _insert_many(
+                conn,
+                t.attempts,
                 [
                     {
                         "id": o.attempt.id,
@@ -427,28 +461,21 @@ class SqlStore:
                     for o in outcomes
                 ],
             )
-            # One executemany, not one statement per delivery.
-            await conn.execute(
-                update(d)
-                .where(d.c.id == bindparam("b_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    attempts=bindparam("b_attempts"),
-                    next_attempt_at=bindparam("b_next"),
-                    lease_until=None,
-                    updated_at=now,
-                    last_status_code=bindparam("b_code"),
-                    last_error=bindparam("b_error"),
-                ),
+            marks = _marks(conn, 7)
+            await conn.exec_driver_sql(
+                f"UPDATE {t.deliveries.name} SET status = {marks[0]}, attempts = {marks[1]}, "
+                f"next_attempt_at = {marks[2]}, lease_until = NULL, updated_at = {marks[3]}, "
+                f"last_status_code = {marks[4]}, last_error = {marks[5]} WHERE id = {marks[6]}",
                 [
-                    {
-                        "b_id": o.attempt.delivery_id,
-                        "b_status": o.status.value,
-                        "b_attempts": o.attempt.number,
-                        "b_next": o.next_attempt_at,
-                        "b_code": o.attempt.status_code,
-                        "b_error": o.attempt.error,
-                    }
+                    (
+                        o.status.value,
+                        o.attempt.number,
+                        o.next_attempt_at,
+                        now,
+                        o.attempt.status_code,
+                        o.attempt.error,
+                        o.attempt.delivery_id,
+                    )
                     for o in outcomes
                 ],
             )
