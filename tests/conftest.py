@@ -31,7 +31,12 @@ async def make_hookline(
     started: list[Hookline] = []
 
     async def make(**overrides: Any) -> Hookline:
-        base: dict[str, Any] = {"data_dir": tmp_path / "data", "retry_schedule": (0, 0.01, 0.01)}
+        base: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "retry_schedule": (0, 0.01, 0.01),
+            # Sending in-process starts faster; test_e2e and the subprocess tests cover both.
+            "sender_processes": 0,
+        }
         base.update(overrides)
         h = await serve(Settings(**base))
         started.append(h)

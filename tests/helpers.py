@@ -83,6 +83,8 @@ class Receiver:
         )
         path = request.path
         self.inflight[path] = self.inflight.get(path, 0) + 1
+        async with self._changed:
+            self._changed.notify_all()
         self.max_inflight[path] = max(self.max_inflight.get(path, 0), self.inflight[path])
         pause = self.delay.get(path)
         if pause:
@@ -96,6 +98,13 @@ class Receiver:
         return web.Response(
             status=status, text="ok", headers=self.extra_headers.get(request.path, {})
         )
+
+    async def wait_inflight(self, path: str = "/hook", timeout: float = 15.0) -> None:
+        """Wait until a request on ``path`` is being handled (it may still be delayed)."""
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: self.inflight.get(path, 0) > 0), timeout
+            )
 
     async def wait_for(
         self, count: int, path: str | None = None, timeout: float = 15.0

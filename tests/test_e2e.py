@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 
 from hookline.events import now_ms
 from tests.helpers import Hookline, Receiver, example_rule, spin_event
+
+
+@pytest.fixture(params=[0, 1], ids=["in-process", "sender-process"])
+async def hookline(
+    request: pytest.FixtureRequest, make_hookline: Callable[..., Coroutine[Any, Any, Hookline]]
+) -> Hookline:
+    """Every end-to-end test runs with sends from the server and from a sender process."""
+    return await make_hookline(sender_processes=request.param)
 
 
 async def test_rule_event_delivers_rendered_body(hookline: Hookline, receiver: Receiver) -> None:

@@ -44,6 +44,9 @@ def test_env_then_overrides() -> None:
         ({"HOOKLINE_SQLITE_SYNCHRONOUS": "OFF"}, "HOOKLINE_SQLITE_SYNCHRONOUS"),
         ({"HOOKLINE_MAX_PER_HOST": "0"}, "HOOKLINE_MAX_PER_HOST"),
         ({"HOOKLINE_DEFAULT_TIMEOUT": "0"}, "HOOKLINE_DEFAULT_TIMEOUT"),
+        ({"HOOKLINE_SENDER_PROCESSES": "many"}, "HOOKLINE_SENDER_PROCESSES"),
+        ({"HOOKLINE_SENDER_PROCESSES": "-1"}, "HOOKLINE_SENDER_PROCESSES"),
+        ({"HOOKLINE_SENDER_PROCESSES": "65"}, "HOOKLINE_SENDER_PROCESSES"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], field: str) -> None:
@@ -51,6 +54,17 @@ def test_bad_values_name_the_setting(env: dict[str, str], field: str) -> None:
         Settings.from_env(env)
     assert info.value.field == field
     assert field in info.value.detail
+
+
+@pytest.mark.parametrize(
+    ("raw", "cores", "senders"),
+    [("auto", 2, 1), ("auto", 8, 1), ("auto", 1, 0), ("", 4, 1), ("0", 8, 0), ("3", 1, 3)],
+)
+def test_sender_processes(
+    raw: str, cores: int, senders: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert Settings.from_env({"HOOKLINE_SENDER_PROCESSES": raw}).senders == senders
 
 
 def test_parse_schedule() -> None:

@@ -6,67 +6,36 @@ recovery, and whatever did not fit in memory). Both wait in per-destination queu
 are served round-robin under a global concurrency limit and a per-destination limit, so
 one slow host never holds slots that other hosts could use.
 
-One pooled aiohttp session (keep-alive); outcomes are recorded in batches.
+A :class:`~hookline.sender.Sender` does the HTTP, in this process or in sender
+processes; outcomes are recorded here, in batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
-import aiohttp
-from yarl import URL
-
-from hookline import __version__
 from hookline.deliveries import (
     LEASE_MARGIN_MS,
-    MAX_RESPONSE_BODY,
     Attempt,
     Delivery,
     DeliveryStatus,
     is_retryable,
     is_success,
     next_delay,
-    parse_retry_after,
 )
 from hookline.events import now_ms
 from hookline.ids import new_id
 from hookline.queue import WorkSignal
+from hookline.sender import Exchange, Request, Sender
 from hookline.settings import Settings
 from hookline.store.base import Outcome, Store
 
 log = logging.getLogger("hookline.dispatcher")
 
 
-@dataclass
-class Exchange:
-    """One request and what came back (or the error that stood in for an answer)."""
-
-    started_at: int
-    status_code: int | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    body: str | None = None
-    error: str | None = None
-    retry_after: float | None = None
-    latency_ms: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "status_code": self.status_code,
-            "headers": dict(self.headers),
-            "body": self.body,
-            "error": self.error,
-            "latency_ms": round(self.latency_ms, 3),
-            "succeeded": is_success(self.status_code),
-        }
-
-
-USER_AGENT = f"hookline/{__version__}"
 CLAIM_BATCH = 500
 # How many deliveries may wait in memory (queued or in flight); beyond it the outbox holds
 # them until a claim. Bounds memory when events arrive faster than receivers answer.
@@ -77,11 +46,13 @@ MAX_IDLE_WAIT = 5.0
 class Dispatcher:
     """Sends deliveries until stopped; ``idle()`` lets tests wait without sleeping."""
 
-    def __init__(self, store: Store, settings: Settings, signal: WorkSignal) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, signal: WorkSignal, sender: Sender
+    ) -> None:
         self.store = store
         self.settings = settings
         self.signal = signal
-        self._session: aiohttp.ClientSession | None = None
+        self.sender = sender
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._per_host: Counter[str] = Counter()  # in flight, by destination
         # Waiting to be sent, by destination; destinations with work and room, in turn.
@@ -100,17 +71,7 @@ class Dispatcher:
         released = await self.store.release_leases()
         if released:
             log.info("re-queued %d deliveries left in flight by a previous run", released)
-        connector = aiohttp.TCPConnector(
-            limit=self.settings.max_concurrency,
-            limit_per_host=self.settings.max_per_host,
-            ttl_dns_cache=60,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers={"user-agent": USER_AGENT},
-            auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding",),
-        )
+        await self.sender.start()
         self._recorder = asyncio.create_task(self._record_loop(), name="hookline-recorder")
         self._loop_task = asyncio.create_task(self._claim_loop(), name="hookline-dispatcher")
 
@@ -137,9 +98,7 @@ class Dispatcher:
             self._recorder.cancel()
             await asyncio.gather(self._recorder, return_exceptions=True)
             self._recorder = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.sender.close()
 
     async def idle(self, timeout: float = 30.0) -> None:
         """Wait until nothing is due now, nothing is in flight and every attempt is recorded."""
@@ -247,63 +206,21 @@ class Dispatcher:
                 self._starved = False
                 self._slot_freed.set()
 
-    async def send_once(
-        self,
-        method: str,
-        url: str,
-        headers: tuple[tuple[str, str], ...],
-        body: bytes | None,
-        timeout: float,
-        webhook_id: str,
-    ) -> Exchange:
+    async def send_once(self, request: Request) -> Exchange:
         """One request with the headers every delivery carries; nothing is recorded."""
-        assert self._session is not None, "the dispatcher is not started"
-        import os
-
-        if os.environ.get("FAKE_SEND"):
-            await asyncio.sleep(0)
-            return Exchange(started_at=now_ms(), status_code=200)
-        sent = dict(headers)
-        sent["webhook-id"] = webhook_id
-        sent["webhook-timestamp"] = str(int(time.time()))
-        ex = Exchange(started_at=now_ms())
-        t0 = time.perf_counter()
-        try:
-            async with self._session.request(
-                method,
-                _wire_url(url),
-                data=body,
-                headers=sent,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as resp:
-                ex.status_code = resp.status
-                ex.headers = tuple((str(k), v) for k, v in resp.headers.items())
-                ex.body = (await _read_head(resp)).decode("utf-8", "replace")
-                ex.retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
-        except TimeoutError:
-            ex.error = f"timed out after {timeout:g} s"
-        except aiohttp.ClientError as exc:
-            ex.error = f"{exc.__class__.__name__}: {exc}"
-        except ValueError as exc:  # a URL or header aiohttp refuses
-            ex.error = f"invalid request: {exc}"
-        ex.latency_ms = (time.perf_counter() - t0) * 1000
-        if ex.status_code is not None and not is_success(ex.status_code):
-            redirect = 300 <= ex.status_code < 400
-            ex.error = f"HTTP {ex.status_code}" + (
-                " (redirects are not followed)" if redirect else ""
-            )
-        return ex
+        return await self.sender.exchange(request)
 
     async def _attempt(self, delivery: Delivery) -> Outcome:
         number = delivery.attempts + 1
-        ex = await self.send_once(
-            delivery.method,
-            delivery.url,
-            delivery.headers,
-            delivery.body,
-            delivery.timeout,
-            delivery.id,
+        ex = await self.sender.exchange(
+            Request(
+                delivery.method,
+                delivery.url,
+                delivery.headers,
+                delivery.body,
+                delivery.timeout,
+                delivery.id,
+            )
         )
         ok = is_success(ex.status_code)
         attempt = Attempt(
@@ -352,23 +269,3 @@ class Dispatcher:
                 await asyncio.sleep(0.2 * (attempt + 1))
         # The leases expire and the deliveries are sent again: at least once, never zero.
         log.error("gave up recording %d attempts; they will be retried", len(batch))
-
-
-def _wire_url(url: str) -> URL:
-    """Send the URL exactly as rendered: tags are already percent-encoded ASCII.
-
-    Only a URL with non-ASCII literal text (an IDN host, say) is left to yarl to encode.
-    """
-    return URL(url, encoded=True) if url.isascii() else URL(url)
-
-
-async def _read_head(resp: aiohttp.ClientResponse) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while size < MAX_RESPONSE_BODY:
-        chunk = await resp.content.read(MAX_RESPONSE_BODY - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ log = logging.getLogger("hookline.engine")
 
 # Bound one group so a burst cannot make a single transaction huge.
 MAX_GROUP_EVENTS = 5000
+# While a group is worked on, let the loop run other tasks this often (seconds).
+YIELD_EVERY = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +164,7 @@ class Engine:
             known = await tx.known_eids(eids) if eids else {}
             states = await tx.load_states(sorted(users))
             batch = _Batch(self, tx, known, states, now)
-            results = [batch.apply(work) for work in group]
+            results = [await batch.apply(work) for work in group]
             await batch.flush()
         return results, batch
 
@@ -188,8 +191,9 @@ class _Batch:
         # After flush: the deliveries leased to the in-process dispatcher, and the rest.
         self.handed: Sequence[Delivery] = ()
         self.left: Sequence[Delivery] = ()
+        self.yield_at = time.perf_counter() + YIELD_EVERY
 
-    def apply(self, work: _Work) -> Any:
+    async def apply(self, work: _Work) -> Any:
         if work.patch_user is not None:
             assert work.patch is not None
             user = work.patch_user
@@ -197,7 +201,14 @@ class _Batch:
             state = apply_update(current, work.patch, user, current.get("ext_brand_id"))
             self.states[user] = self.changed[user] = state
             return state
-        return [self._event(e) for e in work.events]
+        accepted = []
+        for item in work.events:
+            if time.perf_counter() >= self.yield_at:
+                # A big group must not hold the loop: sends and answers wait behind it.
+                await asyncio.sleep(0)
+                self.yield_at = time.perf_counter() + YIELD_EVERY
+            accepted.append(self._event(item))
+        return accepted
 
     def _event(self, item: EventInput) -> Accepted:
         if item.eid is not None and item.eid in self.known:

@@ -12,6 +12,8 @@ from hookline.dispatcher import Dispatcher
 from hookline.echo import Echo
 from hookline.engine import Engine
 from hookline.queue.embedded import LocalSignal
+from hookline.sender import HttpSender, Sender
+from hookline.sender_process import ProcessSender
 from hookline.settings import Settings
 from hookline.store.base import Store
 from hookline.store.sqlite import open_sqlite
@@ -49,7 +51,12 @@ def build_runtime(settings: Settings) -> Runtime:
     """Wire the embedded default: SQLite store, in-process signal."""
     store = open_sqlite(settings.database_path, synchronous=settings.sqlite_synchronous)
     signal = LocalSignal()
-    dispatcher = Dispatcher(store, settings, signal)
+    sender: Sender
+    if settings.senders:
+        sender = ProcessSender(settings.senders, settings.max_concurrency, settings.max_per_host)
+    else:
+        sender = HttpSender(settings.max_concurrency, settings.max_per_host)
+    dispatcher = Dispatcher(store, settings, signal, sender)
     return Runtime(
         settings=settings,
         store=store,

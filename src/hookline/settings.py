@@ -55,12 +55,22 @@ class Settings:
     max_concurrency: int = 256
     max_per_host: int = 32
     sqlite_synchronous: str = "FULL"
+    # Processes that send the HTTP requests; 0 sends from the server process itself.
+    # None (unset) means one per core beyond the first, at most one: ingest keeps a core.
+    sender_processes: int | None = None
     log_level: str = "info"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def database_path(self) -> Path:
         return self.data_dir / "hookline.db"
+
+    @property
+    def senders(self) -> int:
+        """How many sender processes to start (``sender_processes`` resolved)."""
+        if self.sender_processes is not None:
+            return self.sender_processes
+        return 1 if (os.cpu_count() or 1) >= 2 else 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -82,6 +92,11 @@ class Settings:
         """Raise ConfigError naming the setting that is out of range."""
         if not 0 < self.port < 65536:
             raise ConfigError("HOOKLINE_PORT must be 1-65535", field="HOOKLINE_PORT")
+        if self.sender_processes is not None and not 0 <= self.sender_processes <= 64:
+            raise ConfigError(
+                "HOOKLINE_SENDER_PROCESSES must be 'auto' or 0-64 (0 sends in-process)",
+                field="HOOKLINE_SENDER_PROCESSES",
+            )
         if self.sqlite_synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
             raise ConfigError(
                 "HOOKLINE_SQLITE_SYNCHRONOUS must be FULL (power-loss safe), EXTRA or NORMAL",
@@ -119,6 +134,8 @@ def _convert(name: str, key: str, raw: str) -> Any:
             return Path(raw)
         if name == "port" or name in _POSITIVE_INTS:
             return int(raw)
+        if name == "sender_processes":
+            return None if raw.strip().lower() in ("", "auto") else int(raw)
         if name == "default_timeout":
             return float(raw)
     except ValueError:

@@ -14,6 +14,7 @@ from hookline.events import Event, now_ms
 from hookline.ids import new_id
 from hookline.rules import SavedWebhook
 from hookline.runtime import Runtime
+from hookline.sender import Request
 from hookline.state import with_identity
 from hookline.webhooks import CompiledWebhook, RenderedRequest, WebhookSpec, compile_webhook
 
@@ -112,6 +113,6 @@ async def test(body: PreviewIn, runtime: RuntimeDep) -> JSON:
     compiled, request = await _render(body, runtime)
     timeout = compiled.spec.timeout or runtime.settings.default_timeout
     exchange = await runtime.dispatcher.send_once(
-        request.method, request.url, request.headers, request.body, timeout, new_id("dlv")
+        Request(request.method, request.url, request.headers, request.body, timeout, new_id("dlv"))
     )
     return JSON({"request": request.as_dict(), "response": exchange.as_dict()})

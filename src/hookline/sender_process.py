@@ -1,0 +1,239 @@
+"""Sending from child processes, so the HTTP work runs on other cores than ingest.
+
+The parent keeps everything that matters (scheduling, limits, the record of attempts);
+each child only runs an :class:`HttpSender`. They talk over a private socket pair in
+length-prefixed pickle frames holding batches: many requests per write, many answers
+back. A destination always goes to the same child, so its keep-alive pool stays warm.
+
+A child that dies fails its in-flight requests with an error (they are retried like any
+network error: at least once, never zero times) and is started again. A child exits
+when its socket closes, so it never outlives the parent, even after a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from hookline.events import now_ms
+from hookline.sender import Exchange, HttpSender, Request
+
+log = logging.getLogger("hookline.sender")
+
+_HEADER = struct.Struct("!I")
+RESTART_DELAY = 0.5
+
+
+def _frame(items: list[Any]) -> bytes:
+    payload = pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(payload)) + payload
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> list[Any]:
+    (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+    items: list[Any] = pickle.loads(await reader.readexactly(size))
+    return items
+
+
+class _Batcher:
+    """Collects items and writes them as one frame at the end of this loop turn."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.items: list[Any] = []
+
+    def add(self, item: Any) -> None:
+        if not self.items:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.items.append(item)
+
+    def flush(self) -> None:
+        items, self.items = self.items, []
+        if items and not self.writer.is_closing():
+            self.writer.write(_frame(items))
+
+
+class _Child:
+    """One sender process, seen from the parent."""
+
+    def __init__(self, number: int, max_concurrency: int, max_per_host: int) -> None:
+        self.number = number
+        self.limits = (max_concurrency, max_per_host)
+        self.pending: dict[int, asyncio.Future[Exchange]] = {}
+        self.process: asyncio.subprocess.Process | None = None
+        self.batcher: _Batcher | None = None
+        self.reader_task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()  # set while the child takes requests
+
+    async def start(self, on_exit: Callable[[_Child], None]) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "hookline.sender_process",
+                str(theirs.fileno()),
+                *map(str, self.limits),
+                pass_fds=(theirs.fileno(),),
+            )
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        self.batcher = _Batcher(writer)
+        self.reader_task = asyncio.create_task(self._read(reader, on_exit))
+        self.ready.set()
+
+    async def _read(self, reader: asyncio.StreamReader, on_exit: Callable[[_Child], None]) -> None:
+        try:
+            while True:
+                for number, *fields in await _read_frame(reader):
+                    future = self.pending.pop(number, None)
+                    if future is not None and not future.done():
+                        future.set_result(Exchange(*fields))
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, pickle.PickleError):
+            pass
+        finally:
+            self._fail_pending()
+            on_exit(self)
+
+    def _fail_pending(self) -> None:
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                error = "the sender process exited before the answer came back"
+                future.set_result(Exchange(started_at=now_ms(), error=error))
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            self.batcher.writer.close()  # the child exits when its socket closes
+        if self.process is not None:
+            try:
+                await asyncio.wait_for(self.process.wait(), 5)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        if self.reader_task is not None:
+            self.reader_task.cancel()
+            await asyncio.gather(self.reader_task, return_exceptions=True)
+
+
+class ProcessSender:
+    """Spreads requests over ``count`` child processes by destination."""
+
+    def __init__(self, count: int, max_concurrency: int, max_per_host: int) -> None:
+        self._children = [_Child(i, max_concurrency, max_per_host) for i in range(count)]
+        self._next_id = 0
+        self._closing = False
+
+    async def start(self) -> None:
+        for child in self._children:
+            await child.start(self._exited)
+
+    async def close(self) -> None:
+        self._closing = True
+        await asyncio.gather(*(child.stop() for child in self._children))
+
+    async def exchange(self, request: Request) -> Exchange:
+        destination = urlsplit(request.url).netloc
+        child = self._children[hash(destination) % len(self._children)]
+        # A restarting child costs the delivery time, not one of its attempts.
+        await child.ready.wait()
+        assert child.batcher is not None
+        self._next_id += 1
+        future: asyncio.Future[Exchange] = asyncio.get_running_loop().create_future()
+        child.pending[self._next_id] = future
+        child.batcher.add((self._next_id, *_fields(request)))
+        return await future
+
+    def _exited(self, child: _Child) -> None:
+        if self._closing:
+            return
+        log.error("sender process %d exited; starting it again", child.number)
+        child.ready.clear()
+        if child.batcher is not None:
+            child.batcher.writer.close()
+        child.batcher = None
+        task = asyncio.get_running_loop().create_task(self._restart(child))
+        task.add_done_callback(lambda _: None)
+
+    async def _restart(self, child: _Child) -> None:
+        if child.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.kill()
+            await child.process.wait()
+        await asyncio.sleep(RESTART_DELAY)  # a child that cannot start must not spin
+        if not self._closing:
+            await child.start(self._exited)
+
+
+def _fields(request: Request) -> tuple[Any, ...]:
+    return (
+        request.method,
+        request.url,
+        request.headers,
+        request.body,
+        request.timeout,
+        request.webhook_id,
+    )
+
+
+# --- the child ------------------------------------------------------------------------
+
+
+async def _serve(fd: int, max_concurrency: int, max_per_host: int) -> None:
+    sender = HttpSender(max_concurrency, max_per_host)
+    await sender.start()
+    reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
+    answers = _Batcher(writer)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def send(number: int, request: Request) -> None:
+        ex = await sender.exchange(request)
+        answers.add(
+            (
+                number,
+                ex.started_at,
+                ex.status_code,
+                ex.headers,
+                ex.body,
+                ex.error,
+                ex.retry_after,
+                ex.latency_ms,
+            )
+        )
+
+    try:
+        while True:
+            for number, *fields in await _read_frame(reader):
+                task = asyncio.create_task(send(number, Request(*fields)))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass  # the parent closed the socket, or died: nobody is left to answer
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await sender.close()
+
+
+def main(argv: list[str]) -> None:
+    # Ctrl-C and SIGTERM go to the whole process group; the parent decides when we stop
+    # (by closing the socket) after its in-flight sends have their answers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    fd, max_concurrency, max_per_host = (int(a) for a in argv)
+    import uvloop  # comes with uvicorn[standard], like the server's own loop
+
+    uvloop.run(_serve(fd, max_concurrency, max_per_host))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

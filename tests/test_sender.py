@@ -1,0 +1,89 @@
+"""Sender processes: HTTP sent from children, answers and failures brought back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from hookline.sender import Request
+from hookline.sender_process import ProcessSender
+from tests.helpers import Hookline, Receiver, spin_event
+
+MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
+
+
+def _request(url: str, webhook_id: str = "dlv_1") -> Request:
+    return Request("POST", url, (("content-type", "application/json"),), b'{"a": 1}', 5, webhook_id)
+
+
+async def test_answers_come_back_from_the_child(receiver: Receiver) -> None:
+    sender = ProcessSender(2, 64, 8)
+    await sender.start()
+    try:
+        answers = await asyncio.gather(
+            *(sender.exchange(_request(receiver.url(f"/p{i}"), f"dlv_{i}")) for i in range(20))
+        )
+    finally:
+        await sender.close()
+    assert [a.status_code for a in answers] == [200] * 20
+    assert all(a.body == "ok" and a.error is None for a in answers)
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(
+        f"dlv_{i}" for i in range(20)
+    )
+    assert {r.headers["user-agent"].split("/")[0] for r in receiver.requests} == {"hookline"}
+
+
+async def test_errors_are_answers_too(receiver: Receiver) -> None:
+    receiver.script["/fail"] = [503]
+    sender = ProcessSender(1, 8, 8)
+    await sender.start()
+    try:
+        failed = await sender.exchange(_request(receiver.url("/fail")))
+        refused = await sender.exchange(_request("http://127.0.0.1:9/nothing-listens"))
+    finally:
+        await sender.close()
+    assert (failed.status_code, failed.error) == (503, "HTTP 503")
+    assert refused.status_code is None
+    assert refused.error is not None and "ClientConnectorError" in refused.error
+
+
+async def test_children_exit_when_the_parent_closes() -> None:
+    sender = ProcessSender(2, 8, 8)
+    await sender.start()
+    processes = [c.process for c in sender._children]
+    await sender.close()
+    assert all(p is not None and p.returncode is not None for p in processes)
+
+
+async def test_a_killed_child_fails_its_requests_and_comes_back(
+    make_hookline: MakeHookline, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hookline.sender_process.RESTART_DELAY", 0)
+    hookline = await make_hookline(sender_processes=1, retry_schedule=(0, 0.2, 0.2))
+    await hookline.create_rule(activity={"url": receiver.url()})
+    receiver.delay["/hook"] = 1.0  # the first attempt is still in flight when the child dies
+    sender = hookline.runtime.dispatcher.sender
+    assert isinstance(sender, ProcessSender)
+    (child,) = sender._children
+    assert child.process is not None
+    first_pid = child.process.pid
+    resp = await hookline.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    await receiver.wait_inflight()
+    os.kill(first_pid, signal.SIGKILL)
+    receiver.delay.clear()
+    # The killed child's request never completes at the receiver; the retry does.
+    arrived = await receiver.wait_for(1)
+    await hookline.idle()
+    detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")).json()
+    assert detail["status"] == "succeeded"
+    first, second = detail["attempts"]
+    assert "sender process exited" in first["error"]
+    assert second["status_code"] == 200
+    assert {r.headers["webhook-id"] for r in arrived} == {delivery_id}
+    assert child.process.pid != first_pid
