@@ -6,7 +6,7 @@ PY_DIRS := $(wildcard src tests bench)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint types pytest bench clean
+.PHONY: run test check lint types pytest bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,20 @@ lint: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+## bench: the whole performance benchmark (up to ~20 min); table, bench/results/latest.{json,png}
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## bench-quick: the same with small counts, a 1-2 minute smoke run
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

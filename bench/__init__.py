@@ -1,0 +1,1 @@
+"""The performance benchmark of hookline: ``python -m bench`` (see __main__)."""
