@@ -48,3 +48,31 @@ def test_saved_webhook_reference() -> None:
     with pytest.raises(InvalidInput) as info:
         compile_rule(rule, {})
     assert info.value.field == "activity.webhook_id"
+
+
+def test_put_and_remove_touch_one_rule_and_keep_its_place() -> None:
+    index = RuleIndex()
+    index.rebuild([_rule(1, "a"), _rule(2, "a"), _rule(3, "b")], {})
+    index.put(compile_rule(_rule(1, "a", updated=2), {}))
+    assert [c.rule.id for c in index.match("a")] == ["rule_1", "rule_2"]
+    assert index.match("a")[0].rule.updated_at == 2
+    index.put(compile_rule(_rule(4, "a"), {}))
+    assert [c.rule.id for c in index.match("a")] == ["rule_1", "rule_2", "rule_4"]
+    index.put(compile_rule(_rule(2, "b", updated=2), {}))  # moved to another event type
+    assert [c.rule.id for c in index.match("a")] == ["rule_1", "rule_4"]
+    assert [c.rule.id for c in index.match("b")] == ["rule_3", "rule_2"]
+    index.put(compile_rule(_rule(3, "b", enabled=False, updated=2), {}))
+    assert [c.rule.id for c in index.match("b")] == ["rule_2"]
+    index.remove("rule_2")
+    index.remove("rule_2")  # twice is harmless
+    assert index.match("b") == ()
+    assert "b" not in index.by_type
+    assert len(index) == 2
+
+
+def test_put_ignores_an_older_version_than_the_indexed_one() -> None:
+    index = RuleIndex()
+    index.put(compile_rule(_rule(1, "a", updated=5), {}))
+    index.put(compile_rule(_rule(1, "b", updated=4), {}))
+    assert [c.rule.updated_at for c in index.match("a")] == [5]
+    assert index.match("b") == ()

@@ -130,5 +130,36 @@ class RuleIndex:
         self._cache = cache
         self.by_type = {k: tuple(v) for k, v in grouped.items()}
 
+    def put(self, compiled: CompiledRule, webhook_version: int = 0) -> None:
+        """Add or replace one rule, touching only its event types' entries.
+
+        An older version than the one indexed (a concurrent save that lost the race) is
+        ignored, so the index always ends on the newest rule.
+        """
+        rule = compiled.rule
+        hit = self._cache.get(rule.id)
+        if hit is not None and hit[2].rule.updated_at > rule.updated_at:
+            return
+        current = self.by_type.get(rule.event_type, ())
+        position = next((i for i, c in enumerate(current) if c.rule.id == rule.id), None)
+        self.remove(rule.id)
+        self._cache[rule.id] = (rule.updated_at, webhook_version, compiled)
+        if rule.enabled:
+            # A changed rule keeps its place among its event type's rules.
+            kept = list(self.by_type.get(rule.event_type, ()))
+            kept.insert(len(kept) if position is None else position, compiled)
+            self.by_type[rule.event_type] = tuple(kept)
+
+    def remove(self, rule_id: str) -> None:
+        hit = self._cache.pop(rule_id, None)
+        if hit is None:
+            return
+        event_type = hit[2].rule.event_type
+        kept = tuple(c for c in self.by_type.get(event_type, ()) if c.rule.id != rule_id)
+        if kept:
+            self.by_type[event_type] = kept
+        else:
+            self.by_type.pop(event_type, None)
+
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_type.values())

@@ -40,9 +40,10 @@ async def _check_and_save(runtime: Runtime, rule: Rule, *, create: bool) -> Rule
         saved = await runtime.store.get_webhook(rule.webhook_id)
         if saved is not None:
             webhooks[saved.id] = saved
-    compile_rule(rule, webhooks)  # refuse what cannot run, with the field and position
+    compiled = compile_rule(rule, webhooks)  # refuse what cannot run, with field and position
     await runtime.store.save_rule(rule, create=create)
-    await runtime.engine.reload_rules()
+    version = webhooks[rule.webhook_id].updated_at if rule.webhook_id else 0
+    runtime.engine.index.put(compiled, version)
     return rule
 
 
@@ -121,5 +122,5 @@ async def patch_rule(rule_id: str, body: RulePatch, runtime: RuntimeDep) -> JSON
 async def delete_rule(rule_id: str, runtime: RuntimeDep) -> Response:
     if not await runtime.store.delete_rule(rule_id):
         raise NotFound(f"no rule {rule_id!r}", field="rule_id")
-    await runtime.engine.reload_rules()
+    runtime.engine.index.remove(rule_id)
     return Response(status_code=204)
