@@ -37,9 +37,12 @@ log = logging.getLogger("hookline.dispatcher")
 
 
 CLAIM_BATCH = 500
+RECORD_BATCH = 2000
 # How many deliveries may wait in memory (queued or in flight); beyond it the outbox holds
 # them until a claim. Bounds memory when events arrive faster than receivers answer.
 MAX_HELD = 20_000
+# Claims keep up to this many rounds of a destination's limit waiting in memory.
+CLAIM_AHEAD = 4
 MAX_IDLE_WAIT = 5.0
 
 
@@ -58,14 +61,15 @@ class Dispatcher:
         # Waiting to be sent, by destination; destinations with work and room, in turn.
         self._ready: dict[str, deque[Delivery]] = {}
         self._turns: dict[str, None] = {}
-        self._held: set[str] = set()  # ids waiting or in flight
+        # Ids waiting, in flight, or sent but not yet recorded: a claim never takes them
+        # again, and their number bounds what this dispatcher holds in memory.
+        self._held: set[str] = set()
         self._outcomes: asyncio.Queue[Outcome] = asyncio.Queue()
         self._loop_task: asyncio.Task[None] | None = None
         self._recorder: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
         self._starved = False  # due work waits in the outbox for a free slot
         self._idle = asyncio.Event()
-        self._unrecorded = 0
 
     async def start(self) -> None:
         released = await self.store.release_leases()
@@ -87,7 +91,6 @@ class Dispatcher:
             self._loop_task = None
         self._ready.clear()
         self._turns.clear()
-        self._held.intersection_update(self._inflight)
         if self._inflight:
             _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace)
             for task in pending:
@@ -98,6 +101,7 @@ class Dispatcher:
             self._recorder.cancel()
             await asyncio.gather(self._recorder, return_exceptions=True)
             self._recorder = None
+        self._held.clear()  # what was waiting stays leased in the outbox
         await self.sender.close()
 
     async def idle(self, timeout: float = 30.0) -> None:
@@ -127,16 +131,15 @@ class Dispatcher:
         self._enqueue(deliveries)
 
     async def _claim(self) -> int:
-        # After a pump, either every slot is busy or nothing in memory can start now.
-        room = self.settings.max_concurrency - len(self._inflight)
+        room = min(MAX_HELD - len(self._held), CLAIM_BATCH)
         if room <= 0:
             return 0
-        now = now_ms()
-        per_host = self.settings.max_per_host
+        # Claim ahead: a destination may have a few rounds of its limit waiting in memory,
+        # so claims come in batches rather than one free slot at a time.
+        ahead = self.settings.max_per_host * CLAIM_AHEAD
         busy = self._per_host.keys() | self._ready.keys()
-        host_room = {h: per_host - self._per_host[h] - len(self._ready.get(h, ())) for h in busy}
-        limit = min(room, CLAIM_BATCH)
-        batch = await self.store.claim_due(now, limit, LEASE_MARGIN_MS, host_room, per_host)
+        host_room = {h: ahead - self._per_host[h] - len(self._ready.get(h, ())) for h in busy}
+        batch = await self.store.claim_due(now_ms(), room, LEASE_MARGIN_MS, host_room, ahead)
         # A handed-over delivery whose lease ran out while it waited here is already held.
         self._enqueue([d for d in batch if d.id not in self._held])
         return len(batch)
@@ -169,7 +172,7 @@ class Dispatcher:
     async def _wait_for_work(self) -> None:
         due = await self.store.next_due_at()
         now = now_ms()
-        if not self._held and not self._unrecorded and (due is None or due > now):
+        if not self._held and (due is None or due > now):
             self._idle.set()
         if due is None:
             wait = MAX_IDLE_WAIT
@@ -191,18 +194,21 @@ class Dispatcher:
     async def _send(self, delivery: Delivery, host: str) -> None:
         try:
             outcome = await self._attempt(delivery)
-            self._unrecorded += 1
+        except BaseException:
+            self._held.discard(delivery.id)  # nothing to record: its lease will free it
+            raise
+        else:
             self._outcomes.put_nowait(outcome)
         finally:
             self._inflight.pop(delivery.id, None)
-            self._held.discard(delivery.id)
             self._per_host[host] -= 1
             if self._per_host[host] <= 0:
                 del self._per_host[host]
             if host in self._ready:
                 self._turns[host] = None
             self._pump()
-            if self._starved:
+            if self._starved and len(self._ready.get(host, ())) < self.settings.max_per_host:
+                # Due work waits in the outbox and this destination's queue runs low.
                 self._starved = False
                 self._slot_freed.set()
 
@@ -246,13 +252,13 @@ class Dispatcher:
     async def _record_loop(self) -> None:
         while True:
             batch = [await self._outcomes.get()]
-            while not self._outcomes.empty() and len(batch) < CLAIM_BATCH:
+            while not self._outcomes.empty() and len(batch) < RECORD_BATCH:
                 batch.append(self._outcomes.get_nowait())
             try:
                 # Shielded: a stop must not lose the record of a request already sent.
                 await asyncio.shield(self._record(batch))
             finally:
-                self._unrecorded -= len(batch)
+                self._held.difference_update(o.attempt.delivery_id for o in batch)
                 for _ in batch:
                     self._outcomes.task_done()
             # Wake the claim loop when a retry may be due or the dispatcher may be idle.
