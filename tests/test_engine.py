@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from hookline.errors import StoreError
 from hookline.events import EventInput
 from hookline.runtime import Runtime, build_runtime
 from hookline.settings import Settings
@@ -89,3 +90,32 @@ async def test_a_failing_share_does_not_fail_the_group(runtime: Runtime) -> None
     assert not isinstance(results[0], BaseException)
     assert isinstance(results[1], Exception)
     assert "disk on fire" in str(results[1])
+
+
+async def test_state_cache_holds_only_committed_state(runtime: Runtime) -> None:
+    def profile(level: str) -> EventInput:
+        return EventInput(None, "update_profile", "u-1", None, None, {"level": level})
+
+    await runtime.engine.submit([profile("gold")])
+    real = runtime.store.ingest
+
+    @asynccontextmanager
+    async def failing() -> AsyncIterator[Any]:
+        async with real() as tx:
+
+            async def insert(events: Any) -> None:
+                raise RuntimeError("disk on fire")
+
+            tx.insert_events = insert  # type: ignore[method-assign]
+            yield tx
+
+    runtime.store.ingest = failing  # type: ignore[method-assign]
+    with pytest.raises(StoreError):
+        await runtime.engine.submit([profile("silver")])
+    runtime.store.ingest = real  # type: ignore[method-assign]
+    # An empty patch reads the state through the engine (and its cache) without changing it.
+    state = await runtime.engine.patch_state("u-1", {})
+    assert state["level"] == "gold"
+    assert (await runtime.store.get_state("u-1") or {})["level"] == "gold"
+    await runtime.engine.submit([profile("platinum")])
+    assert (await runtime.engine.patch_state("u-1", {}))["level"] == "platinum"

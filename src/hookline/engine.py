@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ log = logging.getLogger("hookline.engine")
 
 # Bound one group so a burst cannot make a single transaction huge.
 MAX_GROUP_EVENTS = 5000
+# Users whose state stays in memory (about 1 KiB each), saving a read per group.
+STATE_CACHE_SIZE = 50_000
 # While a group is worked on, let the loop run other tasks this often (seconds).
 YIELD_EVERY = 0.002
 
@@ -79,6 +82,8 @@ class Engine:
         self.settings = settings
         self.signal = signal
         self.handoff = handoff
+        # This engine is the only writer of user state, so what it committed stays true.
+        self._states = StateCache(STATE_CACHE_SIZE)
         self.index = RuleIndex()
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -162,11 +167,40 @@ class Engine:
         users.update(w.patch_user for w in group if w.patch_user is not None)
         async with self.store.ingest() as tx:
             known = await tx.known_eids(eids) if eids else {}
-            states = await tx.load_states(sorted(users))
+            states = self._states.get_many(users)
+            missing = sorted(users - states.keys())
+            if missing:
+                states.update(await tx.load_states(missing))
             batch = _Batch(self, tx, known, states, now)
             results = [await batch.apply(work) for work in group]
             await batch.flush()
+        # Committed: the states this group read or wrote are now what the store holds.
+        self._states.put_many(batch.states)
         return results, batch
+
+
+class StateCache:
+    """The most recently used users' states, as committed (values are never mutated)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._states: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def get_many(self, users: Iterable[str]) -> dict[str, dict[str, Any]]:
+        found = {}
+        for user in users:
+            state = self._states.get(user)
+            if state is not None:
+                self._states.move_to_end(user)
+                found[user] = state
+        return found
+
+    def put_many(self, states: Mapping[str, dict[str, Any]]) -> None:
+        self._states.update(states)
+        for user in states:
+            self._states.move_to_end(user)
+        while len(self._states) > self.size:
+            self._states.popitem(last=False)
 
 
 class _Batch:
