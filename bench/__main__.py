@@ -37,12 +37,15 @@ class Counts:
     latency_warmup: float = 3.0
     ingest_events: int = 200_000
     ingest_single_events: int = 20_000
-    scale_events: int = 50_000
+    scale_events: int = 30_000
     extra_rules: tuple[int, ...] = (1_000, 10_000)
     many_users: int = 1_000_000
     many_dests: int = 1_000
     memory_events: int = 1_000_000
 
+
+# Throughput runs per scaling setup; the median is the figure.
+SCALE_REPEATS = 3
 
 QUICK = Counts(
     limit_requests=5_000,
@@ -279,11 +282,21 @@ def run_all(
         for name, scale_setup in scale_setups.items():
 
             def measure(hl: HooklineServer, name: str = name) -> dict[str, Any]:
+                # Costs are differences of a few percent: take the median of three runs,
+                # the same for every setup, so one noisy run does not decide a verdict.
+                runs = sorted(
+                    (
+                        scenarios.hookline_e2e(
+                            bench, hl, counts.scale_events, 100, batch_c, f"sc-{name}-{i}"
+                        )
+                        for i in range(SCALE_REPEATS)
+                    ),
+                    key=lambda r: float(r.get("deliveries_per_s_steady", 0.0)),
+                )
                 return {
                     "setup": asdict(hl.setup),
-                    "throughput": scenarios.hookline_e2e(
-                        bench, hl, counts.scale_events, 100, batch_c, f"sc-{name}"
-                    ),
+                    "throughput": runs[len(runs) // 2],
+                    "throughput_runs": [r.get("deliveries_per_s_steady") for r in runs],
                     "reaction": scenarios.reaction(
                         bench, hl, half_rate, lat_s, warm_s, single_c, f"sc-lat-{name}"
                     ),

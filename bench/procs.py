@@ -162,10 +162,10 @@ class ReceiverRemote:
         self._file.flush()
         return str(self._file.readline().decode().strip())
 
-    def count(self) -> tuple[int, int]:
-        """(requests received, requests that carried a seq)."""
-        requests, with_seq = self._ask("count").split()
-        return int(requests), int(with_seq)
+    def count(self) -> tuple[int, int, int]:
+        """(requests received, requests that carried a seq, distinct seqs)."""
+        requests, with_seq, distinct = self._ask("count").split()
+        return int(requests), int(with_seq), int(distinct)
 
     def reset(self) -> None:
         self._ask("reset")
@@ -183,13 +183,13 @@ class ReceiverRemote:
         return found
 
     def wait_for(self, expected: int, timeout: float) -> tuple[int, float]:
-        """Poll until ``expected`` requests arrived or ``timeout``; (count, seconds waited)."""
+        """Poll until ``expected`` distinct seqs arrived or ``timeout``; (requests, waited)."""
         started = time.monotonic()
         while True:
-            count = self.count()[0]
+            requests, _, distinct = self.count()
             waited = time.monotonic() - started
-            if count >= expected or waited > timeout:
-                return count, waited
+            if distinct >= expected or waited > timeout:
+                return requests, waited
             time.sleep(0.05)
 
     def close(self) -> None:

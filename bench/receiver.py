@@ -31,17 +31,17 @@ HEADER_END = b"\r\n\r\n"
 
 
 class Arrivals:
-    """What arrived: two parallel arrays (cheap to append), plus the request count."""
+    """What arrived: two parallel arrays (cheap to append), the request count, and the
+    distinct seqs (a duplicate must not count as a missing delivery arriving)."""
 
     def __init__(self) -> None:
         self.seqs = array("q")
         self.times = array("q")
         self.requests = 0
+        self.distinct: set[int] = set()
 
     def reset(self) -> None:
-        self.seqs = array("q")
-        self.times = array("q")
-        self.requests = 0
+        self.__init__()  # type: ignore[misc]
 
     def dump(self, path: Path) -> None:
         lines = [f"{s},{t}\n" for s, t in zip(self.seqs, self.times, strict=True)]
@@ -101,6 +101,7 @@ class HookProtocol(asyncio.Protocol):
             seq = find_seq(body)
             if seq is not None:
                 arrivals.seqs.append(seq)
+                arrivals.distinct.add(seq)
                 arrivals.times.append(now)
             assert self.transport is not None
             self.transport.write(RESPONSE)
@@ -114,7 +115,7 @@ async def control(
         while line := await reader.readline():
             command, _, argument = line.decode().strip().partition(" ")
             if command == "count":
-                answer = f"{arrivals.requests} {len(arrivals.seqs)}"
+                answer = f"{arrivals.requests} {len(arrivals.seqs)} {len(arrivals.distinct)}"
             elif command == "reset":
                 arrivals.reset()
                 answer = "ok"
