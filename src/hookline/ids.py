@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -13,14 +14,21 @@ _ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 KINDS: Final = frozenset({"evt", "rule", "wh", "dlv", "att", "echo"})
 
 
-# Two base32 digits per table entry: an id is 13 lookups, not 26 divisions.
+# Two base32 digits per table entry: lookups, not divisions; the time part is shared by
+# the ids made in the same millisecond.
 _PAIRS: Final = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
-_SHIFTS: Final = tuple(range(120, -1, -10))
+_SHIFTS: Final = (70, 60, 50, 40, 30, 20, 10, 0)
 
 
-def _encode(value: int) -> str:
-    """The 26 base32 digits of a 130-bit value."""
+def _encode_random(value: int) -> str:
+    """The 16 base32 digits of an 80-bit value."""
     return "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])
+
+
+@functools.lru_cache(maxsize=4)
+def _ms_prefix(ms: int) -> str:
+    """The 10 base32 digits of a 48-bit millisecond time (ids made together share it)."""
+    return "".join([_PAIRS[(ms >> shift) & 1023] for shift in (40, 30, 20, 10, 0)])
 
 
 _RANDOM_BITS: Final = 80
@@ -47,7 +55,7 @@ def new_id(kind: str, now_ms: int | None = None) -> str:
             # Leave headroom so a burst in this millisecond cannot overflow the counter.
             rand = int.from_bytes(os.urandom(10), "big") >> 1
         _last_ms, _last_rand = ms, rand
-    return f"{kind}_{_encode(ms << _RANDOM_BITS | rand)}"
+    return f"{kind}_{_ms_prefix(ms)}{_encode_random(rand)}"
 
 
 def has_kind(value: str, kind: str) -> bool:

@@ -113,7 +113,8 @@ class SqlIngest:
                     "eid": e.eid,
                     "event_type": e.event_type,
                     "user_ext_id": e.user_ext_id,
-                    "ext_brand_id": _dumps(e.ext_brand_id),
+                    # JSON, so a brand id keeps its type (5 vs "5"); NULL when absent.
+                    "ext_brand_id": None if e.ext_brand_id is None else _dumps(e.ext_brand_id),
                     "event_date": e.event_date,
                     "received_at": e.received_at,
                     "payload": _dumps(e.payload),
