@@ -29,6 +29,7 @@ from bench.workload import (
     user_id,
     user_level,
 )
+from hookline.settings import Settings
 
 PROBE_USER = "bench-shape-probe"
 
@@ -108,9 +109,14 @@ class HooklineServer:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def _start(self) -> None:
+        # The limit keeps max_concurrency requests in flight to the one receiver; so may
+        # hookline (its default per-destination limit, 32, protects customers' APIs).
+        concurrency = str(Settings().max_concurrency)
         env = {
             "HOOKLINE_SQLITE_SYNCHRONOUS": self.setup.synchronous,
             "HOOKLINE_LOG_LEVEL": "warning",
+            "HOOKLINE_MAX_CONCURRENCY": concurrency,
+            "HOOKLINE_MAX_PER_HOST": concurrency,
         }
         self.child = Child(
             f"hookline-{self.port}", hookline_argv(self.port, self.data_dir), self.log_dir, env

@@ -253,6 +253,8 @@ def table(results: dict[str, Any]) -> str:
         f"command: {results['command']}   ({results.get('seconds', 0)} s)",
         "synchronous=FULL: every commit fsynced (power-loss safe, the default); "
         "NORMAL: relaxed (survives a process crash, not a power cut)",
+        f"hookline and the limit both keep up to {results.get('concurrency')} requests in "
+        "flight to the receiver (HOOKLINE_MAX_PER_HOST set to match; its default is 32)",
         "",
     ]
     figures = rows(results)
