@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from hookline.ids import _ALPHABET, has_kind, new_id
+
+
+@pytest.fixture(autouse=True)
+def fresh_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts from an unused clock and leaves the process's own as it was."""
+    monkeypatch.setattr("hookline.ids._last_ms", 0)
+    monkeypatch.setattr("hookline.ids._last_rand", 0)
 
 
 def _decode(digits: str) -> int:
