@@ -7,6 +7,7 @@ fsync per group, not per event. A caller's answer waits for the commit that hold
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import OrderedDict
@@ -30,6 +31,8 @@ log = logging.getLogger("hookline.engine")
 MAX_GROUP_EVENTS = 5000
 # Users whose state stays in memory (about 1 KiB each), saving a read per group.
 STATE_CACHE_SIZE = 50_000
+# Seconds after the last rule change before long-lived objects are frozen (see put_rule).
+FREEZE_DELAY = 1.0
 # While a group is worked on, let the loop run other tasks this often (seconds).
 YIELD_EVERY = 0.002
 
@@ -82,6 +85,7 @@ class Engine:
         self.settings = settings
         self.signal = signal
         self.handoff = handoff
+        self._freeze: asyncio.TimerHandle | None = None
         # This engine is the only writer of user state, so what it committed stays true.
         self._states = StateCache(STATE_CACHE_SIZE)
         self.index = RuleIndex()
@@ -106,6 +110,27 @@ class Engine:
         rules = await self.store.list_rules()
         webhooks = {w.id: w for w in await self.store.list_webhooks()}
         self.index.rebuild(rules, webhooks)
+        self._freeze_soon()
+
+    def put_rule(self, compiled: CompiledRule, webhook_version: int = 0) -> None:
+        """Index a rule just saved (only its event type's entry changes)."""
+        self.index.put(compiled, webhook_version)
+        self._freeze_soon()
+
+    def remove_rule(self, rule_id: str) -> None:
+        self.index.remove(rule_id)
+        self._freeze_soon()
+
+    def _freeze_soon(self) -> None:
+        """Move the long-lived objects (compiled rules) out of the garbage collector's sight.
+
+        Every full collection walks every tracked object; 10,000 compiled rules made that a
+        quarter of a delivery's cost. Frozen objects are still freed by reference counting.
+        Batched: a burst of rule changes freezes once, a second after the last.
+        """
+        if self._freeze is not None:
+            self._freeze.cancel()
+        self._freeze = asyncio.get_running_loop().call_later(FREEZE_DELAY, gc.freeze)
 
     async def submit(self, events: Sequence[EventInput]) -> list[Accepted]:
         """Queue events for the next group and wait until they are durably committed."""

@@ -43,7 +43,7 @@ async def _check_and_save(runtime: Runtime, rule: Rule, *, create: bool) -> Rule
     compiled = compile_rule(rule, webhooks)  # refuse what cannot run, with field and position
     await runtime.store.save_rule(rule, create=create)
     version = webhooks[rule.webhook_id].updated_at if rule.webhook_id else 0
-    runtime.engine.index.put(compiled, version)
+    runtime.engine.put_rule(compiled, version)
     return rule
 
 
@@ -122,5 +122,5 @@ async def patch_rule(rule_id: str, body: RulePatch, runtime: RuntimeDep) -> JSON
 async def delete_rule(rule_id: str, runtime: RuntimeDep) -> Response:
     if not await runtime.store.delete_rule(rule_id):
         raise NotFound(f"no rule {rule_id!r}", field="rule_id")
-    runtime.engine.index.remove(rule_id)
+    runtime.engine.remove_rule(rule_id)
     return Response(status_code=204)
