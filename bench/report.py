@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-# Keys holding long per-sample lists: kept in the JSON, left out of summaries.
+# Keys holding long per-sample lists: left out of summaries (latencies also of the JSON).
 SERIES_KEYS = {
     "latencies_ms",
     "deliveries_per_second_series",
@@ -278,15 +278,25 @@ def finish(results: dict[str, Any], directory: Path) -> None:
         {"target": t, "measured": v, "met": met} for t, v, met in targets(results)
     ]
     print(table(results), flush=True)
-    stamp = results["machine"]["date"].replace(":", "").replace("+0000", "Z")
-    data = orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    (directory / f"{stamp}{'-quick' if results['quick'] else ''}.json").write_bytes(data)
-    (directory / "latest.json").write_bytes(data)
     try:
         plot(results, directory / "latest.png")
     except Exception as exc:  # the chart must never cost the figures
         print(f"(no chart: {type(exc).__name__}: {exc})")
+    # Each latency sample is in the chart; the JSON keeps the percentiles (it is committed).
+    data = orjson.dumps(_without(results, "latencies_ms"), option=orjson.OPT_INDENT_2)
+    stamp = results["machine"]["date"].replace(":", "").replace("+0000", "Z")
+    (directory / f"{stamp}{'-quick' if results['quick'] else ''}.json").write_bytes(data)
+    (directory / "latest.json").write_bytes(data)
     print(f"\nJSON: {directory / 'latest.json'}   chart: {directory / 'latest.png'}")
+
+
+def _without(value: Any, key: str) -> Any:
+    """``value`` with every dict entry named ``key`` left out, at any depth."""
+    if isinstance(value, dict):
+        return {k: _without(v, key) for k, v in value.items() if k != key}
+    if isinstance(value, list):
+        return [_without(v, key) for v in value]
+    return value
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
