@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,8 +13,10 @@ import pytest
 
 from hookline.errors import StoreError
 from hookline.events import EventInput
+from hookline.rules import Rule, compile_rule
 from hookline.runtime import Runtime, build_runtime
 from hookline.settings import Settings
+from hookline.webhooks import WebhookSpec
 
 
 @pytest.fixture
@@ -119,3 +122,20 @@ async def test_state_cache_holds_only_committed_state(runtime: Runtime) -> None:
     assert (await runtime.store.get_state("u-1") or {})["level"] == "gold"
     await runtime.engine.submit([profile("platinum")])
     assert (await runtime.engine.patch_state("u-1", {}))["level"] == "platinum"
+
+
+async def test_rule_changes_freeze_long_lived_objects(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hookline.engine.FREEZE_DELAY", 0)
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    rule = Rule("rule_1", "r", True, "spin", None, WebhookSpec(url="http://h/x"), None, 1, 1)
+    runtime.engine.put_rule(compile_rule(rule, {}))
+    assert [c.rule.id for c in runtime.engine.index.match("spin")] == ["rule_1"]
+    # The freeze is a call_later(0): due on the next loop turn, run after this task resumes.
+    for _ in range(2):
+        await asyncio.sleep(0)
+    assert gc.get_freeze_count() > 0
+    runtime.engine.remove_rule("rule_1")
+    assert runtime.engine.index.match("spin") == ()
