@@ -46,14 +46,6 @@ class Accepted:
     duplicate: bool
     deliveries: tuple[str, ...]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "eid": self.eid,
-            "duplicate": self.duplicate,
-            "deliveries": list(self.deliveries),
-        }
-
 
 @dataclass(eq=False)
 class _Work:
