@@ -43,6 +43,9 @@ RECORD_BATCH = 2000
 MAX_HELD = 20_000
 # Claims keep up to this many rounds of a destination's limit waiting in memory.
 CLAIM_AHEAD = 4
+# The engine hands over at most this many rounds of a destination's limit: a destination
+# that hangs until its timeouts cannot take every place in memory from the others.
+HELD_ROUNDS = 16
 MAX_IDLE_WAIT = 5.0
 
 
@@ -113,22 +116,21 @@ class Dispatcher:
     async def _claim_loop(self) -> None:
         while True:
             try:
-                claimed = await self._claim()
+                if not await self._claim():
+                    await self._wait_for_work()
             except Exception:
+                # A database hiccup must not end retries and recovery for this process.
                 log.exception("claiming deliveries failed; retrying in 1 s")
                 await asyncio.sleep(1)
-                continue
-            if claimed:
-                continue
-            await self._wait_for_work()
 
     def capacity(self) -> int:
-        if self._loop_task is None:
+        if self._loop_task is None or self._loop_task.done():
             return 0
         return max(0, MAX_HELD - len(self._held))
 
-    def offer(self, deliveries: Sequence[Delivery]) -> None:
-        self._enqueue(deliveries)
+    def room(self, destination: str) -> int:
+        waiting = self._per_host[destination] + len(self._ready.get(destination, ()))
+        return max(0, self.settings.max_per_host * HELD_ROUNDS - waiting)
 
     async def _claim(self) -> int:
         room = min(MAX_HELD - len(self._held), CLAIM_BATCH)
@@ -141,10 +143,10 @@ class Dispatcher:
         host_room = {h: ahead - self._per_host[h] - len(self._ready.get(h, ())) for h in busy}
         batch = await self.store.claim_due(now_ms(), room, LEASE_MARGIN_MS, host_room, ahead)
         # A handed-over delivery whose lease ran out while it waited here is already held.
-        self._enqueue([d for d in batch if d.id not in self._held])
+        self.offer([d for d in batch if d.id not in self._held])
         return len(batch)
 
-    def _enqueue(self, deliveries: Sequence[Delivery]) -> None:
+    def offer(self, deliveries: Sequence[Delivery]) -> None:
         per_host = self.settings.max_per_host
         for delivery in deliveries:
             host = delivery.destination
@@ -194,8 +196,8 @@ class Dispatcher:
     async def _send(self, delivery: Delivery, host: str) -> None:
         try:
             outcome = await self._attempt(delivery)
-        except BaseException:
-            self._held.discard(delivery.id)  # nothing to record: its lease will free it
+        except BaseException:  # cancelled by stop(): nothing to record, its lease frees it
+            self._held.discard(delivery.id)
             raise
         else:
             self._outcomes.put_nowait(outcome)
@@ -207,10 +209,6 @@ class Dispatcher:
             if host in self._ready:
                 self._turns[host] = None
             self._pump()
-            if self._starved and len(self._ready.get(host, ())) < self.settings.max_per_host:
-                # Due work waits in the outbox and this destination's queue runs low.
-                self._starved = False
-                self._slot_freed.set()
 
     async def send_once(self, request: Request) -> Exchange:
         """One request with the headers every delivery carries; nothing is recorded."""
@@ -218,16 +216,19 @@ class Dispatcher:
 
     async def _attempt(self, delivery: Delivery) -> Outcome:
         number = delivery.attempts + 1
-        ex = await self.sender.exchange(
-            Request(
-                delivery.method,
-                delivery.url,
-                delivery.headers,
-                delivery.body,
-                delivery.timeout,
-                delivery.id,
-            )
+        request = Request(
+            delivery.method,
+            delivery.url,
+            delivery.headers,
+            delivery.body,
+            delivery.timeout,
+            delivery.id,
         )
+        try:
+            ex = await self.sender.exchange(request)
+        except Exception as exc:  # a sender bug still ends in a recorded, retried attempt
+            log.exception("sending %s failed", delivery.id)
+            ex = Exchange(started_at=now_ms(), error=f"internal error: {exc!r}")
         ok = is_success(ex.status_code)
         attempt = Attempt(
             id=new_id("att"),
@@ -261,6 +262,10 @@ class Dispatcher:
                 self._held.difference_update(o.attempt.delivery_id for o in batch)
                 for _ in batch:
                     self._outcomes.task_done()
+            if self._starved:
+                # Due work waits in the outbox, and recording just made room for it.
+                self._starved = False
+                self._slot_freed.set()
             # Wake the claim loop when a retry may be due or the dispatcher may be idle.
             if not self._held or any(o.next_attempt_at is not None for o in batch):
                 self.signal.notify()

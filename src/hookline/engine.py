@@ -78,6 +78,9 @@ class Engine:
         self.signal = signal
         self.handoff = handoff
         self._freeze: asyncio.TimerHandle | None = None
+        # Rule writes hold this across their store write and index change, so the index
+        # ends in the order the store did (a reload cannot undo a concurrent save).
+        self.rules_lock = asyncio.Lock()
         # This engine is the only writer of user state, so what it committed stays true.
         self._states = StateCache(STATE_CACHE_SIZE)
         self.index = RuleIndex()
@@ -117,12 +120,14 @@ class Engine:
         """Move the long-lived objects (compiled rules) out of the garbage collector's sight.
 
         Every full collection walks every tracked object; 10,000 compiled rules made that a
-        quarter of a delivery's cost. Frozen objects are still freed by reference counting.
-        Batched: a burst of rule changes freezes once, a second after the last.
+        quarter of a delivery's cost. Frozen objects are still freed by reference counting;
+        what was frozen last time is thawed and collected first, so garbage cycles frozen
+        by an earlier change do not pile up. A burst of changes freezes once, a second
+        after the last.
         """
         if self._freeze is not None:
             self._freeze.cancel()
-        self._freeze = asyncio.get_running_loop().call_later(FREEZE_DELAY, gc.freeze)
+        self._freeze = asyncio.get_running_loop().call_later(FREEZE_DELAY, _refreeze)
 
     async def submit(self, events: Sequence[EventInput]) -> list[Accepted]:
         """Queue events for the next group and wait until they are durably committed."""
@@ -194,6 +199,12 @@ class Engine:
         # Committed: the states this group read or wrote are now what the store holds.
         self._states.put_many(batch.states)
         return results, batch
+
+
+def _refreeze() -> None:
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class StateCache:
@@ -313,15 +324,35 @@ class _Batch:
             now=self.now,
         )
 
+    def _split(self, handoff: Handoff | None) -> tuple[list[Delivery], list[Delivery]]:
+        """The deliveries to hand over (due now, with room), and those left to claims.
+
+        Dead ones (a render failure) and ones whose schedule starts later are left too.
+        """
+        handed: list[Delivery] = []
+        left: list[Delivery] = []
+        total = handoff.capacity() if handoff is not None else 0
+        rooms: dict[str, int] = {}
+        for delivery in self.deliveries:
+            due = delivery.next_attempt_at is not None and delivery.next_attempt_at <= self.now
+            if handoff is None or not due or len(handed) >= total:
+                left.append(delivery)
+                continue
+            destination = delivery.destination
+            room = rooms.get(destination)
+            if room is None:
+                room = handoff.room(destination)
+            if room > 0:
+                handed.append(delivery)
+            else:
+                left.append(delivery)
+            rooms[destination] = room - 1
+        return handed, left
+
     async def flush(self) -> None:
         await self.tx.insert_events(self.events)
         await self.tx.save_states(self.changed, self.now)
-        handoff = self.engine.handoff
-        room = handoff.capacity() if handoff is not None else 0
-        due = [d for d in self.deliveries if d.next_attempt_at is not None]
-        self.handed = due[:room]
-        # Deliveries that failed to render are written dead; nobody needs to hear of them.
-        self.left = [d for d in self.deliveries if d.next_attempt_at is None] + due[room:]
+        self.handed, self.left = self._split(self.engine.handoff)
         await self.tx.insert_deliveries(self.handed, lease_from=self.now + LEASE_MARGIN_MS)
         await self.tx.insert_deliveries(self.left)
 

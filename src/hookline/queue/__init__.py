@@ -29,5 +29,8 @@ class Handoff(Protocol):
     def capacity(self) -> int:
         """How many more deliveries it will hold now; the rest are left to claims."""
 
+    def room(self, destination: str) -> int:
+        """How many more for this destination (a slow one must not take every place)."""
+
     def offer(self, deliveries: Sequence[Delivery]) -> None:
         """Take deliveries that were committed leased to it; call after the commit."""

@@ -1,0 +1,113 @@
+"""The dispatcher under pressure: schedules, slow destinations, a failing database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from hookline.events import now_ms
+from tests.helpers import Hookline, Receiver, spin_event
+
+MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
+
+
+async def test_a_schedule_that_starts_later_is_not_sent_at_once(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    await hookline.create_rule(activity={"url": receiver.url(), "retry_schedule": [3600, 5]})
+    before = now_ms()
+    resp = await hookline.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    await hookline.idle()
+    assert receiver.requests == []
+    detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")).json()
+    assert detail["status"] == "pending"
+    assert detail["next_attempt_at"] >= before + 3_599_000
+
+
+async def test_a_slow_destination_cannot_take_every_place_in_memory(
+    make_hookline: MakeHookline, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hookline.dispatcher.MAX_HELD", 10)
+    monkeypatch.setattr("hookline.dispatcher.HELD_ROUNDS", 1)
+    hookline = await make_hookline(max_per_host=2)
+    fast = Receiver()
+    await fast.start()
+    try:
+        await hookline.create_rule(name="slow", activity={"url": receiver.url("/slow")})
+        await hookline.create_rule(
+            name="fast",
+            trigger={"event_type": "fast"},
+            conditions=None,
+            activity={"url": fast.url("/fast")},
+        )
+        receiver.delay["/slow"] = 3.0
+        slow_events = [spin_event(user=f"u-{i}") for i in range(20)]
+        assert (await hookline.post("/api/v1/events", slow_events)).status_code == 202
+        fast_event = {"event_type": "fast", "user_ext_id": "u-f", "payload": {}}
+        assert (await hookline.post("/api/v1/events", fast_event)).status_code == 202
+        # Before the fix the slow host held all 10 places and this waited ~30 s.
+        (arrived,) = await fast.wait_for(1, timeout=2.5)
+        assert arrived.path == "/fast"
+        receiver.delay.clear()
+    finally:
+        await fast.stop()
+
+
+async def test_the_claim_loop_survives_a_failing_database_read(
+    hookline: Hookline, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = hookline.runtime.store
+    real = store.next_due_at
+    failures = 0
+
+    async def flaky() -> int | None:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise RuntimeError("disk I/O error")
+        return await real()
+
+    monkeypatch.setattr(store, "next_due_at", flaky)
+    monkeypatch.setattr("asyncio.sleep", _no_sleep_for(1))
+    receiver.script["/hook"] = [500]
+    await hookline.create_rule(activity={"url": receiver.url()})
+    resp = await hookline.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    arrived = await receiver.wait_for(2)
+    assert failures == 1
+    assert {r.headers["webhook-id"] for r in arrived} == {delivery_id}
+    await hookline.idle()
+    detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")).json()
+    assert [a["status_code"] for a in detail["attempts"]] == [500, 200]
+
+
+def _no_sleep_for(seconds: float) -> Callable[[float], Coroutine[Any, Any, None]]:
+    """asyncio.sleep, except that a pause of exactly ``seconds`` (the back-off) is skipped."""
+    import asyncio
+
+    real = asyncio.sleep
+
+    async def sleep(delay: float, result: Any = None) -> None:
+        await real(0 if delay == seconds else delay)
+
+    return sleep
+
+
+async def test_an_unparsable_url_is_refused_when_saved(hookline: Hookline) -> None:
+    for path, body in (
+        ("/api/v1/rules", {"name": "r", "trigger": {"event_type": "t"}}),
+        ("/api/v1/webhooks", {"name": "w"}),
+        ("/api/v1/webhooks/test", {"event": spin_event()}),
+    ):
+        if path.endswith("/test"):
+            payload: dict[str, Any] = {**body, "webhook": {"url": "http://[oops/x"}}
+        elif path.endswith("rules"):
+            payload = {**body, "activity": {"type": "webhook", "url": "http://h:99999/x"}}
+        else:
+            payload = {**body, "url": "http://[oops/x"}
+        resp = await hookline.post(path, payload)
+        assert resp.status_code == 422, (path, resp.text)
+        assert resp.json()["field"].endswith("url"), resp.text
