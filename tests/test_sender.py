@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from hookline.sender import Request
-from hookline.sender_process import ProcessSender
+from hookline.sender_process import ProcessSender, _Child
 from tests.helpers import Hookline, Receiver, spin_event
 
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
@@ -87,3 +87,37 @@ async def test_a_killed_child_fails_its_requests_and_comes_back(
     assert second["status_code"] == 200
     assert {r.headers["webhook-id"] for r in arrived} == {delivery_id}
     assert child.process.pid != first_pid
+
+
+async def test_a_child_that_fails_to_start_is_tried_again(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hookline.sender_process.RESTART_DELAY", 0)
+    sender = ProcessSender(1, 8, 8)
+    await sender.start()
+    try:
+        (child,) = sender._children
+        assert child.process is not None
+        real_start = _Child.start
+        failures = 2
+
+        async def flaky(self: _Child, on_exit: Any) -> None:
+            nonlocal failures
+            if failures:
+                failures -= 1
+                raise OSError("too many open files")
+            await real_start(self, on_exit)
+
+        monkeypatch.setattr(_Child, "start", flaky)
+        os.kill(child.process.pid, signal.SIGKILL)
+        await child.process.wait()
+        # A request sent before the parent noticed the exit fails; later ones wait for the
+        # restart (through both failed starts) and are answered.
+        answer = await sender.exchange(_request(receiver.url()))
+        if answer.error is not None:
+            assert "exited" in answer.error
+            answer = await sender.exchange(_request(receiver.url()))
+        assert answer.status_code == 200
+        assert failures == 0
+    finally:
+        await sender.close()

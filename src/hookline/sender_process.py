@@ -21,6 +21,7 @@ import socket
 import struct
 import sys
 from collections.abc import Callable
+from dataclasses import astuple
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +32,7 @@ log = logging.getLogger("hookline.sender")
 
 _HEADER = struct.Struct("!I")
 RESTART_DELAY = 0.5
+MAX_RESTART_DELAY = 30.0
 
 
 def _frame(items: list[Any]) -> bytes:
@@ -131,6 +133,7 @@ class ProcessSender:
         self._children = [_Child(i, max_concurrency, max_per_host) for i in range(count)]
         self._next_id = 0
         self._closing = False
+        self._restarts: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         for child in self._children:
@@ -138,13 +141,24 @@ class ProcessSender:
 
     async def close(self) -> None:
         self._closing = True
+        for task in self._restarts:
+            task.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
         await asyncio.gather(*(child.stop() for child in self._children))
 
     async def exchange(self, request: Request) -> Exchange:
-        destination = urlsplit(request.url).netloc
+        try:
+            destination = urlsplit(request.url).netloc
+        except ValueError:  # the child's sender answers it with the reason
+            destination = ""
         child = self._children[hash(destination) % len(self._children)]
-        # A restarting child costs the delivery time, not one of its attempts.
-        await child.ready.wait()
+        if not child.ready.is_set():
+            # A restarting child costs the delivery some time, not one of its attempts,
+            # unless it stays down longer than the request would have taken.
+            try:
+                await asyncio.wait_for(child.ready.wait(), request.timeout)
+            except TimeoutError:
+                return Exchange(started_at=now_ms(), error="the sender process is not running")
         assert child.batcher is not None
         self._next_id += 1
         future: asyncio.Future[Exchange] = asyncio.get_running_loop().create_future()
@@ -161,16 +175,23 @@ class ProcessSender:
             child.batcher.writer.close()
         child.batcher = None
         task = asyncio.get_running_loop().create_task(self._restart(child))
-        task.add_done_callback(lambda _: None)
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
 
     async def _restart(self, child: _Child) -> None:
         if child.process is not None:
             with contextlib.suppress(ProcessLookupError):
                 child.process.kill()
             await child.process.wait()
-        await asyncio.sleep(RESTART_DELAY)  # a child that cannot start must not spin
-        if not self._closing:
-            await child.start(self._exited)
+        delay = RESTART_DELAY
+        while not self._closing:
+            await asyncio.sleep(delay)  # a child that cannot start must not spin
+            try:
+                await child.start(self._exited)
+                return
+            except Exception:
+                log.exception("sender process %d did not start; trying again", child.number)
+                delay = min(delay * 2 or 0.1, MAX_RESTART_DELAY)
 
 
 def _fields(request: Request) -> tuple[Any, ...]:
@@ -195,19 +216,11 @@ async def _serve(fd: int, max_concurrency: int, max_per_host: int) -> None:
     tasks: set[asyncio.Task[None]] = set()
 
     async def send(number: int, request: Request) -> None:
-        ex = await sender.exchange(request)
-        answers.add(
-            (
-                number,
-                ex.started_at,
-                ex.status_code,
-                ex.headers,
-                ex.body,
-                ex.error,
-                ex.retry_after,
-                ex.latency_ms,
-            )
-        )
+        try:
+            ex = await sender.exchange(request)
+        except Exception as exc:  # every request gets an answer, or the parent waits forever
+            ex = Exchange(started_at=now_ms(), error=f"internal error: {exc!r}")
+        answers.add((number, *astuple(ex)))
 
     try:
         while True:
