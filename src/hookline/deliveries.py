@@ -61,7 +61,10 @@ class Delivery:
     @property
     def destination(self) -> str:
         """The host and port the request goes to: the unit of per-destination limits."""
-        return urlsplit(self.url).netloc[:300]
+        try:
+            return urlsplit(self.url).netloc[:300]
+        except ValueError:  # refused when saved; an old row must not stop ingest or sends
+            return ""
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import orjson
 
@@ -202,6 +202,10 @@ def compile_webhook(spec: WebhookSpec, *, field: str = "") -> CompiledWebhook:
         raise InvalidInput(
             "a GET request carries no body; put values in 'query' instead", field=p + "body"
         )
+    try:
+        urlsplit(spec.url).port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        raise InvalidInput(f"the url cannot be parsed: {exc}", field=p + "url") from None
     if spec.timeout is not None and not 0 < spec.timeout <= MAX_TIMEOUT:
         raise InvalidInput(f"timeout must be between 0 and {MAX_TIMEOUT} s", field=p + "timeout")
     if spec.retry_schedule is not None:

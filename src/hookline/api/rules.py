@@ -41,9 +41,10 @@ async def _check_and_save(runtime: Runtime, rule: Rule, *, create: bool) -> Rule
         if saved is not None:
             webhooks[saved.id] = saved
     compiled = compile_rule(rule, webhooks)  # refuse what cannot run, with field and position
-    await runtime.store.save_rule(rule, create=create)
-    version = webhooks[rule.webhook_id].updated_at if rule.webhook_id else 0
-    runtime.engine.put_rule(compiled, version)
+    async with runtime.engine.rules_lock:
+        await runtime.store.save_rule(rule, create=create)
+        version = webhooks[rule.webhook_id].updated_at if rule.webhook_id else 0
+        runtime.engine.put_rule(compiled, version)
     return rule
 
 
@@ -120,7 +121,8 @@ async def patch_rule(rule_id: str, body: RulePatch, runtime: RuntimeDep) -> JSON
 
 @router.delete("/{rule_id}", status_code=204, summary="Delete a rule")
 async def delete_rule(rule_id: str, runtime: RuntimeDep) -> Response:
-    if not await runtime.store.delete_rule(rule_id):
-        raise NotFound(f"no rule {rule_id!r}", field="rule_id")
-    runtime.engine.remove_rule(rule_id)
+    async with runtime.engine.rules_lock:
+        if not await runtime.store.delete_rule(rule_id):
+            raise NotFound(f"no rule {rule_id!r}", field="rule_id")
+        runtime.engine.remove_rule(rule_id)
     return Response(status_code=204)

@@ -34,8 +34,9 @@ async def _get(runtime: Runtime, webhook_id: str) -> SavedWebhook:
 
 async def _save(runtime: Runtime, saved: SavedWebhook, *, create: bool) -> SavedWebhook:
     compile_webhook(saved.spec)
-    await runtime.store.save_webhook(saved, create=create)
-    await runtime.engine.reload_rules()
+    async with runtime.engine.rules_lock:
+        await runtime.store.save_webhook(saved, create=create)
+        await runtime.engine.reload_rules()
     return saved
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hookline.deliveries import Attempt, Delivery, DeliveryStatus
-from hookline.errors import Conflict, StoreError
+from hookline.errors import Conflict, NotFound, StoreError
 from hookline.events import Event
 from hookline.rules import Rule, SavedWebhook
 from hookline.store import schema as t
@@ -79,9 +79,8 @@ async def _insert_many(conn: AsyncConnection, table: Table, rows: Sequence[dict[
 class SqlIngest:
     """The ingest unit of work on one open transaction."""
 
-    def __init__(self, conn: AsyncConnection, upsert: Any) -> None:
+    def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
-        self._upsert = upsert
 
     async def known_eids(self, eids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -235,12 +234,9 @@ def _attempt(row: Row[Any]) -> Attempt:
 class SqlStore:
     """A :class:`~hookline.store.base.Store` on any SQLAlchemy async engine."""
 
-    def __init__(
-        self, engine: AsyncEngine, upsert: Any, read_engine: AsyncEngine | None = None
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, read_engine: AsyncEngine | None = None) -> None:
         self.engine = engine
         self.read_engine = read_engine or engine
-        self._upsert = upsert
 
     async def open(self) -> None:
         async with self._write() as conn:
@@ -284,7 +280,7 @@ class SqlStore:
     @asynccontextmanager
     async def ingest(self) -> AsyncIterator[SqlIngest]:
         async with self._write() as conn:
-            yield SqlIngest(conn, self._upsert)
+            yield SqlIngest(conn)
 
     # --- user state and events -------------------------------------------------------
 
@@ -341,9 +337,11 @@ class SqlStore:
                         insert(t.rules).values(id=rule.id, created_at=rule.created_at, **values)
                     )
                 else:
-                    await conn.execute(
+                    result = await conn.execute(
                         update(t.rules).where(t.rules.c.id == rule.id).values(**values)
                     )
+                    if not result.rowcount:  # deleted since the caller read it
+                        raise NotFound(f"no rule {rule.id!r}", field="rule_id")
         except IntegrityError:
             raise Conflict(f"a rule named {rule.name!r} already exists", field="name") from None
 

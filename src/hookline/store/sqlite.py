@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from hookline.store.sql import SqlStore
@@ -45,6 +44,5 @@ def open_sqlite(path: Path, *, synchronous: str = "FULL") -> SqlStore:
     path.parent.mkdir(parents=True, exist_ok=True)
     return SqlStore(
         _engine(path, synchronous, writer=True),
-        sqlite_insert,
         read_engine=_engine(path, synchronous, writer=False),
     )
