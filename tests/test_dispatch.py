@@ -111,3 +111,24 @@ async def test_an_unparsable_url_is_refused_when_saved(hookline: Hookline) -> No
         resp = await hookline.post(path, payload)
         assert resp.status_code == 422, (path, resp.text)
         assert resp.json()["field"].endswith("url"), resp.text
+
+
+async def test_retry_by_hand_waits_for_the_attempt_in_hand(
+    hookline: Hookline, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lease shorter than the request: only the dispatcher knows the attempt is running.
+    monkeypatch.setattr("hookline.engine.LEASE_MARGIN_MS", -60_000)
+    await hookline.create_rule(activity={"url": receiver.url()})
+    receiver.delay["/hook"] = 1.0
+    resp = await hookline.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    await receiver.wait_inflight()
+    busy = await hookline.post(f"/api/v1/deliveries/{delivery_id}/retry")
+    assert busy.status_code == 409, busy.text
+    assert busy.json()["field"] == "delivery_id"
+    receiver.delay.clear()
+    await hookline.idle()
+    again = await hookline.post(f"/api/v1/deliveries/{delivery_id}/retry")
+    assert again.status_code == 202, again.text
+    arrived = await receiver.wait_for(2)
+    assert {r.headers["webhook-id"] for r in arrived} == {delivery_id}

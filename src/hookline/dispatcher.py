@@ -128,6 +128,10 @@ class Dispatcher:
             return 0
         return max(0, MAX_HELD - len(self._held))
 
+    def holds(self, delivery_id: str) -> bool:
+        """Whether the delivery waits here, is in flight, or has an unrecorded attempt."""
+        return delivery_id in self._held
+
     def room(self, destination: str) -> int:
         waiting = self._per_host[destination] + len(self._ready.get(destination, ()))
         return max(0, self.settings.max_per_host * HELD_ROUNDS - waiting)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from hookline.api._json import JSON
 from hookline.api.deps import RuntimeDep
 from hookline.deliveries import DeliveryStatus
-from hookline.errors import NotFound
+from hookline.errors import Conflict, NotFound
 from hookline.events import now_ms
 from hookline.store.base import DeliveryFilter
 
@@ -44,6 +44,12 @@ async def get_delivery(delivery_id: str, runtime: RuntimeDep) -> JSON:
 
 @router.post("/{delivery_id}/retry", status_code=202, summary="Send again now (same webhook-id)")
 async def retry_delivery(delivery_id: str, runtime: RuntimeDep) -> JSON:
+    if runtime.dispatcher.holds(delivery_id):
+        # Waiting or in flight here, perhaps past its lease: its attempt is not recorded yet.
+        raise Conflict(
+            "this delivery is waiting to be sent or in flight; try again shortly",
+            field="delivery_id",
+        )
     delivery = await runtime.store.requeue(delivery_id, now_ms())
     if delivery is None:
         raise NotFound(f"no delivery {delivery_id!r}", field="delivery_id")
