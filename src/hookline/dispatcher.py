@@ -133,8 +133,11 @@ class Dispatcher:
         return delivery_id in self._held
 
     def room(self, destination: str) -> int:
-        waiting = self._per_host[destination] + len(self._ready.get(destination, ()))
-        return max(0, self.settings.max_per_host * HELD_ROUNDS - waiting)
+        return max(0, self.settings.max_per_host * HELD_ROUNDS - self._held_for(destination))
+
+    def _held_for(self, destination: str) -> int:
+        """Deliveries to ``destination`` in flight or waiting here."""
+        return self._per_host[destination] + len(self._ready.get(destination, ()))
 
     async def _claim(self) -> int:
         room = min(MAX_HELD - len(self._held), CLAIM_BATCH)
@@ -144,7 +147,7 @@ class Dispatcher:
         # so claims come in batches rather than one free slot at a time.
         ahead = self.settings.max_per_host * CLAIM_AHEAD
         busy = self._per_host.keys() | self._ready.keys()
-        host_room = {h: ahead - self._per_host[h] - len(self._ready.get(h, ())) for h in busy}
+        host_room = {h: ahead - self._held_for(h) for h in busy}
         batch = await self.store.claim_due(now_ms(), room, LEASE_MARGIN_MS, host_room, ahead)
         # A handed-over delivery whose lease ran out while it waited here is already held.
         self.offer([d for d in batch if d.id not in self._held])
