@@ -163,7 +163,7 @@ class ProcessSender:
         self._next_id += 1
         future: asyncio.Future[Exchange] = asyncio.get_running_loop().create_future()
         child.pending[self._next_id] = future
-        child.batcher.add((self._next_id, *_fields(request)))
+        child.batcher.add((self._next_id, *astuple(request)))
         return await future
 
     def _exited(self, child: _Child) -> None:
@@ -192,17 +192,6 @@ class ProcessSender:
             except Exception:
                 log.exception("sender process %d did not start; trying again", child.number)
                 delay = min(delay * 2 or 0.1, MAX_RESTART_DELAY)
-
-
-def _fields(request: Request) -> tuple[Any, ...]:
-    return (
-        request.method,
-        request.url,
-        request.headers,
-        request.body,
-        request.timeout,
-        request.webhook_id,
-    )
 
 
 # --- the child ------------------------------------------------------------------------
