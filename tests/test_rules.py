@@ -7,7 +7,7 @@ from hookline.rules import Rule, RuleIndex, SavedWebhook, compile_rule
 from hookline.webhooks import WebhookSpec
 
 
-def _rule(i: int, event_type: str, *, enabled: bool = True, updated: int = 1) -> Rule:
+def _rule(i: int, event_type: str, *, enabled: bool = True, version: int = 1) -> Rule:
     return Rule(
         id=f"rule_{i}",
         name=f"r{i}",
@@ -17,7 +17,8 @@ def _rule(i: int, event_type: str, *, enabled: bool = True, updated: int = 1) ->
         webhook=WebhookSpec(url=f"http://h/{i}"),
         webhook_id=None,
         created_at=1,
-        updated_at=updated,
+        updated_at=1,  # times can tie; the version tells the changes apart
+        version=version,
     )
 
 
@@ -34,7 +35,7 @@ def test_rebuild_recompiles_only_changed_rules() -> None:
     index = RuleIndex()
     index.rebuild([_rule(1, "a"), _rule(2, "a")], {})
     first = {c.rule.id: c for c in index.match("a")}
-    index.rebuild([_rule(1, "a"), _rule(2, "a", updated=2)], {})
+    index.rebuild([_rule(1, "a"), _rule(2, "a", version=2)], {})
     second = {c.rule.id: c for c in index.match("a")}
     assert second["rule_1"] is first["rule_1"]
     assert second["rule_2"] is not first["rule_2"]
@@ -53,15 +54,15 @@ def test_saved_webhook_reference() -> None:
 def test_put_and_remove_touch_one_rule_and_keep_its_place() -> None:
     index = RuleIndex()
     index.rebuild([_rule(1, "a"), _rule(2, "a"), _rule(3, "b")], {})
-    index.put(compile_rule(_rule(1, "a", updated=2), {}))
+    index.put(compile_rule(_rule(1, "a", version=2), {}))
     assert [c.rule.id for c in index.match("a")] == ["rule_1", "rule_2"]
-    assert index.match("a")[0].rule.updated_at == 2
+    assert index.match("a")[0].rule.version == 2
     index.put(compile_rule(_rule(4, "a"), {}))
     assert [c.rule.id for c in index.match("a")] == ["rule_1", "rule_2", "rule_4"]
-    index.put(compile_rule(_rule(2, "b", updated=2), {}))  # moved to another event type
+    index.put(compile_rule(_rule(2, "b", version=2), {}))  # moved to another event type
     assert [c.rule.id for c in index.match("a")] == ["rule_1", "rule_4"]
     assert [c.rule.id for c in index.match("b")] == ["rule_3", "rule_2"]
-    index.put(compile_rule(_rule(3, "b", enabled=False, updated=2), {}))
+    index.put(compile_rule(_rule(3, "b", enabled=False, version=2), {}))
     assert [c.rule.id for c in index.match("b")] == ["rule_2"]
     index.remove("rule_2")
     index.remove("rule_2")  # twice is harmless
@@ -72,7 +73,7 @@ def test_put_and_remove_touch_one_rule_and_keep_its_place() -> None:
 
 def test_put_ignores_an_older_version_than_the_indexed_one() -> None:
     index = RuleIndex()
-    index.put(compile_rule(_rule(1, "a", updated=5), {}))
-    index.put(compile_rule(_rule(1, "b", updated=4), {}))
-    assert [c.rule.updated_at for c in index.match("a")] == [5]
+    index.put(compile_rule(_rule(1, "a", version=5), {}))
+    index.put(compile_rule(_rule(1, "b", version=4), {}))
+    assert [c.rule.version for c in index.match("a")] == [5]
     assert index.match("b") == ()

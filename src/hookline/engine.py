@@ -78,8 +78,8 @@ class Engine:
         self.signal = signal
         self.handoff = handoff
         self._freeze: asyncio.TimerHandle | None = None
-        # Rule writes hold this across their store write and index change, so the index
-        # ends in the order the store did (a reload cannot undo a concurrent save).
+        # Rule and webhook writes (hookline.catalog) hold this from their first read to
+        # their index change, so the index changes in the order the store committed.
         self.rules_lock = asyncio.Lock()
         # This engine is the only writer of user state, so what it committed stays true.
         self._states = StateCache(STATE_CACHE_SIZE)
@@ -102,9 +102,10 @@ class Engine:
 
     async def reload_rules(self) -> None:
         """Rebuild the index from the store; only changed rules are recompiled."""
-        rules = await self.store.list_rules()
-        webhooks = {w.id: w for w in await self.store.list_webhooks()}
-        self.index.rebuild(rules, webhooks)
+        async with self.rules_lock:
+            rules = await self.store.list_rules()
+            webhooks = {w.id: w for w in await self.store.list_webhooks()}
+            self.index.rebuild(rules, webhooks)
         self._freeze_soon()
 
     def put_rule(self, compiled: CompiledRule, webhook_version: int = 0) -> None:

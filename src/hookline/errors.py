@@ -89,6 +89,13 @@ class Conflict(HooklineError):
     status = 409
 
 
+class PreconditionFailed(HooklineError):
+    """The resource changed since the version the request names (If-Match)."""
+
+    code = "precondition_failed"
+    status = 412
+
+
 class PayloadTooLarge(HooklineError):
     """The request body is too large."""
 

@@ -23,6 +23,9 @@ class SavedWebhook:
     spec: WebhookSpec
     created_at: int
     updated_at: int
+    # Set by the store in the write's transaction: 1 when created, one more on every change
+    # (0 before it is stored). Times can tie; versions order the changes of one webhook.
+    version: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -31,6 +34,7 @@ class SavedWebhook:
             **self.spec.as_dict(),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "version": self.version,
         }
 
 
@@ -48,6 +52,8 @@ class Rule:
     created_at: int
     updated_at: int
     description: str = ""
+    # As for SavedWebhook: assigned by the store, one more on every change; orders changes.
+    version: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         activity: dict[str, Any] = {"type": "webhook"}
@@ -65,6 +71,7 @@ class Rule:
             "activity": activity,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "version": self.version,
         }
 
 
@@ -113,9 +120,9 @@ class RuleIndex:
             if not rule.enabled:
                 continue
             saved = webhooks.get(rule.webhook_id) if rule.webhook_id is not None else None
-            wh_version = saved.updated_at if saved is not None else 0
+            wh_version = saved.version if saved is not None else 0
             hit = self._cache.get(rule.id)
-            if hit is not None and hit[0] == rule.updated_at and hit[1] == wh_version:
+            if hit is not None and hit[0] == rule.version and hit[1] == wh_version:
                 compiled = hit[2]
             else:
                 try:
@@ -125,7 +132,7 @@ class RuleIndex:
                     # hookline is stricter) is skipped, loudly, rather than stopping all.
                     log.error("rule %s (%s) is skipped: %s", rule.name, rule.id, exc.detail)
                     continue
-            cache[rule.id] = (rule.updated_at, wh_version, compiled)
+            cache[rule.id] = (rule.version, wh_version, compiled)
             grouped.setdefault(rule.event_type, []).append(compiled)
         self._cache = cache
         self.by_type = {k: tuple(v) for k, v in grouped.items()}
@@ -133,17 +140,17 @@ class RuleIndex:
     def put(self, compiled: CompiledRule, webhook_version: int = 0) -> None:
         """Add or replace one rule, touching only its event types' entries.
 
-        An older version than the one indexed (a concurrent save that lost the race) is
-        ignored, so the index always ends on the newest rule.
+        A change older than the one indexed (by the rule's version, then by the version of
+        the saved webhook it was compiled with) is ignored, so the index only moves forward.
         """
         rule = compiled.rule
         hit = self._cache.get(rule.id)
-        if hit is not None and hit[2].rule.updated_at > rule.updated_at:
+        if hit is not None and (hit[0], hit[1]) > (rule.version, webhook_version):
             return
         current = self.by_type.get(rule.event_type, ())
         position = next((i for i, c in enumerate(current) if c.rule.id == rule.id), None)
         self.remove(rule.id)
-        self._cache[rule.id] = (rule.updated_at, webhook_version, compiled)
+        self._cache[rule.id] = (rule.version, webhook_version, compiled)
         if rule.enabled:
             # A changed rule keeps its place among its event type's rules.
             kept = list(self.by_type.get(rule.event_type, ()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from hookline.catalog import Catalog
 from hookline.dispatcher import Dispatcher
 from hookline.echo import Echo
 from hookline.engine import Engine
@@ -30,6 +31,7 @@ class Runtime:
     engine: Engine
     dispatcher: Dispatcher
     echo: Echo
+    catalog: Catalog
     started: bool = field(default=False)
 
     async def start(self) -> None:
@@ -57,10 +59,12 @@ def build_runtime(settings: Settings) -> Runtime:
     else:
         sender = HttpSender(settings.max_concurrency, settings.max_per_host)
     dispatcher = Dispatcher(store, settings, signal, sender)
+    engine = Engine(store, settings, signal, handoff=dispatcher)
     return Runtime(
         settings=settings,
         store=store,
-        engine=Engine(store, settings, signal, handoff=dispatcher),
+        engine=engine,
         dispatcher=dispatcher,
         echo=Echo(store, settings.echo_keep),
+        catalog=Catalog(store, engine),
     )

@@ -1,19 +1,23 @@
-"""/api/v1/rules: automation rules, compiled and indexed as soon as they are saved."""
+"""/api/v1/rules: automation rules, compiled and indexed as soon as they are saved.
+
+Answers carry the rule's ``version`` and an ETag; writes take If-Match (see _etag).
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Response
 
+from hookline.api._etag import IfMatch, precondition, versioned
 from hookline.api._json import JSON
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import Activity, RuleIn, RulePatch
 from hookline.errors import InvalidInput, NotFound
 from hookline.events import now_ms
 from hookline.ids import new_id
-from hookline.rules import Rule, compile_rule
-from hookline.runtime import Runtime
+from hookline.rules import Rule
 from hookline.webhooks import WebhookSpec
 
 router = APIRouter(prefix="/api/v1/rules", tags=["rules"])
@@ -34,18 +38,9 @@ def activity_spec(activity: Activity) -> tuple[WebhookSpec | None, str | None]:
     return WebhookSpec.from_dict(inline), None
 
 
-async def _check_and_save(runtime: Runtime, rule: Rule, *, create: bool) -> Rule:
-    webhooks = {}
-    if rule.webhook_id is not None:
-        saved = await runtime.store.get_webhook(rule.webhook_id)
-        if saved is not None:
-            webhooks[saved.id] = saved
-    compiled = compile_rule(rule, webhooks)  # refuse what cannot run, with field and position
-    async with runtime.engine.rules_lock:
-        await runtime.store.save_rule(rule, create=create)
-        version = webhooks[rule.webhook_id].updated_at if rule.webhook_id else 0
-        runtime.engine.put_rule(compiled, version)
-    return rule
+def _later(updated_at: int) -> int:
+    """A change's time: now, but never before the last change (versions order them)."""
+    return max(now_ms(), updated_at + 1)
 
 
 def _from_input(body: RuleIn, rule_id: str, created_at: int, now: int) -> Rule:
@@ -64,18 +59,11 @@ def _from_input(body: RuleIn, rule_id: str, created_at: int, now: int) -> Rule:
     )
 
 
-async def _get(runtime: Runtime, rule_id: str) -> Rule:
-    rule = await runtime.store.get_rule(rule_id)
-    if rule is None:
-        raise NotFound(f"no rule {rule_id!r}", field="rule_id")
-    return rule
-
-
 @router.post("", status_code=201, summary="Create a rule")
 async def create_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
     now = now_ms()
-    rule = await _check_and_save(runtime, _from_input(body, new_id("rule"), now, now), create=True)
-    return JSON(rule.as_dict(), status_code=201)
+    rule = await runtime.catalog.create_rule(_from_input(body, new_id("rule"), now, now))
+    return versioned(rule.as_dict(), rule.version, status_code=201)
 
 
 @router.get("", summary="List rules")
@@ -88,19 +76,31 @@ async def list_rules(runtime: RuntimeDep, event_type: str | None = None) -> JSON
 
 @router.get("/{rule_id}", summary="Get a rule")
 async def get_rule(rule_id: str, runtime: RuntimeDep) -> JSON:
-    return JSON((await _get(runtime, rule_id)).as_dict())
+    rule = await runtime.store.get_rule(rule_id)
+    if rule is None:
+        raise NotFound(f"no rule {rule_id!r}", field="rule_id")
+    return versioned(rule.as_dict(), rule.version)
 
 
 @router.put("/{rule_id}", summary="Replace a rule")
-async def replace_rule(rule_id: str, body: RuleIn, runtime: RuntimeDep) -> JSON:
-    current = await _get(runtime, rule_id)
-    rule = _from_input(body, rule_id, current.created_at, max(now_ms(), current.updated_at + 1))
-    return JSON((await _check_and_save(runtime, rule, create=False)).as_dict())
+async def replace_rule(
+    rule_id: str, body: RuleIn, runtime: RuntimeDep, if_match: IfMatch = None
+) -> JSON:
+    when = precondition(if_match)
+    new = _from_input(body, rule_id, 0, 0)
+
+    def change(current: Rule) -> Rule:
+        return replace(new, created_at=current.created_at, updated_at=_later(current.updated_at))
+
+    rule = await runtime.catalog.change_rule(rule_id, change, when)
+    return versioned(rule.as_dict(), rule.version)
 
 
 @router.patch("/{rule_id}", summary="Change some fields of a rule (e.g. enabled)")
-async def patch_rule(rule_id: str, body: RulePatch, runtime: RuntimeDep) -> JSON:
-    current = await _get(runtime, rule_id)
+async def patch_rule(
+    rule_id: str, body: RulePatch, runtime: RuntimeDep, if_match: IfMatch = None
+) -> JSON:
+    when = precondition(if_match)
     changes: dict[str, Any] = {}
     fields = body.model_fields_set
     if "name" in fields and body.name is not None:
@@ -115,14 +115,16 @@ async def patch_rule(rule_id: str, body: RulePatch, runtime: RuntimeDep) -> JSON
         changes["conditions"] = body.conditions
     if "activity" in fields and body.activity is not None:
         changes["webhook"], changes["webhook_id"] = activity_spec(body.activity)
-    data = {**current.__dict__, **changes, "updated_at": max(now_ms(), current.updated_at + 1)}
-    return JSON((await _check_and_save(runtime, Rule(**data), create=False)).as_dict())
+
+    def change(current: Rule) -> Rule:
+        # Only the fields given change, on the rule as it is now (not as first read).
+        return replace(current, **changes, updated_at=_later(current.updated_at))
+
+    rule = await runtime.catalog.change_rule(rule_id, change, when)
+    return versioned(rule.as_dict(), rule.version)
 
 
 @router.delete("/{rule_id}", status_code=204, summary="Delete a rule")
-async def delete_rule(rule_id: str, runtime: RuntimeDep) -> Response:
-    async with runtime.engine.rules_lock:
-        if not await runtime.store.delete_rule(rule_id):
-            raise NotFound(f"no rule {rule_id!r}", field="rule_id")
-        runtime.engine.remove_rule(rule_id)
+async def delete_rule(rule_id: str, runtime: RuntimeDep, if_match: IfMatch = None) -> Response:
+    await runtime.catalog.delete_rule(rule_id, precondition(if_match))
     return Response(status_code=204)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Response
 
+from hookline.api._etag import IfMatch, precondition, versioned
 from hookline.api._json import JSON
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import PreviewIn, WebhookIn
-from hookline.errors import Conflict, InvalidInput, NotFound
+from hookline.errors import InvalidInput, NotFound
 from hookline.events import Event, now_ms
 from hookline.ids import new_id
 from hookline.rules import SavedWebhook
@@ -32,19 +34,12 @@ async def _get(runtime: Runtime, webhook_id: str) -> SavedWebhook:
     return saved
 
 
-async def _save(runtime: Runtime, saved: SavedWebhook, *, create: bool) -> SavedWebhook:
-    compile_webhook(saved.spec)
-    async with runtime.engine.rules_lock:
-        await runtime.store.save_webhook(saved, create=create)
-        await runtime.engine.reload_rules()
-    return saved
-
-
 @router.post("", status_code=201, summary="Save a webhook that rules can reference")
 async def create_webhook(body: WebhookIn, runtime: RuntimeDep) -> JSON:
     now = now_ms()
     saved = SavedWebhook(new_id("wh"), body.name, _spec(body), now, now)
-    return JSON((await _save(runtime, saved, create=True)).as_dict(), status_code=201)
+    saved = await runtime.catalog.create_webhook(saved)
+    return versioned(saved.as_dict(), saved.version, status_code=201)
 
 
 @router.get("", summary="List saved webhooks")
@@ -54,27 +49,32 @@ async def list_webhooks(runtime: RuntimeDep) -> JSON:
 
 @router.get("/{webhook_id}", summary="Get a saved webhook")
 async def get_webhook(webhook_id: str, runtime: RuntimeDep) -> JSON:
-    return JSON((await _get(runtime, webhook_id)).as_dict())
+    saved = await _get(runtime, webhook_id)
+    return versioned(saved.as_dict(), saved.version)
 
 
 @router.put("/{webhook_id}", summary="Replace a saved webhook (rules using it follow)")
-async def replace_webhook(webhook_id: str, body: WebhookIn, runtime: RuntimeDep) -> JSON:
-    current = await _get(runtime, webhook_id)
-    now = max(now_ms(), current.updated_at + 1)
-    saved = SavedWebhook(webhook_id, body.name, _spec(body), current.created_at, now)
-    return JSON((await _save(runtime, saved, create=False)).as_dict())
+async def replace_webhook(
+    webhook_id: str, body: WebhookIn, runtime: RuntimeDep, if_match: IfMatch = None
+) -> JSON:
+    when = precondition(if_match)
+    spec = _spec(body)
+
+    def change(current: SavedWebhook) -> SavedWebhook:
+        later = max(now_ms(), current.updated_at + 1)
+        return replace(current, name=body.name, spec=spec, updated_at=later)
+
+    saved = await runtime.catalog.change_webhook(webhook_id, change, when)
+    return versioned(saved.as_dict(), saved.version)
 
 
-@router.delete("/{webhook_id}", status_code=204, summary="Delete a saved webhook")
-async def delete_webhook(webhook_id: str, runtime: RuntimeDep) -> Response:
-    await _get(runtime, webhook_id)
-    users = await runtime.store.rules_using_webhook(webhook_id)
-    if users:
-        raise Conflict(
-            f"rules still use this webhook: {', '.join(users)}; change or delete them first",
-            field="webhook_id",
-        )
-    await runtime.store.delete_webhook(webhook_id)
+@router.delete(
+    "/{webhook_id}", status_code=204, summary="Delete a saved webhook (409 while rules use it)"
+)
+async def delete_webhook(
+    webhook_id: str, runtime: RuntimeDep, if_match: IfMatch = None
+) -> Response:
+    await runtime.catalog.delete_webhook(webhook_id, precondition(if_match))
     return Response(status_code=204)
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -19,7 +20,8 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION = 1
+# 2: rules and webhooks carry a version; a rule's webhook_id must name a saved webhook.
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -59,6 +61,7 @@ webhooks = Table(
     Column("spec", LargeBinary, nullable=False),
     Column("created_at", Integer, nullable=False),
     Column("updated_at", Integer, nullable=False),
+    Column("version", Integer, nullable=False, server_default=text("1")),
 )
 
 rules = Table(
@@ -71,9 +74,11 @@ rules = Table(
     Column("event_type", String(128), nullable=False),
     Column("conditions", LargeBinary, nullable=True),
     Column("webhook", LargeBinary, nullable=True),
-    Column("webhook_id", String(40), nullable=True, index=True),
+    # The last guard of referential integrity: SQLite checks it with PRAGMA foreign_keys=ON.
+    Column("webhook_id", String(40), ForeignKey("webhooks.id"), nullable=True, index=True),
     Column("created_at", Integer, nullable=False),
     Column("updated_at", Integer, nullable=False),
+    Column("version", Integer, nullable=False, server_default=text("1")),
 )
 
 deliveries = Table(

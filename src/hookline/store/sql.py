@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hookline.deliveries import Attempt, Delivery, DeliveryStatus
-from hookline.errors import Conflict, NotFound, StoreError
+from hookline.errors import Conflict, HooklineError, InvalidInput, NotFound, StoreError
 from hookline.events import Event
 from hookline.rules import Rule, SavedWebhook
 from hookline.store import schema as t
@@ -74,6 +75,20 @@ async def _insert_many(conn: AsyncConnection, table: Table, rows: Sequence[dict[
         f"VALUES ({', '.join(_marks(conn, len(columns)))})"
     )
     await conn.exec_driver_sql(sql, [tuple(row.values()) for row in rows])
+
+
+async def _names_using(conn: AsyncConnection, webhook_id: str) -> list[str]:
+    rows = await conn.execute(
+        select(t.rules.c.name).where(t.rules.c.webhook_id == webhook_id).order_by(t.rules.c.name)
+    )
+    return [r.name for r in rows]
+
+
+def _in_use(names: Sequence[str]) -> Conflict:
+    return Conflict(
+        f"rules still use this webhook: {', '.join(names)}; change or delete them first",
+        field="webhook_id",
+    )
 
 
 class SqlIngest:
@@ -203,6 +218,7 @@ def _rule(row: Row[Any]) -> Rule:
         webhook_id=row.webhook_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        version=row.version,
     )
 
 
@@ -213,7 +229,85 @@ def _webhook(row: Row[Any]) -> SavedWebhook:
         spec=WebhookSpec.from_dict(orjson.loads(row.spec)),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        version=row.version,
     )
+
+
+def _missing_webhook(webhook_id: str) -> InvalidInput:
+    return InvalidInput(
+        f"no saved webhook {webhook_id!r}; create it at /api/v1/webhooks first",
+        field="activity.webhook_id",
+    )
+
+
+def _is_foreign_key(exc: IntegrityError) -> bool:
+    # SQLite: "FOREIGN KEY constraint failed"; PostgreSQL: "violates foreign key constraint".
+    return "foreign key" in str(exc.orig).lower()
+
+
+async def _bump(
+    conn: AsyncConnection,
+    table: Table,
+    key: str,
+    expected_version: int | None,
+    values: dict[str, Any],
+    kind: str,
+) -> int:
+    """Update one row and raise its version by one, only from ``expected_version`` if given.
+
+    Answers the new version; NotFound if the row is gone, Conflict if another writer
+    changed it since the caller read ``expected_version``.
+    """
+    where = [table.c.id == key]
+    if expected_version is not None:
+        where.append(table.c.version == expected_version)
+    row = (
+        await conn.execute(
+            update(table)
+            .where(*where)
+            .values(**values, version=table.c.version + 1)
+            .returning(table.c.version)
+        )
+    ).first()
+    if row is not None:
+        return int(row.version)
+    raise _stale(await conn.scalar(select(table.c.version).where(table.c.id == key)), key, kind)
+
+
+def _stale(current: int | None, key: str, kind: str) -> HooklineError:
+    """Why a write to one version of a row did not apply: the row is gone, or has moved on."""
+    if current is None:
+        return NotFound(f"no {kind} {key!r}", field=f"{kind}_id")
+    return Conflict(
+        f"{kind} {key!r} was changed by another writer meanwhile (now version {current}); "
+        "read it again and retry",
+        field=f"{kind}_id",
+    )
+
+
+async def migrate(conn: AsyncConnection, version: int) -> None:
+    """Bring a database of schema ``version`` to the current one, in the caller's transaction.
+
+    Foreign keys must not be checked meanwhile (see SqliteStore): a rule of version 1 may
+    already point at a deleted webhook, and the migration keeps it for its owner to see.
+    """
+    if version < 2:
+        await conn.exec_driver_sql(
+            "ALTER TABLE webhooks ADD COLUMN version INTEGER NOT NULL DEFAULT 1"
+        )
+        # A foreign key cannot be added to a table in SQLite: rebuild it (its documented
+        # way: create the new table, copy, drop the old one).
+        columns = (
+            "id, name, description, enabled, event_type, conditions, webhook, webhook_id, "
+            "created_at, updated_at"
+        )
+        await conn.exec_driver_sql("DROP INDEX IF EXISTS ix_rules_webhook_id")
+        await conn.exec_driver_sql("ALTER TABLE rules RENAME TO rules_v1")
+        await conn.run_sync(t.rules.create)
+        await conn.exec_driver_sql(
+            f"INSERT INTO rules ({columns}, version) SELECT {columns}, 1 FROM rules_v1"
+        )
+        await conn.exec_driver_sql("DROP TABLE rules_v1")
 
 
 def _attempt(row: Row[Any]) -> Attempt:
@@ -239,20 +333,45 @@ class SqlStore:
         self.read_engine = read_engine or engine
 
     async def open(self) -> None:
-        async with self._write() as conn:
-            await conn.run_sync(t.metadata.create_all)
-            version = await conn.scalar(
-                select(t.meta.c.value).where(t.meta.c.key == "schema_version")
+        """Create the tables, or migrate those of an older hookline, in one transaction."""
+        try:
+            async with self.engine.connect() as conn:
+                await self._before_migrations(conn)
+                try:
+                    async with conn.begin():
+                        await self._create_or_migrate(conn)
+                finally:
+                    await self._after_migrations(conn)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the database failed: {exc.__class__.__name__}: {exc}") from exc
+
+    async def _create_or_migrate(self, conn: AsyncConnection) -> None:
+        await conn.run_sync(t.metadata.create_all)
+        stored = await conn.scalar(select(t.meta.c.value).where(t.meta.c.key == "schema_version"))
+        if stored is None:
+            await conn.execute(
+                insert(t.meta).values(key="schema_version", value=str(t.SCHEMA_VERSION))
             )
-            if version is None:
-                await conn.execute(
-                    insert(t.meta).values(key="schema_version", value=str(t.SCHEMA_VERSION))
-                )
-            elif int(version) > t.SCHEMA_VERSION:
-                raise StoreError(
-                    f"the database has schema version {version}, newer than this hookline "
-                    f"({t.SCHEMA_VERSION}); upgrade hookline"
-                )
+            return
+        version = int(stored)
+        if version > t.SCHEMA_VERSION:
+            raise StoreError(
+                f"the database has schema version {version}, newer than this hookline "
+                f"({t.SCHEMA_VERSION}); upgrade hookline"
+            )
+        if version < t.SCHEMA_VERSION:
+            await migrate(conn, version)
+            await conn.execute(
+                update(t.meta)
+                .where(t.meta.c.key == "schema_version")
+                .values(value=str(t.SCHEMA_VERSION))
+            )
+
+    async def _before_migrations(self, conn: AsyncConnection) -> None:
+        """Prepare the connection that creates or migrates tables (outside a transaction)."""
+
+    async def _after_migrations(self, conn: AsyncConnection) -> None:
+        """Undo what :meth:`_before_migrations` did, once the migration is over."""
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -319,7 +438,14 @@ class SqlStore:
             row = (await conn.execute(select(t.rules).where(t.rules.c.id == rule_id))).first()
         return _rule(row) if row is not None else None
 
-    async def save_rule(self, rule: Rule, *, create: bool) -> None:
+    async def save_rule(
+        self, rule: Rule, *, create: bool, expected_version: int | None = None
+    ) -> Rule:
+        """Insert or update ``rule`` in one transaction; answer it with its new version.
+
+        Its saved webhook must exist (InvalidInput); an update applies only to
+        ``expected_version`` when given (Conflict otherwise), and NotFound if it is gone.
+        """
         values = {
             "name": rule.name,
             "description": rule.description,
@@ -332,22 +458,40 @@ class SqlStore:
         }
         try:
             async with self._write() as conn:
+                # Checked in the write's own transaction, so a webhook deleted a moment
+                # ago cannot be referenced; the foreign key stands behind this check.
+                if rule.webhook_id is not None and not await conn.scalar(
+                    select(func.count()).where(t.webhooks.c.id == rule.webhook_id)
+                ):
+                    raise _missing_webhook(rule.webhook_id)
                 if create:
                     await conn.execute(
-                        insert(t.rules).values(id=rule.id, created_at=rule.created_at, **values)
+                        insert(t.rules).values(
+                            id=rule.id, created_at=rule.created_at, version=1, **values
+                        )
                     )
+                    version = 1
                 else:
-                    result = await conn.execute(
-                        update(t.rules).where(t.rules.c.id == rule.id).values(**values)
-                    )
-                    if not result.rowcount:  # deleted since the caller read it
-                        raise NotFound(f"no rule {rule.id!r}", field="rule_id")
-        except IntegrityError:
+                    version = await _bump(conn, t.rules, rule.id, expected_version, values, "rule")
+        except IntegrityError as exc:
+            if _is_foreign_key(exc) and rule.webhook_id is not None:
+                raise _missing_webhook(rule.webhook_id) from None
             raise Conflict(f"a rule named {rule.name!r} already exists", field="name") from None
+        return replace(rule, version=version)
 
-    async def delete_rule(self, rule_id: str) -> bool:
+    async def delete_rule(self, rule_id: str, expected_version: int | None = None) -> bool:
+        """Delete a rule (only at ``expected_version`` when given); False if there was none."""
+        where = [t.rules.c.id == rule_id]
+        if expected_version is not None:
+            where.append(t.rules.c.version == expected_version)
         async with self._write() as conn:
-            result = await conn.execute(delete(t.rules).where(t.rules.c.id == rule_id))
+            result = await conn.execute(delete(t.rules).where(*where))
+            if not result.rowcount and expected_version is not None:
+                current = await conn.scalar(
+                    select(t.rules.c.version).where(t.rules.c.id == rule_id)
+                )
+                if current is not None:
+                    raise _stale(current, rule_id, "rule")
         return bool(result.rowcount)
 
     async def list_webhooks(self) -> list[SavedWebhook]:
@@ -362,7 +506,10 @@ class SqlStore:
             ).first()
         return _webhook(row) if row is not None else None
 
-    async def save_webhook(self, webhook: SavedWebhook, *, create: bool) -> None:
+    async def save_webhook(
+        self, webhook: SavedWebhook, *, create: bool, expected_version: int | None = None
+    ) -> SavedWebhook:
+        """Insert or update a saved webhook; answer it with its new version (as save_rule)."""
         values = {
             "name": webhook.name,
             "spec": _dumps(webhook.spec.as_dict()),
@@ -373,29 +520,48 @@ class SqlStore:
                 if create:
                     await conn.execute(
                         insert(t.webhooks).values(
-                            id=webhook.id, created_at=webhook.created_at, **values
+                            id=webhook.id, created_at=webhook.created_at, version=1, **values
                         )
                     )
+                    version = 1
                 else:
-                    await conn.execute(
-                        update(t.webhooks).where(t.webhooks.c.id == webhook.id).values(**values)
+                    version = await _bump(
+                        conn, t.webhooks, webhook.id, expected_version, values, "webhook"
                     )
         except IntegrityError:
             raise Conflict(
                 f"a webhook named {webhook.name!r} already exists", field="name"
             ) from None
+        return replace(webhook, version=version)
 
-    async def delete_webhook(self, webhook_id: str) -> bool:
-        async with self._write() as conn:
-            result = await conn.execute(delete(t.webhooks).where(t.webhooks.c.id == webhook_id))
+    async def delete_webhook(self, webhook_id: str, expected_version: int | None = None) -> bool:
+        """Delete a saved webhook no rule uses (Conflict naming them otherwise)."""
+        w = t.webhooks
+        where = [w.c.id == webhook_id]
+        if expected_version is not None:
+            where.append(w.c.version == expected_version)
+        try:
+            async with self._write() as conn:
+                # In the delete's own transaction: a rule saved a moment ago is seen here.
+                users = await _names_using(conn, webhook_id)
+                if users:
+                    raise _in_use(users)
+                result = await conn.execute(delete(w).where(*where))
+                if not result.rowcount and expected_version is not None:
+                    current = await conn.scalar(select(w.c.version).where(w.c.id == webhook_id))
+                    if current is not None:
+                        raise _stale(current, webhook_id, "webhook")
+        except IntegrityError:
+            async with self._read() as conn:
+                raise _in_use(await _names_using(conn, webhook_id)) from None
         return bool(result.rowcount)
 
-    async def rules_using_webhook(self, webhook_id: str) -> list[str]:
+    async def rules_using_webhook(self, webhook_id: str) -> list[Rule]:
         async with self._read() as conn:
             rows = await conn.execute(
-                select(t.rules.c.name).where(t.rules.c.webhook_id == webhook_id)
+                select(t.rules).where(t.rules.c.webhook_id == webhook_id).order_by(t.rules.c.id)
             )
-            return [r.name for r in rows]
+            return [_rule(r) for r in rows]
 
     # --- deliveries ----------------------------------------------------------------------
 
