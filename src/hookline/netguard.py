@@ -1,0 +1,209 @@
+"""The SSRF guard: which addresses a webhook may reach, checked on resolved addresses.
+
+By default a webhook may reach only global unicast addresses. Loopback, private, link-local
+(cloud metadata lives there), CGNAT, multicast, unspecified, reserved and documentation
+ranges are blocked, and so are IPv6 forms that embed a blocked IPv4 address (mapped,
+NAT64, 6to4, Teredo). ``HOOKLINE_ALLOWED_NETWORKS`` opens ranges on purpose.
+
+The check runs on the addresses a name resolves to at send time, and the sender connects
+to those very addresses, so a name that changes its answer (DNS rebinding) cannot slip past.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+from hookline.errors import ConfigError, InvalidInput
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Named so the error can say which range an address fell in.
+BLOCKED_RANGES: Final[tuple[tuple[str, IPNetwork], ...]] = tuple(
+    (name, ipaddress.ip_network(cidr))
+    for name, cidr in (
+        ("unspecified", "0.0.0.0/8"),
+        ("private (RFC 1918)", "10.0.0.0/8"),
+        ("shared address space (CGNAT)", "100.64.0.0/10"),
+        ("loopback", "127.0.0.0/8"),
+        ("link-local (cloud metadata)", "169.254.0.0/16"),
+        ("private (RFC 1918)", "172.16.0.0/12"),
+        ("IETF protocol assignments", "192.0.0.0/24"),
+        ("documentation", "192.0.2.0/24"),
+        ("6to4 relay anycast", "192.88.99.0/24"),
+        ("private (RFC 1918)", "192.168.0.0/16"),
+        ("benchmarking", "198.18.0.0/15"),
+        ("documentation", "198.51.100.0/24"),
+        ("documentation", "203.0.113.0/24"),
+        ("multicast", "224.0.0.0/4"),
+        ("reserved", "240.0.0.0/4"),
+        ("unspecified", "::/128"),
+        ("loopback", "::1/128"),
+        ("discard-only", "100::/64"),
+        ("IETF protocol assignments", "2001::/23"),
+        ("documentation", "2001:db8::/32"),
+        ("unique local (private)", "fc00::/7"),
+        ("link-local", "fe80::/10"),
+        ("site-local (deprecated)", "fec0::/10"),
+        ("multicast", "ff00::/8"),
+    )
+)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form carries (mapped, NAT64, 6to4, Teredo), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    return None
+
+
+_NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    """What the guard lets through: global addresses, plus ``allowed`` ranges."""
+
+    allowed: tuple[IPNetwork, ...] = ()
+
+    def blocked_reason(self, address: IPAddress) -> str | None:
+        """Why ``address`` may not be reached, or None when it may."""
+        if any(address in net for net in self.allowed if net.version == address.version):
+            return None
+        if isinstance(address, ipaddress.IPv6Address):
+            inner = _embedded_ipv4(address)
+            if inner is not None:
+                why = self.blocked_reason(inner)
+                return f"{why}, embedded in {address}" if why else None
+            if address.scope_id:
+                return "link-local (scoped)"
+        for name, net in BLOCKED_RANGES:
+            if net.version == address.version and address in net:
+                return f"{name} {net}"
+        if not address.is_global:
+            return "not a global address"
+        return None
+
+    def check(self, addresses: Iterable[IPAddress], host: str) -> None:
+        """Refuse when any address ``host`` resolved to is blocked (all must be reachable).
+
+        One blocked answer among good ones is refused too: it is what rebinding looks like.
+        """
+        for address in addresses:
+            why = self.blocked_reason(address)
+            if why is not None:
+                raise DestinationBlocked(host, address, why)
+
+
+class DestinationBlocked(OSError):
+    """A webhook's destination resolved to an address the SSRF guard blocks."""
+
+    def __init__(self, host: str, address: IPAddress, why: str) -> None:
+        self.host = host
+        self.address = address
+        self.why = why
+        shown = host if host == str(address) else f"{host} resolved to {address}"
+        super().__init__(
+            f"destination_blocked: {shown}, which is {why}; "
+            f"allow it on purpose with HOOKLINE_ALLOWED_NETWORKS={_suggest(address)}"
+        )
+
+
+def _suggest(address: IPAddress) -> str:
+    return f"{address}/32" if address.version == 4 else f"{address}/128"
+
+
+def parse_networks(
+    text: str, *, setting: str = "HOOKLINE_ALLOWED_NETWORKS"
+) -> tuple[IPNetwork, ...]:
+    """Parse comma-separated CIDRs such as ``"127.0.0.0/8, 10.1.2.0/24"``."""
+    networks: list[IPNetwork] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{setting} takes comma-separated CIDRs such as '10.1.2.0/24', got {part!r}",
+                field=setting,
+            ) from None
+    return tuple(networks)
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a URL host spells out, including the legacy forms the C resolver takes.
+
+    ``127.1``, ``2130706433`` and ``0x7f.0.0.1`` all mean 127.0.0.1 to ``getaddrinfo``, so
+    they are treated as the literal they stand for; a name returns None.
+    """
+    bare = host.strip("[]")
+    try:
+        return ipaddress.ip_address(bare.split("%", 1)[0] if ":" in bare else bare)
+    except ValueError:
+        pass
+    if (
+        bare
+        and all(c in "0123456789abcdefABCDEFxX." for c in bare)
+        and any(c.isdigit() for c in bare)
+    ):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(bare))
+        except OSError:
+            return None
+    return None
+
+
+def check_literal_url(url: str, policy: NetworkPolicy, *, field: str = "url") -> None:
+    """Refuse, when saved, a URL whose host is a literal blocked address."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return  # the URL checks elsewhere say what is wrong with it
+    if not host or "{{" in host:
+        return
+    address = literal_address(host)
+    if address is None:
+        return
+    why = policy.blocked_reason(address)
+    if why is not None:
+        raise InvalidInput(
+            f"{host} is {why}: webhooks may not call it; allow it on purpose with "
+            f"HOOKLINE_ALLOWED_NETWORKS={_suggest(address)}",
+            field=field,
+        )
+
+
+Lookup = Callable[[str, int], Awaitable[list[IPAddress]]]
+
+
+async def system_lookup(host: str, port: int) -> list[IPAddress]:
+    """The addresses the system resolver gives for ``host`` (every family)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+
+
+async def resolve_checked(
+    host: str, port: int, policy: NetworkPolicy, lookup: Lookup = system_lookup
+) -> list[IPAddress]:
+    """Resolve ``host`` once and check every answer; the caller connects to these only."""
+    literal = literal_address(host)
+    addresses = [literal] if literal is not None else await lookup(host, port)
+    if not addresses:
+        raise OSError(f"{host} resolved to no address")
+    policy.check(addresses, host)
+    return addresses
