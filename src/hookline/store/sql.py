@@ -228,6 +228,7 @@ def _attempt(row: Row[Any]) -> Attempt:
         response_body=row.response_body,
         error=row.error,
         succeeded=bool(row.succeeded),
+        warning=row.warning,
     )
 
 
@@ -241,6 +242,7 @@ class SqlStore:
     async def open(self) -> None:
         async with self._write() as conn:
             await conn.run_sync(t.metadata.create_all)
+            await conn.run_sync(t.add_missing_columns)
             version = await conn.scalar(
                 select(t.meta.c.value).where(t.meta.c.key == "schema_version")
             )
@@ -456,6 +458,7 @@ class SqlStore:
                         "response_body": o.attempt.response_body,
                         "error": o.attempt.error,
                         "succeeded": o.attempt.succeeded,
+                        "warning": o.attempt.warning,
                     }
                     for o in outcomes
                 ],
