@@ -310,6 +310,29 @@ async def test_bad_condition_is_422_naming_it(
     assert_error(resp, 422, field=field, says=says)
 
 
+async def test_a_regex_re2_cannot_run_in_linear_time_is_422(hookline: Hookline) -> None:
+    for pattern, says in ((r"(a)\1", "backreferences"), (r"a(?=b)", "lookahead")):
+        conditions = {"all": [{"field": "event.note", "op": "regex", "value": pattern}]}
+        resp = await hookline.post("/api/v1/rules", example_rule(conditions=conditions))
+        body = assert_error(resp, 422, field="conditions.all[0].value", says=says)
+        assert "RE2 does not support" in body["detail"]
+        assert "linear time" in body["detail"]
+
+
+async def test_a_backtracking_pattern_does_not_stall_ingest(hookline: Hookline) -> None:
+    conditions = {"all": [{"field": "event.note", "op": "regex", "value": "^(a+)+$"}]}
+    await hookline.create_rule(conditions=conditions)
+    notes = ["a" * 30 + "!"] * 3 + ["a" * 100_000 + "!", "a" * 30]
+    events = [spin_event() for _ in notes]
+    for event, note in zip(events, notes, strict=True):
+        # Tens of seconds per event under a backtracking engine, beyond the test timeout here.
+        event["payload"]["note"] = note
+    resp = await hookline.post("/api/v1/events", events)
+    assert resp.status_code == 202, resp.text
+    matched = [len(e["deliveries"]) for e in resp.json()["events"]]
+    assert matched == [0, 0, 0, 0, 1]
+
+
 async def test_bad_condition_group_is_422(hookline: Hookline) -> None:
     for conditions, field in (
         ({"all": {"field": "event.x"}}, "conditions.all"),

@@ -315,9 +315,33 @@ def nest(depth: int) -> dict[str, Any]:
         (
             {"field": "event.x", "op": "regex", "value": "a("},
             "conditions.value",
-            "the pattern does not compile: missing ), unterminated subpattern at position 1",
+            "the pattern does not compile (RE2 syntax): missing ): a(",
         ),
         ({"field": "event.x", "op": "regex", "value": "a" * 1001}, "conditions.value", "1000"),
+        (
+            {"field": "event.x", "op": "regex", "value": r"(a)\1"},
+            "conditions.value",
+            "RE2 does not support backreferences; hookline runs regexes in linear time",
+        ),
+        (
+            {"field": "event.x", "op": "regex", "value": "(?P<n>a)(?P=n)"},
+            "conditions.value",
+            "RE2 does not support backreferences",
+        ),
+        (
+            {"field": "event.x", "op": "regex", "value": "a(?=b)"},
+            "conditions.value",
+            "RE2 does not support lookahead or lookbehind",
+        ),
+        (
+            {"field": "event.x", "op": "regex", "value": "(?<!a)b"},
+            "conditions.value",
+            "RE2 does not support lookahead or lookbehind",
+        ),
+        ({"field": "event.x", "op": "regex", "value": "a++"}, "conditions.value", "possessive"),
+        ({"field": "event.x", "op": "regex", "value": r"a\Z"}, "conditions.value", r"use \z"),
+        # 19 characters, but over 100,000 instructions once the Unicode class is expanded.
+        ({"field": "event.x", "op": "regex", "value": r"\p{L}{100}"}, "conditions.value", "2000"),
         ({"field": "event.x", "op": "exists", "value": "yes"}, "conditions.value", "true or false"),
         ({"field": "event.x", "op": "eq", "value": {1, 2}}, "conditions.value", "must be JSON"),
         ({"field": "event.x", "op": "eq", "value": {1: "a"}}, "conditions.value", "must be JSON"),
@@ -333,6 +357,24 @@ def test_error(spec: Any, field: str, detail: str) -> None:
     assert caught.value.field == field
     assert detail in caught.value.detail
     assert caught.value.code == "invalid_condition"
+
+
+def test_catastrophic_backtracking_pattern_runs_in_linear_time() -> None:
+    # Under a backtracking engine (Python's re) this search takes tens of seconds on 31
+    # characters and does not end on 100,001 within the test timeout; RE2 answers at once.
+    predicate = compile_conditions({"field": "event.x", "op": "regex", "value": "^(a+)+$"})
+    assert predicate(ctx({"x": "a" * 30 + "!"})) is False
+    assert predicate(ctx({"x": "a" * 100_000 + "!"})) is False
+    assert predicate(ctx({"x": "a" * 100_000})) is True
+
+
+def test_regex_keeps_search_semantics_on_text_and_numbers() -> None:
+    assert check("regex", "ol", "gold") is True  # a search, not a full match
+    assert check("regex", "^ol", "gold") is False
+    assert check("regex", r"e\+20$", 1e20) is True  # numbers via their JSON text
+    assert check("regex", "^caf.$", "café") is True  # '.' is one character, not one byte
+    # A lone surrogate (no UTF-8 for it) must not make the predicate raise; like re, '.' takes it.
+    assert check("regex", "^a.c$", "a\ud800c") is True
 
 
 def test_error_paths_start_at_the_given_field() -> None:

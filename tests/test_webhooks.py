@@ -50,6 +50,16 @@ def test_header_line_break_from_data_is_refused_at_render() -> None:
     assert info.value.field == "headers.X-Note"
 
 
+def test_header_control_characters_are_refused_but_tab_and_non_ascii_kept() -> None:
+    spec = {"url": "http://h/x", "headers": {"X-Note": "{{event.note}}"}}
+    for char in ("\x00", "\x08", "\x0b", "\x1f", "\x7f"):
+        with pytest.raises(RenderError) as info:
+            compile_webhook(WebhookSpec.from_dict(spec)).render({"event": {"note": f"a{char}"}})
+        assert f"U+{ord(char):04X}" in info.value.detail
+    req = compile_webhook(WebhookSpec.from_dict(spec)).render({"event": {"note": "a\tb é"}})
+    assert ("X-Note", "a\tb é") in req.headers
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [

@@ -93,7 +93,12 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """What one try of a delivery sent back, or why it got no answer."""
+    """What one try of a delivery sent back, or why it got no answer.
+
+    ``succeeded`` follows the status alone (2xx). ``error`` says why an attempt failed;
+    ``warning`` notes what went wrong without changing that, such as a body cut off after a
+    2xx status: the receiver had answered, so the delivery succeeded.
+    """
 
     id: str
     delivery_id: str
@@ -105,6 +110,7 @@ class Attempt:
     response_body: str | None
     error: str | None
     succeeded: bool
+    warning: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +123,7 @@ class Attempt:
             "response_headers": dict(self.response_headers),
             "response_body": self.response_body,
             "error": self.error,
+            "warning": self.warning,
             "succeeded": self.succeeded,
         }
 
@@ -126,9 +133,18 @@ def is_success(status_code: int | None) -> bool:
     return status_code is not None and 200 <= status_code < 300
 
 
+def is_valid_status(status_code: int) -> bool:
+    """HTTP statuses are 100-599; anything else is a receiver that does not speak HTTP."""
+    return 100 <= status_code <= 599
+
+
 def is_retryable(status_code: int | None) -> bool:
-    """Network errors and timeouts (no status), 408, 429 and 5xx are worth another try."""
-    return status_code is None or status_code in (408, 429) or status_code >= 500
+    """Network errors and timeouts (no status), 408, 429 and 5xx are worth another try.
+
+    A status outside 100-599 is a protocol error, final like a 4xx: the same receiver will
+    answer the same way.
+    """
+    return status_code is None or status_code in (408, 429) or 500 <= status_code <= 599
 
 
 def parse_retry_after(value: str | None, now_s: float) -> float | None:

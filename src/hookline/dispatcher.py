@@ -248,10 +248,11 @@ class Dispatcher:
             response_body=ex.body,
             error=ex.error,
             succeeded=ok,
+            warning=ex.warning,
         )
         if ok:
             return Outcome(attempt, DeliveryStatus.SUCCEEDED, None)
-        if is_retryable(ex.status_code):
+        if not ex.final and is_retryable(ex.status_code):
             delay = next_delay(delivery.retry_schedule, number, ex.retry_after)
             if delay is not None:
                 return Outcome(attempt, DeliveryStatus.RETRYING, now_ms() + int(delay * 1000))

@@ -12,10 +12,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+from aiohttp.http_exceptions import BadStatusLine
 from yarl import URL
 
 from hookline import __version__
-from hookline.deliveries import MAX_RESPONSE_BODY, is_success, parse_retry_after
+from hookline.deliveries import (
+    MAX_RESPONSE_BODY,
+    is_success,
+    is_valid_status,
+    parse_retry_after,
+)
 from hookline.events import now_ms
 
 USER_AGENT = f"hookline/{__version__}"
@@ -35,7 +41,13 @@ class Request:
 
 @dataclass(slots=True)
 class Exchange:
-    """One request and what came back (or the error that stood in for an answer)."""
+    """One request and what came back (or the error that stood in for an answer).
+
+    ``final`` marks an error that another try of the same request cannot mend (a request no
+    sender will send, an answer that is not HTTP); ``warning`` notes a problem that does not
+    change the outcome (a 2xx whose body was cut off). Fields cross the sender process
+    socket in order (``astuple``), so new ones go at the end, with a default.
+    """
 
     started_at: int
     status_code: int | None = None
@@ -44,6 +56,8 @@ class Exchange:
     error: str | None = None
     retry_after: float | None = None
     latency_ms: float = 0.0
+    final: bool = False
+    warning: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +65,7 @@ class Exchange:
             "headers": dict(self.headers),
             "body": self.body,
             "error": self.error,
+            "warning": self.warning,
             "latency_ms": round(self.latency_ms, 3),
             "succeeded": is_success(self.status_code),
         }
@@ -108,21 +123,45 @@ class HttpSender:
             ) as resp:
                 ex.status_code = resp.status
                 ex.headers = tuple((str(k), v) for k, v in resp.headers.items())
-                ex.body = (await _read_head(resp)).decode("utf-8", "replace")
                 ex.retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
+                if not 100 <= resp.status < 200:  # a 1xx (101 switches protocols) has no body
+                    head, ex.warning = await _read_head(resp)
+                    ex.body = head.decode("utf-8", "replace")
         except TimeoutError:
             ex.error = f"timed out after {request.timeout:g} s"
+        except aiohttp.InvalidURL as exc:
+            ex.error, ex.final = f"invalid request: {exc.__class__.__name__}: {exc}", True
         except aiohttp.ClientError as exc:
             ex.error = f"{exc.__class__.__name__}: {exc}"
-        except ValueError as exc:  # a URL or header aiohttp refuses
-            ex.error = f"invalid request: {exc}"
+            if _caused_by(exc, BadStatusLine):
+                ex.error = f"the answer is not valid HTTP (bad status line): {exc}"
+                ex.final = True
+        except ValueError as exc:  # a URL or header aiohttp refuses: it always will
+            ex.error, ex.final = f"invalid request: {exc}", True
         ex.latency_ms = (time.perf_counter() - t0) * 1000
-        if ex.status_code is not None and not is_success(ex.status_code):
-            redirect = 300 <= ex.status_code < 400
-            ex.error = f"HTTP {ex.status_code}" + (
-                " (redirects are not followed)" if redirect else ""
-            )
+        code = ex.status_code
+        if code is not None and not is_success(code):
+            if not is_valid_status(code):
+                ex.error = f"HTTP {code} is not a valid HTTP status (100-599); not retried"
+            elif code < 200:
+                ex.error = f"HTTP {code} is an interim status, not an answer; not retried"
+            elif 300 <= code < 400:
+                ex.error = f"HTTP {code} (redirects are not followed)"
+            else:
+                ex.error = f"HTTP {code}"
         return ex
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``kind`` is in the chain of causes (aiohttp wraps its parser's errors)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a chain is short; a cycle must not loop
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _wire_url(url: str) -> URL:
@@ -133,13 +172,21 @@ def _wire_url(url: str) -> URL:
     return URL(url, encoded=True) if url.isascii() else URL(url)
 
 
-async def _read_head(resp: aiohttp.ClientResponse) -> bytes:
+async def _read_head(resp: aiohttp.ClientResponse) -> tuple[bytes, str | None]:
+    """The first bytes of the body, and why the read stopped short when it did.
+
+    The status line decided the outcome already: a body cut off after it is a warning.
+    """
     chunks: list[bytes] = []
     size = 0
-    while size < MAX_RESPONSE_BODY:
-        chunk = await resp.content.read(MAX_RESPONSE_BODY - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+    try:
+        while size < MAX_RESPONSE_BODY:
+            chunk = await resp.content.read(MAX_RESPONSE_BODY - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else f"{exc.__class__.__name__}: {exc}"
+        return b"".join(chunks), f"the response body was cut off after {size} bytes: {why}"
+    return b"".join(chunks), None

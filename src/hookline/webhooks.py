@@ -42,7 +42,12 @@ RESERVED_HEADERS: Final = frozenset(
         "webhook-signature",
     }
 )
+# A header name is an RFC 9110 token; a value may hold tab, space and visible characters
+# (and non-ASCII), never another control character: CR/LF would split the header, and the
+# rest no sender will send, so such a value could only be retried until its schedule ran out.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
+_NOT_IN_FIELD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # in a URL, not even a tab
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+\-]+/[A-Za-z0-9!#$&^_.+\-]+(\s*;.*)?")
 
 
@@ -154,9 +159,11 @@ class CompiledWebhook:
         headers: list[tuple[str, str]] = []
         for name, template in self._headers:
             value = template.render(context)
-            if "\r" in value or "\n" in value:
+            bad = _NOT_IN_FIELD_VALUE.search(value)
+            if bad is not None:
                 raise RenderError(
-                    f"header {name!r} would contain a line break; the value was refused",
+                    f"header {name!r} would contain {_describe(bad.group())}; the value was "
+                    "refused",
                     field=f"headers.{name}",
                 )
             headers.append((name, value))
@@ -181,9 +188,20 @@ def _compile_header(name: str, value: str, prefix: str) -> Template:
     if name.lower() in RESERVED_HEADERS:
         hint = " (set content_type instead)" if name.lower() == "content-type" else ""
         raise InvalidInput(f"header {name!r} is set by hookline{hint}", field=where)
-    if "\r" in value or "\n" in value:
-        raise InvalidInput("a header value cannot contain CR or LF", field=where)
+    bad = _NOT_IN_FIELD_VALUE.search(value)
+    if bad is not None:
+        raise InvalidInput(
+            f"a header value cannot contain {_describe(bad.group())} (at index {bad.start()}); "
+            "only tab, space and visible characters are allowed",
+            field=where,
+        )
     return compile_template(value, TemplateMode.TEXT, field=where)
+
+
+def _describe(char: str) -> str:
+    """A control character, named for a message."""
+    names = {"\r": "a line break (CR)", "\n": "a line break (LF)", "\t": "a tab"}
+    return names.get(char) or f"the control character U+{ord(char):04X}"
 
 
 def compile_webhook(spec: WebhookSpec, *, field: str = "") -> CompiledWebhook:
@@ -198,10 +216,18 @@ def compile_webhook(spec: WebhookSpec, *, field: str = "") -> CompiledWebhook:
         raise InvalidInput(
             "content_type must be a media type such as application/json", field=p + "content_type"
         )
+    bad = _NOT_IN_FIELD_VALUE.search(spec.content_type)
+    if bad is not None:  # its parameters are free text, and it is sent as a header
+        raise InvalidInput(
+            f"content_type cannot contain {_describe(bad.group())}", field=p + "content_type"
+        )
     if method is Method.GET and spec.body is not None:
         raise InvalidInput(
             "a GET request carries no body; put values in 'query' instead", field=p + "body"
         )
+    bad = _CONTROL.search(spec.url)
+    if bad is not None:  # no sender puts one on a request line: it could only be retried
+        raise InvalidInput(f"the url cannot contain {_describe(bad.group())}", field=p + "url")
     try:
         urlsplit(spec.url).port  # noqa: B018 - parsing the port is the check
     except ValueError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import (
     Boolean,
     Column,
+    Connection,
     Float,
     ForeignKey,
     Index,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
     text,
 )
 
@@ -130,6 +132,7 @@ attempts = Table(
     Column("response_body", Text, nullable=True),
     Column("error", Text, nullable=True),
     Column("succeeded", Boolean, nullable=False),
+    Column("warning", Text, nullable=True),  # added later: see ADDED_COLUMNS
     Index("ix_attempts_delivery", "delivery_id", "number"),
 )
 
@@ -146,3 +149,21 @@ echo_requests = Table(
     Column("body", LargeBinary, nullable=False),
     Index("ix_echo_secret", "secret", "id"),
 )
+
+
+# Columns added to a table after it first shipped. create_all makes a missing table whole but
+# leaves an existing one as it is, so each of these is added to an older database on open.
+# Nullable additions only: an older hookline still reads and writes the database (it names
+# its columns), so they need no new schema version.
+ADDED_COLUMNS = ((attempts, "warning"),)
+
+
+def add_missing_columns(conn: Connection) -> None:
+    """Add the columns of ADDED_COLUMNS that an older database lacks."""
+    inspector = inspect(conn)
+    for table, name in ADDED_COLUMNS:
+        if name in {c["name"] for c in inspector.get_columns(table.name)}:
+            continue
+        column = table.c[name]
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))

@@ -322,6 +322,7 @@ def _attempt(row: Row[Any]) -> Attempt:
         response_body=row.response_body,
         error=row.error,
         succeeded=bool(row.succeeded),
+        warning=row.warning,
     )
 
 
@@ -347,6 +348,7 @@ class SqlStore:
 
     async def _create_or_migrate(self, conn: AsyncConnection) -> None:
         await conn.run_sync(t.metadata.create_all)
+        await conn.run_sync(t.add_missing_columns)
         stored = await conn.scalar(select(t.meta.c.value).where(t.meta.c.key == "schema_version"))
         if stored is None:
             await conn.execute(
@@ -622,6 +624,7 @@ class SqlStore:
                         "response_body": o.attempt.response_body,
                         "error": o.attempt.error,
                         "succeeded": o.attempt.succeeded,
+                        "warning": o.attempt.warning,
                     }
                     for o in outcomes
                 ],

@@ -1,0 +1,334 @@
+"""What an attempt means: requests and answers that break HTTP are final at once, a body cut
+off after a 2xx is a warning on a success; in both sender modes, against a raw receiver on
+127.0.0.1 that answers exactly the bytes it is told to."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hookline.deliveries import Attempt, Delivery, DeliveryStatus, is_retryable
+from hookline.events import now_ms
+from hookline.ids import new_id
+from hookline.store.base import Outcome
+from hookline.store.sqlite import open_sqlite
+from tests.helpers import Hookline, Receiver, example_rule, spin_event
+
+MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
+
+
+class RawReceiver:
+    """A TCP server that reads one HTTP request and answers ``answers[path]`` verbatim.
+
+    After the bytes it closes the connection, or with ``hang`` holds it open until the
+    client gives up, so answers can be cut short or stall mid-body.
+    """
+
+    def __init__(self) -> None:
+        self.answers: dict[str, bytes] = {}
+        self.hang: set[str] = set()
+        self.hits: Counter[str] = Counter()
+        self.base_url = ""
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            path = head.split(b" ", 2)[1].decode()
+            self.hits[path] += 1
+            writer.write(self.answers[path])
+            await writer.drain()
+            if path in self.hang:
+                await reader.read()  # until the client closes its end
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[RawReceiver]:
+    server = RawReceiver()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(params=[0, 1], ids=["in-process", "sender-process"])
+async def hookline(request: pytest.FixtureRequest, make_hookline: MakeHookline) -> Hookline:
+    """Both sender modes: the answer's meaning must cross the sender process socket."""
+    return await make_hookline(sender_processes=request.param)
+
+
+@pytest.fixture
+async def in_process(make_hookline: MakeHookline) -> Hookline:
+    """For what is decided before any sender sees the request."""
+    return await make_hookline()
+
+
+async def _delivery(h: Hookline, delivery_id: str) -> dict[str, Any]:
+    resp = await h.client.get(f"/api/v1/deliveries/{delivery_id}")
+    assert resp.status_code == 200, resp.text
+    result: dict[str, Any] = resp.json()
+    return result
+
+
+def _answer(status_line: str, body: bytes = b"ok", *, length: int | None = None) -> bytes:
+    size = len(body) if length is None else length
+    head = f"{status_line}\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+    return head.encode() + body
+
+
+# --- statuses that are not HTTP -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [600, 999, 0, 99])
+def test_a_status_outside_100_to_599_is_never_retried(status: int) -> None:
+    assert is_retryable(status) is False
+
+
+async def test_an_answer_that_is_not_valid_http_is_final_at_once(
+    hookline: Hookline, raw: RawReceiver
+) -> None:
+    raw.answers = {
+        "/s600": _answer("HTTP/1.1 600 Beyond"),
+        "/s999": _answer("HTTP/1.1 999 Whatever"),
+        "/s000": _answer("HTTP/1.1 000 Zero"),
+        "/s1000": _answer("HTTP/1.1 1000 Four digits"),
+        "/s101": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+    }
+    for path in raw.answers:
+        rule = example_rule(name=f"to-{path[1:]}", activity={"url": raw.base_url + path})
+        assert (await hookline.post("/api/v1/rules", rule)).status_code == 201
+    resp = await hookline.post("/api/v1/events", spin_event())
+    ids = resp.json()["events"][0]["deliveries"]
+    await hookline.idle()
+    assert len(ids) == 5
+    outcome: dict[str, tuple[str, list[Any], str]] = {}
+    for delivery_id in ids:
+        detail = await _delivery(hookline, delivery_id)
+        path = detail["request"]["url"].removeprefix(raw.base_url)
+        codes = [a["status_code"] for a in detail["attempts"]]
+        outcome[path] = (detail["status"], codes, detail["last_error"])
+    # The schedule has three attempts; before, 600, 999 and 1000 used them all as "5xx".
+    assert {path: (status, codes) for path, (status, codes, _) in outcome.items()} == {
+        "/s600": ("dead", [600]),
+        "/s999": ("dead", [999]),
+        "/s000": ("dead", [0]),
+        "/s1000": ("dead", [None]),
+        "/s101": ("dead", [101]),
+    }
+    assert "HTTP 600 is not a valid HTTP status (100-599)" in outcome["/s600"][2]
+    assert "HTTP 999 is not a valid HTTP status" in outcome["/s999"][2]
+    assert "not valid HTTP (bad status line)" in outcome["/s1000"][2]
+    assert "interim status" in outcome["/s101"][2]
+    assert raw.hits == dict.fromkeys(raw.answers, 1)
+
+
+async def test_interim_1xx_answers_before_the_final_one_are_skipped(
+    hookline: Hookline, raw: RawReceiver
+) -> None:
+    raw.answers["/hook"] = b"HTTP/1.1 100 Continue\r\n\r\n" + _answer("HTTP/1.1 200 OK")
+    await hookline.create_rule(activity={"url": raw.base_url + "/hook"})
+    resp = await hookline.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    await hookline.idle()
+    detail = await _delivery(hookline, delivery_id)
+    assert detail["status"] == "succeeded"
+    assert [(a["status_code"], a["response_body"]) for a in detail["attempts"]] == [(200, "ok")]
+
+
+# --- a body cut off after the status --------------------------------------------------------
+
+
+async def test_a_2xx_whose_body_is_cut_off_succeeds_with_a_warning_not_an_error(
+    hookline: Hookline, raw: RawReceiver
+) -> None:
+    raw.answers = {
+        # Content-Length promises 100 bytes; 9 come, then the connection closes.
+        "/short": _answer("HTTP/1.1 200 OK", b"only-part", length=100),
+        "/chunked": b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        # The body stalls until the request's timeout.
+        "/stall": _answer("HTTP/1.1 202 Accepted", b"so", length=100),
+        "/retry": _answer("HTTP/1.1 503 Busy", b"wa", length=100),
+    }
+    raw.hang.add("/stall")
+    for path in raw.answers:
+        activity = {"url": raw.base_url + path, "timeout": 0.5, "retry_schedule": [0]}
+        rule = example_rule(name=f"to-{path[1:]}", activity=activity)
+        assert (await hookline.post("/api/v1/rules", rule)).status_code == 201
+    resp = await hookline.post("/api/v1/events", spin_event())
+    ids = resp.json()["events"][0]["deliveries"]
+    await hookline.idle()
+    seen: dict[str, dict[str, Any]] = {}
+    for delivery_id in ids:
+        detail = await _delivery(hookline, delivery_id)
+        (attempt,) = detail["attempts"]
+        seen[detail["request"]["url"].removeprefix(raw.base_url)] = {**attempt, **detail}
+    for path, body in (("/short", "only-part"), ("/chunked", "hello"), ("/stall", "so")):
+        got = seen[path]
+        assert (got["status"], got["succeeded"], got["error"]) == ("succeeded", True, None), path
+        assert got["last_error"] is None
+        assert got["response_body"] == body
+        assert got["warning"].startswith(f"the response body was cut off after {len(body)} bytes")
+    assert "timed out" in seen["/stall"]["warning"]
+    # A failure keeps its error; the cut body is noted beside it.
+    assert (seen["/retry"]["status"], seen["/retry"]["error"]) == ("dead", "HTTP 503")
+    assert "cut off" in seen["/retry"]["warning"]
+
+
+async def test_attempts_without_trouble_carry_no_warning(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    await hookline.create_rule(activity={"url": receiver.url()})
+    resp = await hookline.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    await hookline.idle()
+    (attempt,) = (await _delivery(hookline, delivery_id))["attempts"]
+    assert (attempt["succeeded"], attempt["error"], attempt["warning"]) == (True, None, None)
+
+
+# --- header values with control characters --------------------------------------------------
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\x7f"])
+async def test_a_control_character_rendered_into_a_header_is_final_before_sending(
+    in_process: Hookline, receiver: Receiver, char: str
+) -> None:
+    hookline = in_process
+    await hookline.create_rule(
+        activity={"url": receiver.url(), "headers": {"X-Note": "{{event.note}}"}}
+    )
+    event = spin_event()
+    event["payload"]["note"] = f"evil{char}value"
+    resp = await hookline.post("/api/v1/events", event)
+    assert resp.status_code == 202
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    await hookline.idle()
+    detail = await _delivery(hookline, delivery_id)
+    # Before, the request went to the sender, which refused it on every attempt of the
+    # schedule: retried until dead, three attempts later.
+    assert (detail["status"], detail["attempts"]) == ("dead", [])
+    assert detail["last_error"] == (
+        f"not sent: header 'X-Note' would contain the control character U+{ord(char):04X}; "
+        "the value was refused"
+    )
+    assert receiver.requests == []
+
+
+async def test_a_stored_request_no_sender_will_send_is_dead_after_one_attempt(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    # A delivery rendered before its header was refused at render time (an older hookline).
+    now = now_ms()
+    delivery = Delivery(
+        id=new_id("dlv"),
+        event_id=None,
+        rule_id=None,
+        webhook_id=None,
+        user_ext_id="u-1",
+        status=DeliveryStatus.PENDING,
+        method="POST",
+        url=receiver.url(),
+        headers=(("X-Note", "a\x00b"),),
+        body=b"{}",
+        timeout=5.0,
+        retry_schedule=(0.0, 0.01, 0.01),
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
+        updated_at=now,
+    )
+    async with hookline.runtime.store.ingest() as ingest:
+        await ingest.insert_deliveries([delivery])
+    await hookline.idle()
+    detail = await _delivery(hookline, delivery.id)
+    assert detail["status"] == "dead"
+    (attempt,) = detail["attempts"]
+    assert attempt["status_code"] is None
+    assert attempt["error"].startswith("invalid request:")
+    assert "control character" in attempt["error"]
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize(
+    ("activity", "field", "says"),
+    [
+        ({"headers": {"X-Note": "a\x07b"}}, "activity.headers.X-Note", "U+0007 (at index 1)"),
+        ({"headers": {"X-Note": "a\x7f"}}, "activity.headers.X-Note", "U+007F"),
+        ({"headers": {"X-Note": "a\rb"}}, "activity.headers.X-Note", "line break (CR)"),
+        ({"headers": {"X-\x00": "1"}}, "activity.headers.X-\x00", "not a valid header name"),
+        ({"content_type": "application/json\r\n;x=1"}, "activity.content_type", "line break"),
+        ({"content_type": "text/plain; a=\x00"}, "activity.content_type", "U+0000"),
+        ({"url": "http://127.0.0.1:9/a\x07b"}, "activity.url", "U+0007"),
+    ],
+)
+async def test_control_characters_written_into_a_webhook_are_refused_when_saved(
+    in_process: Hookline, activity: dict[str, Any], field: str, says: str
+) -> None:
+    resp = await in_process.post("/api/v1/rules", example_rule(activity=activity))
+    assert resp.status_code == 422, resp.text
+    body = resp.json()
+    assert body["field"] == field
+    assert says in body["detail"]
+
+
+# --- the warning column on a database from before it ----------------------------------------
+
+
+async def test_a_database_from_before_the_warning_column_opens_and_keeps_its_attempts(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hookline.db"
+    store = open_sqlite(path)
+    await store.open()
+    await store.close()
+    # Back to the attempts table as the previous release made it, with one attempt in it.
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE attempts DROP COLUMN warning")
+        db.execute(
+            "INSERT INTO attempts (id, delivery_id, number, started_at, latency_ms,"
+            " status_code, response_headers, response_body, error, succeeded)"
+            " VALUES ('att_old', 'dlv_1', 1, 1, 2.5, 503, '[]', 'busy', 'HTTP 503', 0)"
+        )
+    db.close()
+
+    store = open_sqlite(path)
+    await store.open()
+    try:
+        new = Attempt("att_new", "dlv_1", 2, 2, 1.0, 200, (), "o", None, True, "cut off")
+        await store.record_outcomes([Outcome(new, DeliveryStatus.SUCCEEDED, None)], now_ms())
+        old, recorded = await store.list_attempts("dlv_1")
+    finally:
+        await store.close()
+    assert (old.id, old.error, old.warning, old.status_code) == ("att_old", "HTTP 503", None, 503)
+    assert recorded == new
+    # Opening again finds the column in place and changes nothing.
+    store = open_sqlite(path)
+    await store.open()
+    try:
+        assert [a.id for a in await store.list_attempts("dlv_1")] == ["att_old", "att_new"]
+    finally:
+        await store.close()
