@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from hookline import __version__, rulefile
 from hookline.client import ApiError, Client
-from hookline.errors import ConfigError
+from hookline.errors import ConfigError, HooklineError
 from hookline.rulefile import Change, ChangeKind
 
 app = typer.Typer(help="hookline: user events in, templated webhooks out.", no_args_is_help=True)
@@ -99,6 +99,7 @@ def serve(
 
     from hookline.api import create_app
     from hookline.runtime import build_runtime
+    from hookline.serving import DataDirLock, listen
     from hookline.settings import Settings
 
     try:
@@ -106,9 +107,25 @@ def serve(
     except ConfigError as exc:
         err.print(f"[red]configuration error:[/red] {escape(exc.detail)}")
         raise typer.Exit(2) from None
+    # The data directory, then the port: a second `hookline serve` with the same settings
+    # is told about the server that holds its data, the more useful of the two messages.
+    try:
+        lock = DataDirLock.acquire(settings.data_dir)
+    except HooklineError as exc:
+        _fail(exc.detail, 1)
+    except OSError as exc:
+        _fail(f"cannot use the data directory {settings.data_dir}: {exc.strerror or exc}", 1)
+    try:
+        sock = listen(settings.host, settings.port)
+    except HooklineError as exc:
+        lock.release()
+        _fail(exc.detail, 1)
     level = settings.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
+    logging.getLogger("hookline").info(
+        "listening on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid()
+    )
+    config = uvicorn.Config(
         create_app(build_runtime(settings)),
         host=settings.host,
         port=settings.port,
@@ -118,6 +135,14 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=15,
     )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        lock.release()
+    if not server.started:
+        raise typer.Exit(3)  # as uvicorn.run: the application failed to start
 
 
 @app.command("send-event")
