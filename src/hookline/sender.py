@@ -17,6 +17,7 @@ from yarl import URL
 from hookline import __version__
 from hookline.deliveries import MAX_RESPONSE_BODY, is_success, parse_retry_after
 from hookline.events import now_ms
+from hookline.sender_errors import describe
 
 USER_AGENT = f"hookline/{__version__}"
 
@@ -113,7 +114,7 @@ class HttpSender:
         except TimeoutError:
             ex.error = f"timed out after {request.timeout:g} s"
         except aiohttp.ClientError as exc:
-            ex.error = f"{exc.__class__.__name__}: {exc}"
+            ex.error = describe(exc, request.url)
         except ValueError as exc:  # a URL or header aiohttp refuses
             ex.error = f"invalid request: {exc}"
         ex.latency_ms = (time.perf_counter() - t0) * 1000
