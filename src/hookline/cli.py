@@ -1,10 +1,11 @@
-"""The command line: ``hookline serve``, ``send-event``, ``rules``, ``echo``."""
+"""The command line: ``hookline serve``, ``send-event``, ``rules``, ``deliveries``, ``echo``."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import urllib.parse
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,11 +20,14 @@ from hookline import __version__, rulefile
 from hookline.client import ApiError, Client
 from hookline.errors import ConfigError, HooklineError
 from hookline.rulefile import Change, ChangeKind
+from hookline.times import iso_ms
 
 app = typer.Typer(help="hookline: user events in, templated webhooks out.", no_args_is_help=True)
 rules_app = typer.Typer(help="Automation rules.", no_args_is_help=True)
 echo_app = typer.Typer(help="The echo service.", no_args_is_help=True)
+deliveries_app = typer.Typer(help="Deliveries and their attempts.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(echo_app, name="echo")
 
 err = Console(stderr=True, soft_wrap=True)  # a message stays one line, whatever the width
@@ -304,6 +308,57 @@ def _summary(counts: Counter[ChangeKind], *, dry_run: bool) -> str:
         f"{counts[kind]} {_VERBS[kind][0] if dry_run else _VERBS[kind][1]}"
         for kind in (ChangeKind.CREATE, ChangeKind.UPDATE, ChangeKind.UNCHANGED, ChangeKind.DELETE)
     )
+
+
+@deliveries_app.command("list")
+def deliveries_list(
+    ctx: typer.Context,
+    url: UrlOption = None,
+    rule_id: Annotated[str | None, typer.Option(help="Only this rule's deliveries")] = None,
+    status: Annotated[str | None, typer.Option(help="pending, retrying, succeeded or dead")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first")] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the deliveries as the API answers them")
+    ] = False,
+) -> None:
+    """List deliveries, newest first, with when each is next tried."""
+    query = {"rule_id": rule_id, "status": status, "limit": str(limit)}
+    qs = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+    page = _call(_client(ctx, url), "GET", f"/api/v1/deliveries?{qs}")
+    if as_json:
+        _print_json(page["data"])
+        return
+    rows = [
+        [
+            d["id"],
+            d["status"],
+            str(d["attempts"]),
+            _iso(d.get("next_attempt_at_iso"), d.get("next_attempt_at")),
+            d.get("last_error") or "",
+        ]
+        for d in page["data"]
+    ]
+    _columns(["ID", "STATUS", "ATTEMPTS", "NEXT ATTEMPT (UTC)", "LAST ERROR"], rows)
+
+
+def _iso(iso: str | None, ms: int | None) -> str:
+    """The server's ISO-8601 time, or one made here from the milliseconds."""
+    if iso:
+        return str(iso)
+    if ms is None:
+        return "-"
+    return iso_ms(int(ms))
+
+
+@deliveries_app.command("show")
+def deliveries_show(
+    ctx: typer.Context,
+    delivery_id: Annotated[str, typer.Argument(help="The delivery id (dlv_...)")],
+    url: UrlOption = None,
+) -> None:
+    """Print a delivery with all its attempts."""
+    quoted = urllib.parse.quote(delivery_id, safe="")
+    _print_json(_call(_client(ctx, url), "GET", f"/api/v1/deliveries/{quoted}"))
 
 
 @echo_app.command("list")
