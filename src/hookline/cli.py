@@ -101,6 +101,7 @@ def serve(
     """Run the API and the dispatcher on the embedded SQLite default."""
     import uvicorn
 
+    from hookline import logs
     from hookline.api import create_app
     from hookline.runtime import build_runtime
     from hookline.serving import DataDirLock, listen
@@ -124,8 +125,7 @@ def serve(
     except HooklineError as exc:
         lock.release()
         _fail(exc.detail, 1)
-    level = settings.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level)
     logging.getLogger("hookline").info(
         "listening on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid()
     )
@@ -135,8 +135,8 @@ def serve(
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        log_level=settings.log_level.lower(),
-        access_log=False,
+        log_level=logs.uvicorn_level(settings.log_level),
+        access_log=False,  # hookline.access logs one line per request
         timeout_graceful_shutdown=15,
     )
     server = uvicorn.Server(config)
