@@ -23,9 +23,9 @@ def _env(port: int, data_dir: Path) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def _serving(port: int, data_dir: Path, log: Path) -> AsyncIterator[
-    asyncio.subprocess.Process
-]:
+async def _serving(
+    port: int, data_dir: Path, log: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             *SERVE, env=_env(port, data_dir), stdout=out, stderr=out
