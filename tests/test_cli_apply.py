@@ -242,3 +242,15 @@ def test_diff_names_nested_fields_and_keys_on_one_side_only() -> None:
         ("activity.headers.A", "1", None),
         ("conditions", {"all": []}, None),
     ]
+
+
+def test_help_shows_the_defaults_and_where_else_they_come_from() -> None:
+    # Square brackets are rich markup in typer's help: text inside them used to vanish.
+    wide = {"COLUMNS": "200"}
+    root = runner.invoke(app, ["--help"], env=wide).stdout
+    assert "(default: http://127.0.0.1:8080)" in root
+    listing = runner.invoke(app, ["rules", "list", "--help"], env=wide).stdout
+    assert "(else HOOKLINE_URL, else http://127.0.0.1:8080)" in listing
+    serve = runner.invoke(app, ["serve", "--help"], env=wide).stdout
+    for shown in ("HOOKLINE_HOST; default 127.0.0.1", "HOOKLINE_PORT; default 8080"):
+        assert shown in serve

@@ -37,7 +37,7 @@ UrlOption = Annotated[
     typer.Option(
         "--url",
         help="Base URL of a running hookline server; may also come before the command "
-        "[env: HOOKLINE_URL; default: http://127.0.0.1:8080]",
+        "(else HOOKLINE_URL, else http://127.0.0.1:8080)",
         show_default=False,
     ),
 ]
@@ -52,7 +52,7 @@ def _root(
         typer.Option(
             "--url",
             envvar="HOOKLINE_URL",
-            help="Base URL of a running hookline server [default: http://127.0.0.1:8080]",
+            help="Base URL of a running hookline server (default: http://127.0.0.1:8080)",
             show_default=False,
         ),
     ] = None,
@@ -89,14 +89,20 @@ def _fail(message: str, code: int) -> NoReturn:
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on [default: 127.0.0.1]")
+        str | None, typer.Option(help="Address to listen on (HOOKLINE_HOST; default 127.0.0.1)")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: 8080]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (HOOKLINE_PORT; default 8080)")] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="Where the SQLite file lives [./hookline-data]"),
+        typer.Option(
+            "--data-dir",
+            help="Where the SQLite file lives (HOOKLINE_DATA_DIR; default ./hookline-data)",
+        ),
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="debug, info, warning, error (HOOKLINE_LOG_LEVEL; default info)"),
+    ] = None,
 ) -> None:
     """Run the API and the dispatcher on the embedded SQLite default."""
     import uvicorn
