@@ -1,21 +1,29 @@
 # One venv, made by the project itself; every target installs what it needs.
 PYTHON ?= python3
 VENV := .venv
-# Lint what exists: bench/ arrives with the performance work.
-PY_DIRS := $(wildcard src tests bench)
+PY_DIRS := src tests bench
 BIN := $(VENV)/bin
+# Running needs hookline alone; the tests also need the dev tools. One stamp each, so
+# `make run` never installs the dev tools and `make test` always has them.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint types pytest bench bench-quick clean
+.PHONY: run test check lint pytest bench bench-quick clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-## run: start hookline on the embedded default (SQLite in ./hookline-data, port 8080)
-run: $(STAMP)
+## run: start hookline on the embedded default (SQLite in ./hookline-data; HOOKLINE_PORT, default 8080)
+run: $(RUN_STAMP)
 	$(BIN)/hookline serve
 
 ## test: the whole suite: lint, types and tests
@@ -40,11 +48,11 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-## bench: the whole performance benchmark (up to ~20 min); table, bench/results/latest.{json,png}
+## bench: the whole performance benchmark (about ten minutes); table, bench/results/latest.{json,png}
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-## bench-quick: the same with small counts, a 1-2 minute smoke run
+## bench-quick: the same with small counts, a smoke run of about two minutes
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 

@@ -66,7 +66,9 @@ QUICK = Counts(
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small counts: a 1-2 minute smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="small counts: a smoke run of about two minutes"
+    )
     for name, value in asdict(Counts()).items():
         if isinstance(value, tuple):
             parser.add_argument(f"--{name.replace('_', '-')}", type=_int_tuple, default=None)

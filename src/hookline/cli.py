@@ -1,38 +1,70 @@
-"""The command line: ``hookline serve``, ``send-event``, ``rules``, ``echo``."""
+"""The command line: ``hookline serve``, ``send-event``, ``rules``, ``deliveries``, ``echo``."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import urllib.parse
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from hookline import __version__
+from hookline import __version__, rulefile
 from hookline.client import ApiError, Client
-from hookline.errors import ConfigError
+from hookline.errors import ConfigError, HooklineError
+from hookline.rulefile import Change, ChangeKind
+from hookline.times import iso_ms
 
 app = typer.Typer(help="hookline: user events in, templated webhooks out.", no_args_is_help=True)
 rules_app = typer.Typer(help="Automation rules.", no_args_is_help=True)
 echo_app = typer.Typer(help="The echo service.", no_args_is_help=True)
+deliveries_app = typer.Typer(help="Deliveries and their attempts.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(echo_app, name="echo")
 
-console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message stays one line, whatever the width
 
 UrlOption = Annotated[
-    str,
-    typer.Option("--url", envvar="HOOKLINE_URL", help="Base URL of a running hookline server."),
+    str | None,
+    typer.Option(
+        "--url",
+        help="Base URL of a running hookline server; may also come before the command "
+        "(else HOOKLINE_URL, else http://127.0.0.1:8080)",
+        show_default=False,
+    ),
 ]
 DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            envvar="HOOKLINE_URL",
+            help="Base URL of a running hookline server (default: http://127.0.0.1:8080)",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """hookline: user events in, templated webhooks out."""
+    ctx.obj = url
+
+
+def _client(ctx: typer.Context, url: str | None) -> Client:
+    """The server to talk to: ``--url`` after the command, before it, HOOKLINE_URL, default."""
+    root = ctx.find_root().obj
+    return Client(url or (root if isinstance(root, str) else None) or DEFAULT_URL)
 
 
 def _print_json(value: Any) -> None:
@@ -49,23 +81,36 @@ def _call(
         raise typer.Exit(1) from None
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(code)
+
+
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on [default: 127.0.0.1]")
+        str | None, typer.Option(help="Address to listen on (HOOKLINE_HOST; default 127.0.0.1)")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: 8080]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (HOOKLINE_PORT; default 8080)")] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="Where the SQLite file lives [./hookline-data]"),
+        typer.Option(
+            "--data-dir",
+            help="Where the SQLite file lives (HOOKLINE_DATA_DIR; default ./hookline-data)",
+        ),
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error")] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="debug, info, warning, error (HOOKLINE_LOG_LEVEL; default info)"),
+    ] = None,
 ) -> None:
     """Run the API and the dispatcher on the embedded SQLite default."""
     import uvicorn
 
+    from hookline import logs
     from hookline.api import create_app
     from hookline.runtime import build_runtime
+    from hookline.serving import DataDirLock, listen
     from hookline.settings import Settings
 
     try:
@@ -73,29 +118,53 @@ def serve(
     except ConfigError as exc:
         err.print(f"[red]configuration error:[/red] {escape(exc.detail)}")
         raise typer.Exit(2) from None
-    level = settings.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
+    # The data directory, then the port: a second `hookline serve` with the same settings
+    # is told about the server that holds its data, the more useful of the two messages.
+    try:
+        lock = DataDirLock.acquire(settings.data_dir)
+    except HooklineError as exc:
+        _fail(exc.detail, 1)
+    except OSError as exc:
+        _fail(f"cannot use the data directory {settings.data_dir}: {exc.strerror or exc}", 1)
+    try:
+        sock = listen(settings.host, settings.port)
+    except HooklineError as exc:
+        lock.release()
+        _fail(exc.detail, 1)
+    logs.configure(settings.log_level)
+    logging.getLogger("hookline").info(
+        "listening on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid()
+    )
+    config = uvicorn.Config(
         create_app(build_runtime(settings)),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        log_level=settings.log_level.lower(),
-        access_log=False,
+        log_level=logs.uvicorn_level(settings.log_level),
+        access_log=False,  # hookline.access logs one line per request
         timeout_graceful_shutdown=15,
     )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        lock.release()
+    if not server.started:
+        raise typer.Exit(3)  # as uvicorn.run: the application failed to start
 
 
 @app.command("send-event")
 def send_event(
+    ctx: typer.Context,
     event: Annotated[
         str | None, typer.Argument(help="Event JSON; '-' or nothing reads stdin")
     ] = None,
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="Read the event(s) from a file")
     ] = None,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
 ) -> None:
     """Send one event or a JSON array of events; prints the ids hookline assigned."""
     if file is not None:
@@ -104,91 +173,208 @@ def send_event(
         raw = sys.stdin.buffer.read()
     else:
         raw = event.encode()
-    _print_json(_call(Client(url), "POST", "/api/v1/events", raw=raw))
+    _print_json(_call(_client(ctx, url), "POST", "/api/v1/events", raw=raw))
+
+
+def _columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Plain aligned columns: never cut, so an id can be copied whole from any terminal."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        sys.stdout.write(line.rstrip() + "\n")
 
 
 @rules_app.command("list")
 def rules_list(
-    url: UrlOption = DEFAULT_URL,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    ctx: typer.Context,
+    url: UrlOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the rules as the API answers them")
+    ] = False,
 ) -> None:
-    """List the rules."""
-    rules = _call(Client(url), "GET", "/api/v1/rules")["data"]
+    """List the rules, with whole ids."""
+    rules = _call(_client(ctx, url), "GET", "/api/v1/rules")["data"]
     if as_json:
         _print_json(rules)
         return
-    table = Table("name", "id", "enabled", "event type", "activity")
+    rows = []
     for r in rules:
         act = r["activity"]
         target = act.get("webhook_id") or f"{act.get('method', 'POST')} {act.get('url', '')}"
-        table.add_row(
-            r["name"], r["id"], "yes" if r["enabled"] else "no", r["trigger"]["event_type"], target
-        )
-    console.print(table)
+        enabled = "yes" if r["enabled"] else "no"
+        rows.append([r["name"], r["id"], enabled, r["trigger"]["event_type"], target])
+    _columns(["NAME", "ID", "ENABLED", "EVENT TYPE", "ACTIVITY"], rows)
 
 
-def _load_rules(path: Path) -> list[dict[str, Any]]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        err.print(f"[red]error:[/red] cannot read {path}: {escape(str(exc))}")
-        raise typer.Exit(2) from None
-    if isinstance(data, dict) and "rules" in data:
-        data = data["rules"]
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list) or not all(isinstance(r, dict) and "name" in r for r in data):
-        err.print(
-            "[red]error:[/red] expected a rule, a list of rules or {rules: [...]}, each with a name"
-        )
-        raise typer.Exit(2)
-    return data
+def _short(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
-_SERVER_FIELDS = ("id", "created_at", "updated_at")
+_VERBS = {
+    ChangeKind.CREATE: ("create", "created"),
+    ChangeKind.UPDATE: ("update", "updated"),
+    ChangeKind.UNCHANGED: ("unchanged", "unchanged"),
+    ChangeKind.DELETE: ("delete", "deleted"),
+    ChangeKind.KEEP: ("keep", "kept"),
+}
+
+
+def _report(change: Change, *, dry_run: bool, rule_id: str | None = None) -> None:
+    verb = _VERBS[change.kind][0 if dry_run else 1]
+    rule_id = rule_id or change.rule_id
+    line = f"{verb:<10}{change.name}" + (f" ({rule_id})" if rule_id else "")
+    if change.kind is ChangeKind.UPDATE and not dry_run:
+        line += ": " + ", ".join(f.path for f in change.fields)
+    if change.kind is ChangeKind.KEEP:
+        line += ": not in the file (--prune deletes it)"
+    sys.stdout.write(line + "\n")
+    if change.kind is ChangeKind.UPDATE and dry_run:
+        for f in change.fields:
+            sys.stdout.write(f"    {f.path}: {_short(f.old)} -> {_short(f.new)}\n")
+
+
+def _validate_on_server(
+    client: Client, rules: Sequence[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each rule as the server would store it, checked by the server without writing."""
+    normal: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for index, rule in enumerate(rules):
+        try:
+            normal.append(client.request("POST", "/api/v1/rules/validate", rule)["rule"])
+        except ApiError as exc:
+            if exc.status < 400 or exc.status >= 500 or not isinstance(exc.body, dict):
+                _fail(str(exc), 1)
+            where = rulefile.label(rule, index)
+            problems.append(
+                rulefile.error_line(where, exc.body.get("field"), str(exc.body.get("detail")))
+            )
+    return normal, problems
 
 
 @rules_app.command("apply")
 def rules_apply(
+    ctx: typer.Context,
     file: Annotated[Path, typer.Option("--file", "-f", help="YAML or JSON file of rules")],
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; write nothing")
+    ] = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Also delete the rules the file does not name")
+    ] = False,
 ) -> None:
-    """Create or update rules by name (idempotent: applying twice changes nothing)."""
-    client = Client(url)
-    existing = {r["name"]: r for r in _call(client, "GET", "/api/v1/rules")["data"]}
-    for rule in _load_rules(file):
-        current = existing.get(rule["name"])
-        if current is None:
-            created = _call(client, "POST", "/api/v1/rules", rule)
-            console.print(f"created   {rule['name']} ({created['id']})")
-            continue
-        if _differs(current, rule):
-            _call(client, "PUT", f"/api/v1/rules/{current['id']}", rule)
-            console.print(f"updated   {rule['name']} ({current['id']})")
-        else:
-            console.print(f"unchanged {rule['name']} ({current['id']})")
+    """Make the server's rules equal to the file's, matched by name.
+
+    A key left out of a rule means its default (removing `conditions:` clears them).
+    Every rule is checked, here and by the server, before any is written: a file with
+    one bad rule changes nothing. Applying the same file twice changes nothing.
+    """
+    try:
+        rules = rulefile.load(file)
+    except ConfigError as exc:
+        _fail(exc.detail, 2)
+    problems = rulefile.check(rules)
+    client = _client(ctx, url)
+    normal: list[dict[str, Any]] = []
+    if not problems:  # the server is asked only about a file that passed the local checks
+        normal, problems = _validate_on_server(client, rules)
+    if problems:
+        for problem in problems:
+            err.print(f"[red]error:[/red] {escape(problem)}")
+        _fail(f"{file}: nothing was applied ({len(problems)} problem(s))", 1)
+    stored = _call(client, "GET", "/api/v1/rules")["data"]
+    changes = rulefile.plan(list(zip(rules, normal, strict=True)), stored, prune=prune)
+    counts = Counter(c.kind for c in changes)
+    if dry_run:
+        for change in changes:
+            _report(change, dry_run=True)
+        sys.stdout.write(f"dry run, nothing written: {_summary(counts, dry_run=True)}\n")
+        return
+    for change in changes:
+        rule_id = change.rule_id
+        try:
+            if change.kind is ChangeKind.CREATE:
+                rule_id = client.request("POST", "/api/v1/rules", change.body)["id"]
+            elif change.kind is ChangeKind.UPDATE:
+                # PUT replaces the whole rule: a key the file dropped goes back to its default.
+                client.request("PUT", f"/api/v1/rules/{change.rule_id}", change.body)
+            elif change.kind is ChangeKind.DELETE:
+                client.request("DELETE", f"/api/v1/rules/{change.rule_id}")
+        except ApiError as exc:
+            # Checked above, so only a concurrent change or an outage gets here.
+            where = f'rule "{change.name}"'
+            _fail(f"{where}: {exc}; the rules reported above were applied, this one not", 1)
+        _report(change, dry_run=False, rule_id=rule_id)
+    sys.stdout.write(_summary(counts, dry_run=False) + "\n")
 
 
-def _differs(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """Whether applying ``wanted`` would change ``current`` (the server's view of the rule)."""
-    normal = {k: v for k, v in current.items() if k not in _SERVER_FIELDS}
-    activity = dict(wanted.get("activity") or {})
-    if activity.get("body") is not None and not isinstance(activity["body"], str):
-        activity["body"] = orjson.dumps(activity["body"]).decode()
-    if isinstance(activity.get("method"), str):
-        activity["method"] = activity["method"].upper()
-    candidate = {**normal, **wanted, "activity": {**normal.get("activity", {}), **activity}}
-    key = orjson.OPT_SORT_KEYS
-    return orjson.dumps(candidate, option=key) != orjson.dumps(normal, option=key)
+def _summary(counts: Counter[ChangeKind], *, dry_run: bool) -> str:
+    return ", ".join(
+        f"{counts[kind]} {_VERBS[kind][0] if dry_run else _VERBS[kind][1]}"
+        for kind in (ChangeKind.CREATE, ChangeKind.UPDATE, ChangeKind.UNCHANGED, ChangeKind.DELETE)
+    )
+
+
+@deliveries_app.command("list")
+def deliveries_list(
+    ctx: typer.Context,
+    url: UrlOption = None,
+    rule_id: Annotated[str | None, typer.Option(help="Only this rule's deliveries")] = None,
+    status: Annotated[str | None, typer.Option(help="pending, retrying, succeeded or dead")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first")] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the deliveries as the API answers them")
+    ] = False,
+) -> None:
+    """List deliveries, newest first, with when each is next tried."""
+    query = {"rule_id": rule_id, "status": status, "limit": str(limit)}
+    qs = urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+    page = _call(_client(ctx, url), "GET", f"/api/v1/deliveries?{qs}")
+    if as_json:
+        _print_json(page["data"])
+        return
+    rows = [
+        [
+            d["id"],
+            d["status"],
+            str(d["attempts"]),
+            _iso(d.get("next_attempt_at_iso"), d.get("next_attempt_at")),
+            d.get("last_error") or "",
+        ]
+        for d in page["data"]
+    ]
+    _columns(["ID", "STATUS", "ATTEMPTS", "NEXT ATTEMPT (UTC)", "LAST ERROR"], rows)
+
+
+def _iso(iso: str | None, ms: int | None) -> str:
+    """The server's ISO-8601 time, or one made here from the milliseconds."""
+    if iso:
+        return str(iso)
+    if ms is None:
+        return "-"
+    return iso_ms(int(ms))
+
+
+@deliveries_app.command("show")
+def deliveries_show(
+    ctx: typer.Context,
+    delivery_id: Annotated[str, typer.Argument(help="The delivery id (dlv_...)")],
+    url: UrlOption = None,
+) -> None:
+    """Print a delivery with all its attempts."""
+    quoted = urllib.parse.quote(delivery_id, safe="")
+    _print_json(_call(_client(ctx, url), "GET", f"/api/v1/deliveries/{quoted}"))
 
 
 @echo_app.command("list")
 def echo_list(
+    ctx: typer.Context,
     secret: Annotated[str, typer.Argument(help="The echo secret")],
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
 ) -> None:
     """Print the requests the echo service recorded for SECRET, newest first."""
-    _print_json(_call(Client(url), "GET", f"/echo-list/{secret}/"))
+    _print_json(_call(_client(ctx, url), "GET", f"/echo-list/{secret}/"))
 
 
 @app.command()

@@ -47,6 +47,8 @@ CLAIM_AHEAD = 4
 # that hangs until its timeouts cannot take every place in memory from the others.
 HELD_ROUNDS = 16
 MAX_IDLE_WAIT = 5.0
+# Failed attempts in a row to one destination before the log says so, once per streak.
+FAILING_STREAK = 5
 
 
 class Dispatcher:
@@ -73,6 +75,8 @@ class Dispatcher:
         self._slot_freed = asyncio.Event()
         self._starved = False  # due work waits in the outbox for a free slot
         self._idle = asyncio.Event()
+        # Failed attempts in a row, by destination; a success ends the streak.
+        self._streaks: dict[str, int] = {}
 
     async def start(self) -> None:
         released = await self.store.release_leases()
@@ -92,10 +96,20 @@ class Dispatcher:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
+        waiting = sum(len(queue) for queue in self._ready.values())
+        if waiting:
+            log.info("%s not yet sent stay in the outbox for the next start", _count(waiting))
         self._ready.clear()
         self._turns.clear()
         if self._inflight:
+            log.info("waiting up to %g s for %s in flight", grace, _count(len(self._inflight)))
             _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace)
+            if pending:
+                log.warning(
+                    "%d sends did not finish within %g s; they are sent again after a restart",
+                    len(pending),
+                    grace,
+                )
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -149,6 +163,8 @@ class Dispatcher:
         busy = self._per_host.keys() | self._ready.keys()
         host_room = {h: ahead - self._held_for(h) for h in busy}
         batch = await self.store.claim_due(now_ms(), room, LEASE_MARGIN_MS, host_room, ahead)
+        if batch:
+            log.debug("claimed %s due from the outbox", _count(len(batch)))
         # A handed-over delivery whose lease ran out while it waited here is already held.
         self.offer([d for d in batch if d.id not in self._held])
         return len(batch)
@@ -208,6 +224,9 @@ class Dispatcher:
             raise
         else:
             self._outcomes.put_nowait(outcome)
+            # A success touches nothing here unless it ends a streak of failures.
+            if not outcome.attempt.succeeded or host in self._streaks:
+                self._note_outcome(host, delivery, outcome)
         finally:
             self._inflight.pop(delivery.id, None)
             self._per_host[host] -= 1
@@ -216,6 +235,41 @@ class Dispatcher:
             if host in self._ready:
                 self._turns[host] = None
             self._pump()
+
+    def _note_outcome(self, host: str, delivery: Delivery, outcome: Outcome) -> None:
+        """Log a dead delivery, and a destination's failures once per streak."""
+        attempt = outcome.attempt
+        if attempt.succeeded:
+            failures = self._streaks.pop(host)
+            if failures >= FAILING_STREAK:
+                log.info("destination %s answers again after %d failed attempts", host, failures)
+            return
+        failures = self._streaks.get(host, 0) + 1
+        self._streaks[host] = failures
+        if failures == FAILING_STREAK:
+            log.warning(
+                "destination %s failed %d attempts in a row (last: %s); "
+                "logged again when it answers",
+                host,
+                failures,
+                attempt.error,
+            )
+        if outcome.status is DeliveryStatus.DEAD:
+            log.warning(
+                "delivery %s is dead after %d attempt(s) to %s: %s",
+                delivery.id,
+                attempt.number,
+                host,
+                attempt.error,
+            )
+        elif outcome.next_attempt_at is not None:
+            log.debug(
+                "delivery %s attempt %d failed (%s); next attempt in %.1f s",
+                delivery.id,
+                attempt.number,
+                attempt.error,
+                (outcome.next_attempt_at - now_ms()) / 1000,
+            )
 
     async def send_once(self, request: Request) -> Exchange:
         """One request with the headers every delivery carries; nothing is recorded."""
@@ -288,3 +342,7 @@ class Dispatcher:
                 await asyncio.sleep(0.2 * (attempt + 1))
         # The leases expire and the deliveries are sent again: at least once, never zero.
         log.error("gave up recording %d attempts; they will be retried", len(batch))
+
+
+def _count(n: int) -> str:
+    return f"{n} delivery" if n == 1 else f"{n} deliveries"

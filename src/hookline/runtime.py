@@ -35,18 +35,26 @@ class Runtime:
     started: bool = field(default=False)
 
     async def start(self) -> None:
+        log.info("starting: opening %s", self.settings.database_path)
         await self.store.open()
         await self.engine.start()
         await self.dispatcher.start()
         self.started = True
-        log.info("hookline ready (data in %s)", self.settings.data_dir)
+        log.info(
+            "hookline ready: %d enabled rules, %d sender processes, data in %s",
+            len(self.engine.index),
+            self.settings.senders,
+            self.settings.data_dir,
+        )
 
     async def stop(self) -> None:
         """Stop taking work, commit what was accepted, finish sends, close the store."""
         self.started = False
+        log.info("stopping: committing the events already accepted, then finishing sends")
         await self.engine.stop()
         await self.dispatcher.stop()
         await self.store.close()
+        log.info("stopped")
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -23,6 +23,7 @@ from hookline.deliveries import (
     parse_retry_after,
 )
 from hookline.events import now_ms
+from hookline.sender_errors import describe
 
 USER_AGENT = f"hookline/{__version__}"
 
@@ -132,7 +133,7 @@ class HttpSender:
         except aiohttp.InvalidURL as exc:
             ex.error, ex.final = f"invalid request: {exc.__class__.__name__}: {exc}", True
         except aiohttp.ClientError as exc:
-            ex.error = f"{exc.__class__.__name__}: {exc}"
+            ex.error = describe(exc, request.url)
             if _caused_by(exc, BadStatusLine):
                 ex.error = f"the answer is not valid HTTP (bad status line): {exc}"
                 ex.final = True

@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from hookline import __version__
 from hookline.api import deliveries, echo, errors, events, rules, users, webhooks
 from hookline.api._json import JSON
+from hookline.api.access import AccessLog
 from hookline.api.limits import BodyLimit
 from hookline.runtime import Runtime
 
@@ -69,4 +70,5 @@ def create_app(runtime: Runtime) -> FastAPI:
         return JSON({"status": "ok", "version": __version__})
 
     app.add_middleware(BodyLimit, limit=runtime.settings.max_request_bytes)
+    app.add_middleware(AccessLog)  # added last, so outermost: it times and logs every answer
     return app

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query
 
 from hookline.api._json import JSON
 from hookline.api.deps import RuntimeDep
-from hookline.deliveries import DeliveryStatus
+from hookline.deliveries import Delivery, DeliveryStatus
 from hookline.errors import Conflict, NotFound
 from hookline.events import now_ms
 from hookline.store.base import DeliveryFilter
+from hookline.times import iso_ms
 
 router = APIRouter(prefix="/api/v1/deliveries", tags=["deliveries"])
+
+
+def _for_people(delivery: Delivery) -> dict[str, Any]:
+    """The delivery with ``next_attempt_at`` (ms) also written as ISO-8601 UTC."""
+    answer = delivery.as_dict()
+    due = delivery.next_attempt_at
+    answer["next_attempt_at_iso"] = iso_ms(due) if due is not None else None
+    return answer
 
 
 @router.get("", summary="List deliveries, newest first")
@@ -30,7 +41,7 @@ async def list_deliveries(
     rows = await runtime.store.list_deliveries(flt, limit + 1, cursor)
     page = rows[:limit]
     next_cursor = page[-1].id if len(rows) > limit else None
-    return JSON({"data": [d.as_dict() for d in page], "next_cursor": next_cursor})
+    return JSON({"data": [_for_people(d) for d in page], "next_cursor": next_cursor})
 
 
 @router.get("/{delivery_id}", summary="Get a delivery with all its attempts")
@@ -39,7 +50,7 @@ async def get_delivery(delivery_id: str, runtime: RuntimeDep) -> JSON:
     if delivery is None:
         raise NotFound(f"no delivery {delivery_id!r}", field="delivery_id")
     attempts = await runtime.store.list_attempts(delivery_id)
-    return JSON({**delivery.as_dict(), "attempts": [a.as_dict() for a in attempts]})
+    return JSON({**_for_people(delivery), "attempts": [a.as_dict() for a in attempts]})
 
 
 @router.post("/{delivery_id}/retry", status_code=202, summary="Send again now (same webhook-id)")
@@ -54,4 +65,4 @@ async def retry_delivery(delivery_id: str, runtime: RuntimeDep) -> JSON:
     if delivery is None:
         raise NotFound(f"no delivery {delivery_id!r}", field="delivery_id")
     runtime.dispatcher.signal.notify()
-    return JSON(delivery.as_dict(), status_code=202)
+    return JSON(_for_people(delivery), status_code=202)

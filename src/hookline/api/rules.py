@@ -128,3 +128,25 @@ async def patch_rule(
 async def delete_rule(rule_id: str, runtime: RuntimeDep, if_match: IfMatch = None) -> Response:
     await runtime.catalog.delete_rule(rule_id, precondition(if_match))
     return Response(status_code=204)
+
+
+# Fields the server sets; a validated rule has none of them yet.
+_SERVER_SET = ("id", "created_at", "updated_at")
+
+
+@router.post("/validate", summary="Check a rule exactly as a save would, without saving it")
+async def validate_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
+    """The rule as it would be stored (defaults filled, numbers normalised), or the error.
+
+    ``hookline rules apply`` checks every rule of a file here before it writes any, and
+    compares this answer with the stored rule to report what would change.
+    """
+    rule = _from_input(body, "rule_validate", 0, 0)
+    webhooks = {}
+    if rule.webhook_id is not None:
+        saved = await runtime.store.get_webhook(rule.webhook_id)
+        if saved is not None:
+            webhooks[saved.id] = saved
+    compile_rule(rule, webhooks)
+    stored = {k: v for k, v in rule.as_dict().items() if k not in _SERVER_SET}
+    return JSON({"valid": True, "rule": stored})

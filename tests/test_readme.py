@@ -1,0 +1,130 @@
+"""The README's walk-through, run literally with only its port changed, against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.test_serve import SERVE, _free_port, _wait_healthy
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+PORT_LINE = "PORT=8080"
+
+
+def walkthrough_blocks() -> list[str]:
+    text = README.read_text()
+    start = text.index("## Five-minute walk-through")
+    end = text.index("\n## ", start + 1)
+    return re.findall(r"```sh\n(.*?)```", text[start:end], re.S)
+
+
+def test_the_port_is_given_once_and_every_later_command_reuses_it() -> None:
+    blocks = walkthrough_blocks()
+    assert blocks[0].splitlines()[0] == PORT_LINE
+    later = "".join(blocks[1:])
+    assert "8080" not in later
+    assert "$HL" in later
+
+
+def _run(script: str, cwd: Path) -> str:
+    done = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + script],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
+    assert '"detail"' not in done.stdout, f"an error answer:\n{script}\n{done.stdout}"
+    return done.stdout
+
+
+async def _run_until(script: str, cwd: Path, arrived: str) -> str:
+    """An echo list is read right after the event; the webhook may still be on its way."""
+    out = ""
+    for _ in range(100):
+        out = await asyncio.to_thread(_run, script, cwd)
+        if arrived in out:
+            return out
+        await asyncio.sleep(0.1)  # a server in another process: no event to await
+    raise AssertionError(f"{arrived!r} never arrived:\n{out}")
+
+
+@pytest.mark.timeout(180)
+async def test_the_walkthrough_works_as_written_on_another_port(tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("the walk-through uses curl")
+    port = _free_port()
+    # The walk-through calls the CLI that `make run` installed: .venv/bin/hookline.
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    blocks = walkthrough_blocks()
+    prelude = blocks[0].replace(PORT_LINE, f"PORT={port}")
+    env = {**os.environ, "HOOKLINE_PORT": str(port), "HOOKLINE_DATA_DIR": str(tmp_path / "d")}
+    log = (tmp_path / "serve.log").open("wb")
+    # `make run` is `.venv/bin/hookline serve`; the test starts that itself.
+    proc = await asyncio.create_subprocess_exec(*SERVE, env=env, stdout=log, stderr=log)
+    outputs: list[str] = []
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            await _wait_healthy(client, proc)
+        for block in blocks[1:]:
+            script = prelude + "\n".join(
+                line for line in block.splitlines() if "make run" not in line
+            )
+            if "echo-list" in block:
+                outputs.append(await _run_until(script, tmp_path, '"json":{'))
+            else:
+                outputs.append(await asyncio.to_thread(_run, script, tmp_path))
+    finally:
+        proc.kill()
+        await proc.wait()
+        log.close()
+    everything = "\n".join(outputs)
+    assert f'"url":"http://127.0.0.1:{port}/echo-send/my-first-secret/"' in everything
+    first_echo, second_echo = (json.loads(o) for o in outputs if o.startswith('{"secret"'))
+    assert first_echo["requests"][0]["json"] == {
+        "saw_template_id": "12",
+        "minigame_spins_count": "3",
+        "smartico_user_id": "77",
+        "user_ext_id": "user-42",
+        "brand": "5",
+    }
+    assert "succeeded" in everything  # the deliveries list
+    assert "create    level-to-crm" in everything  # the dry run
+    assert "created   level-to-crm (rule_" in everything
+    # The broken case: quote and backslash arrive escaped, as valid JSON.
+    assert second_echo["requests"][0]["json"] == {"level": 'Lvl "5" \\ gold', "user": "user-42"}
+    preview = json.loads(outputs[-1])
+    assert preview["url"] == "https://crm.example.com/users/user-42"
+    assert json.loads(preview["body"]) == {"level": 'Lvl "5" \\ gold', "spins": 3}
+
+
+def _make_dry_run(target: str) -> list[str]:
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    done = subprocess.run(
+        ["make", "-n", "-B", target],
+        cwd=README.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return [line for line in done.stdout.splitlines() if "pip install" in line]
+
+
+def test_make_run_installs_only_what_running_needs_and_make_test_the_dev_tools() -> None:
+    run = _make_dry_run("run")
+    assert run[-1].endswith("pip install -q -e .")
+    assert not any("dev" in line for line in run)
+    assert _make_dry_run("test")[-1].endswith("pip install -q -e '.[dev]'")
