@@ -80,7 +80,11 @@ class Catalog:
             raise NotFound(f"no rule {rule_id!r}", field="rule_id")
         return rule
 
-    async def _save_rule(self, rule: Rule, expected_version: int | None) -> Rule:
+    async def check_rule(self, rule: Rule) -> tuple[CompiledRule, int]:
+        """Compile ``rule`` as a save would; the saved webhook's version it was compiled with.
+
+        Refuses what cannot run, naming the field and position; writes nothing.
+        """
         webhooks = {}
         webhook_version = 0
         if rule.webhook_id is not None:
@@ -88,7 +92,10 @@ class Catalog:
             if saved is not None:
                 webhooks[saved.id] = saved
                 webhook_version = saved.version
-        compiled = compile_rule(rule, webhooks)  # refuse what cannot run, with field and position
+        return compile_rule(rule, webhooks), webhook_version
+
+    async def _save_rule(self, rule: Rule, expected_version: int | None) -> Rule:
+        compiled, webhook_version = await self.check_rule(rule)
         stored = await self.store.save_rule(
             rule, create=expected_version is None, expected_version=expected_version
         )

@@ -142,11 +142,6 @@ async def validate_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
     compares this answer with the stored rule to report what would change.
     """
     rule = _from_input(body, "rule_validate", 0, 0)
-    webhooks = {}
-    if rule.webhook_id is not None:
-        saved = await runtime.store.get_webhook(rule.webhook_id)
-        if saved is not None:
-            webhooks[saved.id] = saved
-    compile_rule(rule, webhooks)
+    await runtime.catalog.check_rule(rule)
     stored = {k: v for k, v in rule.as_dict().items() if k not in _SERVER_SET}
     return JSON({"valid": True, "rule": stored})
