@@ -131,7 +131,7 @@ async def delete_rule(rule_id: str, runtime: RuntimeDep, if_match: IfMatch = Non
 
 
 # Fields the server sets; a validated rule has none of them yet.
-_SERVER_SET = ("id", "created_at", "updated_at")
+_SERVER_SET = ("id", "version", "created_at", "updated_at")
 
 
 @router.post("/validate", summary="Check a rule exactly as a save would, without saving it")
