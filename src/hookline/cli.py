@@ -17,7 +17,8 @@ from rich.table import Table
 
 from hookline import __version__
 from hookline.client import ApiError, Client
-from hookline.errors import ConfigError
+from hookline.errors import ConfigError, InvalidInput
+from hookline.values import MAX_DEPTH, check_json
 
 app = typer.Typer(help="hookline: user events in, templated webhooks out.", no_args_is_help=True)
 rules_app = typer.Typer(help="Automation rules.", no_args_is_help=True)
@@ -130,8 +131,18 @@ def rules_list(
 def _load_rules(path: Path) -> list[dict[str, Any]]:
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        err.print(f"[red]error:[/red] cannot read {path}: {escape(str(exc))}")
+    except (OSError, yaml.YAMLError, RecursionError) as exc:
+        err.print(f"[red]error:[/red] cannot read {path}: {escape(str(exc) or 'nested too deep')}")
+        raise typer.Exit(2) from None
+    try:
+        # YAML reads .nan, .inf, dates and integers of any size; JSON, and so the API, has none
+        # of them (encoded, NaN would silently become null). A rule nests its conditions and
+        # body (64 levels each) at most 4 levels down the file.
+        check_json(data, "", max_depth=MAX_DEPTH + 8)
+    except InvalidInput as exc:
+        err.print(
+            f"[red]error:[/red] {path}: {escape(exc.field or 'the file')}: {escape(exc.detail)}"
+        )
         raise typer.Exit(2) from None
     if isinstance(data, dict) and "rules" in data:
         data = data["rules"]

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from hookline.api._json import JSON
+from hookline.api._json import JSON, JSONRoute
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import Activity, RuleIn, RulePatch
 from hookline.errors import InvalidInput, NotFound
@@ -16,7 +16,7 @@ from hookline.rules import Rule, compile_rule
 from hookline.runtime import Runtime
 from hookline.webhooks import WebhookSpec
 
-router = APIRouter(prefix="/api/v1/rules", tags=["rules"])
+router = APIRouter(prefix="/api/v1/rules", tags=["rules"], route_class=JSONRoute)
 
 
 def activity_spec(activity: Activity) -> tuple[WebhookSpec | None, str | None]:

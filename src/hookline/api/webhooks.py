@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from hookline.api._json import JSON
+from hookline.api._json import JSON, JSONRoute
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import PreviewIn, WebhookIn
 from hookline.errors import Conflict, InvalidInput, NotFound
@@ -18,7 +18,7 @@ from hookline.sender import Request
 from hookline.state import with_identity
 from hookline.webhooks import CompiledWebhook, RenderedRequest, WebhookSpec, compile_webhook
 
-router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], route_class=JSONRoute)
 
 
 def _spec(body: Any) -> WebhookSpec:
