@@ -75,6 +75,7 @@ async def delete_webhook(webhook_id: str, runtime: RuntimeDep) -> Response:
             field="webhook_id",
         )
     await runtime.store.delete_webhook(webhook_id)
+    runtime.engine.index.problems.pop(webhook_id, None)  # a broken one is gone for good
     return Response(status_code=204)
 
 
@@ -85,7 +86,10 @@ async def _render(body: PreviewIn, runtime: Runtime) -> tuple[CompiledWebhook, R
         compiled = compile_webhook(_spec(body.webhook), field="webhook")
     else:
         assert body.webhook_id is not None
-        compiled = compile_webhook((await _get(runtime, body.webhook_id)).spec)
+        saved = await _get(runtime, body.webhook_id)
+        if saved.problem is not None:
+            raise Conflict(saved.problem, field="webhook_id")
+        compiled = compile_webhook(saved.spec)
     sample = body.event
     now = now_ms()
     event = Event(
