@@ -456,6 +456,10 @@ async def test_user_ids_have_one_limit_everywhere(h: Hookline) -> None:
         "/api/v1/webhooks/preview", {"webhook": HOOK, "event": {"user_ext_id": too_long}}
     )
     assert_error(resp, 422, field="event.user_ext_id")
+    resp = await h.post(
+        "/api/v1/webhooks/preview", {"webhook": HOOK, "event": {"ext_brand_id": too_long}}
+    )
+    assert_error(resp, 422, field="event.ext_brand_id")
     # The longest id works the same in each of them.
     assert (
         await h.client.patch(f"/api/v1/users/{longest}/state", json={"a": 1})

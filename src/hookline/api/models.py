@@ -117,7 +117,7 @@ class SampleEvent(_Strict):
     eid: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
     event_type: str = "preview"
     user_ext_id: str = Field(default="preview-user", min_length=1, max_length=MAX_ID_LENGTH)
-    ext_brand_id: str | int | None = None
+    ext_brand_id: Annotated[str, Field(max_length=MAX_ID_LENGTH)] | int | None = None
     event_date: int | None = Field(default=None, ge=0, le=MAX_EVENT_DATE)
     payload: FreeObject = Field(default_factory=dict)
 
