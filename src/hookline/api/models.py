@@ -117,9 +117,17 @@ class SampleEvent(_Strict):
     eid: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
     event_type: str = "preview"
     user_ext_id: str = Field(default="preview-user", min_length=1, max_length=MAX_ID_LENGTH)
-    ext_brand_id: Annotated[str, Field(max_length=MAX_ID_LENGTH)] | int | None = None
+    ext_brand_id: str | int | None = None
     event_date: int | None = Field(default=None, ge=0, le=MAX_EVENT_DATE)
     payload: FreeObject = Field(default_factory=dict)
+
+    @field_validator("ext_brand_id")
+    @classmethod
+    def _short(cls, value: str | int | None) -> str | int | None:
+        # A validator, not a constrained union member: errors then name the field alone.
+        if value is not None and len(str(value)) > MAX_ID_LENGTH:
+            raise ValueError(f"at most {MAX_ID_LENGTH} characters")
+        return value
 
 
 class PreviewIn(_Strict):
