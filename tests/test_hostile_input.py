@@ -343,10 +343,16 @@ async def test_64_bit_integers_render_the_same_bytes_in_preview_and_delivery(
 
 
 def test_parse_json_keeps_what_orjson_reads_exactly() -> None:
-    for text in (b"18446744073709551615", b"-9223372036854775808", b'"12345678901234567890"'):
+    for text in (
+        b"18446744073709551615",
+        b"-9223372036854775808",
+        b'{"id": "12345678901234567890", "f": 1.5e300}',
+        b"[12345678901234567890.5, -9.3e18]",
+    ):
         assert parse_json(text) == json.loads(text)
-    with pytest.raises(InvalidInput):
-        parse_json(b"18446744073709551616")
+    for text in (b"18446744073709551616", b'{"a": [1, -9223372036854775809]}'):
+        with pytest.raises(InvalidInput):
+            parse_json(text)
 
 
 # --- Unicode digits -----------------------------------------------------------------------

@@ -77,20 +77,36 @@ def parse_json(body: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         _refuse_inexact(body)
         raise MalformedJSON(f"the body is not valid JSON: {exc}", field="body") from None
-    if _may_hold_a_long_integer(body):
+    if _may_hold_a_long_integer(body) and _holds_a_huge_float(value):
         _refuse_inexact(body)
     return value
 
 
 # Every integer orjson cannot read exactly (below -2**63 or above 2**64-1) has 19 digits or
-# more. Mapping digits to '0' and finding 19 in a row costs a fraction of the parse; a regex
-# scan for the same run costs four times the parse.
+# more, and comes out as a float of that size. Mapping digits to '0' and finding 19 in a row
+# costs a fraction of the parse (a regex scan for the run costs four times the parse); only
+# then is the value searched for such a float, as ids of 19+ digits in strings are common.
 _DIGITS_ONLY: Final = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
 _LONG_RUN: Final = b"0" * 19
+_HUGE: Final = 2.0**63
 
 
 def _may_hold_a_long_integer(body: bytes) -> bool:
     return body.translate(_DIGITS_ONLY).find(_LONG_RUN) >= 0
+
+
+def _holds_a_huge_float(value: Any) -> bool:
+    stack = [value]  # not recursive: orjson reads up to 1024 levels
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float and not -_HUGE < item < _HUGE:
+            return True
+    return False
 
 
 def _exact_int(digits: str) -> int:
