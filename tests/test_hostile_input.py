@@ -24,10 +24,12 @@ from typer.testing import CliRunner, Result
 from hookline.api import create_app
 from hookline.api._json import JSONRoute, parse_json
 from hookline.cli import app as cli_app
+from hookline.conditions import compile_conditions
 from hookline.deliveries import parse_retry_after
-from hookline.errors import ConfigError, InvalidInput
+from hookline.errors import ConditionError, ConfigError, InvalidInput
 from hookline.settings import Settings
 from hookline.values import MAX_DEPTH, check_depth, check_json
+from hookline.webhooks import WebhookSpec, compile_webhook
 from tests.helpers import Hookline, Receiver, example_rule, spin_event
 from tests.test_api_errors import JSON_HEADERS, assert_error, saved_webhook
 
@@ -133,6 +135,22 @@ async def test_infinity_in_a_condition_is_refused_not_saved_as_null(h: Hookline)
     resp = await send(h, "POST", "/api/v1/rules", example_rule(conditions=leaf))
     assert_error(resp, 422, field="conditions.value")
     assert (await h.client.get("/api/v1/rules")).json()["data"] == []
+
+
+def test_the_domain_refuses_non_finite_numbers_from_any_source() -> None:
+    """Stored rows and code reach the compilers without the API's parser."""
+    for value in (NAN, INF, [1, -INF]):
+        with pytest.raises(ConditionError) as caught:
+            compile_conditions({"field": "event.x", "op": "eq", "value": value})
+        assert caught.value.field == "conditions.value"
+    for spec in (
+        WebhookSpec(url="http://127.0.0.1:9/x", retry_schedule=(0, NAN)),
+        WebhookSpec(url="http://127.0.0.1:9/x", retry_schedule=(0, None)),  # type: ignore[arg-type]
+        WebhookSpec(url="http://127.0.0.1:9/x", timeout=NAN),
+        WebhookSpec(url="http://127.0.0.1:9/x", timeout="15"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(InvalidInput):
+            compile_webhook(spec)
 
 
 @pytest.mark.parametrize(

@@ -177,12 +177,17 @@ def _deep_member(text: str) -> str:
     return field or "body"
 
 
-class _ParsedRequest(Request):
-    """A request whose JSON body was read by :func:`parse_json`."""
+_UNREAD: Final = object()
 
-    parsed: Any = None
+
+class _ParsedRequest(Request):
+    """A request whose JSON body is read by :func:`parse_json`."""
+
+    parsed: Any = _UNREAD
 
     async def json(self) -> Any:
+        if self.parsed is _UNREAD:
+            self.parsed = parse_json(await self.body())
         return self.parsed
 
 
@@ -214,7 +219,7 @@ class JSONRoute(APIRoute):
             parsed = _ParsedRequest(request.scope, request.receive)
             body = await parsed.body()
             if body and _is_json(parsed.headers.get("content-type")):
-                parsed.parsed = parse_json(body)
+                await parsed.json()  # here, its errors reach hookline's handlers as they are
             return await handle(parsed)
 
         return parse_then_handle
