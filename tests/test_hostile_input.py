@@ -239,6 +239,11 @@ async def test_one_event_nested_too_deep_refuses_its_batch_naming_it(
         assert_error(resp, 422, field=field, says=str(MAX_DEPTH))
     for i in range(5):  # none of the batch was stored
         assert_error(await h.client.get(f"/api/v1/users/deep-{i}/state"), 404)
+    # The member named may be a key no answer could hold as it is.
+    resp = await h.client.patch(
+        "/api/v1/users/deep/state", content=b'{"\\ud800": ' + tree + b"}", headers=JSON_HEADERS
+    )
+    assert_error(resp, 422)
 
 
 async def test_nesting_up_to_the_limit_is_kept_exactly(h: Hookline) -> None:

@@ -174,7 +174,8 @@ def _deep_member(text: str) -> str:
     field = ""
     for part in top:
         field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else part)
-    return field or "body"
+    # A key may hold a lone surrogate: written escaped, the answer stays UTF-8.
+    return field.encode("utf-8", "backslashreplace").decode() or "body"
 
 
 _UNREAD: Final = object()
