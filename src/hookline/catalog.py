@@ -140,6 +140,7 @@ class Catalog:
             # The store refuses (409, naming them) while any rule uses it.
             if not await self.store.delete_webhook(webhook_id, expected_version=current.version):
                 raise NotFound(f"no webhook {webhook_id!r}", field="webhook_id")
+            self.engine.index.problems.pop(webhook_id, None)  # a broken one is gone for good
 
     async def _webhook(self, webhook_id: str) -> SavedWebhook:
         saved = await self.store.get_webhook(webhook_id)

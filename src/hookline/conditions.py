@@ -32,6 +32,7 @@ Numeric strings follow JSON's number grammar, also allowing leading zeros: ``-12
 from __future__ import annotations
 
 import json
+import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -248,7 +249,11 @@ def _parse_field(text: Any, path: str) -> tuple[tuple[str, int | None], ...]:
                 f"bad segment {segment!r} in {text!r}; segments use letters, digits, '_' and '-'",
                 field=path,
             )
-    return ((scope, None), *((s, int(s) if s.isdigit() else None) for s in segments))
+    # A longer run of digits indexes no list (and int() refuses past 4300 digits).
+    return (
+        (scope, None),
+        *((s, int(s) if s.isdigit() and len(s) <= _SHORT_DIGITS else None) for s in segments),
+    )
 
 
 def _check_json(value: Any, path: str, depth: int) -> None:
@@ -257,6 +262,9 @@ def _check_json(value: Any, path: str, depth: int) -> None:
         raise ConditionError(f"'value' is nested deeper than {MAX_DEPTH} levels", field=path)
     if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
         raise ConditionError("'value' integers must fit in 64 bits", field=path)
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON has no NaN or Infinity: stored, it would come back as null.
+        raise ConditionError("'value' must be a finite number, not NaN or Infinity", field=path)
     if value is None or isinstance(value, (bool, int, float, str)):
         return
     if isinstance(value, list):

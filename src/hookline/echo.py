@@ -30,7 +30,8 @@ def check_status(raw: str | None) -> int:
     """The status the echo answers with: 200, or ``?status=NNN`` (200-599)."""
     if raw is None:
         return 200
-    if not raw.isdigit() or not 200 <= int(raw) <= 599:
+    # isdigit alone also accepts non-ASCII digits ('٣', '²') that int() reads, or refuses.
+    if not (raw.isascii() and raw.isdigit() and len(raw) == 3) or not 200 <= int(raw) <= 599:
         raise BadRequest("status must be a number from 200 to 599", field="status")
     return int(raw)
 

@@ -13,13 +13,15 @@ from typing import Any, Final
 import orjson
 
 from hookline.errors import InvalidInput
+from hookline.values import check_depth
 
 UPDATE_PROFILE: Final = "update_profile"
 ENVELOPE_KEYS: Final = frozenset(
     {"eid", "event_type", "user_ext_id", "event_date", "ext_brand_id", "payload"}
 )
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_MAX_ID_LEN: Final = 256
+# One limit for every id a caller gives: user_ext_id (in events, paths and filters) and eid.
+MAX_ID_LENGTH: Final = 256
 # 9999-12-31T23:59:59.999Z: later dates are typos (seconds sent as microseconds, say).
 MAX_EVENT_DATE: Final = 253_402_300_799_999
 
@@ -115,10 +117,6 @@ def _parse_one(raw: Any, where: str, max_bytes: int | None) -> EventInput:
             f"allowed fields: {', '.join(sorted(ENVELOPE_KEYS))}",
             field=where + name,
         )
-    if max_bytes is not None and len(orjson.dumps(raw)) > max_bytes:
-        raise InvalidInput(
-            f"the event is larger than {max_bytes} bytes", field=where.rstrip(".") or "body"
-        )
     event_type = raw.get("event_type")
     if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
         raise InvalidInput(
@@ -130,10 +128,13 @@ def _parse_one(raw: Any, where: str, max_bytes: int | None) -> EventInput:
     eid = _identifier(raw.get("eid"), where + "eid", required=False)
     brand = raw.get("ext_brand_id")
     if brand is not None and (
-        isinstance(brand, bool) or not isinstance(brand, str | int) or len(str(brand)) > 256
+        isinstance(brand, bool)
+        or not isinstance(brand, str | int)
+        or len(str(brand)) > MAX_ID_LENGTH
     ):
         raise InvalidInput(
-            "ext_brand_id must be a string or an integer", field=where + "ext_brand_id"
+            f"ext_brand_id must be a string or an integer of at most {MAX_ID_LENGTH} characters",
+            field=where + "ext_brand_id",
         )
     event_date = raw.get("event_date")
     if event_date is not None and (
@@ -150,6 +151,11 @@ def _parse_one(raw: Any, where: str, max_bytes: int | None) -> EventInput:
         payload = {}
     if not isinstance(payload, dict):
         raise InvalidInput("payload must be a JSON object", field=where + "payload")
+    check_depth(payload, where + "payload")  # before the size: orjson stops at 255 levels
+    if max_bytes is not None and len(orjson.dumps(raw)) > max_bytes:
+        raise InvalidInput(
+            f"the event is larger than {max_bytes} bytes", field=where.rstrip(".") or "body"
+        )
     return EventInput(eid, event_type, user, brand, event_date, payload)
 
 
@@ -161,6 +167,6 @@ def _identifier(value: Any, field: str, *, required: bool) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise InvalidInput("must be a string or an integer", field=field)
     text = str(value)
-    if not text or len(text) > _MAX_ID_LEN:
-        raise InvalidInput(f"must be 1-{_MAX_ID_LEN} characters", field=field)
+    if not text or len(text) > MAX_ID_LENGTH:
+        raise InvalidInput(f"must be 1-{MAX_ID_LENGTH} characters", field=field)
     return text

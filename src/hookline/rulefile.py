@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from hookline.errors import ConfigError, HooklineError
+from hookline.errors import ConfigError, HooklineError, InvalidInput
+from hookline.values import MAX_DEPTH, check_json
 
 # The keys of a rule as written; the server adds id, created_at, updated_at (and may add more).
 RULE_KEYS = ("name", "description", "enabled", "trigger", "conditions", "activity")
@@ -57,6 +58,17 @@ def load(path: Path) -> list[dict[str, Any]]:
         data = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", field="file") from None
+    except RecursionError:
+        raise ConfigError(f"cannot read {path}: nested too deep", field="file") from None
+    try:
+        # YAML reads .nan, .inf, dates and integers of any size; JSON, and so the API, has none
+        # of them (encoded, NaN would silently become null). A rule nests its conditions and
+        # body (64 levels each) at most 4 levels down the file.
+        check_json(data, "", max_depth=MAX_DEPTH + 8)
+    except InvalidInput as exc:
+        raise ConfigError(
+            f"{path}: {exc.field or 'the file'}: {exc.detail}", field="file"
+        ) from None
     if isinstance(data, dict) and "rules" in data:
         data = data["rules"]
     if isinstance(data, dict):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hookline.conditions import Predicate, compile_conditions
-from hookline.errors import HooklineError, InvalidInput
+from hookline.errors import Conflict, HooklineError, InvalidInput
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
 
 log = logging.getLogger("hookline.rules")
@@ -26,9 +26,11 @@ class SavedWebhook:
     # Set by the store in the write's transaction: 1 when created, one more on every change
     # (0 before it is stored). Times can tie; versions order the changes of one webhook.
     version: int = 0
+    # Why the stored webhook cannot be read (its spec is then a placeholder); None when fine.
+    problem: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "id": self.id,
             "name": self.name,
             **self.spec.as_dict(),
@@ -36,6 +38,9 @@ class SavedWebhook:
             "updated_at": self.updated_at,
             "version": self.version,
         }
+        if self.problem is not None:
+            data["problem"] = self.problem
+        return data
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ class Rule:
     description: str = ""
     # As for SavedWebhook: assigned by the store, one more on every change; orders changes.
     version: int = 0
+    # Why the stored rule cannot be read (conditions and webhook are then None); None when fine.
+    problem: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         activity: dict[str, Any] = {"type": "webhook"}
@@ -61,7 +68,7 @@ class Rule:
             activity["webhook_id"] = self.webhook_id
         if self.webhook is not None:
             activity.update(self.webhook.as_dict())
-        return {
+        data = {
             "id": self.id,
             "name": self.name,
             "description": self.description,
@@ -73,6 +80,18 @@ class Rule:
             "updated_at": self.updated_at,
             "version": self.version,
         }
+        if self.problem is not None:
+            data["problem"] = self.problem
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A stored rule or saved webhook that cannot be loaded: skipped and reported, not fatal."""
+
+    kind: str  # "rule" or "webhook"
+    id: str
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +105,20 @@ class CompiledRule:
 
 def compile_rule(rule: Rule, webhooks: Mapping[str, SavedWebhook]) -> CompiledRule:
     """Compile conditions and the webhook; errors name the field that is wrong."""
+    if rule.problem is not None:
+        # What cannot be read cannot be changed field by field: only replaced or deleted.
+        raise Conflict(f"{rule.problem}; replace the rule (PUT) or delete it", field="rule_id")
     predicate = compile_conditions(rule.conditions, field="conditions")
     if rule.webhook_id is not None:
         saved = webhooks.get(rule.webhook_id)
         if saved is None:
             raise InvalidInput(
                 f"no saved webhook {rule.webhook_id!r}; create it at /api/v1/webhooks first",
+                field="activity.webhook_id",
+            )
+        if saved.problem is not None:
+            raise Conflict(
+                f"the saved webhook {saved.id!r} cannot be used: {saved.problem}",
                 field="activity.webhook_id",
             )
         spec = saved.spec
@@ -107,16 +134,33 @@ class RuleIndex:
     """Enabled rules by event type, so an event only ever looks at its own rules."""
 
     by_type: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict)
+    # Stored rules and saved webhooks that could not be loaded, by id, for /healthz.
+    problems: dict[str, Problem] = field(default_factory=dict)
     _cache: dict[str, tuple[int, int, CompiledRule]] = field(default_factory=dict, repr=False)
 
     def match(self, event_type: str) -> tuple[CompiledRule, ...]:
         return self.by_type.get(event_type, ())
 
     def rebuild(self, rules: Iterable[Rule], webhooks: Mapping[str, SavedWebhook]) -> None:
-        """Recompile only rules (or their saved webhooks) that changed since the last build."""
+        """Recompile only rules (or their saved webhooks) that changed since the last build.
+
+        Nothing stored may stop hookline: a rule or webhook that cannot be loaded is logged,
+        skipped and kept in ``problems``.
+        """
         grouped: dict[str, list[CompiledRule]] = {}
         cache: dict[str, tuple[int, int, CompiledRule]] = {}
+        problems: dict[str, Problem] = {}
+        for webhook in webhooks.values():
+            if webhook.problem is not None:
+                log.error(
+                    "webhook %s (%s) is skipped: %s", webhook.name, webhook.id, webhook.problem
+                )
+                problems[webhook.id] = Problem("webhook", webhook.id, webhook.problem)
         for rule in rules:
+            if rule.problem is not None:
+                log.error("rule %s (%s) is skipped: %s", rule.name, rule.id, rule.problem)
+                problems[rule.id] = Problem("rule", rule.id, rule.problem)
+                continue
             if not rule.enabled:
                 continue
             saved = webhooks.get(rule.webhook_id) if rule.webhook_id is not None else None
@@ -127,15 +171,23 @@ class RuleIndex:
             else:
                 try:
                     compiled = compile_rule(rule, webhooks)
-                except HooklineError as exc:
+                except Exception as exc:
                     # Saved rules were valid when saved; one that no longer is (a newer
-                    # hookline is stricter) is skipped, loudly, rather than stopping all.
-                    log.error("rule %s (%s) is skipped: %s", rule.name, rule.id, exc.detail)
+                    # hookline is stricter, or the row was changed by hand) is skipped,
+                    # loudly, rather than stopping all.
+                    detail = (
+                        exc.detail
+                        if isinstance(exc, HooklineError)
+                        else f"{exc.__class__.__name__}: {exc}"
+                    )
+                    log.error("rule %s (%s) is skipped: %s", rule.name, rule.id, detail)
+                    problems[rule.id] = Problem("rule", rule.id, detail)
                     continue
             cache[rule.id] = (rule.version, wh_version, compiled)
             grouped.setdefault(rule.event_type, []).append(compiled)
         self._cache = cache
         self.by_type = {k: tuple(v) for k, v in grouped.items()}
+        self.problems = problems
 
     def put(self, compiled: CompiledRule, webhook_version: int = 0) -> None:
         """Add or replace one rule, touching only its event types' entries.
@@ -147,6 +199,7 @@ class RuleIndex:
         hit = self._cache.get(rule.id)
         if hit is not None and (hit[0], hit[1]) > (rule.version, webhook_version):
             return
+        self.problems.pop(rule.id, None)  # saved again, and it compiled
         current = self.by_type.get(rule.event_type, ())
         position = next((i for i, c in enumerate(current) if c.rule.id == rule.id), None)
         self.remove(rule.id)
@@ -158,6 +211,7 @@ class RuleIndex:
             self.by_type[rule.event_type] = tuple(kept)
 
     def remove(self, rule_id: str) -> None:
+        self.problems.pop(rule_id, None)
         hit = self._cache.pop(rule_id, None)
         if hit is None:
             return

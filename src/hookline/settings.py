@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,27 +16,32 @@ from hookline.errors import ConfigError
 DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 MIB = 1024 * 1024
 
+# Numbers in settings are plain ASCII decimals. Python's int() and float() also read other
+# scripts' digits ('٣'), underscores, 'nan' and 'inf', none of which a setting means.
+_INTEGER = re.compile(r"[0-9]{1,18}")
+_DECIMAL = re.compile(r"[0-9]{1,18}(\.[0-9]{1,18})?")
+
 
 def parse_schedule(text: str, *, setting: str = "HOOKLINE_RETRY_SCHEDULE") -> tuple[float, ...]:
     """Parse ``"0,5,300"`` into delays in seconds: the wait before each attempt."""
-    try:
-        delays = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not all(_DECIMAL.fullmatch(part) for part in parts):
         raise ConfigError(
             f"{setting} must be comma-separated seconds such as '0,5,300', got {text!r}",
             field=setting,
-        ) from None
+        )
+    delays = tuple(float(part) for part in parts)
     check_schedule(delays, setting=setting)
     return delays
 
 
 def check_schedule(delays: tuple[float, ...], *, setting: str) -> None:
-    """Refuse a schedule that is empty, negative or absurdly long."""
+    """Refuse a schedule that is empty, negative, not finite or absurdly long."""
     if not delays:
         raise ConfigError(f"{setting} needs at least one delay (the first attempt)", field=setting)
     if len(delays) > 50:
         raise ConfigError(f"{setting} allows at most 50 attempts, got {len(delays)}", field=setting)
-    if any(d < 0 or d > 7 * 86400 for d in delays):
+    if not all(math.isfinite(d) and 0 <= d <= 7 * 86400 for d in delays):
         raise ConfigError(f"{setting} delays must be between 0 and 604800 s", field=setting)
 
 
@@ -106,7 +113,7 @@ class Settings:
             if getattr(self, name) <= 0:
                 key = "HOOKLINE_" + name.upper()
                 raise ConfigError(f"{key} must be a positive integer", field=key)
-        if self.default_timeout <= 0 or self.default_timeout > 300:
+        if not 0 < self.default_timeout <= 300:  # also refuses NaN
             raise ConfigError(
                 "HOOKLINE_DEFAULT_TIMEOUT must be between 0 and 300 seconds",
                 field="HOOKLINE_DEFAULT_TIMEOUT",
@@ -127,17 +134,23 @@ _POSITIVE_INTS = (
 
 
 def _convert(name: str, key: str, raw: str) -> Any:
-    try:
-        if name == "retry_schedule":
-            return parse_schedule(raw, setting=key)
-        if name == "data_dir":
-            return Path(raw)
-        if name == "port" or name in _POSITIVE_INTS:
-            return int(raw)
-        if name == "sender_processes":
-            return None if raw.strip().lower() in ("", "auto") else int(raw)
-        if name == "default_timeout":
-            return float(raw)
-    except ValueError:
-        raise ConfigError(f"{key} has an invalid value {raw!r}", field=key) from None
+    if name == "retry_schedule":
+        return parse_schedule(raw, setting=key)
+    if name == "data_dir":
+        return Path(raw)
+    if name == "sender_processes" and raw.strip().lower() in ("", "auto"):
+        return None
+    if name == "sender_processes":
+        return int(_number(_INTEGER, key, raw, "'auto' or a whole number from 0 to 64"))
+    if name == "port" or name in _POSITIVE_INTS:
+        return int(_number(_INTEGER, key, raw, "a whole number above 0"))
+    if name == "default_timeout":
+        return float(_number(_DECIMAL, key, raw, "seconds such as 15 or 2.5"))
     return raw
+
+
+def _number(pattern: re.Pattern[str], key: str, raw: str, expected: str) -> str:
+    text = raw.strip()
+    if not pattern.fullmatch(text):
+        raise ConfigError(f"{key} must be {expected} (ASCII digits), got {raw!r}", field=key)
+    return text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hookline.errors import InvalidInput
+from hookline.values import check_depth
 
 # Always present and owned by hookline: a patch cannot change who the state belongs to.
 RESERVED = ("user_ext_id", "ext_brand_id")
@@ -41,7 +42,8 @@ def with_identity(state: dict[str, Any], user_ext_id: str, ext_brand_id: Any) ->
 
 
 def check_patch(patch: Any) -> dict[str, Any]:
-    """A state patch must be a JSON object."""
+    """A state patch must be a JSON object, nested no deeper than any free-form JSON."""
     if not isinstance(patch, dict):
         raise InvalidInput("a state patch must be a JSON object", field="body")
+    check_depth(patch, "body")
     return patch

@@ -135,7 +135,7 @@ def lookup(context: Mapping[str, Any], scope: str, path: tuple[str, ...]) -> Any
     for key in path:
         if type(node) is dict or isinstance(node, Mapping):  # the exact check is the fast one
             node = node.get(key, MISSING)
-        elif isinstance(node, (list, tuple)) and key.isascii() and key.isdigit():
+        elif isinstance(node, (list, tuple)) and key.isascii() and key.isdigit() and len(key) < 19:
             index = int(key)
             node = node[index] if index < len(node) else MISSING
         else:

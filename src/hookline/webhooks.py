@@ -6,11 +6,12 @@ once and returns a :class:`CompiledWebhook` whose ``render`` builds the exact re
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -232,13 +233,24 @@ def compile_webhook(spec: WebhookSpec, *, field: str = "") -> CompiledWebhook:
         urlsplit(spec.url).port  # noqa: B018 - parsing the port is the check
     except ValueError as exc:
         raise InvalidInput(f"the url cannot be parsed: {exc}", field=p + "url") from None
-    if spec.timeout is not None and not 0 < spec.timeout <= MAX_TIMEOUT:
+    if spec.timeout is not None and not (
+        _is_number(spec.timeout) and 0 < spec.timeout <= MAX_TIMEOUT
+    ):
         raise InvalidInput(f"timeout must be between 0 and {MAX_TIMEOUT} s", field=p + "timeout")
     if spec.retry_schedule is not None:
         s = spec.retry_schedule
-        if not s or len(s) > 50 or any(d < 0 or d > 7 * 86400 for d in s):
+        if not s or len(s) > 50 or not all(_is_delay(d) for d in s):
             raise InvalidInput(
                 "retry_schedule must list 1-50 delays in seconds, each 0-604800",
                 field=p + "retry_schedule",
             )
     return CompiledWebhook(spec, field)
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    """A real, finite number (a stored spec may hold anything: NaN came back as null)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_delay(value: object) -> bool:
+    return _is_number(value) and 0 <= value <= 7 * 86400

@@ -67,7 +67,9 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def healthz() -> JSON:
         if not runtime.started:
             return JSON({"status": "starting"}, status_code=503)
-        return JSON({"status": "ok", "version": __version__})
+        # Stored rules and webhooks that could not be loaded: skipped, so still serving.
+        problems = list(runtime.engine.index.problems.values())
+        return JSON({"status": "ok", "version": __version__, "problems": problems})
 
     app.add_middleware(BodyLimit, limit=runtime.settings.max_request_bytes)
     app.add_middleware(AccessLog)  # added last, so outermost: it times and logs every answer

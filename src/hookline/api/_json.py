@@ -1,16 +1,22 @@
-"""JSON responses and request bodies through orjson."""
+"""JSON responses and request bodies through orjson: one parse path for every JSON body."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import email.message
+import json
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
 
 import orjson
+from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hookline.errors import HooklineError, PayloadTooLarge
+from hookline.errors import HooklineError, InvalidInput, PayloadTooLarge
+from hookline.values import MAX_DEPTH, MAX_INT, check_json
 
 
 class JSON(Response):
@@ -57,10 +63,164 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_json(body: bytes) -> Any:
-    """Parse with a message that says where the JSON broke."""
+    """Parse a request body; what hookline cannot keep exactly is refused naming its field.
+
+    orjson reads the body. It refuses NaN, Infinity and lone surrogates as malformed and reads
+    an integer beyond 64 bits as an approximate float; JSON's grammar allows all of them, so
+    then the body is read again exactly and the value is refused with a 422 that names where
+    it is (``[3].payload.n``) rather than a 400 or a silently changed number.
+    """
     if not body.strip():
         raise MalformedJSON("the body is empty; send a JSON document", field="body")
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        _refuse_inexact(body)
         raise MalformedJSON(f"the body is not valid JSON: {exc}", field="body") from None
+    if _may_hold_a_long_integer(body) and _holds_a_huge_float(value):
+        _refuse_inexact(body)
+    return value
+
+
+# Every integer orjson cannot read exactly (below -2**63 or above 2**64-1) has 19 digits or
+# more, and comes out as a float of that size. Mapping digits to '0' and finding 19 in a row
+# costs a fraction of the parse (a regex scan for the run costs four times the parse); only
+# then is the value searched for such a float, as ids of 19+ digits in strings are common.
+_DIGITS_ONLY: Final = bytes(48 if 48 <= i <= 57 else 32 for i in range(256))
+_LONG_RUN: Final = b"0" * 19
+_HUGE: Final = 2.0**63
+
+
+def _may_hold_a_long_integer(body: bytes) -> bool:
+    return body.translate(_DIGITS_ONLY).find(_LONG_RUN) >= 0
+
+
+def _holds_a_huge_float(value: Any) -> bool:
+    stack = [value]  # not recursive: orjson reads up to 1024 levels
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float and not -_HUGE < item < _HUGE:
+            return True
+    return False
+
+
+def _exact_int(digits: str) -> int:
+    # Past 40 digits the value is out of range whatever it is; int() would also refuse one of
+    # more than 4300 digits with a ValueError.
+    return int(digits) if len(digits) <= 40 else MAX_INT + 1
+
+
+def _refuse_inexact(body: bytes) -> None:
+    """Raise InvalidInput if the body is JSON holding a value hookline cannot keep exactly."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    try:
+        # Python's parser keeps integers exact, NaN and Infinity as floats and lone
+        # surrogates as they are: check_json then finds them with their path.
+        value = json.loads(text, parse_int=_exact_int)
+    except RecursionError:
+        raise InvalidInput(
+            f"objects and arrays nest deeper than {MAX_DEPTH} levels; flatten the data",
+            field=_deep_member(text),
+        ) from None
+    except ValueError:
+        return  # not JSON at all: the caller reports orjson's message
+    try:
+        check_json(value, "", max_depth=None)
+    except InvalidInput as exc:
+        exc.field = exc.field or "body"
+        raise
+
+
+_TOKEN: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]')
+
+
+def _deep_member(text: str) -> str:
+    """The top-level member (``[3].payload`` in a batch, else ``payload``) that nests too deep.
+
+    Only used on documents too deep for Python's parser, so it scans tokens, not values.
+    """
+    path: list[str | int] = []  # the position in each open object or array
+    expect_key = False
+    for match in _TOKEN.finditer(text):
+        token = match[0]
+        if token[0] == '"':
+            if expect_key:
+                path[-1] = json.loads(token)
+                expect_key = False
+        elif token in "{[":
+            if len(path) == MAX_DEPTH:
+                break
+            path.append(0 if token == "[" else "")
+            expect_key = token == "{"
+        elif token in "}]":
+            if path:
+                path.pop()
+            expect_key = False
+        elif path and isinstance(path[-1], int):
+            path[-1] += 1
+        else:
+            expect_key = True
+    else:
+        return "body"
+    top = path[:2] if path and isinstance(path[0], int) else path[:1]
+    field = ""
+    for part in top:
+        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else part)
+    # A key may hold a lone surrogate: written escaped, the answer stays UTF-8.
+    return field.encode("utf-8", "backslashreplace").decode() or "body"
+
+
+_UNREAD: Final = object()
+
+
+class _ParsedRequest(Request):
+    """A request whose JSON body is read by :func:`parse_json`."""
+
+    parsed: Any = _UNREAD
+
+    async def json(self) -> Any:
+        if self.parsed is _UNREAD:
+            self.parsed = parse_json(await self.body())
+        return self.parsed
+
+
+def _is_json(content_type: str | None) -> bool:
+    """The media types FastAPI reads as JSON (it reads none without a content-type)."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+class JSONRoute(APIRoute):
+    """A route whose JSON body goes through :func:`parse_json`, like the events route's.
+
+    FastAPI would parse it with Python's json module, which accepts NaN, Infinity, integers
+    of any size and lone surrogates; the body is parsed here first and FastAPI gets the value.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+        if self.body_field is None:
+            return handle
+
+        async def parse_then_handle(request: Request) -> Response:
+            parsed = _ParsedRequest(request.scope, request.receive)
+            body = await parsed.body()
+            if body and _is_json(parsed.headers.get("content-type")):
+                await parsed.json()  # here, its errors reach hookline's handlers as they are
+            return await handle(parsed)
+
+        return parse_then_handle

@@ -10,7 +10,7 @@ from hookline.api._json import JSON
 from hookline.api.deps import RuntimeDep
 from hookline.deliveries import Delivery, DeliveryStatus
 from hookline.errors import Conflict, NotFound
-from hookline.events import now_ms
+from hookline.events import MAX_ID_LENGTH, now_ms
 from hookline.store.base import DeliveryFilter
 from hookline.times import iso_ms
 
@@ -29,7 +29,7 @@ def _for_people(delivery: Delivery) -> dict[str, Any]:
 async def list_deliveries(
     runtime: RuntimeDep,
     rule_id: str | None = None,
-    user_ext_id: str | None = None,
+    user_ext_id: str | None = Query(default=None, max_length=MAX_ID_LENGTH),
     event_id: str | None = None,
     status: DeliveryStatus | None = None,
     since: int | None = Query(default=None, ge=0, lt=2**63, description="created_at >= since (ms)"),

@@ -20,7 +20,8 @@ def error_response(status: int, code: str, detail: str, field: str | None = None
 
 
 def _field(loc: tuple[Any, ...]) -> str | None:
-    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    # The first part says where the value came from; a field may be named "body" too.
+    parts = loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else loc
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))

@@ -7,24 +7,33 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from hookline.errors import InvalidInput
+from hookline.events import MAX_EVENT_DATE, MAX_ID_LENGTH
+from hookline.values import check_json
+
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
-def _storable(value: Any) -> Any:
-    """A body given as a JSON value must serialise (integers fit in 64 bits)."""
+def _free_json(value: Any) -> Any:
+    """Free-form JSON keeps the limits of every JSON value hookline accepts (64 levels)."""
     if value is not None and not isinstance(value, str):
         try:
+            check_json(value, "")
             orjson.dumps(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.detail) from None
         except TypeError as exc:
             raise ValueError(f"cannot be stored as JSON: {exc}") from None
     return value
 
 
-Body = Annotated[str | dict[str, Any] | list[Any] | None, AfterValidator(_storable)]
+Body = Annotated[str | dict[str, Any] | list[Any] | None, AfterValidator(_free_json)]
+FreeObject = Annotated[dict[str, Any], AfterValidator(_free_json)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan: a float field must not turn the string "nan" or "inf" into a number.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class WebhookFields(_Strict):
@@ -87,7 +96,7 @@ class RuleIn(_Strict):
     description: str = Field(default="", max_length=2000)
     enabled: bool = True
     trigger: Trigger
-    conditions: dict[str, Any] | None = None
+    conditions: FreeObject | None = None
     activity: Activity
 
 
@@ -98,19 +107,27 @@ class RulePatch(_Strict):
     description: str | None = Field(default=None, max_length=2000)
     enabled: bool | None = None
     trigger: Trigger | None = None
-    conditions: dict[str, Any] | None = None
+    conditions: FreeObject | None = None
     activity: Activity | None = None
 
 
 class SampleEvent(_Strict):
     """A sample event for previews: the envelope, every field optional."""
 
-    eid: str | None = None
+    eid: str | None = Field(default=None, max_length=MAX_ID_LENGTH)
     event_type: str = "preview"
-    user_ext_id: str = "preview-user"
+    user_ext_id: str = Field(default="preview-user", min_length=1, max_length=MAX_ID_LENGTH)
     ext_brand_id: str | int | None = None
-    event_date: int | None = None
-    payload: dict[str, Any] = Field(default_factory=dict)
+    event_date: int | None = Field(default=None, ge=0, le=MAX_EVENT_DATE)
+    payload: FreeObject = Field(default_factory=dict)
+
+    @field_validator("ext_brand_id")
+    @classmethod
+    def _short(cls, value: str | int | None) -> str | int | None:
+        # A validator, not a constrained union member: errors then name the field alone.
+        if value is not None and len(str(value)) > MAX_ID_LENGTH:
+            raise ValueError(f"at most {MAX_ID_LENGTH} characters")
+        return value
 
 
 class PreviewIn(_Strict):
@@ -119,4 +136,4 @@ class PreviewIn(_Strict):
     webhook: WebhookFields | None = None
     webhook_id: str | None = None
     event: SampleEvent = Field(default_factory=SampleEvent)
-    state: dict[str, Any] = Field(default_factory=dict)
+    state: FreeObject = Field(default_factory=dict)

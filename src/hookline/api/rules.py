@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from hookline.api._etag import IfMatch, precondition, versioned
-from hookline.api._json import JSON
+from hookline.api._json import JSON, JSONRoute
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import Activity, RuleIn, RulePatch
 from hookline.errors import InvalidInput, NotFound
@@ -20,7 +20,7 @@ from hookline.ids import new_id
 from hookline.rules import Rule
 from hookline.webhooks import WebhookSpec
 
-router = APIRouter(prefix="/api/v1/rules", tags=["rules"])
+router = APIRouter(prefix="/api/v1/rules", tags=["rules"], route_class=JSONRoute)
 
 
 def activity_spec(activity: Activity) -> tuple[WebhookSpec | None, str | None]:

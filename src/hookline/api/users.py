@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 
 from hookline.api._json import JSON, parse_json, read_body
 from hookline.api.deps import RuntimeDep
 from hookline.errors import NotFound
+from hookline.events import MAX_ID_LENGTH
 from hookline.state import check_patch
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
+# The same limit as user_ext_id in events: a state no event could reach is refused.
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)]
+
 
 @router.get("/{user_ext_id}/state", summary="Read a user's state")
-async def get_state(user_ext_id: str, runtime: RuntimeDep) -> JSON:
+async def get_state(user_ext_id: UserId, runtime: RuntimeDep) -> JSON:
     state = await runtime.store.get_state(user_ext_id)
     if state is None:
         raise NotFound(f"no state for user {user_ext_id!r}", field="user_ext_id")
@@ -39,7 +43,7 @@ _PATCH_BODY: dict[str, Any] = {
     summary="Merge into a user's state (JSON Merge Patch: null removes a key)",
     openapi_extra=_PATCH_BODY,
 )
-async def patch_state(user_ext_id: str, request: Request, runtime: RuntimeDep) -> JSON:
+async def patch_state(user_ext_id: UserId, request: Request, runtime: RuntimeDep) -> JSON:
     body = await read_body(request, runtime.settings.max_event_bytes)
     patch = check_patch(parse_json(body))
     return JSON(await runtime.engine.patch_state(user_ext_id, patch))

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from hookline.api._etag import IfMatch, precondition, versioned
-from hookline.api._json import JSON
+from hookline.api._json import JSON, JSONRoute
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import PreviewIn, WebhookIn
-from hookline.errors import InvalidInput, NotFound
+from hookline.errors import Conflict, InvalidInput, NotFound
 from hookline.events import Event, now_ms
 from hookline.ids import new_id
 from hookline.rules import SavedWebhook
@@ -20,7 +20,7 @@ from hookline.sender import Request
 from hookline.state import with_identity
 from hookline.webhooks import CompiledWebhook, RenderedRequest, WebhookSpec, compile_webhook
 
-router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], route_class=JSONRoute)
 
 
 def _spec(body: Any) -> WebhookSpec:
@@ -85,7 +85,10 @@ async def _render(body: PreviewIn, runtime: Runtime) -> tuple[CompiledWebhook, R
         compiled = compile_webhook(_spec(body.webhook), field="webhook")
     else:
         assert body.webhook_id is not None
-        compiled = compile_webhook((await _get(runtime, body.webhook_id)).spec)
+        saved = await _get(runtime, body.webhook_id)
+        if saved.problem is not None:
+            raise Conflict(saved.problem, field="webhook_id")
+        compiled = compile_webhook(saved.spec)
     sample = body.event
     now = now_ms()
     event = Event(

@@ -204,32 +204,52 @@ def _delivery(row: Row[Any]) -> Delivery:
     )
 
 
+# Reading a stored rule or webhook never raises: one that cannot be read (changed by hand,
+# written by another version) is returned with its problem, so hookline still starts and the
+# API can still list, replace and delete it.
+
+
 def _rule(row: Row[Any]) -> Rule:
+    problem = None
+    try:
+        conditions = orjson.loads(row.conditions) if row.conditions is not None else None
+        webhook = (
+            WebhookSpec.from_dict(orjson.loads(row.webhook)) if row.webhook is not None else None
+        )
+    except Exception as exc:
+        conditions, webhook = None, None
+        problem = f"the stored rule cannot be read: {exc.__class__.__name__}: {exc}"
     return Rule(
         id=row.id,
         name=row.name,
         description=row.description,
         enabled=bool(row.enabled),
         event_type=row.event_type,
-        conditions=orjson.loads(row.conditions) if row.conditions is not None else None,
-        webhook=(
-            WebhookSpec.from_dict(orjson.loads(row.webhook)) if row.webhook is not None else None
-        ),
+        conditions=conditions,
+        webhook=webhook,
         webhook_id=row.webhook_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
         version=row.version,
+        problem=problem,
     )
 
 
 def _webhook(row: Row[Any]) -> SavedWebhook:
+    problem = None
+    try:
+        spec = WebhookSpec.from_dict(orjson.loads(row.spec))
+    except Exception as exc:
+        spec = WebhookSpec(url="")
+        problem = f"the stored webhook cannot be read: {exc.__class__.__name__}: {exc}"
     return SavedWebhook(
         id=row.id,
         name=row.name,
-        spec=WebhookSpec.from_dict(orjson.loads(row.spec)),
+        spec=spec,
         created_at=row.created_at,
         updated_at=row.updated_at,
         version=row.version,
+        problem=problem,
     )
 
 
