@@ -69,7 +69,10 @@ async def test_a_dead_delivery_is_one_warning_and_its_retries_log_nothing_at_inf
 ) -> None:
     caplog.set_level(logging.INFO, logger="hookline")
     port = _closed_port()
-    await hookline.create_rule(activity={"url": f"http://127.0.0.1:{port}/x"})
+    # Every retry due at once: idle() then means all three attempts are recorded (a retry
+    # due later would count as idle, and the check below would race the last attempt).
+    activity = {"url": f"http://127.0.0.1:{port}/x", "retry_schedule": [0, 0, 0]}
+    await hookline.create_rule(activity=activity)
     resp = await hookline.post("/api/v1/events", spin_event())
     (delivery_id,) = resp.json()["events"][0]["deliveries"]
     await hookline.idle()
