@@ -146,3 +146,19 @@ echo_requests = Table(
     Column("body", LargeBinary, nullable=False),
     Index("ix_echo_secret", "secret", "id"),
 )
+
+# API keys: only a key's hash is kept, with its first characters to tell keys apart.
+# A new table, not a change: create_all adds it to a database of any earlier version.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("brands", LargeBinary, nullable=False),  # a JSON list of brand ids, as text
+    Column("shown", String(32), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("revoked_at", Integer, nullable=True),
+    Index("ux_api_keys_hash", "hash", unique=True),
+)
