@@ -18,12 +18,14 @@ from rich.table import Table
 from hookline import __version__
 from hookline.client import ApiError, Client
 from hookline.errors import ConfigError
+from hookline.keyadmin import keys_app, refuse_open_exposure
 
 app = typer.Typer(help="hookline: user events in, templated webhooks out.", no_args_is_help=True)
 rules_app = typer.Typer(help="Automation rules.", no_args_is_help=True)
 echo_app = typer.Typer(help="The echo service.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 app.add_typer(echo_app, name="echo")
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err = Console(stderr=True)
@@ -73,6 +75,7 @@ def serve(
     except ConfigError as exc:
         err.print(f"[red]configuration error:[/red] {escape(exc.detail)}")
         raise typer.Exit(2) from None
+    refuse_open_exposure(settings)  # before listening: no keys must not mean open to all
     level = settings.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
