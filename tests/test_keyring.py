@@ -10,7 +10,7 @@ import pytest
 
 from hookline.errors import NotFound
 from hookline.keyring import KeyRing, RingConfig
-from hookline.keys import Role, key_hash
+from hookline.keys import ApiKey, Role, key_hash
 from hookline.store import schema as t
 from hookline.store.sqlite import SqliteStore, open_sqlite
 
@@ -38,14 +38,14 @@ class CountingStore:
         self.store = store
         self.reads = 0
 
-    async def insert_key(self, key):  # type: ignore[no-untyped-def]
+    async def insert_key(self, key: ApiKey) -> None:
         await self.store.insert_key(key)
 
-    async def list_keys(self, *, active_only: bool = False):  # type: ignore[no-untyped-def]
+    async def list_keys(self, *, active_only: bool = False) -> list[ApiKey]:
         self.reads += 1
         return await self.store.list_keys(active_only=active_only)
 
-    async def revoke_key(self, key_id, now):  # type: ignore[no-untyped-def]
+    async def revoke_key(self, key_id: str, now: int) -> ApiKey | None:
         return await self.store.revoke_key(key_id, now)
 
 
@@ -88,7 +88,7 @@ async def test_revoke_keeps_the_first_time_and_unknown_is_not_found(store: Sqlit
 async def test_known_keys_are_found_without_reading_the_database(store: SqliteStore) -> None:
     counting = CountingStore(store)
     clock = Clock()
-    ring = KeyRing(counting, RingConfig(refresh=5.0, miss_reload=1.0), clock=clock)  # type: ignore[arg-type]
+    ring = KeyRing(counting, RingConfig(refresh=5.0, miss_reload=1.0), clock=clock)
     await ring.load()
     record, text = await ring.create(Role.ADMIN, (), "root")
     reads = counting.reads
