@@ -19,6 +19,7 @@ from rich.markup import escape
 from hookline import __version__, rulefile
 from hookline.client import ApiError, Client
 from hookline.errors import ConfigError, HooklineError
+from hookline.keyadmin import keys_app, refuse_open_exposure
 from hookline.rulefile import Change, ChangeKind
 from hookline.times import iso_ms
 
@@ -29,6 +30,7 @@ deliveries_app = typer.Typer(help="Deliveries and their attempts.", no_args_is_h
 app.add_typer(rules_app, name="rules")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(echo_app, name="echo")
+app.add_typer(keys_app, name="keys")
 
 err = Console(stderr=True, soft_wrap=True)  # a message stays one line, whatever the width
 
@@ -126,6 +128,7 @@ def serve(
         _fail(exc.detail, 1)
     except OSError as exc:
         _fail(f"cannot use the data directory {settings.data_dir}: {exc.strerror or exc}", 1)
+    refuse_open_exposure(settings)  # before listening: no keys must not mean open to all
     try:
         sock = listen(settings.host, settings.port)
     except HooklineError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -22,9 +23,11 @@ class ApiError(Exception):
 
 
 class Client:
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 30.0, key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        # Every command sends HOOKLINE_API_KEY unless given a key; none: the server may be open.
+        self.key = key or os.environ.get("HOOKLINE_API_KEY") or None
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
         data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
@@ -32,6 +35,8 @@ class Client:
         if data is not None:
             req.add_header("content-type", "application/json")
         req.add_header("accept", "application/json")
+        if self.key:
+            req.add_header("authorization", f"Bearer {self.key}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 payload = resp.read()

@@ -75,6 +75,20 @@ class RenderError(HooklineError):
     status = 422
 
 
+class Unauthorized(HooklineError):
+    """A valid API key is required: send `Authorization: Bearer <key>`."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(HooklineError):
+    """This API key may not do that."""
+
+    code = "forbidden"
+    status = 403
+
+
 class NotFound(HooklineError):
     """No such resource."""
 

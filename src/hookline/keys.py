@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from hookline.errors import InvalidInput
+from hookline.ids import new_id
+
 KEY_PREFIX: Final = "hlk_"
 # 32 random bytes: a key is guessed no sooner than a 256-bit secret.
 KEY_BYTES: Final = 32
 # How much of a key is kept in the clear to tell keys apart in a list (prefix included).
 SHOWN_CHARS: Final = 12
+MAX_NAME: Final = 200
+MAX_BRANDS: Final = 1000
+# As an event's ext_brand_id: a brand a key names must be one an event can carry.
+MAX_BRAND_CHARS: Final = 256
 
 
 class Role(StrEnum):
@@ -95,3 +103,85 @@ class ApiKey:
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
         }
+
+
+# The principal of a request when hookline runs without keys: it may do everything.
+OPEN: Final = ApiKey(
+    id="open",
+    name="no keys: open access",
+    role=Role.ADMIN,
+    brands=(),
+    shown="",
+    hash="",
+    created_at=0,
+)
+
+
+def issue(role: Role, brands: tuple[str, ...], name: str, now: int) -> tuple[ApiKey, str]:
+    """A new key's record and its text; the text is shown once and never kept."""
+    text = new_key()
+    record = ApiKey(
+        id=new_id("key", now),
+        name=name,
+        role=role,
+        brands=brands,
+        shown=text[:SHOWN_CHARS],
+        hash=key_hash(text),
+        created_at=now,
+    )
+    return record, text
+
+
+def check_name(name: str) -> str:
+    if len(name) > MAX_NAME:
+        raise InvalidInput(f"a key's name is at most {MAX_NAME} characters", field="name")
+    return name
+
+
+def check_brands(brands: Iterable[Any]) -> tuple[str, ...]:
+    """Brands as text, each once, in the order given; InvalidInput naming the bad one."""
+    out: dict[str, None] = {}
+    for i, brand in enumerate(brands):
+        if isinstance(brand, bool) or not isinstance(brand, str | int):
+            raise InvalidInput("a brand is a string or an integer", field=f"brands[{i}]")
+        text = str(brand)
+        if not text or len(text) > MAX_BRAND_CHARS:
+            raise InvalidInput(f"a brand is 1-{MAX_BRAND_CHARS} characters", field=f"brands[{i}]")
+        out[text] = None
+    if len(out) > MAX_BRANDS:
+        raise InvalidInput(f"a key names at most {MAX_BRANDS} brands", field="brands")
+    return tuple(out)
+
+
+class AuthMode(StrEnum):
+    """``HOOKLINE_AUTH``: when a request needs a key."""
+
+    AUTO = "auto"  # keys once one exists; before that, open on loopback, refused elsewhere
+    ON = "on"  # always
+    OFF = "off"  # never: whoever reaches the port may do everything
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` reaches only this machine (127.0.0.0/8, ::1, localhost).
+
+    Any other name may resolve to anything, so it counts as exposed.
+    """
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def keys_required(mode: AuthMode, host: str, active_keys: int) -> bool:
+    """Whether a request must carry a key, for a server listening on ``host``."""
+    if mode is AuthMode.OFF:
+        return False
+    if mode is AuthMode.ON:
+        return True
+    # AUTO: open only while nobody made a key and nobody else can reach the port.
+    return active_keys > 0 or not is_loopback(host)

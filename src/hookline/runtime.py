@@ -12,6 +12,7 @@ from hookline.catalog import Catalog
 from hookline.dispatcher import Dispatcher
 from hookline.echo import Echo
 from hookline.engine import Engine
+from hookline.keyring import KeyRing
 from hookline.queue.embedded import LocalSignal
 from hookline.sender import HttpSender, Sender
 from hookline.sender_process import ProcessSender
@@ -32,11 +33,13 @@ class Runtime:
     dispatcher: Dispatcher
     echo: Echo
     catalog: Catalog
+    keys: KeyRing
     started: bool = field(default=False)
 
     async def start(self) -> None:
         log.info("starting: opening %s", self.settings.database_path)
         await self.store.open()
+        await self.keys.load()
         await self.engine.start()
         await self.dispatcher.start()
         self.started = True
@@ -75,4 +78,5 @@ def build_runtime(settings: Settings) -> Runtime:
         dispatcher=dispatcher,
         echo=Echo(store, settings.echo_keep),
         catalog=Catalog(store, engine),
+        keys=KeyRing(store),
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hookline.errors import ConfigError
+from hookline.keys import AuthMode
 
 DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 MIB = 1024 * 1024
@@ -66,11 +67,17 @@ class Settings:
     # None (unset) means one per core beyond the first, at most one: ingest keeps a core.
     sender_processes: int | None = None
     log_level: str = "info"
+    # auto: API keys once one exists; until then open on loopback, refused elsewhere.
+    auth: str = "auto"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def database_path(self) -> Path:
         return self.data_dir / "hookline.db"
+
+    @property
+    def auth_mode(self) -> AuthMode:
+        return AuthMode(self.auth.strip().lower())
 
     @property
     def senders(self) -> int:
@@ -108,6 +115,12 @@ class Settings:
             raise ConfigError(
                 "HOOKLINE_SQLITE_SYNCHRONOUS must be FULL (power-loss safe), EXTRA or NORMAL",
                 field="HOOKLINE_SQLITE_SYNCHRONOUS",
+            )
+        if self.auth.strip().lower() not in set(AuthMode):
+            raise ConfigError(
+                "HOOKLINE_AUTH must be auto (keys once one exists; open only on loopback "
+                f"until then), on or off, not {self.auth!r}",
+                field="HOOKLINE_AUTH",
             )
         for name in _POSITIVE_INTS:
             if getattr(self, name) <= 0:

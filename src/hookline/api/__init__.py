@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from hookline import __version__
-from hookline.api import deliveries, echo, errors, events, rules, users, webhooks
+from hookline.api import auth, deliveries, echo, errors, events, keys, rules, users, webhooks
 from hookline.api._json import JSON
 from hookline.api.access import AccessLog
 from hookline.api.limits import BodyLimit
@@ -30,6 +30,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        auth.announce(runtime.settings, runtime.keys.active)
         try:
             yield
         finally:
@@ -46,7 +47,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     errors.install(app)
-    for module in (events, users, rules, webhooks, deliveries, echo):
+    for module in (events, users, rules, webhooks, deliveries, keys, echo):
         app.include_router(module.router)
     # Swagger UI is served from the installed package: hookline works air-gapped.
     app.mount(
@@ -72,5 +73,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         return JSON({"status": "ok", "version": __version__, "problems": problems})
 
     app.add_middleware(BodyLimit, limit=runtime.settings.max_request_bytes)
+    auth.install(app, runtime)  # every path's right in auth.RIGHTS; checked before BodyLimit
     app.add_middleware(AccessLog)  # added last, so outermost: it times and logs every answer
     return app

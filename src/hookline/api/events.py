@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from hookline.api._json import JSON, parse_json, read_body
+from hookline.api.auth import check_event_brands, principal
 from hookline.api.deps import RuntimeDep
 from hookline.errors import NotFound
 from hookline.events import parse_events
@@ -49,12 +50,14 @@ async def post_events(request: Request, runtime: RuntimeDep) -> JSON:
     """Accepted events are committed, with their state changes and deliveries, before 202."""
     settings = runtime.settings
     body = await read_body(request, settings.max_request_bytes)
+    data = parse_json(body)
     events = parse_events(
-        parse_json(body),
+        data,
         max_events=settings.max_batch_events,
         max_event_bytes=settings.max_event_bytes,
         body_bytes=len(body),
     )
+    check_event_brands(principal(request), events, batch=isinstance(data, list))
     accepted = await runtime.engine.submit(events)
     return JSON(
         {

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from hookline.deliveries import Attempt, Delivery, DeliveryStatus
 from hookline.events import Event
+from hookline.keys import ApiKey
 from hookline.rules import Rule, SavedWebhook
 
 
@@ -67,7 +68,19 @@ class IngestTransaction(Protocol):
         """
 
 
-class Store(Protocol):
+class KeyStore(Protocol):
+    """API keys: written by admins, read whole by the key ring (see hookline.keyring)."""
+
+    async def insert_key(self, key: ApiKey) -> None: ...
+
+    async def list_keys(self, *, active_only: bool = False) -> list[ApiKey]:
+        """Every key (or only those not revoked), oldest first."""
+
+    async def revoke_key(self, key_id: str, now: int) -> ApiKey | None:
+        """Revoke at ``now`` (a revoked key keeps its first time); None if there is none."""
+
+
+class Store(KeyStore, Protocol):
     """Everything hookline keeps."""
 
     async def open(self) -> None: ...

@@ -150,6 +150,21 @@ echo_requests = Table(
     Index("ix_echo_secret", "secret", "id"),
 )
 
+# API keys: only a key's hash is kept, with its first characters to tell keys apart.
+# A new table, not a change: create_all adds it to a database of any earlier version.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("brands", LargeBinary, nullable=False),  # a JSON list of brand ids, as text
+    Column("shown", String(32), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("revoked_at", Integer, nullable=True),
+    Index("ux_api_keys_hash", "hash", unique=True),
+)
 
 # Columns added to a table after it first shipped. create_all makes a missing table whole but
 # leaves an existing one as it is, so each of these is added to an older database on open.

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from hookline.deliveries import Attempt, Delivery, DeliveryStatus
 from hookline.errors import Conflict, HooklineError, InvalidInput, NotFound, StoreError
 from hookline.events import Event
+from hookline.keys import ApiKey, Role
 from hookline.rules import Rule, SavedWebhook
 from hookline.store import schema as t
 from hookline.store.base import DeliveryFilter, EchoRecord, Outcome
@@ -328,6 +329,19 @@ async def migrate(conn: AsyncConnection, version: int) -> None:
             f"INSERT INTO rules ({columns}, version) SELECT {columns}, 1 FROM rules_v1"
         )
         await conn.exec_driver_sql("DROP TABLE rules_v1")
+
+
+def _api_key(row: Row[Any]) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        brands=tuple(orjson.loads(row.brands)),
+        shown=row.shown,
+        hash=row.hash,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
 
 
 def _attempt(row: Row[Any]) -> Attempt:
@@ -804,3 +818,40 @@ class SqlStore:
         async with self._write() as conn:
             result = await conn.execute(delete(e).where(e.c.secret == secret))
         return int(result.rowcount or 0)
+
+    # --- API keys --------------------------------------------------------------------------
+
+    async def insert_key(self, key: ApiKey) -> None:
+        try:
+            async with self._write() as conn:
+                await conn.execute(
+                    insert(t.api_keys).values(
+                        id=key.id,
+                        name=key.name,
+                        role=key.role.value,
+                        brands=_dumps(list(key.brands)),
+                        shown=key.shown,
+                        hash=key.hash,
+                        created_at=key.created_at,
+                        revoked_at=key.revoked_at,
+                    )
+                )
+        except IntegrityError as exc:  # a clash of 256-bit random keys: never, but say so
+            raise StoreError(f"the key could not be stored: {exc.orig}") from exc
+
+    async def list_keys(self, *, active_only: bool = False) -> list[ApiKey]:
+        k = t.api_keys
+        query = select(k).order_by(k.c.id)
+        if active_only:
+            query = query.where(k.c.revoked_at.is_(None))
+        async with self._read() as conn:
+            return [_api_key(r) for r in await conn.execute(query)]
+
+    async def revoke_key(self, key_id: str, now: int) -> ApiKey | None:
+        k = t.api_keys
+        async with self._write() as conn:
+            await conn.execute(
+                update(k).where(k.c.id == key_id, k.c.revoked_at.is_(None)).values(revoked_at=now)
+            )
+            row = (await conn.execute(select(k).where(k.c.id == key_id))).first()
+        return _api_key(row) if row is not None else None

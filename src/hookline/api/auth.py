@@ -1,0 +1,329 @@
+"""Who may call which route: one table of rights, checked in one place for every request.
+
+``Gate`` (a pure ASGI middleware, in front of everything) looks the request's method and
+path up in ``RIGHTS``, whose keys are the routes' own path templates, and answers 401 or
+403 before any route runs or any body is read. A path the table does not know needs an
+admin key, so a route left out of the table is closed, not open (and a test checks that
+every route of the app is in it). The key that passed, or ``OPEN`` while hookline runs
+without keys, is left on ``request.state.key`` for routes that narrow what a
+brand-scoped key may touch.
+
+Matching the table here rather than in a FastAPI dependency costs about a microsecond
+instead of some twenty per request (ingest takes tens of thousands a second), and needs
+nothing from FastAPI's routing internals.
+
+A key is never logged or echoed: errors say what was wrong, never the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any, Final
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from hookline.api.errors import error_response
+from hookline.errors import Forbidden, HooklineError, Unauthorized
+from hookline.events import EventInput
+from hookline.keys import OPEN, ApiKey, AuthMode, Right, is_loopback, keys_required
+from hookline.runtime import Runtime
+from hookline.settings import Settings
+
+log = logging.getLogger("hookline.auth")
+
+# A route anyone may call: the echo service (its secret is in its URL) and health.
+PUBLIC: Final = None
+
+_ECHO_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+# (method, path template) -> the right it needs. Admin is also the answer for any path
+# not listed; tests check that every route of the app is listed, so none is by mistake.
+RIGHTS: Final[dict[tuple[str, str], Right | None]] = {
+    # ingest: what a platform sends
+    ("POST", "/api/v1/events"): Right.INGEST,
+    ("PATCH", "/api/v1/users/{user_ext_id}/state"): Right.INGEST,
+    # read: everything hookline holds, and renders that send nothing
+    ("GET", "/api/v1/events/{event_id}"): Right.READ,
+    ("GET", "/api/v1/users/{user_ext_id}/state"): Right.READ,
+    ("GET", "/api/v1/rules"): Right.READ,
+    ("GET", "/api/v1/rules/{rule_id}"): Right.READ,
+    ("GET", "/api/v1/webhooks"): Right.READ,
+    ("GET", "/api/v1/webhooks/{webhook_id}"): Right.READ,
+    ("POST", "/api/v1/webhooks/preview"): Right.READ,
+    ("GET", "/api/v1/deliveries"): Right.READ,
+    ("GET", "/api/v1/deliveries/{delivery_id}"): Right.READ,
+    ("GET", "/docs"): Right.READ,
+    ("GET", "/openapi.json"): Right.READ,
+    # admin: configuration, keys, and anything that makes hookline send a request
+    ("POST", "/api/v1/rules"): Right.ADMIN,
+    ("POST", "/api/v1/rules/validate"): Right.ADMIN,
+    ("PUT", "/api/v1/rules/{rule_id}"): Right.ADMIN,
+    ("PATCH", "/api/v1/rules/{rule_id}"): Right.ADMIN,
+    ("DELETE", "/api/v1/rules/{rule_id}"): Right.ADMIN,
+    ("POST", "/api/v1/webhooks"): Right.ADMIN,
+    ("PUT", "/api/v1/webhooks/{webhook_id}"): Right.ADMIN,
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"): Right.ADMIN,
+    ("POST", "/api/v1/webhooks/test"): Right.ADMIN,
+    ("POST", "/api/v1/deliveries/{delivery_id}/retry"): Right.ADMIN,
+    ("POST", "/api/v1/keys"): Right.ADMIN,
+    ("GET", "/api/v1/keys"): Right.ADMIN,
+    ("DELETE", "/api/v1/keys/{key_id}"): Right.ADMIN,
+    # public
+    ("GET", "/healthz"): PUBLIC,
+    **{
+        (method, path): PUBLIC
+        for method in _ECHO_METHODS
+        for path in ("/echo-send/{secret}/", "/echo-send/{secret}")
+    },
+    **{
+        (method, path): PUBLIC
+        for method in ("GET", "DELETE")
+        for path in ("/echo-list/{secret}/", "/echo-list/{secret}")
+    },
+    ("GET", "/static/swagger/{path:path}"): PUBLIC,  # Swagger UI's files, no data
+}
+
+# Routes only a key that sees every brand may call: a brand-scoped admin could otherwise
+# make itself a key without its scope.
+EVERY_BRAND: Final = frozenset(
+    {("POST", "/api/v1/keys"), ("GET", "/api/v1/keys"), ("DELETE", "/api/v1/keys/{key_id}")}
+)
+
+_DOING: Final = {
+    Right.INGEST: "send events or change a user's state",
+    Right.READ: "read",
+    Right.ADMIN: "change configuration, manage keys or send requests",
+}
+_NEEDS: Final = {
+    Right.INGEST: "an ingest or admin key",
+    Right.READ: "a read or admin key",
+    Right.ADMIN: "an admin key",
+}
+
+
+def right_for(method: str, template: str) -> Right | None:
+    """The right a route needs (None: public); admin for a route the table does not know."""
+    return RIGHTS.get((method, template), Right.ADMIN)
+
+
+def _compile() -> dict[str, list[tuple[re.Pattern[str], str]]]:
+    """Per method, each template's regex (as the router compiles it), fixed paths first.
+
+    Fixed first, so ``/webhooks/preview`` is never taken for ``/webhooks/{webhook_id}``
+    (the router cannot confuse them either: no method has both).
+    """
+    table: dict[str, list[tuple[re.Pattern[str], str]]] = {}
+    for method, template in sorted(RIGHTS, key=lambda mt: "{" in mt[1]):
+        regex, _, _ = compile_path(template)
+        table.setdefault(method, []).append((regex, template))
+    return table
+
+
+_MATCHERS: Final = _compile()
+
+
+def template_of(method: str, path: str) -> str | None:
+    """The RIGHTS template that ``path`` falls under for ``method``, or None."""
+    for regex, template in _MATCHERS.get(method, ()):
+        if regex.match(path):
+            return template
+    if len(path) > 1 and path.endswith("/"):
+        return template_of(method, path.rstrip("/"))  # the router redirects there
+    return None
+
+
+def need_of(method: str, path: str) -> tuple[Right | None, str | None]:
+    """The right a request needs and the template it matched (admin and None: unknown)."""
+    template = template_of(method, path)
+    if template is None and method == "HEAD":
+        # HEAD is GET without the body: Starlette answers it wherever GET is answered.
+        method, template = "GET", template_of("GET", path)
+    if template is None:
+        return Right.ADMIN, None
+    return RIGHTS[(method, template)], template
+
+
+def _bearer(scope: Scope) -> str:
+    header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+    if not header:
+        raise Unauthorized(
+            "this route needs an API key: send 'Authorization: Bearer <key>'",
+            field="Authorization",
+        )
+    scheme, _, token = bytes(header).decode("latin-1").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("the Authorization header must be 'Bearer <key>'", field="Authorization")
+    return token
+
+
+class Gate:
+    """Let a request through with the key it carries, or answer 401 / 403 itself."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+        # Fixed for the process: read once, not per request.
+        self.mode = runtime.settings.auth_mode
+        self.host = runtime.settings.host
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        need, template = need_of(scope["method"], scope["path"])
+        if need is not PUBLIC:
+            try:
+                key = await self._admit(scope, need, template)
+            except HooklineError as exc:
+                answer = error_response(exc.status, exc.code, exc.detail, exc.field)
+                if isinstance(exc, Unauthorized):
+                    answer.headers["WWW-Authenticate"] = 'Bearer realm="hookline"'
+                await answer(scope, receive, send)
+                return
+            scope.setdefault("state", {})["key"] = key
+        await self.app(scope, receive, send)
+
+    async def _admit(self, scope: Scope, need: Right, template: str | None) -> ApiKey:
+        ring = self.runtime.keys
+        await ring.refresh()  # a time comparison, unless a reload is due
+        if not keys_required(self.mode, self.host, ring.active):
+            if not any(k == b"authorization" for k, _ in scope["headers"]):
+                return OPEN
+            # A key sent to an open hookline may have just been made elsewhere (the
+            # first admin key, on the data directory): looking it up loads the keys,
+            # and from then on they are required.
+            with contextlib.suppress(Unauthorized):
+                await ring.find(_bearer(scope))
+            if not keys_required(self.mode, self.host, ring.active):
+                return OPEN
+        key = await ring.find(_bearer(scope))
+        if key is None:
+            raise Unauthorized(
+                "the API key is not valid: unknown or revoked", field="Authorization"
+            )
+        if not key.can(need):
+            raise Forbidden(
+                f"this {key.role.value} key may not {_DOING[need]}; that needs {_NEEDS[need]}",
+                field="Authorization",
+            )
+        if (scope["method"], template) in EVERY_BRAND and not key.all_brands:
+            raise Forbidden(
+                "only an admin key without brands may manage keys", field="Authorization"
+            )
+        return key
+
+
+def principal(request: Request) -> ApiKey:
+    """The key the request was let in with (``OPEN`` while hookline runs without keys).
+
+    Routes take it as ``KeyDep``; the ingest route calls this directly, as a dependency
+    costs more than the whole check.
+    """
+    key = request.state.key
+    assert isinstance(key, ApiKey), "the gate sets the key of every route that is not public"
+    return key
+
+
+KeyDep = Annotated[ApiKey, Depends(principal)]
+
+
+def check_event_brands(key: ApiKey, events: Sequence[EventInput], *, batch: bool) -> None:
+    """Forbidden unless every event carries one of a brand-scoped key's brands."""
+    if key.all_brands:
+        return
+    for i, event in enumerate(events):
+        if not key.sees(event.ext_brand_id):
+            brand = "no ext_brand_id" if event.ext_brand_id is None else repr(event.ext_brand_id)
+            raise Forbidden(
+                f"this key may send events of its brands only ({', '.join(key.brands)}), "
+                f"and this event has {brand}",
+                field=f"[{i}].ext_brand_id" if batch else "ext_brand_id",
+            )
+
+
+def _create_first(settings: Settings) -> str:
+    return f"hookline keys create --role admin --data-dir {settings.data_dir}"
+
+
+def start_problem(settings: Settings, active_keys: int) -> str | None:
+    """Why hookline must not start as configured (no keys, reachable by others), or None."""
+    exposed = not is_loopback(settings.host)
+    if settings.auth_mode is AuthMode.AUTO and active_keys == 0 and exposed:
+        return (
+            f"there are no API keys, and {settings.host} is not a loopback address: anyone "
+            f"who reaches port {settings.port} could use the whole API. Create an admin key "
+            f"first with `{_create_first(settings)}` and start again (then send it as "
+            "'Authorization: Bearer <key>'), or set HOOKLINE_AUTH=off to run open on purpose"
+        )
+    return None
+
+
+def announce(settings: Settings, active_keys: int) -> None:
+    """Warn at start when the API is open, or closed to everyone."""
+    where = f"{settings.host}:{settings.port}"
+    mode = settings.auth_mode
+    if mode is AuthMode.OFF:
+        log.warning(
+            "HOOKLINE_AUTH=off: the API is open to anyone who can reach %s; "
+            "API keys are not checked",
+            where,
+        )
+    elif mode is AuthMode.AUTO and not keys_required(mode, settings.host, active_keys):
+        log.warning(
+            "no API keys: the API is open to anyone who can reach %s; create one with `%s` "
+            "and every /api/v1 request will need it",
+            where,
+            _create_first(settings),
+        )
+    elif active_keys == 0:
+        log.warning(
+            "no API keys, and keys are required: every /api/v1 request will be refused "
+            "until you create one with `%s`",
+            _create_first(settings),
+        )
+
+
+def _document(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with the bearer scheme and each operation's right."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})["apiKey"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (`hlk_...`) made with `hookline keys create` or "
+        "`POST /api/v1/keys`. Without any key, hookline on a loopback address runs open.",
+    }
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            need = right_for(method.upper(), path)
+            if need is PUBLIC:
+                operation["security"] = []
+                continue
+            operation["security"] = [{"apiKey": []}]
+            note = f"Needs an API key with the `{need.value}` right."
+            operation["description"] = (operation.get("description", "") + "\n\n" + note).strip()
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("401", {"description": "No API key, or not a valid one"})
+            responses.setdefault("403", {"description": "The API key may not do this"})
+    app.openapi_schema = schema
+    return schema
+
+
+def install(app: FastAPI, runtime: Runtime) -> None:
+    """Put the gate in front of every request, and the bearer scheme in the OpenAPI document.
+
+    Call it after adding the other middleware: the gate then runs before them, so a
+    request without a key is answered before its body is read.
+    """
+    app.add_middleware(Gate, runtime=runtime)
+    app.openapi = lambda: _document(app)  # type: ignore[method-assign]

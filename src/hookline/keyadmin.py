@@ -1,0 +1,230 @@
+"""``hookline keys``: make, list and revoke API keys, and the check ``serve`` runs first.
+
+The commands talk to a running server with an admin key, like the other commands. The
+first admin key cannot come that way (making a key needs one), so with ``--data-dir``
+they work on the SQLite file itself, server running or not: that is how the first key
+is made, and how to recover when every admin key is lost. It grants nothing new: whoever
+can write the data directory already holds every byte hookline keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from hookline.client import ApiError, Client
+from hookline.errors import HooklineError
+from hookline.keys import AuthMode, Role, check_brands, check_name, is_loopback
+from hookline.settings import Settings
+
+if TYPE_CHECKING:  # the store and the API load at use: `hookline --help` stays quick
+    from hookline.keyring import KeyRing
+
+keys_app = typer.Typer(
+    help="API keys: make the first with --data-dir, the others over the API.",
+    no_args_is_help=True,
+)
+err = Console(stderr=True, soft_wrap=True)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+UrlOption = Annotated[
+    str,
+    typer.Option("--url", envvar="HOOKLINE_URL", help="Base URL of a running hookline server."),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        envvar="HOOKLINE_API_KEY",
+        help="An admin API key for the server.",
+        show_default=False,
+        show_envvar=True,
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Work on this data directory's database directly instead of through a server "
+        "(how the first admin key is made).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON as the API answers it")]
+
+T = TypeVar("T")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def _direct(data_dir: Path, work: Callable[[KeyRing], Awaitable[T]]) -> T:
+    """Run ``work`` on the key ring of the database in ``data_dir``."""
+
+    from hookline.keyring import KeyRing
+    from hookline.store.sqlite import open_sqlite
+
+    async def run() -> T:
+        store = open_sqlite(Settings(data_dir=data_dir).database_path)
+        try:
+            await store.open()
+            ring = KeyRing(store)
+            await ring.load()
+            return await work(ring)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except HooklineError as exc:
+        _fail(exc.detail)
+
+
+def _remote(url: str, key: str | None, method: str, path: str, body: Any = None) -> Any:
+    try:
+        return Client(url, key=key).request(method, path, body)
+    except ApiError as exc:
+        hint = ""
+        if exc.status == 401 and not (key or Client(url).key):
+            hint = (
+                "; give an admin key with --key or HOOKLINE_API_KEY (the first one is made "
+                "with --data-dir, on the server's data directory)"
+            )
+        _fail(f"{exc}{hint}")
+
+
+def _time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Plain aligned columns: never cut, so an id can be copied whole."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        sys.stdout.write(line.rstrip() + "\n")
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@keys_app.command("create")
+def create(
+    role: Annotated[Role, typer.Option("--role", help="admin, ingest or read")],
+    brand: Annotated[
+        list[str] | None,
+        typer.Option("--brand", help="Limit the key to this ext_brand_id (repeat for more)"),
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="What the key is for")] = "",
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a key and print it, this once: hookline keeps only its hash."""
+    brands = brand or []
+    if data_dir is not None:
+        try:
+            checked = (check_brands(brands), check_name(name))
+        except HooklineError as exc:
+            _fail(f"{exc.field}: {exc.detail}", 2)
+
+        async def work(ring: KeyRing) -> dict[str, Any]:
+            record, text = await ring.create(role, *checked)
+            return {**record.as_dict(), "key": text}
+
+        made = _direct(data_dir, work)
+    else:
+        body = {"role": role.value, "brands": brands, "name": name}
+        made = _remote(url, key, "POST", "/api/v1/keys", body)
+    if as_json:
+        _print_json(made)
+        return
+    scope = ", ".join(made["brands"]) if made["brands"] else "every brand"
+    err.print(
+        f"created {made['id']} ({made['role']}, {escape(scope)}). The key, shown this once "
+        "(send it as 'Authorization: Bearer <key>'):"
+    )
+    sys.stdout.write(made["key"] + "\n")
+
+
+@keys_app.command("list")
+def list_keys(
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List keys, revoked ones too (their first characters, never the keys)."""
+    if data_dir is not None:
+
+        async def work(ring: KeyRing) -> list[dict[str, Any]]:
+            return [k.as_dict() for k in await ring.list()]
+
+        keys = _direct(data_dir, work)
+    else:
+        keys = _remote(url, key, "GET", "/api/v1/keys")["data"]
+    if as_json:
+        _print_json(keys)
+        return
+    rows = [
+        [
+            k["id"],
+            k["name"] or "-",
+            k["role"],
+            ",".join(k["brands"]) or "*",
+            k["key_prefix"] + "...",
+            _time(k["created_at"]),
+            _time(k["revoked_at"]),
+        ]
+        for k in keys
+    ]
+    _columns(["ID", "NAME", "ROLE", "BRANDS", "PREFIX", "CREATED", "REVOKED"], rows)
+
+
+@keys_app.command("revoke")
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_...)", metavar="ID")],
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Revoke a key: it stops working at once (within seconds for a server on --data-dir)."""
+    if data_dir is not None:
+
+        async def work(ring: KeyRing) -> dict[str, Any]:
+            return (await ring.revoke(key_id)).as_dict()
+
+        revoked = _direct(data_dir, work)
+    else:
+        revoked = _remote(url, key, "DELETE", f"/api/v1/keys/{key_id}")
+    err.print(f"revoked {revoked['id']} at {_time(revoked['revoked_at'])}")
+
+
+def refuse_open_exposure(settings: Settings) -> None:
+    """Exit before listening if hookline would serve an open API beyond this machine."""
+    if settings.auth_mode is not AuthMode.AUTO or is_loopback(settings.host):
+        return  # nothing to read: the default start stays as fast as before
+    from hookline.api.auth import start_problem
+
+    async def count(ring: KeyRing) -> int:
+        return ring.active
+
+    problem = start_problem(settings, _direct(settings.data_dir, count))
+    if problem is not None:
+        err.print(f"[red]hookline will not start:[/red] {escape(problem)}")
+        raise typer.Exit(2)

@@ -1,0 +1,389 @@
+"""API keys at the edge: every route's right, from the app's own routes (none forgotten)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute, Mount, Route
+
+from hookline.api import create_app
+from hookline.api.auth import PUBLIC, RIGHTS, need_of, right_for, template_of
+from hookline.keys import ApiKey, Right, Role
+from hookline.runtime import build_runtime
+from hookline.settings import Settings
+from tests.helpers import Hookline, spin_event
+
+MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
+
+
+def _walk(routes: list[BaseRoute]) -> Iterator[BaseRoute]:
+    for route in routes:
+        # An included router is one entry holding its own routes (FastAPI >= 0.16x).
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _walk(inner.routes)
+        else:
+            yield route
+
+
+def app_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, path template) the app answers, schema or not."""
+    found = set()
+    for route in _walk(app.routes):
+        if isinstance(route, APIRoute | Route):
+            for method in route.methods or ():
+                found.add((method, route.path_format))
+        elif isinstance(route, Mount):
+            found.add(("GET", route.path + "/{path:path}"))
+    return sorted(found)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> FastAPI:
+    return create_app(build_runtime(Settings(data_dir=tmp_path / "d")))
+
+
+def test_every_route_of_the_app_is_in_the_table(app: FastAPI) -> None:
+    routes = app_routes(app)
+    assert ("POST", "/api/v1/events") in routes  # the walk sees included routers
+    assert ("GET", "/openapi.json") in routes
+    # Starlette answers HEAD wherever it answers GET; the gate does the same.
+    missing = [
+        r for r in routes if r not in RIGHTS and not (r[0] == "HEAD" and ("GET", r[1]) in RIGHTS)
+    ]
+    assert missing == [], "add these routes to hookline.api.auth.RIGHTS"
+    stale = [r for r in RIGHTS if r not in routes]
+    assert stale == [], "these RIGHTS entries name no route"
+
+
+def test_the_gate_finds_each_route_as_the_router_does(app: FastAPI) -> None:
+    for method, template in app_routes(app):
+        assert need_of(method, _url(template))[1] == template, (method, template)
+    # A fixed path is not taken for a parameter, whatever the order of the table.
+    assert template_of("POST", "/api/v1/webhooks/preview") == "/api/v1/webhooks/preview"
+    assert template_of("PUT", "/api/v1/webhooks/preview") == "/api/v1/webhooks/{webhook_id}"
+    assert template_of("GET", "/api/v1/rules/") == "/api/v1/rules"
+    assert template_of("GET", "/api/v1/nothing") is None
+    assert need_of("HEAD", "/openapi.json") == (Right.READ, "/openapi.json")
+    assert need_of("HEAD", "/echo-send/abcdefgh/") == (PUBLIC, "/echo-send/{secret}/")
+    assert need_of("GET", "/api/v1/nothing") == (Right.ADMIN, None)
+
+
+def test_a_route_missing_from_the_table_needs_admin() -> None:
+    assert right_for("POST", "/api/v1/something-new") is Right.ADMIN
+    assert right_for("GET", "/healthz") is PUBLIC
+
+
+async def test_a_path_missing_from_the_table_is_closed(make_hookline: MakeHookline) -> None:
+    h = await make_hookline()
+    app = h.server.config.app
+    assert isinstance(app, FastAPI)
+
+    @app.get("/api/v1/forgotten")
+    async def forgotten() -> dict[str, str]:
+        return {"secret": "data"}
+
+    _, read = await h.runtime.keys.create(Role.READ, (), "")
+    _, admin = await h.runtime.keys.create(Role.ADMIN, (), "")
+    assert (await h.client.get("/api/v1/forgotten")).status_code == 401
+    assert (await h.client.get("/api/v1/forgotten", headers=_headers(read))).status_code == 403
+    assert (await h.client.get("/api/v1/forgotten", headers=_headers(admin))).status_code == 200
+    assert (await h.client.get("/api/v1/nothing", headers=_headers(read))).status_code == 403
+    assert (await h.client.get("/api/v1/nothing", headers=_headers(admin))).status_code == 404
+
+
+async def test_no_body_is_read_without_a_key(make_hookline: MakeHookline) -> None:
+    h = await make_hookline()
+    await h.runtime.keys.create(Role.ADMIN, (), "")
+    for path in ("/api/v1/rules", "/api/v1/events"):
+        resp = await h.client.post(
+            path, content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert resp.status_code == 401, path
+
+
+def test_the_openapi_document_declares_the_bearer_scheme(app: FastAPI) -> None:
+    doc = app.openapi()
+    assert doc["components"]["securitySchemes"]["apiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": doc["components"]["securitySchemes"]["apiKey"]["description"],
+    }
+    events = doc["paths"]["/api/v1/events"]["post"]
+    assert events["security"] == [{"apiKey": []}]
+    assert "`ingest` right" in events["description"]
+    assert {"401", "403"} <= set(events["responses"])
+    assert doc["paths"]["/healthz"]["get"]["security"] == []
+    assert doc["paths"]["/echo-send/{secret}/"]["post"]["security"] == []
+
+
+def _url(path: str) -> str:
+    return path.replace("{", "").replace("}", "")  # /rules/{rule_id} -> /rules/rule_id
+
+
+def _headers(key: str | None) -> dict[str, str]:
+    return {} if key is None else {"authorization": f"Bearer {key}"}
+
+
+async def _call(client: httpx.AsyncClient, method: str, path: str, key: str | None) -> Any:
+    # A valid JSON body that no route acts on: every allowed call ends in a 4xx of its own
+    # (or reads, or patches a throwaway user), so the matrix changes nothing that matters.
+    body = b"{}" if method in ("POST", "PUT", "PATCH") else None
+    return await client.request(
+        method,
+        _url(path),
+        content=body,
+        headers={**_headers(key), "content-type": "application/json"},
+    )
+
+
+async def test_role_by_route_matrix(make_hookline: MakeHookline) -> None:
+    """Each /api/v1 route, with no key, a wrong, malformed or revoked one, and each role."""
+    h = await make_hookline()
+    ring = h.runtime.keys
+    keys: dict[str, tuple[ApiKey, str]] = {
+        role.value: await ring.create(role, (), role.value) for role in Role
+    }
+    keys["brand admin"] = await ring.create(Role.ADMIN, ("b1",), "brand admin")
+    revoked, revoked_text = await ring.create(Role.ADMIN, (), "gone")
+    await ring.revoke(revoked.id)
+
+    app = h.server.config.app
+    assert isinstance(app, FastAPI)
+    routes = app_routes(app)
+    api = [r for r in routes if r[1].startswith("/api/v1/")]
+    assert len(api) >= 20
+    wrong: list[str] = []
+    for method, path in [*api, ("GET", "/docs"), ("GET", "/openapi.json")]:
+        need = RIGHTS[(method, path)]
+        assert need is not PUBLIC
+        for label, key in [
+            ("no key", None),
+            ("wrong key", "hlk_" + "x" * 43),
+            ("revoked key", revoked_text),
+        ]:
+            resp = await _call(h.client, method, path, key)
+            if resp.status_code != 401 or resp.json()["code"] != "unauthorized":
+                wrong.append(f"{method} {path} with {label}: {resp.status_code} {resp.text}")
+            elif resp.headers.get("www-authenticate") != 'Bearer realm="hookline"':
+                wrong.append(f"{method} {path} with {label}: no WWW-Authenticate")
+        for label, (record, text) in keys.items():
+            allowed = record.can(need)
+            if path.startswith("/api/v1/keys"):
+                allowed = allowed and record.all_brands
+            resp = await _call(h.client, method, path, text)
+            if allowed and resp.status_code in (401, 403):
+                wrong.append(f"{method} {path} as {label}: refused {resp.text}")
+            if not allowed and (resp.status_code != 403 or resp.json()["code"] != "forbidden"):
+                wrong.append(f"{method} {path} as {label}: {resp.status_code}, not 403")
+    assert wrong == []
+
+
+async def test_malformed_authorization_is_401(make_hookline: MakeHookline) -> None:
+    h = await make_hookline()
+    _, text = await h.runtime.keys.create(Role.ADMIN, (), "root")
+    for header in (f"Basic {text}", "Bearer", f"Token {text}", text):
+        resp = await h.client.get("/api/v1/rules", headers={"authorization": header})
+        assert resp.status_code == 401, header
+        assert resp.json() == {
+            "code": "unauthorized",
+            "detail": resp.json()["detail"],
+            "field": "Authorization",
+        }
+        assert text not in resp.text
+    resp = await h.client.get("/api/v1/rules", headers={"authorization": f"bearer {text}"})
+    assert resp.status_code == 200
+
+
+async def test_public_routes_stay_public_with_keys(make_hookline: MakeHookline) -> None:
+    h = await make_hookline()
+    await h.runtime.keys.create(Role.ADMIN, (), "root")
+    assert (await h.client.get("/healthz")).status_code == 200
+    assert (await h.client.post("/echo-send/my-first-secret/", json={"a": 1})).status_code == 200
+    listed = await h.client.get("/echo-list/my-first-secret/")
+    assert listed.status_code == 200
+    assert len(listed.json()["requests"]) == 1
+    assert (await h.client.get("/static/swagger/swagger-ui.css")).status_code == 200
+    assert (await h.client.get("/openapi.json")).status_code == 401
+    assert (await h.client.get("/docs")).status_code == 401
+
+
+async def test_brand_scoped_key_posts_only_its_brands(make_hookline: MakeHookline) -> None:
+    h = await make_hookline()
+    _, admin = await h.runtime.keys.create(Role.ADMIN, (), "root")
+    made = await h.client.post(
+        "/api/v1/keys",
+        json={"role": "ingest", "brands": ["brand-1", 5]},
+        headers=_headers(admin),
+    )
+    assert made.status_code == 201
+    assert made.json()["brands"] == ["brand-1", "5"]
+    scoped = _headers(made.json()["key"])
+
+    own = await h.post("/api/v1/events", spin_event(ext_brand_id="brand-1"), headers=scoped)
+    assert own.status_code == 202, own.text
+    # Brands compare as text: the key's "5" is the event's 5.
+    both = [spin_event(ext_brand_id=5), spin_event(ext_brand_id="brand-1")]
+    assert (await h.post("/api/v1/events", both, headers=scoped)).status_code == 202
+
+    batch = [spin_event(user="a"), spin_event(user="b"), spin_event(ext_brand_id="brand-2")]
+    other = await h.post("/api/v1/events", batch, headers=scoped)
+    assert other.status_code == 403
+    assert other.json()["code"] == "forbidden"
+    assert other.json()["field"] == "[2].ext_brand_id"
+    single = await h.post("/api/v1/events", spin_event(ext_brand_id=None), headers=scoped)
+    assert single.status_code == 403
+    assert single.json()["field"] == "ext_brand_id"
+    # Nothing of a refused batch was stored: events a, b came with it.
+    state = await h.client.get("/api/v1/users/a/state", headers=_headers(admin))
+    assert state.status_code == 404
+
+
+async def test_only_an_admin_of_every_brand_manages_keys(make_hookline: MakeHookline) -> None:
+    h = await make_hookline()
+    _, admin = await h.runtime.keys.create(Role.ADMIN, (), "root")
+    _, brand_admin = await h.runtime.keys.create(Role.ADMIN, ("b1",), "b1 admin")
+    body = {"role": "admin"}
+    refused = await h.client.post("/api/v1/keys", json=body, headers=_headers(brand_admin))
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "forbidden"
+    made = await h.client.post("/api/v1/keys", json=body, headers=_headers(admin))
+    assert made.status_code == 201
+
+
+async def test_keys_api_create_list_revoke(make_hookline: MakeHookline) -> None:
+    h = await make_hookline()
+    # No key yet, on loopback: open, so the first key can be made over the API too.
+    first = await h.client.post("/api/v1/keys", json={"role": "admin", "name": "root"})
+    assert first.status_code == 201, first.text
+    admin = first.json()["key"]
+    assert admin.startswith("hlk_") and first.json()["key_prefix"] == admin[:12]
+    # From now on keys are required.
+    assert (await h.client.get("/api/v1/keys")).status_code == 401
+    auth = _headers(admin)
+    read = await h.client.post("/api/v1/keys", json={"role": "read", "name": "dash"}, headers=auth)
+    listed = (await h.client.get("/api/v1/keys", headers=auth)).json()["data"]
+    assert [k["name"] for k in listed] == ["root", "dash"]
+    assert all("key" not in k and "hash" not in k for k in listed)
+    assert admin not in str(listed)
+    read_id, read_key = read.json()["id"], read.json()["key"]
+    assert (await h.client.get("/api/v1/rules", headers=_headers(read_key))).status_code == 200
+    revoked = await h.client.delete(f"/api/v1/keys/{read_id}", headers=auth)
+    assert revoked.status_code == 200
+    assert revoked.json()["revoked_at"] is not None
+    assert (await h.client.get("/api/v1/rules", headers=_headers(read_key))).status_code == 401
+    missing = await h.client.delete("/api/v1/keys/key_nope", headers=auth)
+    assert missing.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"role": "root"}, "role"),
+        ({}, "role"),
+        ({"role": "read", "brands": [True]}, "brands[0]"),
+        ({"role": "read", "brands": [""]}, "brands[0]"),
+        ({"role": "read", "brands": "b1"}, "brands"),
+        ({"role": "read", "name": "x" * 201}, "name"),
+        ({"role": "read", "key": "hlk_mine"}, "key"),
+    ],
+)
+async def test_bad_key_input_is_422_naming_the_field(
+    make_hookline: MakeHookline, body: dict[str, Any], field: str
+) -> None:
+    h = await make_hookline()
+    resp = await h.client.post("/api/v1/keys", json=body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"] == field
+
+
+async def test_no_keys_on_loopback_runs_open_and_warns(
+    make_hookline: MakeHookline, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hookline.auth")
+    h = await make_hookline()
+    assert (await h.client.get("/api/v1/rules")).status_code == 200
+    (warning,) = [r for r in caplog.records if r.name == "hookline.auth"]
+    assert warning.levelno == logging.WARNING
+    message = warning.getMessage()
+    assert "no API keys: the API is open to anyone who can reach 127.0.0.1:8080" in message
+    assert "hookline keys create --role admin --data-dir" in message
+
+
+async def test_auth_on_without_keys_refuses_everyone(make_hookline: MakeHookline) -> None:
+    h = await make_hookline(auth="on")
+    assert (await h.client.get("/api/v1/rules")).status_code == 401
+    assert (await h.client.get("/healthz")).status_code == 200
+
+
+async def test_auth_off_runs_open_even_with_keys(
+    make_hookline: MakeHookline, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="hookline.auth")
+    h = await make_hookline(auth="off")
+    await h.runtime.keys.create(Role.READ, (), "")
+    assert (await h.client.post("/api/v1/rules", json={})).status_code == 422
+    assert any("HOOKLINE_AUTH=off" in r.getMessage() for r in caplog.records)
+
+
+async def test_auto_on_a_non_loopback_setting_without_keys_is_closed(
+    make_hookline: MakeHookline,
+) -> None:
+    """Should the start-up check be skipped (an embedding), the app itself stays closed."""
+    h = await make_hookline(host="0.0.0.0")
+    assert (await h.client.get("/api/v1/rules")).status_code == 401
+
+
+async def test_valid_keys_cost_no_database_read(make_hookline: MakeHookline) -> None:
+    h = await make_hookline()
+    ring = h.runtime.keys
+    _, text = await ring.create(Role.INGEST, (), "")
+    await ring.refresh(0)  # just loaded: the next refresh is seconds away
+    store = h.runtime.store
+    reads = 0
+    real = store.list_keys
+
+    async def counted(*, active_only: bool = False) -> list[ApiKey]:
+        nonlocal reads
+        reads += 1
+        return await real(active_only=active_only)
+
+    store.list_keys = counted  # type: ignore[method-assign]
+    for i in range(20):
+        resp = await h.post("/api/v1/events", spin_event(user=f"u{i}"), headers=_headers(text))
+        assert resp.status_code == 202
+    assert reads == 0
+
+
+async def test_keys_never_appear_in_logs(
+    make_hookline: MakeHookline, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    h = await make_hookline(log_level="debug")
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "hookline"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    made = await h.client.post("/api/v1/keys", json={"role": "admin", "name": "root"})
+    admin = made.json()["key"]
+    auth = _headers(admin)
+    ingest = (await h.client.post("/api/v1/keys", json={"role": "ingest"}, headers=auth)).json()
+    wrong = "hlk_" + "W" * 43
+    await h.post("/api/v1/events", spin_event(), headers=_headers(ingest["key"]))
+    await h.client.get("/api/v1/rules", headers=_headers(ingest["key"]))  # 403
+    await h.client.get("/api/v1/rules", headers=_headers(wrong))  # 401
+    await h.client.get("/api/v1/keys", headers=auth)
+    await h.client.delete(f"/api/v1/keys/{ingest['id']}", headers=auth)
+    await h.post("/api/v1/events", spin_event(), headers=_headers(ingest["key"]))  # revoked
+    await h.stop()
+    assert any(r.name.startswith("hookline") for r in caplog.records)
+    for record in caplog.records:
+        text = record.getMessage() + repr(record.args) + (record.exc_text or "")
+        for secret in (admin, ingest["key"], wrong):
+            assert secret not in text, record.name
+            assert secret[12:] not in text, record.name
