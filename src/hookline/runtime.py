@@ -17,6 +17,7 @@ from hookline.sender import HttpSender, Sender
 from hookline.sender_process import ProcessSender
 from hookline.settings import Settings
 from hookline.store.base import Store
+from hookline.store.journey_sql import JourneyStore
 from hookline.store.sqlite import open_sqlite
 
 log = logging.getLogger("hookline")
@@ -32,6 +33,7 @@ class Runtime:
     dispatcher: Dispatcher
     echo: Echo
     catalog: Catalog
+    journeys: JourneyStore | None = None
     started: bool = field(default=False)
 
     async def start(self) -> None:
@@ -67,7 +69,8 @@ def build_runtime(settings: Settings) -> Runtime:
     else:
         sender = HttpSender(settings.max_concurrency, settings.max_per_host)
     dispatcher = Dispatcher(store, settings, signal, sender)
-    engine = Engine(store, settings, signal, handoff=dispatcher)
+    journeys = JourneyStore(store.engine, store.read_engine)
+    engine = Engine(store, settings, signal, handoff=dispatcher, journey_store=journeys)
     return Runtime(
         settings=settings,
         store=store,
@@ -75,4 +78,5 @@ def build_runtime(settings: Settings) -> Runtime:
         dispatcher=dispatcher,
         echo=Echo(store, settings.echo_keep),
         catalog=Catalog(store, engine),
+        journeys=journeys,
     )

@@ -143,9 +143,7 @@ class CompiledWebhook:
         self._query: tuple[tuple[str, Template], ...] = tuple(
             (
                 name,
-                compile_template(
-                    value, TemplateMode.TEXT, field=f"{p}query.{name}", scopes=scopes
-                ),
+                compile_template(value, TemplateMode.TEXT, field=f"{p}query.{name}", scopes=scopes),
             )
             for name, value in spec.query.items()
         )
