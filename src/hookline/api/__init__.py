@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from hookline import __version__
-from hookline.api import deliveries, echo, errors, events, rules, users, webhooks
+from hookline.api import deliveries, echo, errors, events, journeys, rules, users, webhooks
 from hookline.api._json import JSON
 from hookline.api.access import AccessLog
 from hookline.api.limits import BodyLimit
@@ -48,6 +48,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     for module in (events, users, rules, webhooks, deliveries, echo):
         app.include_router(module.router)
+    app.include_router(journeys.router)
+    app.include_router(journeys.users_router)
     # Swagger UI is served from the installed package: hookline works air-gapped.
     app.mount(
         "/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger"
