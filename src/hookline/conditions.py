@@ -53,6 +53,8 @@ _OPERATOR_ORDER: Final = (
 )
 OPERATORS: Final[frozenset[str]] = frozenset(_OPERATOR_ORDER)
 SCOPES: Final = ("event", "state")
+# Journey conditions also see the event that last moved the instance and the journey.
+JOURNEY_SCOPES: Final = ("event", "state", "last_event", "journey")
 MAX_DEPTH: Final = 32
 MAX_LEAVES: Final = 1000
 MAX_PATTERN: Final = 1000
@@ -80,7 +82,9 @@ def always_true(context: Mapping[str, Any]) -> bool:
     return True
 
 
-def compile_conditions(spec: Any, *, field: str = "conditions") -> Predicate:
+def compile_conditions(
+    spec: Any, *, field: str = "conditions", scopes: Sequence[str] = SCOPES
+) -> Predicate:
     """Validate ``spec`` and compile it into a predicate over ``{"event": ..., "state": ...}``.
 
     Raises ConditionError whose ``field`` is the JSON path of the first problem found,
@@ -88,14 +92,15 @@ def compile_conditions(spec: Any, *, field: str = "conditions") -> Predicate:
     """
     if spec is None or (isinstance(spec, Mapping) and not spec):
         return always_true
-    return _Compiler().node(spec, field, 1)
+    return _Compiler(scopes).node(spec, field, 1)
 
 
 class _Compiler:
     """Walks a spec once; keeps the leaf count that bounds the size of one rule."""
 
-    def __init__(self) -> None:
+    def __init__(self, scopes: Sequence[str] = SCOPES) -> None:
         self.leaves = 0
+        self.scopes = scopes
 
     def node(self, spec: Any, path: str, depth: int) -> Predicate:
         if not isinstance(spec, Mapping):
@@ -170,7 +175,7 @@ class _Compiler:
                 f"a rule takes at most {MAX_LEAVES} conditions; split it", field=path
             )
         _refuse_unknown(spec, _LEAF_KEYS, path)
-        steps = _parse_field(spec.get("field", _MISSING), f"{path}.field")
+        steps = _parse_field(spec.get("field", _MISSING), f"{path}.field", self.scopes)
         op = spec.get("op", _MISSING)
         if not isinstance(op, str) or op not in OPERATORS:
             got = "nothing" if op is _MISSING else repr(op)
@@ -226,7 +231,9 @@ def _refuse_unknown(spec: Mapping[Any, Any], allowed: AbstractSet[str], path: st
             )
 
 
-def _parse_field(text: Any, path: str) -> tuple[tuple[str, int | None], ...]:
+def _parse_field(
+    text: Any, path: str, scopes: Sequence[str] = SCOPES
+) -> tuple[tuple[str, int | None], ...]:
     """The lookup steps of a field: (key, list index when the segment is all digits)."""
     if not isinstance(text, str):
         got = "nothing" if text is _MISSING else _kind(text)
@@ -235,9 +242,10 @@ def _parse_field(text: Any, path: str) -> tuple[tuple[str, int | None], ...]:
             field=path,
         )
     scope, *segments = text.split(".")
-    if scope not in SCOPES:
+    if scope not in scopes:
+        expected = " or ".join(repr(name) for name in scopes)
         raise ConditionError(
-            f"unknown scope {scope!r} in {text!r}; expected 'event' or 'state'", field=path
+            f"unknown scope {scope!r} in {text!r}; expected {expected}", field=path
         )
     if not segments:
         raise ConditionError(

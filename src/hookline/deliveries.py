@@ -57,6 +57,9 @@ class Delivery:
     updated_at: int
     last_status_code: int | None = None
     last_error: str | None = None
+    # Set when a journey's webhook block (not a rule) caused the delivery.
+    journey_id: str | None = None
+    instance_id: str | None = None
 
     @property
     def destination(self) -> str:
@@ -81,6 +84,8 @@ class Delivery:
             "updated_at": self.updated_at,
             "last_status_code": self.last_status_code,
             "last_error": self.last_error,
+            "journey_id": self.journey_id,
+            "instance_id": self.instance_id,
             "request": {
                 "method": self.method,
                 "url": self.url,
@@ -191,6 +196,8 @@ class Origin:
     user_ext_id: str | None
     rule_id: str | None = None
     webhook_id: str | None = None
+    journey_id: str | None = None
+    instance_id: str | None = None
 
 
 def plan_delivery(
@@ -216,6 +223,8 @@ def plan_delivery(
         "rule_id": origin.rule_id,
         "webhook_id": origin.webhook_id,
         "user_ext_id": origin.user_ext_id,
+        "journey_id": origin.journey_id,
+        "instance_id": origin.instance_id,
         "timeout": spec.timeout or default_timeout,
         "retry_schedule": schedule,
         "attempts": 0,

@@ -19,11 +19,21 @@ from hookline.deliveries import LEASE_MARGIN_MS, Delivery, Origin, plan_delivery
 from hookline.errors import HooklineError, StoreError
 from hookline.events import UPDATE_PROFILE, Event, EventInput, now_ms
 from hookline.ids import new_id
+from hookline.journey_runner import (
+    MAX_CHAIN_DEPTH,
+    Applied,
+    JourneyBatch,
+    JourneyIndex,
+    JourneyTimer,
+    load_index,
+)
 from hookline.queue import Handoff, WorkSignal
 from hookline.rules import CompiledRule, RuleIndex
 from hookline.settings import Settings
 from hookline.state import apply_update, with_identity
 from hookline.store.base import IngestTransaction, Store
+from hookline.store.journey_sql import JourneyStore
+from hookline.store.journey_sql import active_users_of as jsql_active_users
 
 log = logging.getLogger("hookline.engine")
 
@@ -54,13 +64,16 @@ class _Work:
     events: Sequence[EventInput] = ()
     patch_user: str | None = None
     patch: dict[str, Any] | None = None
+    # Journey work: due timers (instance id, user), or a journey whose users all leave.
+    timers: Sequence[tuple[str, str]] = ()
+    stop_journey: str | None = None
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
     @property
     def size(self) -> int:
-        return len(self.events) or 1
+        return len(self.events) or len(self.timers) or 1
 
 
 class Engine:
@@ -72,6 +85,7 @@ class Engine:
         settings: Settings,
         signal: WorkSignal,
         handoff: Handoff | None = None,
+        journey_store: JourneyStore | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -86,15 +100,26 @@ class Engine:
         self.index = RuleIndex()
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self.journey_store = journey_store
+        self.journeys = JourneyIndex()
+        self.journey_timer = (
+            JourneyTimer(journey_store, self) if journey_store is not None else None
+        )
 
     async def start(self) -> None:
         await self.reload_rules()
+        if self.journey_store is not None:
+            await self.reload_journeys()
         self._writer = asyncio.create_task(self._run(), name="hookline-ingest-writer")
+        if self.journey_timer is not None:
+            self.journey_timer.start()
 
     async def stop(self) -> None:
         """Finish every group already queued, then stop."""
         if self._writer is None:
             return
+        if self.journey_timer is not None:
+            await self.journey_timer.stop()
         await self._queue.join()
         self._writer.cancel()
         await asyncio.gather(self._writer, return_exceptions=True)
@@ -107,6 +132,21 @@ class Engine:
             webhooks = {w.id: w for w in await self.store.list_webhooks()}
             self.index.rebuild(rules, webhooks)
         self._freeze_soon()
+
+    async def reload_journeys(self) -> None:
+        """Compile the stored journeys (and the older versions instances still walk)."""
+        assert self.journey_store is not None
+        async with self.rules_lock:
+            webhooks = {w.id: w for w in await self.store.list_webhooks()}
+            await load_index(self.journey_store, webhooks, self.journeys)
+
+    async def submit_timers(self, due: Sequence[tuple[str, str]]) -> None:
+        """Advance due journey instances, serialised with the events of their users."""
+        await self._submit(_Work(timers=due))
+
+    async def stop_journey(self, journey_id: str) -> int:
+        """Every user inside the journey leaves with reason ``stopped``; how many left."""
+        return await self._submit(_Work(stop_journey=journey_id))  # type: ignore[no-any-return]
 
     def put_rule(self, compiled: CompiledRule, webhook_version: int = 0) -> None:
         """Index a rule just saved (only its event type's entry changes)."""
@@ -179,6 +219,8 @@ class Engine:
             self.handoff.offer(batch.handed)
         if batch.left:
             self.signal.notify()
+        if batch.journeys is not None and batch.journeys.timers_set and self.journey_timer:
+            self.journey_timer.wake.set()
         for work, result in zip(group, results, strict=True):
             if not work.future.done():
                 work.future.set_result(result)
@@ -188,18 +230,36 @@ class Engine:
         eids = [e.eid for w in group for e in w.events if e.eid is not None]
         users = {e.user_ext_id for w in group for e in w.events}
         users.update(w.patch_user for w in group if w.patch_user is not None)
+        users.update(user for w in group for _, user in w.timers)
         async with self.store.ingest() as tx:
+            journeys = await self._journey_batch(tx, group, users, now)
             known = await tx.known_eids(eids) if eids else {}
             states = self._states.get_many(users)
             missing = sorted(users - states.keys())
             if missing:
                 states.update(await tx.load_states(missing))
-            batch = _Batch(self, tx, known, states, now)
+            batch = _Batch(self, tx, known, states, now, journeys)
             results = [await batch.apply(work) for work in group]
             await batch.flush()
         # Committed: the states this group read or wrote are now what the store holds.
         self._states.put_many(batch.states)
         return results, batch
+
+    async def _journey_batch(
+        self, tx: IngestTransaction, group: list[_Work], users: set[str], now: int
+    ) -> JourneyBatch | None:
+        """Read the journey instances this group may move (only when journeys exist)."""
+        conn = getattr(tx, "conn", None)
+        if conn is None or not self.journeys.live:
+            return None
+        for work in group:
+            if work.stop_journey is not None:
+                users.update(await jsql_active_users(conn, work.stop_journey))
+        if not any(w.timers or w.stop_journey for w in group) and not any(
+            self.journeys.reacts_to(e.event_type) for w in group for e in w.events
+        ):
+            return None
+        return await JourneyBatch.load(self.journeys, conn, sorted(users), now)
 
 
 def _refreeze() -> None:
@@ -242,8 +302,10 @@ class _Batch:
         known: dict[str, str],
         states: dict[str, dict[str, Any]],
         now: int,
+        journeys: JourneyBatch | None = None,
     ) -> None:
         self.engine = engine
+        self.journeys = journeys
         self.tx = tx
         self.known = known
         self.states = states
@@ -264,6 +326,16 @@ class _Batch:
             state = apply_update(current, work.patch, user, current.get("ext_brand_id"))
             self.states[user] = self.changed[user] = state
             return state
+        if self.journeys is not None and (work.timers or work.stop_journey):
+            if work.stop_journey is not None:
+                applied = self.journeys.on_stop(work.stop_journey)
+            else:
+                applied = self.journeys.on_timers(work.timers, self.states)
+            for one in applied:
+                self._journey_step(one, None, 0)
+            return len(applied)
+        if work.timers or work.stop_journey:
+            return 0
         accepted = []
         for item in work.events:
             if time.perf_counter() >= self.yield_at:
@@ -273,7 +345,7 @@ class _Batch:
             accepted.append(self._event(item))
         return accepted
 
-    def _event(self, item: EventInput) -> Accepted:
+    def _event(self, item: EventInput, depth: int = 0) -> Accepted:
         if item.eid is not None and item.eid in self.known:
             return Accepted(self.known[item.eid], item.eid, True, ())
         event = Event(
@@ -291,14 +363,66 @@ class _Batch:
         self.events.append(event)
         state = self._state_after(event)
         rules = self.engine.index.match(event.event_type)
-        if not rules:
+        journeys = self.journeys
+        if not rules and (journeys is None or not journeys.index.reacts_to(event.event_type)):
             return Accepted(event.id, event.eid, False, ())
         context = {"event": event.template_scope(), "state": state}
         created = [
             self._delivery(rule, event, context) for rule in rules if _matches(rule, context)
         ]
         self.deliveries.extend(created)
+        if journeys is not None and journeys.index.reacts_to(event.event_type):
+            # After the rules: journeys see the same event and the state it left.
+            for applied in journeys.on_event(event, context["event"], state):
+                self._journey_step(applied, event.id, depth)
         return Accepted(event.id, event.eid, False, tuple(d.id for d in created))
+
+    def _journey_step(self, applied: Applied, event_id: str | None, depth: int) -> None:
+        """Apply one journey step here: state patches, deliveries, then emitted events."""
+        step, journey = applied.step, applied.journey
+        inst = step.instance
+        user, brand = inst.user_ext_id, inst.ext_brand_id
+        for patch in step.state_patches:
+            current = self.states.get(user, {})
+            brand_now = current.get("ext_brand_id", brand)
+            self.states[user] = self.changed[user] = apply_update(current, patch, user, brand_now)
+        settings = self.engine.settings
+        for planned in step.webhooks:
+            origin = Origin(
+                event_id or inst.entry_event.get("event_id"),
+                user,
+                None,
+                planned.webhook_id,
+                journey.id,
+                inst.id,
+            )
+            self.deliveries.append(
+                plan_delivery(
+                    new_id("dlv", self.now),
+                    planned.webhook,
+                    planned.context,
+                    origin,
+                    default_timeout=settings.default_timeout,
+                    default_schedule=settings.retry_schedule,
+                    now=self.now,
+                )
+            )
+        for emitted in step.emitted:
+            if depth + 1 > MAX_CHAIN_DEPTH:
+                # Two journeys that trigger each other must not loop for ever.
+                self.engine.journeys.chain_cuts += 1
+                log.warning(
+                    "journey %s: event %s for user %s not emitted: chain depth %d reached",
+                    journey.id,
+                    emitted.event_type,
+                    user,
+                    MAX_CHAIN_DEPTH,
+                )
+                continue
+            self._event(
+                EventInput(None, emitted.event_type, user, brand, None, emitted.payload),
+                depth + 1,
+            )
 
     def _state_after(self, event: Event) -> dict[str, Any]:
         user, brand = event.user_ext_id, event.ext_brand_id
@@ -351,6 +475,8 @@ class _Batch:
         return handed, left
 
     async def flush(self) -> None:
+        if self.journeys is not None:
+            await self.journeys.flush(self.tx.conn)  # type: ignore[attr-defined]
         await self.tx.insert_events(self.events)
         await self.tx.save_states(self.changed, self.now)
         self.handed, self.left = self._split(self.engine.handoff)

@@ -18,6 +18,7 @@ from hookline.sender import HttpSender, Sender
 from hookline.sender_process import ProcessSender
 from hookline.settings import Settings
 from hookline.store.base import Store
+from hookline.store.journey_sql import JourneyStore
 from hookline.store.sqlite import open_sqlite
 
 log = logging.getLogger("hookline")
@@ -34,6 +35,7 @@ class Runtime:
     echo: Echo
     catalog: Catalog
     keys: KeyRing
+    journeys: JourneyStore | None = None
     started: bool = field(default=False)
 
     async def start(self) -> None:
@@ -70,7 +72,8 @@ def build_runtime(settings: Settings) -> Runtime:
     else:
         sender = HttpSender(settings.max_concurrency, settings.max_per_host)
     dispatcher = Dispatcher(store, settings, signal, sender)
-    engine = Engine(store, settings, signal, handoff=dispatcher)
+    journeys = JourneyStore(store.engine, store.read_engine)
+    engine = Engine(store, settings, signal, handoff=dispatcher, journey_store=journeys)
     return Runtime(
         settings=settings,
         store=store,
@@ -79,4 +82,5 @@ def build_runtime(settings: Settings) -> Runtime:
         echo=Echo(store, settings.echo_keep),
         catalog=Catalog(store, engine),
         keys=KeyRing(store),
+        journeys=journeys,
     )

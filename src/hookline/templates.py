@@ -41,6 +41,8 @@ class _Missing:
 
 MISSING: Final[object] = _Missing()
 SCOPES: Final = frozenset({"state", "event"})
+# Journey steps see more: the event that last moved the instance, and the journey itself.
+JOURNEY_SCOPES: Final = frozenset({"state", "event", "last_event", "journey"})
 FILTERS: Final = frozenset({"smr_encode", "json"})
 
 Renderer = Callable[[Mapping[str, Any]], str]
@@ -143,8 +145,14 @@ def lookup(context: Mapping[str, Any], scope: str, path: tuple[str, ...]) -> Any
     return node
 
 
-def compile_template(source: str, mode: TemplateMode, *, field: str) -> Template:
-    """Parse and check a template once; TemplateError (with line and column) if it is invalid."""
+def compile_template(
+    source: str, mode: TemplateMode, *, field: str, scopes: frozenset[str] = SCOPES
+) -> Template:
+    """Parse and check a template once; TemplateError (with line and column) if it is invalid.
+
+    ``scopes`` are the names a tag may start with (rules: ``state`` and ``event``); they are
+    only checked here, so rendering costs the same whatever they are.
+    """
 
     def fail(detail: str, index: int) -> NoReturn:
         line, column = _position(source, index)
@@ -155,7 +163,7 @@ def compile_template(source: str, mode: TemplateMode, *, field: str) -> Template
     except UnicodeEncodeError as exc:
         # Requests are sent as UTF-8; a lone surrogate would fail every delivery later.
         fail("the template contains an unpaired surrogate character", exc.start)
-    segments = _scan(source, fail)
+    segments = _scan(source, fail, scopes)
     if mode is TemplateMode.JSON:
         slots = _JsonChecker(source, segments, fail).check()
     else:
@@ -174,7 +182,7 @@ def compile_template(source: str, mode: TemplateMode, *, field: str) -> Template
     return Template(source, mode, field, parts, tuple(plan))
 
 
-def _scan(source: str, fail: Fail) -> list[tuple[int, int, Tag | None]]:
+def _scan(source: str, fail: Fail, scopes: frozenset[str]) -> list[tuple[int, int, Tag | None]]:
     """Split the source into literal runs and tags: (start, end, tag or None)."""
     segments: list[tuple[int, int, Tag | None]] = []
     pos = 0
@@ -185,19 +193,19 @@ def _scan(source: str, fail: Fail) -> list[tuple[int, int, Tag | None]]:
         if start > pos:
             segments.append((pos, start, None))
         pos = close + 2
-        segments.append((start, pos, _parse_tag(source, start, pos, fail)))
+        segments.append((start, pos, _parse_tag(source, start, pos, fail, scopes)))
     if pos < len(source):
         segments.append((pos, len(source), None))
     return segments
 
 
-def _parse_tag(source: str, start: int, end: int, fail: Fail) -> Tag:
+def _parse_tag(source: str, start: int, end: int, fail: Fail, scopes: frozenset[str]) -> Tag:
     text = source[start:end]
     shown = text if len(text) <= 60 else text[:57] + "..."
     path_text, *options = text[2:-2].split("|")
     scope, *path = path_text.strip().split(".")
-    if scope not in SCOPES:
-        fail(f"a tag must start with 'state.' or 'event.', not {scope!r}: {shown}", start)
+    if scope not in scopes:
+        fail(f"a tag must start with {_scope_list(scopes)}, not {scope!r}: {shown}", start)
     if not path:
         fail(f"{shown} names no property; write {{{{{scope}.name}}}}", start)
     for segment in path:
@@ -216,6 +224,13 @@ def _parse_tag(source: str, start: int, end: int, fail: Fail) -> Tag:
         else:
             fallback = option
     return Tag(scope, tuple(path), fallback, tuple(filters), *_position(source, start), text)
+
+
+def _scope_list(scopes: frozenset[str]) -> str:
+    """``'state.' or 'event.'`` (rules), longer for journeys; for messages."""
+    names = [f"'{name}.'" for name in ("state", "event") if name in scopes]
+    names += [f"'{name}.'" for name in sorted(scopes - {"state", "event"})]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 def _position(source: str, index: int) -> tuple[int, int]:

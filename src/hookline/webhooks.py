@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from hookline.errors import InvalidInput, RenderError
-from hookline.templates import Template, TemplateMode, compile_template
+from hookline.templates import SCOPES, Template, TemplateMode, compile_template
 
 
 class Method(StrEnum):
@@ -131,19 +131,26 @@ class CompiledWebhook:
 
     __slots__ = ("_body", "_headers", "_query", "_url", "spec")
 
-    def __init__(self, spec: WebhookSpec, field_prefix: str) -> None:
+    def __init__(
+        self, spec: WebhookSpec, field_prefix: str, scopes: frozenset[str] = SCOPES
+    ) -> None:
         self.spec = spec
         p = field_prefix + "." if field_prefix else ""
-        self._url = compile_template(spec.url, TemplateMode.URL, field=p + "url")
+        self._url = compile_template(spec.url, TemplateMode.URL, field=p + "url", scopes=scopes)
         self._headers: tuple[tuple[str, Template], ...] = tuple(
-            (name, _compile_header(name, value, p)) for name, value in spec.headers.items()
+            (name, _compile_header(name, value, p, scopes)) for name, value in spec.headers.items()
         )
         self._query: tuple[tuple[str, Template], ...] = tuple(
-            (name, compile_template(value, TemplateMode.TEXT, field=f"{p}query.{name}"))
+            (
+                name,
+                compile_template(value, TemplateMode.TEXT, field=f"{p}query.{name}", scopes=scopes),
+            )
             for name, value in spec.query.items()
         )
         self._body = (
-            compile_template(spec.body, body_mode(spec.content_type), field=p + "body")
+            compile_template(
+                spec.body, body_mode(spec.content_type), field=p + "body", scopes=scopes
+            )
             if spec.body is not None
             else None
         )
@@ -182,7 +189,7 @@ class CompiledWebhook:
         )
 
 
-def _compile_header(name: str, value: str, prefix: str) -> Template:
+def _compile_header(name: str, value: str, prefix: str, scopes: frozenset[str]) -> Template:
     where = f"{prefix}headers.{name}"
     if not _HEADER_NAME.fullmatch(name):
         raise InvalidInput(f"{name!r} is not a valid header name", field=where)
@@ -196,7 +203,7 @@ def _compile_header(name: str, value: str, prefix: str) -> Template:
             "only tab, space and visible characters are allowed",
             field=where,
         )
-    return compile_template(value, TemplateMode.TEXT, field=where)
+    return compile_template(value, TemplateMode.TEXT, field=where, scopes=scopes)
 
 
 def _describe(char: str) -> str:
@@ -205,8 +212,13 @@ def _describe(char: str) -> str:
     return names.get(char) or f"the control character U+{ord(char):04X}"
 
 
-def compile_webhook(spec: WebhookSpec, *, field: str = "") -> CompiledWebhook:
-    """Check the whole spec; InvalidInput/TemplateError name the field (and line, column)."""
+def compile_webhook(
+    spec: WebhookSpec, *, field: str = "", scopes: frozenset[str] = SCOPES
+) -> CompiledWebhook:
+    """Check the whole spec; InvalidInput/TemplateError name the field (and line, column).
+
+    ``scopes``: the tag scopes allowed (a journey step adds ``last_event`` and ``journey``).
+    """
     p = field + "." if field else ""
     try:
         method = Method(spec.method)
@@ -244,7 +256,7 @@ def compile_webhook(spec: WebhookSpec, *, field: str = "") -> CompiledWebhook:
                 "retry_schedule must list 1-50 delays in seconds, each 0-604800",
                 field=p + "retry_schedule",
             )
-    return CompiledWebhook(spec, field)
+    return CompiledWebhook(spec, field, scopes)
 
 
 def _is_number(value: object) -> TypeGuard[float]:

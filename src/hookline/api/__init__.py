@@ -12,7 +12,18 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from hookline import __version__
-from hookline.api import auth, deliveries, echo, errors, events, keys, rules, users, webhooks
+from hookline.api import (
+    auth,
+    deliveries,
+    echo,
+    errors,
+    events,
+    journeys,
+    keys,
+    rules,
+    users,
+    webhooks,
+)
 from hookline.api._json import JSON
 from hookline.api.access import AccessLog
 from hookline.api.limits import BodyLimit
@@ -49,6 +60,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     errors.install(app)
     for module in (events, users, rules, webhooks, deliveries, keys, echo):
         app.include_router(module.router)
+    app.include_router(journeys.router)
+    app.include_router(journeys.users_router)
     # Swagger UI is served from the installed package: hookline works air-gapped.
     app.mount(
         "/static/swagger", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger"

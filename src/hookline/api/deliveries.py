@@ -36,8 +36,9 @@ async def list_deliveries(
     until: int | None = Query(default=None, ge=0, lt=2**63, description="created_at < until (ms)"),
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
+    journey_id: str | None = Query(default=None, description="only a journey's webhook blocks"),
 ) -> JSON:
-    flt = DeliveryFilter(rule_id, user_ext_id, event_id, status, since, until)
+    flt = DeliveryFilter(rule_id, user_ext_id, event_id, status, since, until, journey_id)
     rows = await runtime.store.list_deliveries(flt, limit + 1, cursor)
     page = rows[:limit]
     next_cursor = page[-1].id if len(rows) > limit else None

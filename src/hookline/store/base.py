@@ -33,6 +33,7 @@ class DeliveryFilter:
     status: DeliveryStatus | None = None
     since: int | None = None
     until: int | None = None
+    journey_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,6 +106,9 @@ deliveries = Table(
     Column("updated_at", Integer, nullable=False),
     Column("last_status_code", Integer, nullable=True),
     Column("last_error", Text, nullable=True),
+    # Set when a journey's webhook block caused the delivery (added later: ADDED_COLUMNS).
+    Column("journey_id", String(40), nullable=True),
+    Column("instance_id", String(40), nullable=True),
     # Only active deliveries carry next_attempt_at, so this index stays small.
     Index(
         "ix_deliveries_due",
@@ -166,11 +169,84 @@ api_keys = Table(
     Index("ux_api_keys_hash", "hash", unique=True),
 )
 
+journeys = Table(
+    "journeys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("definition", LargeBinary, nullable=False),
+    Column("ext_brand_id", LargeBinary, nullable=True),
+    Column("created_at", Integer, nullable=False),
+    Column("updated_at", Integer, nullable=False),
+)
+
+# Every version's definition, so instances finish on the version they entered.
+journey_versions = Table(
+    "journey_versions",
+    metadata,
+    Column("journey_id", String(40), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("definition", LargeBinary, nullable=False),
+    Column("created_at", Integer, nullable=False),
+)
+
+journey_instances = Table(
+    "journey_instances",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("journey_id", String(40), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("user_ext_id", String(256), nullable=False),
+    Column("ext_brand_id", LargeBinary, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("block", String(64), nullable=True),
+    Column("block_since", Integer, nullable=True),
+    Column("entered_at", Integer, nullable=False),
+    Column("due_at", Integer, nullable=True),
+    Column("waiting_for", String(128), nullable=True),
+    Column("entry_event", LargeBinary, nullable=False),
+    Column("last_event", LargeBinary, nullable=False),
+    Column("control_group", Boolean, nullable=False),
+    Column("converted_at", Integer, nullable=True),
+    Column("finish_reason", String(16), nullable=True),
+    Column("finished_at", Integer, nullable=True),
+    Column("updated_at", Integer, nullable=False),
+    # Timers: only waiting instances carry due_at, so the index stays small.
+    Index(
+        "ix_journey_instances_due",
+        "due_at",
+        sqlite_where=text("due_at IS NOT NULL"),
+        postgresql_where=text("due_at IS NOT NULL"),
+    ),
+    # An event finds its user's instances (the user key lives in one place: user_ext_id).
+    Index("ix_journey_instances_user", "user_ext_id", "status"),
+    Index("ix_journey_instances_waiting", "user_ext_id", "waiting_for"),
+    Index("ix_journey_instances_journey", "journey_id", "status", "user_ext_id"),
+)
+
+# Per block: how many instances entered it and left it forward (waiting now is a count).
+journey_block_counts = Table(
+    "journey_block_counts",
+    metadata,
+    Column("journey_id", String(40), primary_key=True),
+    Column("block", String(64), primary_key=True),
+    Column("entered", Integer, nullable=False),
+    Column("passed", Integer, nullable=False),
+)
+
+
 # Columns added to a table after it first shipped. create_all makes a missing table whole but
 # leaves an existing one as it is, so each of these is added to an older database on open.
 # Nullable additions only: an older hookline still reads and writes the database (it names
 # its columns), so they need no new schema version.
-ADDED_COLUMNS = ((attempts, "warning"),)
+ADDED_COLUMNS = (
+    (attempts, "warning"),
+    (deliveries, "journey_id"),
+    (deliveries, "instance_id"),
+)
 
 
 def add_missing_columns(conn: Connection) -> None:

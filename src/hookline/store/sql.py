@@ -97,6 +97,7 @@ class SqlIngest:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
+        self.conn = conn  # for the journey statements (store/journey_sql) in this transaction
 
     async def known_eids(self, eids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -179,6 +180,8 @@ def _delivery_row(d: Delivery, lease_from: int | None = None) -> dict[str, Any]:
         "updated_at": d.updated_at,
         "last_status_code": d.last_status_code,
         "last_error": d.last_error,
+        "journey_id": d.journey_id,
+        "instance_id": d.instance_id,
     }
 
 
@@ -202,6 +205,8 @@ def _delivery(row: Row[Any]) -> Delivery:
         updated_at=row.updated_at,
         last_status_code=row.last_status_code,
         last_error=row.last_error,
+        journey_id=row.journey_id,
+        instance_id=row.instance_id,
     )
 
 
@@ -708,6 +713,8 @@ class SqlStore:
         where = []
         if flt.rule_id is not None:
             where.append(d.c.rule_id == flt.rule_id)
+        if flt.journey_id is not None:
+            where.append(d.c.journey_id == flt.journey_id)
         if flt.user_ext_id is not None:
             where.append(d.c.user_ext_id == flt.user_ext_id)
         if flt.event_id is not None:

@@ -1,0 +1,235 @@
+"""/api/v1/journeys: campaign journeys, validated when saved, versioned while active."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Response
+from pydantic import Field
+
+from hookline.api._json import JSON, JSONRoute
+from hookline.api.deps import RuntimeDep
+from hookline.api.models import FreeObject, _Strict
+from hookline.errors import Conflict, NotFound, StoreError
+from hookline.events import MAX_ID_LENGTH, now_ms
+from hookline.ids import new_id
+from hookline.journeys import (
+    DEFINITION_KEYS,
+    InstanceStatus,
+    Journey,
+    JourneyStatus,
+    compile_journey,
+)
+from hookline.runtime import Runtime
+from hookline.store.journey_sql import JourneyStore
+
+router = APIRouter(prefix="/api/v1/journeys", tags=["journeys"], route_class=JSONRoute)
+users_router = APIRouter(prefix="/api/v1/users", tags=["journeys"], route_class=JSONRoute)
+
+Status = Literal["draft", "active", "paused", "stopped", "archived"]
+Duration = str | float
+
+
+class JourneyIn(_Strict):
+    """A journey: entry, optional control group, goal, exits, and its blocks."""
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    status: Status = "draft"
+    ext_brand_id: str | int | None = None
+    entry: FreeObject
+    control_group: FreeObject | None = None
+    goal: FreeObject | None = None
+    exit_on: list[FreeObject] | None = None
+    max_duration: Duration | None = None
+    start: str = Field(min_length=1, max_length=64)
+    blocks: FreeObject
+
+
+class JourneyPatch(_Strict):
+    """Change some fields of a journey (often just ``status``); the others stay."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    status: Status | None = None
+    ext_brand_id: str | int | None = None
+    entry: FreeObject | None = None
+    control_group: FreeObject | None = None
+    goal: FreeObject | None = None
+    exit_on: list[FreeObject] | None = None
+    max_duration: Duration | None = None
+    start: str | None = Field(default=None, min_length=1, max_length=64)
+    blocks: FreeObject | None = None
+
+
+def _store(runtime: Runtime) -> JourneyStore:
+    if runtime.journeys is None:
+        raise StoreError("journeys are not available on this store")
+    return runtime.journeys
+
+
+def _definition(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: data[k] for k in DEFINITION_KEYS if data.get(k) is not None}
+
+
+async def _journey(store: JourneyStore, journey_id: str) -> Journey:
+    journey = await store.get_journey(journey_id)
+    if journey is None:
+        raise NotFound(f"no journey {journey_id!r}", field="journey_id")
+    return journey
+
+
+async def _save(runtime: Runtime, journey: Journey, current: Journey | None) -> Journey:
+    """Compile, store, index; users leave a journey that is stopped or archived."""
+    engine = runtime.engine
+    store = _store(runtime)
+    if (
+        current is not None
+        and current.status is not JourneyStatus.DRAFT
+        and journey.status is JourneyStatus.DRAFT
+    ):
+        raise Conflict(
+            "a journey that has run cannot go back to draft; pause or stop it", field="status"
+        )
+    async with engine.rules_lock:
+        webhooks = {w.id: w for w in await runtime.store.list_webhooks()}
+        compiled = compile_journey(journey, webhooks)
+        saved = await store.save_journey(journey, create=current is None)
+        if saved.status is JourneyStatus.DRAFT:
+            engine.journeys.remove(saved.id)
+        else:
+            engine.journeys.put(compiled)
+    leaving = (JourneyStatus.STOPPED, JourneyStatus.ARCHIVED)
+    if saved.status in leaving and (current is None or current.status not in leaving):
+        await engine.stop_journey(saved.id)
+    return saved
+
+
+def _next_version(current: Journey, definition: dict[str, Any]) -> int:
+    """A changed definition of a journey that has run is a new version; a draft is edited."""
+    if dict(current.definition) == definition or current.status is JourneyStatus.DRAFT:
+        return current.version
+    return current.version + 1
+
+
+@router.post("", status_code=201, summary="Create a journey")
+async def create_journey(body: JourneyIn, runtime: RuntimeDep) -> JSON:
+    now = now_ms()
+    data = body.model_dump()
+    journey = Journey(
+        id=new_id("jrn", now),
+        name=body.name,
+        description=body.description,
+        status=JourneyStatus(body.status),
+        definition=_definition(data),
+        ext_brand_id=body.ext_brand_id,
+        created_at=now,
+        updated_at=now,
+    )
+    saved = await _save(runtime, journey, None)
+    return JSON(saved.as_dict(), status_code=201)
+
+
+@router.get("", summary="List journeys")
+async def list_journeys(runtime: RuntimeDep, status: Status | None = None) -> JSON:
+    journeys = await _store(runtime).list_journeys()
+    if status is not None:
+        journeys = [j for j in journeys if j.status.value == status]
+    return JSON({"data": [j.as_dict() for j in journeys]})
+
+
+@router.get("/{journey_id}", summary="Get a journey")
+async def get_journey(journey_id: str, runtime: RuntimeDep) -> JSON:
+    return JSON((await _journey(_store(runtime), journey_id)).as_dict())
+
+
+@router.put("/{journey_id}", summary="Replace a journey (a new version if it has run)")
+async def replace_journey(journey_id: str, body: JourneyIn, runtime: RuntimeDep) -> JSON:
+    current = await _journey(_store(runtime), journey_id)
+    definition = _definition(body.model_dump())
+    journey = Journey(
+        id=journey_id,
+        name=body.name,
+        description=body.description,
+        status=JourneyStatus(body.status),
+        definition=definition,
+        ext_brand_id=body.ext_brand_id,
+        created_at=current.created_at,
+        updated_at=max(now_ms(), current.updated_at + 1),
+        version=_next_version(current, definition),
+    )
+    return JSON((await _save(runtime, journey, current)).as_dict())
+
+
+@router.patch("/{journey_id}", summary="Change some fields of a journey (e.g. status)")
+async def patch_journey(journey_id: str, body: JourneyPatch, runtime: RuntimeDep) -> JSON:
+    current = await _journey(_store(runtime), journey_id)
+    given = {k: getattr(body, k) for k in body.model_fields_set}
+    definition = dict(current.definition)
+    for key in DEFINITION_KEYS:
+        if key in given:
+            if given[key] is None:
+                definition.pop(key, None)
+            else:
+                definition[key] = given[key]
+    status = given.get("status") or current.status.value
+    journey = Journey(
+        id=journey_id,
+        name=given.get("name") or current.name,
+        description=given.get("description", current.description) or "",
+        status=JourneyStatus(status),
+        definition=definition,
+        ext_brand_id=given.get("ext_brand_id", current.ext_brand_id),
+        created_at=current.created_at,
+        updated_at=max(now_ms(), current.updated_at + 1),
+        version=_next_version(current, definition),
+    )
+    return JSON((await _save(runtime, journey, current)).as_dict())
+
+
+@router.delete("/{journey_id}", status_code=204, summary="Delete a journey and its instances")
+async def delete_journey(journey_id: str, runtime: RuntimeDep) -> Response:
+    store = _store(runtime)
+    await _journey(store, journey_id)
+    await runtime.engine.stop_journey(journey_id)  # campaign_finished for those inside
+    async with runtime.engine.rules_lock:
+        await store.delete_journey(journey_id)
+        runtime.engine.journeys.remove(journey_id)
+    return Response(status_code=204)
+
+
+@router.get("/{journey_id}/instances", summary="Where users are in a journey")
+async def list_instances(
+    journey_id: str,
+    runtime: RuntimeDep,
+    user_ext_id: str | None = Query(default=None, max_length=MAX_ID_LENGTH),
+    status: InstanceStatus | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> JSON:
+    store = _store(runtime)
+    await _journey(store, journey_id)
+    found = await store.list_instances(
+        journey_id=journey_id, user_ext_id=user_ext_id, status=status, limit=limit
+    )
+    return JSON({"data": [i.as_dict() for i in found]})
+
+
+@router.get("/{journey_id}/stats", summary="Entered, active, finished, converted, per block")
+async def journey_stats(journey_id: str, runtime: RuntimeDep) -> JSON:
+    store = _store(runtime)
+    journey = await _journey(store, journey_id)
+    stats = await store.stats(journey_id)
+    return JSON({"journey_id": journey.id, "version": journey.version, **stats})
+
+
+@users_router.get("/{user_ext_id}/journeys", summary="The journeys a user is or was in")
+async def user_journeys(
+    user_ext_id: str,
+    runtime: RuntimeDep,
+    status: InstanceStatus | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> JSON:
+    found = await _store(runtime).list_instances(
+        user_ext_id=user_ext_id, status=status, limit=limit
+    )
+    return JSON({"data": [i.as_dict() for i in found]})

@@ -1,0 +1,333 @@
+"""Journeys inside the engine: the index of running versions, the per-commit work, the timer.
+
+The engine's writer applies journey steps in the same group commit as the events and timers
+that cause them (see engine._Batch); this module holds what that needs. A waiting user costs a
+row with a due time, never a task: one timer loop claims due instances in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hookline.errors import HooklineError
+from hookline.events import Event, now_ms
+from hookline.ids import new_id
+from hookline.journeys import (
+    CompiledJourney,
+    EntryMode,
+    Instance,
+    InstanceStatus,
+    Journey,
+    JourneyStatus,
+    Step,
+    compile_journey,
+    enter,
+    may_enter,
+    on_event,
+    on_timer,
+    stop,
+)
+from hookline.rules import SavedWebhook
+from hookline.store import journey_sql as jsql
+
+if TYPE_CHECKING:
+    from hookline.engine import Engine
+
+log = logging.getLogger("hookline.journeys")
+
+# A chain of events emitted by journeys (and the campaign events) stops at this depth.
+MAX_CHAIN_DEPTH = 8
+# Due instances claimed per timer round.
+TIMER_BATCH = 1000
+# The timer looks again at least this often (seconds), in case a wake-up was missed.
+TIMER_IDLE = 1.0
+
+
+@dataclass
+class JourneyIndex:
+    """Compiled journey versions: the current one of each journey, and older ones in use."""
+
+    versions: dict[tuple[str, int], CompiledJourney] = field(default_factory=dict)
+    current: dict[str, CompiledJourney] = field(default_factory=dict)
+    by_trigger: dict[str, tuple[CompiledJourney, ...]] = field(default_factory=dict)
+    watched: frozenset[str] = frozenset()
+    lifetime_ids: tuple[str, ...] = ()
+    problems: dict[str, str] = field(default_factory=dict)
+    # Emitted-event chains cut at MAX_CHAIN_DEPTH since start (also logged).
+    chain_cuts: int = 0
+
+    @property
+    def live(self) -> bool:
+        return bool(self.versions)
+
+    def reacts_to(self, event_type: str) -> bool:
+        return event_type in self.watched
+
+    def version(self, journey_id: str, version: int) -> CompiledJourney | None:
+        return self.versions.get((journey_id, version))
+
+    def put(self, compiled: CompiledJourney) -> None:
+        self.current[compiled.id] = compiled
+        self.versions[(compiled.id, compiled.version)] = compiled
+        self.problems.pop(compiled.id, None)
+        self._derive()
+
+    def remove(self, journey_id: str) -> None:
+        self.current.pop(journey_id, None)
+        for key in [k for k in self.versions if k[0] == journey_id]:
+            del self.versions[key]
+        self._derive()
+
+    def rebuild(self, compiled: Iterable[CompiledJourney]) -> None:
+        self.versions = {}
+        self.current = {}
+        for journey in compiled:
+            self.versions[(journey.id, journey.version)] = journey
+            best = self.current.get(journey.id)
+            if best is None or best.version < journey.version:
+                self.current[journey.id] = journey
+        self._derive()
+
+    def _derive(self) -> None:
+        triggers: dict[str, list[CompiledJourney]] = {}
+        watched: set[str] = set()
+        for journey in self.current.values():
+            if journey.journey.status is JourneyStatus.ACTIVE:
+                triggers.setdefault(journey.trigger, []).append(journey)
+                watched.add(journey.trigger)
+        for journey in self.versions.values():
+            watched.update(journey.watched_types())
+        self.by_trigger = {k: tuple(v) for k, v in triggers.items()}
+        self.watched = frozenset(watched)
+        self.lifetime_ids = tuple(
+            j.id for j in self.current.values() if j.mode is EntryMode.ONCE_IN_LIFETIME
+        )
+
+
+async def load_index(
+    store: jsql.JourneyStore, webhooks: dict[str, SavedWebhook], index: JourneyIndex
+) -> None:
+    """Compile every journey's current version and the older versions instances still walk."""
+    compiled: list[CompiledJourney] = []
+    problems: dict[str, str] = {}
+    wanted: list[Journey] = [
+        j for j in await store.list_journeys() if j.status is not JourneyStatus.DRAFT
+    ]
+    current = {(j.id, j.version) for j in wanted}
+    for journey_id, version in await store.versions_in_use():
+        if (journey_id, version) not in current:
+            old = await store.get_version(journey_id, version)
+            if old is not None:
+                wanted.append(old)
+    for journey in wanted:
+        try:
+            compiled.append(compile_journey(journey, webhooks))
+        except HooklineError as exc:
+            # As for rules: what was valid when saved but no longer is, is skipped, loudly.
+            log.error("journey %s (%s) is skipped: %s", journey.name, journey.id, exc.detail)
+            problems[journey.id] = exc.detail
+    index.rebuild(compiled)
+    index.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A step and the journey version it ran on."""
+
+    journey: CompiledJourney
+    step: Step
+
+
+class JourneyBatch:
+    """The journey side of one group commit: instances read once, written once."""
+
+    def __init__(
+        self,
+        index: JourneyIndex,
+        instances: Sequence[Instance],
+        ever: set[tuple[str, str]],
+        now: int,
+    ) -> None:
+        self.index = index
+        self.now = now
+        self.ever = ever
+        self.by_user: dict[str, list[Instance]] = {}
+        for inst in instances:
+            self.by_user.setdefault(inst.user_ext_id, []).append(inst)
+        self.changed: dict[str, Instance] = {}
+        self.counts: dict[tuple[str, str], tuple[int, int]] = {}
+        self.timers_set = False
+
+    @classmethod
+    async def load(
+        cls,
+        index: JourneyIndex,
+        conn: AsyncConnection,
+        users: Sequence[str],
+        now: int,
+    ) -> JourneyBatch:
+        instances = await jsql.load_active(conn, users) if users else []
+        ever: set[tuple[str, str]] = set()
+        if index.lifetime_ids and users:
+            ever = await jsql.entered_ever(conn, users, index.lifetime_ids)
+        return cls(index, instances, ever, now)
+
+    def _record(self, journey: CompiledJourney, step: Step) -> Applied:
+        inst = step.instance
+        self.changed[inst.id] = inst
+        users = self.by_user.setdefault(inst.user_ext_id, [])
+        users[:] = [i for i in users if i.id != inst.id]
+        if inst.status is InstanceStatus.ACTIVE:
+            users.append(inst)
+            if inst.due_at is not None:
+                self.timers_set = True
+        for name in step.entered:
+            e, p = self.counts.get((journey.id, name), (0, 0))
+            self.counts[(journey.id, name)] = (e + 1, p)
+        for name in step.passed:
+            e, p = self.counts.get((journey.id, name), (0, 0))
+            self.counts[(journey.id, name)] = (e, p + 1)
+        for error in step.render_errors:
+            log.warning("journey %s instance %s: %s", journey.id, inst.id, error)
+        return Applied(journey, step)
+
+    def on_event(self, event: Event, scope: dict[str, Any], state: dict[str, Any]) -> list[Applied]:
+        """Advance the user's instances on this event, then enter the journeys it triggers."""
+        applied: list[Applied] = []
+        user = event.user_ext_id
+        for inst in list(self.by_user.get(user, ())):
+            journey = self.index.version(inst.journey_id, inst.version)
+            if journey is None:
+                continue
+            step = on_event(journey, inst, event.event_type, scope, state, self.now)
+            if step is not None:
+                applied.append(self._record(journey, step))
+                state = _with_patches(state, step)
+        context = {"event": scope, "state": state}
+        for journey in self.index.by_trigger.get(event.event_type, ()):
+            running = any(i.journey_id == journey.id for i in self.by_user.get(user, ()))
+            ever = (journey.id, user) in self.ever
+            try:
+                allowed = may_enter(journey, context, running=running, ever=ever)
+            except Exception:  # conditions never raise by contract; a bug must not lose events
+                log.exception("entry conditions of journey %s raised", journey.id)
+                allowed = False
+            if not allowed:
+                continue
+            self.ever.add((journey.id, user))
+            instance_id = new_id("jri", self.now)
+            step = enter(journey, instance_id, user, event.ext_brand_id, scope, state, self.now)
+            applied.append(self._record(journey, step))
+            state = _with_patches(state, step)
+        return applied
+
+    def on_timers(
+        self, timers: Sequence[tuple[str, str]], states: dict[str, dict[str, Any]]
+    ) -> list[Applied]:
+        applied: list[Applied] = []
+        for instance_id, user in timers:
+            inst = next((i for i in self.by_user.get(user, ()) if i.id == instance_id), None)
+            if inst is None or inst.due_at is None or inst.due_at > self.now:
+                continue  # moved on meanwhile (an event came first)
+            journey = self.index.version(inst.journey_id, inst.version)
+            step = (
+                on_timer(journey, inst, states.get(user, {}), self.now)
+                if journey is not None
+                else None
+            )
+            if step is None or journey is None:
+                # Nothing can move it: drop the timer rather than claim it for ever.
+                log.error("instance %s has a timer nothing can handle; cleared", inst.id)
+                self.changed[inst.id] = replace(inst, due_at=None, updated_at=self.now)
+                continue
+            applied.append(self._record(journey, step))
+        return applied
+
+    def on_stop(self, journey_id: str) -> list[Applied]:
+        applied: list[Applied] = []
+        for instances in list(self.by_user.values()):
+            for inst in list(instances):
+                if inst.journey_id != journey_id:
+                    continue
+                journey = self.index.version(inst.journey_id, inst.version)
+                journey = journey or self.index.current.get(journey_id)
+                if journey is None:
+                    continue
+                applied.append(self._record(journey, stop(journey, inst, self.now)))
+        return applied
+
+    async def flush(self, conn: AsyncConnection) -> None:
+        await jsql.save_instances(conn, self.changed.values())
+        await jsql.add_block_counts(conn, self.counts)
+
+
+def _with_patches(state: dict[str, Any], step: Step) -> dict[str, Any]:
+    if not step.state_patches:
+        return state
+    merged = dict(state)
+    for patch in step.state_patches:
+        for key, value in patch.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+    return merged
+
+
+class JourneyTimer:
+    """One task for every waiting user: claims due instances and hands them to the writer."""
+
+    def __init__(self, store: jsql.JourneyStore, engine: Engine, batch: int = TIMER_BATCH):
+        self.store = store
+        self.engine = engine
+        self.batch = batch
+        self.wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="hookline-journey-timer")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _run(self) -> None:
+        while True:
+            self.wake.clear()
+            try:
+                if await self.tick():
+                    continue
+                next_due = await self.store.next_due_at()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("journey timer round failed; retrying")
+                next_due = None
+            wait = TIMER_IDLE
+            if next_due is not None:
+                wait = min(max((next_due - now_ms()) / 1000, 0.0), TIMER_IDLE)
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), wait)
+
+    async def tick(self) -> int:
+        """Advance the instances due now (one batch); how many were claimed."""
+        due = await self.store.due(now_ms(), self.batch)
+        if due:
+            await self.engine.submit_timers(due)
+        return len(due)

@@ -1,0 +1,1070 @@
+"""Campaign journeys: the definition, its validation, and step semantics as a pure state machine.
+
+A journey is a graph of named blocks a user walks through after an entry event. Nothing here
+does I/O: :func:`compile_journey` checks a definition once (422 naming the block and field),
+and :func:`enter`, :func:`on_event`, :func:`on_timer` and :func:`stop` take an instance and a
+trigger and return a :class:`Step`: the new instance, the webhooks to plan, the state patches
+and the events to emit. The engine applies a step inside the same commit as its trigger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+from hookline.conditions import JOURNEY_SCOPES as CONDITION_SCOPES
+from hookline.conditions import Predicate, always_true, compile_conditions
+from hookline.errors import Conflict, InvalidInput
+from hookline.rules import SavedWebhook
+from hookline.templates import JOURNEY_SCOPES, Template, TemplateMode, compile_template
+from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
+
+
+class JourneyStatus(StrEnum):
+    DRAFT = "draft"  # not running
+    ACTIVE = "active"
+    PAUSED = "paused"  # users inside go on; no new entries
+    STOPPED = "stopped"  # everyone leaves (reason "stopped")
+    ARCHIVED = "archived"
+
+
+class EntryMode(StrEnum):
+    ONCE_WHILE_ACTIVE = "once_while_active"  # no second entry while an instance runs
+    ONCE_IN_LIFETIME = "once_in_lifetime"
+    EVERY_TIME = "every_time"
+
+
+class BlockType(StrEnum):
+    WEBHOOK = "webhook"
+    DELAY = "delay"
+    WAIT_FOR_EVENT = "wait_for_event"
+    CONDITION = "condition"
+    SPLIT = "split"
+    UPDATE_STATE = "update_state"
+    EMIT_EVENT = "emit_event"
+    EXIT = "exit"
+
+
+class InstanceStatus(StrEnum):
+    ACTIVE = "active"
+    FINISHED = "finished"
+
+
+class FinishReason(StrEnum):
+    COMPLETED = "completed"  # walked to an exit block or a block with nowhere to go
+    EXITED = "exited"  # an exit_on event came
+    GOAL = "goal"  # converted, and the goal says exit_on_goal
+    TIMEOUT = "timeout"  # max_duration passed
+    STOPPED = "stopped"  # the journey was stopped or archived
+
+
+CAMPAIGN_STARTED: Final = "campaign_started"
+CAMPAIGN_CONVERTED: Final = "campaign_converted"
+CAMPAIGN_FINISHED: Final = "campaign_finished"
+# Blocks whose outgoing edges may close a cycle: they always wait for time or an event.
+WAITING_BLOCKS: Final = frozenset({BlockType.DELAY, BlockType.WAIT_FOR_EVENT})
+MAX_BLOCKS: Final = 200
+MAX_DURATION_MS: Final = 10 * 366 * 86_400_000  # ten years: anything longer is a typo
+_DURATION: Final = re.compile(r"([0-9]{1,9})(ms|s|m|h|d|w)")
+_UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_UNIT_MS["w"] = 7 * _UNIT_MS["d"]
+_BLOCK_NAME: Final = re.compile(r"[A-Za-z0-9_\-?!]{1,64}")
+_EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+_TIME_OF_DAY: Final = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+_ACTIVITY_KEYS: Final = frozenset(
+    {"type", "webhook_id", "url", "method", "content_type", "headers", "query", "body"}
+    | {"timeout", "retry_schedule"}
+)
+DEFINITION_KEYS: Final = (
+    "entry",
+    "control_group",
+    "goal",
+    "exit_on",
+    "max_duration",
+    "start",
+    "blocks",
+)
+
+
+# --- the definition ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Journey:
+    """A journey as stored: its definition is the JSON the user wrote (validated on save)."""
+
+    id: str
+    name: str
+    status: JourneyStatus
+    definition: Mapping[str, Any]
+    created_at: int
+    updated_at: int
+    version: int = 1
+    description: str = ""
+    ext_brand_id: str | int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "status": self.status.value,
+            "version": self.version,
+            "ext_brand_id": self.ext_brand_id,
+            **{k: self.definition[k] for k in DEFINITION_KEYS if k in self.definition},
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TimeOfDay:
+    """``delay.until``: the next hh:mm in the user's time zone (a state field, or a default)."""
+
+    hour: int
+    minute: int
+    zone_field: str | None
+    zone_default: str
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One step of the graph; only the fields of its type are set."""
+
+    name: str
+    type: BlockType
+    next: str | None = None
+    webhook: CompiledWebhook | None = None
+    webhook_id: str | None = None
+    duration_ms: int | None = None
+    until: TimeOfDay | None = None
+    event_type: str | None = None
+    predicate: Predicate = always_true
+    timeout_ms: int | None = None
+    on_timeout: str | None = None
+    then: str | None = None
+    otherwise: str | None = None
+    branches: tuple[tuple[float, str], ...] = ()
+    template: Template | None = None  # update_state's ``set``, emit_event's ``payload``
+
+    def exits(self) -> list[tuple[str, str]]:
+        """(field, target) of every edge out of this block."""
+        pairs = [("next", self.next), ("on_timeout", self.on_timeout)]
+        pairs += [("then", self.then), ("else", self.otherwise)]
+        pairs += [(f"branches[{i}].next", target) for i, (_, target) in enumerate(self.branches)]
+        return [(name, target) for name, target in pairs if target is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """An event type (with conditions) a journey reacts to: a goal or an exit criterion."""
+
+    event_type: str
+    predicate: Predicate = always_true
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    watch: Watch
+    within_ms: int | None
+    exit_on_goal: bool
+
+
+@dataclass(frozen=True)
+class CompiledJourney:
+    """A journey version ready to run."""
+
+    journey: Journey
+    trigger: str
+    entry: Predicate
+    audience: Predicate
+    mode: EntryMode
+    control_percent: float
+    control_sticky: bool
+    goal: Goal | None
+    exit_on: tuple[Watch, ...]
+    max_duration_ms: int | None
+    start: str
+    blocks: Mapping[str, Block]
+    webhook_ids: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def id(self) -> str:
+        return self.journey.id
+
+    @property
+    def version(self) -> int:
+        return self.journey.version
+
+    def watched_types(self) -> frozenset[str]:
+        """Event types that can move an instance of this version (besides the trigger)."""
+        types = {w.event_type for w in self.exit_on}
+        if self.goal is not None:
+            types.add(self.goal.watch.event_type)
+        types.update(b.event_type for b in self.blocks.values() if b.event_type is not None)
+        types.discard("")
+        return frozenset(t for t in types if t)
+
+
+def parse_duration(value: Any, field: str) -> int:
+    """Milliseconds from seconds (a number) or text such as ``90s``, ``5m``, ``2h``, ``7d``."""
+    ms: int | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+        ms = int(value * 1000) if 0 <= value < 1e12 else None
+    elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())):
+        ms = int(m[1]) * _UNIT_MS[m[2]]
+    if ms is None or not 0 < ms <= MAX_DURATION_MS:
+        raise InvalidInput(
+            "a duration is a positive number of seconds or text such as '90s', '5m', '2h', "
+            f"'7d' (at most ten years); got {_short(value)}",
+            field=field,
+        )
+    return ms
+
+
+def compile_journey(journey: Journey, webhooks: Mapping[str, SavedWebhook]) -> CompiledJourney:
+    """Check a whole definition and compile it; errors name the block and field."""
+    d = journey.definition
+    _only(d, set(DEFINITION_KEYS), "")
+    entry = _object(d.get("entry"), "entry", required=True)
+    _only(entry, {"trigger", "conditions", "audience", "mode"}, "entry")
+    trigger = _object(entry.get("trigger"), "entry.trigger", required=True)
+    _only(trigger, {"event_type"}, "entry.trigger")
+    trigger_type = _event_type(trigger.get("event_type"), "entry.trigger.event_type")
+    mode = _enum(EntryMode, entry.get("mode", EntryMode.ONCE_WHILE_ACTIVE.value), "entry.mode")
+    percent, sticky = _control_group(d.get("control_group"))
+    goal = _goal(d.get("goal"))
+    exit_on = _exit_on(d.get("exit_on"))
+    max_duration = d.get("max_duration")
+    blocks, webhook_ids = _blocks(d.get("blocks"), webhooks)
+    start = d.get("start")
+    if not isinstance(start, str) or start not in blocks:
+        raise InvalidInput(
+            f"start must name a block; got {_short(start)} (blocks: {', '.join(blocks)})",
+            field="start",
+        )
+    _check_graph(start, blocks)
+    return CompiledJourney(
+        journey=journey,
+        trigger=trigger_type,
+        entry=_conditions(entry.get("conditions"), "entry.conditions"),
+        audience=_conditions(entry.get("audience"), "entry.audience"),
+        mode=mode,
+        control_percent=percent,
+        control_sticky=sticky,
+        goal=goal,
+        exit_on=exit_on,
+        max_duration_ms=(
+            parse_duration(max_duration, "max_duration") if max_duration is not None else None
+        ),
+        start=start,
+        blocks=blocks,
+        webhook_ids=frozenset(webhook_ids),
+    )
+
+
+def _short(value: Any) -> str:
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _only(data: Mapping[str, Any], allowed: set[str], path: str) -> None:
+    for key in data:
+        if key not in allowed:
+            expected = ", ".join(sorted(allowed))
+            raise InvalidInput(
+                f"unknown key {key!r}; expected only {expected}",
+                field=f"{path}.{key}" if path else str(key),
+            )
+
+
+def _object(value: Any, path: str, *, required: bool = False) -> Mapping[str, Any]:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{path} must be an object; got {_short(value)}", field=path)
+    return value
+
+
+def _event_type(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not _EVENT_TYPE.fullmatch(value):
+        raise InvalidInput(
+            "an event type is 1-128 characters of letters, digits, '_', '-', '.', ':'",
+            field=path,
+        )
+    return value
+
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _enum(kind: type[_E], value: Any, path: str) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise InvalidInput(f"expected one of {allowed}; got {_short(value)}", field=path) from None
+
+
+def _conditions(spec: Any, path: str) -> Predicate:
+    return compile_conditions(spec, field=path, scopes=CONDITION_SCOPES)
+
+
+def _percent(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        raise InvalidInput(f"a percent is a number from 0 to 100; got {_short(value)}", field=path)
+    return float(value)
+
+
+def _control_group(raw: Any) -> tuple[float, bool]:
+    data = _object(raw, "control_group")
+    _only(data, {"percent", "sticky"}, "control_group")
+    sticky = data.get("sticky", True)
+    if not isinstance(sticky, bool):
+        raise InvalidInput("sticky is true or false", field="control_group.sticky")
+    return _percent(data.get("percent", 0), "control_group.percent"), sticky
+
+
+def _watch(raw: Any, path: str, extra: frozenset[str] = frozenset()) -> Watch:
+    data = _object(raw, path, required=True)
+    _only(data, {"event_type", "conditions", *extra}, path)
+    event_type = _event_type(data.get("event_type"), f"{path}.event_type")
+    return Watch(event_type, _conditions(data.get("conditions"), f"{path}.conditions"))
+
+
+def _goal(raw: Any) -> Goal | None:
+    if raw is None:
+        return None
+    watch = _watch(raw, "goal", frozenset({"within", "exit_on_goal"}))
+    within = raw.get("within")
+    exit_on_goal = raw.get("exit_on_goal", True)
+    if not isinstance(exit_on_goal, bool):
+        raise InvalidInput("exit_on_goal is true or false", field="goal.exit_on_goal")
+    return Goal(
+        watch,
+        parse_duration(within, "goal.within") if within is not None else None,
+        exit_on_goal,
+    )
+
+
+def _exit_on(raw: Any) -> tuple[Watch, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidInput("exit_on is a list of {event_type, conditions}", field="exit_on")
+    return tuple(_watch(item, f"exit_on[{i}]") for i, item in enumerate(raw))
+
+
+# Keys each block type takes, besides "type".
+_BLOCK_KEYS: Final[Mapping[BlockType, frozenset[str]]] = {
+    BlockType.WEBHOOK: frozenset({"activity", "next"}),
+    BlockType.DELAY: frozenset({"duration", "until", "time_zone_field", "time_zone", "next"}),
+    BlockType.WAIT_FOR_EVENT: frozenset(
+        {"event_type", "conditions", "timeout", "next", "on_timeout"}
+    ),
+    BlockType.CONDITION: frozenset({"conditions", "then", "else"}),
+    BlockType.SPLIT: frozenset({"branches"}),
+    BlockType.UPDATE_STATE: frozenset({"set", "next"}),
+    BlockType.EMIT_EVENT: frozenset({"event_type", "payload", "next"}),
+    BlockType.EXIT: frozenset(),
+}
+
+
+def _blocks(raw: Any, webhooks: Mapping[str, SavedWebhook]) -> tuple[dict[str, Block], list[str]]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise InvalidInput("blocks must be an object of named blocks", field="blocks")
+    if len(raw) > MAX_BLOCKS:
+        raise InvalidInput(f"a journey takes at most {MAX_BLOCKS} blocks", field="blocks")
+    blocks: dict[str, Block] = {}
+    webhook_ids: list[str] = []
+    for name, spec in raw.items():
+        path = f"blocks.{name}"
+        if not isinstance(name, str) or not _BLOCK_NAME.fullmatch(name):
+            raise InvalidInput(
+                "a block name is 1-64 letters, digits, '_', '-', '?', '!'", field=path
+            )
+        data = _object(spec, path, required=True)
+        kind = _enum(BlockType, data.get("type"), f"{path}.type")
+        _only(data, {"type", *_BLOCK_KEYS[kind]}, path)
+        block = _block(name, kind, data, path, webhooks)
+        if block.webhook_id is not None:
+            webhook_ids.append(block.webhook_id)
+        blocks[name] = block
+    return blocks, webhook_ids
+
+
+def _target(data: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"{key} names a block; got {_short(value)}", field=f"{path}.{key}")
+    return value
+
+
+def _block(
+    name: str,
+    kind: BlockType,
+    data: Mapping[str, Any],
+    path: str,
+    webhooks: Mapping[str, SavedWebhook],
+) -> Block:
+    nxt = _target(data, "next", path)
+    if kind is BlockType.WEBHOOK:
+        webhook, webhook_id = _activity(data.get("activity"), f"{path}.activity", webhooks)
+        return Block(name, kind, nxt, webhook=webhook, webhook_id=webhook_id)
+    if kind is BlockType.DELAY:
+        if ("duration" in data) == ("until" in data):
+            raise InvalidInput(
+                "a delay takes either duration or until (a time of day such as '09:00')",
+                field=f"{path}.duration",
+            )
+        if "duration" in data:
+            duration = parse_duration(data["duration"], f"{path}.duration")
+            return Block(name, kind, nxt, duration_ms=duration)
+        return Block(name, kind, nxt, until=_until(data, path))
+    if kind is BlockType.WAIT_FOR_EVENT:
+        timeout = data.get("timeout")
+        on_timeout = _target(data, "on_timeout", path)
+        if on_timeout is not None and timeout is None:
+            raise InvalidInput("on_timeout needs a timeout", field=f"{path}.timeout")
+        return Block(
+            name,
+            kind,
+            nxt,
+            event_type=_event_type(data.get("event_type"), f"{path}.event_type"),
+            predicate=_conditions(data.get("conditions"), f"{path}.conditions"),
+            timeout_ms=parse_duration(timeout, f"{path}.timeout") if timeout is not None else None,
+            on_timeout=on_timeout,
+        )
+    if kind is BlockType.CONDITION:
+        then, otherwise = _target(data, "then", path), _target(data, "else", path)
+        if then is None or otherwise is None:
+            missing = "then" if then is None else "else"
+            raise InvalidInput("a condition block needs then and else", field=f"{path}.{missing}")
+        predicate = _conditions(data.get("conditions"), f"{path}.conditions")
+        return Block(name, kind, predicate=predicate, then=then, otherwise=otherwise)
+    if kind is BlockType.SPLIT:
+        return Block(name, kind, branches=_branches(data.get("branches"), path))
+    if kind is BlockType.UPDATE_STATE:
+        values = data.get("set")
+        if not isinstance(values, Mapping) or not values:
+            raise InvalidInput("set is an object of state properties", field=f"{path}.set")
+        return Block(name, kind, nxt, template=_json_template(values, f"{path}.set"))
+    if kind is BlockType.EMIT_EVENT:
+        payload = data.get("payload", {})
+        if not isinstance(payload, Mapping):
+            raise InvalidInput("payload is an object", field=f"{path}.payload")
+        return Block(
+            name,
+            kind,
+            nxt,
+            event_type=_event_type(data.get("event_type"), f"{path}.event_type"),
+            template=_json_template(payload, f"{path}.payload"),
+        )
+    return Block(name, kind)
+
+
+def _until(data: Mapping[str, Any], path: str) -> TimeOfDay:
+    text = data.get("until")
+    match = _TIME_OF_DAY.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise InvalidInput("until is a time of day, hh:mm (24 h)", field=f"{path}.until")
+    zone_field = data.get("time_zone_field")
+    if zone_field is not None and (
+        not isinstance(zone_field, str) or not zone_field.startswith("state.")
+    ):
+        raise InvalidInput(
+            "time_zone_field names a state property, such as 'state.core_timezone'",
+            field=f"{path}.time_zone_field",
+        )
+    default = data.get("time_zone", "UTC")
+    if not isinstance(default, str) or _zone(default) is None:
+        raise InvalidInput(
+            f"unknown time zone {_short(default)}; use an IANA name such as 'Europe/Malta'",
+            field=f"{path}.time_zone",
+        )
+    return TimeOfDay(int(match[1]), int(match[2]), zone_field, default)
+
+
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def _branches(raw: Any, path: str) -> tuple[tuple[float, str], ...]:
+    where = f"{path}.branches"
+    if not isinstance(raw, list) or not raw:
+        raise InvalidInput("branches is a list of {percent, next}", field=where)
+    branches = []
+    for i, item in enumerate(raw):
+        data = _object(item, f"{where}[{i}]", required=True)
+        _only(data, {"percent", "next"}, f"{where}[{i}]")
+        target = _target(data, "next", f"{where}[{i}]")
+        if target is None:
+            raise InvalidInput("a branch needs next", field=f"{where}[{i}].next")
+        branches.append((_percent(data.get("percent"), f"{where}[{i}].percent"), target))
+    total = sum(p for p, _ in branches)
+    if abs(total - 100) > 1e-9:
+        raise InvalidInput(f"the percents add up to {total:g}, not 100", field=where)
+    return tuple(branches)
+
+
+def _json_template(values: Mapping[str, Any], path: str) -> Template:
+    """An object whose strings may hold tags, compiled as one JSON template (always valid)."""
+    try:
+        source = orjson.dumps(values).decode()
+    except TypeError as exc:
+        raise InvalidInput(f"not JSON: {exc}", field=path) from None
+    return compile_template(source, TemplateMode.JSON, field=path, scopes=JOURNEY_SCOPES)
+
+
+def _activity(
+    raw: Any, path: str, webhooks: Mapping[str, SavedWebhook]
+) -> tuple[CompiledWebhook, str | None]:
+    """A rule's activity object: inline, or ``webhook_id`` of a saved webhook."""
+    data = _object(raw, path, required=True)
+    _only(data, set(_ACTIVITY_KEYS), path)
+    if data.get("type", "webhook") != "webhook":
+        raise InvalidInput("the activity type is 'webhook'", field=f"{path}.type")
+    inline = {k: v for k, v in data.items() if k not in ("type", "webhook_id") and v is not None}
+    webhook_id = data.get("webhook_id")
+    if webhook_id is not None:
+        if inline:
+            raise InvalidInput(
+                "give either webhook_id or an inline webhook (url, body, ...), not both",
+                field=f"{path}.webhook_id",
+            )
+        saved = webhooks.get(webhook_id) if isinstance(webhook_id, str) else None
+        if saved is None:
+            raise InvalidInput(
+                f"no saved webhook {_short(webhook_id)}; create it at /api/v1/webhooks first",
+                field=f"{path}.webhook_id",
+            )
+        if saved.problem is not None:
+            raise Conflict(
+                f"the saved webhook {saved.id!r} cannot be used: {saved.problem}",
+                field=f"{path}.webhook_id",
+            )
+        return compile_webhook(saved.spec, field=path, scopes=JOURNEY_SCOPES), saved.id
+    if not isinstance(inline.get("url"), str):
+        raise InvalidInput("the activity needs a url or a webhook_id", field=f"{path}.url")
+    for key in ("method", "content_type"):
+        if key in inline and not isinstance(inline[key], str):
+            raise InvalidInput(f"{key} is a string", field=f"{path}.{key}")
+    for key in ("headers", "query"):
+        value = inline.get(key, {})
+        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+            raise InvalidInput(f"{key} is an object of strings", field=f"{path}.{key}")
+    schedule = inline.get("retry_schedule")
+    if schedule is not None and not isinstance(schedule, list):
+        raise InvalidInput("retry_schedule is a list of seconds", field=f"{path}.retry_schedule")
+    spec = WebhookSpec.from_dict(inline)
+    return compile_webhook(spec, field=path, scopes=JOURNEY_SCOPES), None
+
+
+def _check_graph(start: str, blocks: Mapping[str, Block]) -> None:
+    """Every edge lands on a block, every block is reachable, and cycles always wait."""
+    for block in blocks.values():
+        for key, target in block.exits():
+            if target not in blocks:
+                raise InvalidInput(
+                    f"{key} points to {target!r}, which is not a block",
+                    field=f"blocks.{block.name}.{key}",
+                )
+    seen = {start}
+    todo = [start]
+    while todo:
+        for _, target in blocks[todo.pop()].exits():
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    for name in blocks:
+        if name not in seen:
+            raise InvalidInput(
+                f"block {name!r} cannot be reached from start {start!r}", field=f"blocks.{name}"
+            )
+    # A cycle is only allowed through a block that waits: walk the graph without their edges.
+    instant = {
+        b.name: [t for _, t in b.exits()] for b in blocks.values() if b.type not in WAITING_BLOCKS
+    }
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        path.append(name)
+        for target in instant.get(name, ()):
+            if state.get(target) == 1:
+                loop = [*path[path.index(target) :], target]
+                raise InvalidInput(
+                    f"the blocks {' -> '.join(loop)} form a cycle with no delay or "
+                    "wait_for_event; a user would loop without end",
+                    field=f"blocks.{target}",
+                )
+            if target not in state:
+                visit(target, path)
+        path.pop()
+        state[name] = 2
+
+    for name in blocks:
+        if name not in state:
+            visit(name, [])
+
+
+# --- instances and steps ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One user's walk through one journey version."""
+
+    id: str
+    journey_id: str
+    version: int
+    user_ext_id: str
+    ext_brand_id: str | int | None
+    status: InstanceStatus
+    block: str | None
+    entered_at: int
+    updated_at: int
+    entry_event: Mapping[str, Any]  # the entry event's template scope ({{event.*}})
+    last_event: Mapping[str, Any]  # the event that last moved the instance
+    control_group: bool = False
+    due_at: int | None = None
+    waiting_for: str | None = None
+    finish_reason: FinishReason | None = None
+    finished_at: int | None = None
+    converted_at: int | None = None
+    block_since: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "journey_id": self.journey_id,
+            "version": self.version,
+            "user_ext_id": self.user_ext_id,
+            "ext_brand_id": self.ext_brand_id,
+            "status": self.status.value,
+            "block": self.block,
+            "block_since": self.block_since,
+            "entered_at": self.entered_at,
+            "updated_at": self.updated_at,
+            "due_at": self.due_at,
+            "waiting_for": self.waiting_for,
+            "control_group": self.control_group,
+            "converted_at": self.converted_at,
+            "finish_reason": self.finish_reason.value if self.finish_reason else None,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedWebhook:
+    """A webhook block reached: the engine plans it with the same code as a rule's."""
+
+    block: str
+    webhook: CompiledWebhook
+    webhook_id: str | None
+    context: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Emitted:
+    """An event to put into the stream for the instance's user."""
+
+    event_type: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one trigger does to one instance."""
+
+    instance: Instance
+    webhooks: tuple[PlannedWebhook, ...] = ()
+    state_patches: tuple[dict[str, Any], ...] = ()
+    emitted: tuple[Emitted, ...] = ()
+    entered: tuple[str, ...] = ()  # blocks entered, in order
+    passed: tuple[str, ...] = ()  # blocks left, in order
+    render_errors: tuple[str, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.instance.status is InstanceStatus.FINISHED
+
+
+def bucket(*parts: str) -> float:
+    """A stable number in [0, 100) for the given parts: the same user always lands alike."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 1_000_000 / 10_000
+
+
+def in_control_group(journey: CompiledJourney, user_ext_id: str, instance_id: str) -> bool:
+    """Whether this entry lands in the control group (sticky: by user, else by entry)."""
+    if journey.control_percent <= 0:
+        return False
+    key = user_ext_id if journey.control_sticky else instance_id
+    return bucket("control", journey.id, key) < journey.control_percent
+
+
+def may_enter(
+    journey: CompiledJourney,
+    context: Mapping[str, Any],
+    *,
+    running: bool,
+    ever: bool,
+) -> bool:
+    """Whether an event (``context``: event and state) enters its user into the journey.
+
+    ``running``: the user has an active instance of this journey; ``ever``: any, finished too.
+    """
+    if journey.journey.status is not JourneyStatus.ACTIVE:
+        return False
+    if journey.mode is EntryMode.ONCE_WHILE_ACTIVE and running:
+        return False
+    if journey.mode is EntryMode.ONCE_IN_LIFETIME and ever:
+        return False
+    return journey.entry(context) and journey.audience(context)
+
+
+def campaign_payload(journey: CompiledJourney, instance: Instance) -> dict[str, Any]:
+    return {
+        "journey_id": journey.id,
+        "journey_name": journey.journey.name,
+        "version": instance.version,
+        "instance_id": instance.id,
+        "control_group": instance.control_group,
+    }
+
+
+class _Walk:
+    """Collects the effects of one step while the instance moves through blocks."""
+
+    def __init__(
+        self, journey: CompiledJourney, instance: Instance, state: Mapping[str, Any], now: int
+    ) -> None:
+        self.journey = journey
+        self.instance = instance
+        self.state = state
+        self.now = now
+        self.webhooks: list[PlannedWebhook] = []
+        self.patches: list[dict[str, Any]] = []
+        self.emitted: list[Emitted] = []
+        self.entered: list[str] = []
+        self.passed: list[str] = []
+        self.errors: list[str] = []
+
+    def step(self) -> Step:
+        return Step(
+            self.instance,
+            tuple(self.webhooks),
+            tuple(self.patches),
+            tuple(self.emitted),
+            tuple(self.entered),
+            tuple(self.passed),
+            tuple(self.errors),
+        )
+
+    def context(self, block: str | None) -> dict[str, Any]:
+        inst = self.instance
+        return {
+            "event": inst.entry_event,
+            "last_event": inst.last_event,
+            "state": self.state,
+            "journey": {
+                "id": self.journey.id,
+                "name": self.journey.journey.name,
+                "version": inst.version,
+                "instance_id": inst.id,
+                "block": block,
+            },
+        }
+
+    def deadline(self) -> int | None:
+        limit = self.journey.max_duration_ms
+        return self.instance.entered_at + limit if limit is not None else None
+
+    def finish(self, reason: FinishReason) -> None:
+        self.instance = replace(
+            self.instance,
+            status=InstanceStatus.FINISHED,
+            block=None,
+            due_at=None,
+            waiting_for=None,
+            finish_reason=reason,
+            finished_at=self.now,
+            updated_at=self.now,
+        )
+        payload = campaign_payload(self.journey, self.instance)
+        payload["reason"] = reason.value
+        self.emitted.append(Emitted(CAMPAIGN_FINISHED, payload))
+
+    def leave(self) -> None:
+        """The current block is done."""
+        if self.instance.block is not None:
+            self.passed.append(self.instance.block)
+
+    def wait(self, due_at: int | None, waiting_for: str | None) -> None:
+        deadline = self.deadline()
+        if deadline is not None and (due_at is None or deadline < due_at):
+            due_at = deadline
+        self.instance = replace(
+            self.instance, due_at=due_at, waiting_for=waiting_for, updated_at=self.now
+        )
+
+    def run(self, name: str | None) -> None:
+        """Move to block ``name`` and on, until a block waits or the walk ends."""
+        # Cycles always pass a waiting block (checked when saved), so this ends within one
+        # pass over the blocks; the bound guards a definition changed by hand.
+        for _ in range(len(self.journey.blocks) + 1):
+            if name is None:
+                self.finish(FinishReason.COMPLETED)
+                return
+            block = self.journey.blocks[name]
+            self.instance = replace(
+                self.instance,
+                block=name,
+                block_since=self.now,
+                due_at=None,
+                waiting_for=None,
+                updated_at=self.now,
+            )
+            self.entered.append(name)
+            name = self.enter(block)
+            if self.instance.status is InstanceStatus.FINISHED or name == "":
+                return  # finished, or waiting
+            self.leave()
+        self.finish(FinishReason.COMPLETED)
+
+    def enter(self, block: Block) -> str | None:
+        """Do one block; the next block, or "" when it waits (or the walk finished)."""
+        kind = block.type
+        if kind is BlockType.WEBHOOK:
+            assert block.webhook is not None
+            self.webhooks.append(
+                PlannedWebhook(
+                    block.name, block.webhook, block.webhook_id, self.context(block.name)
+                )
+            )
+            return block.next
+        if kind is BlockType.DELAY:
+            self.wait(self._delay_until(block), None)
+            return ""
+        if kind is BlockType.WAIT_FOR_EVENT:
+            due = self.now + block.timeout_ms if block.timeout_ms is not None else None
+            self.wait(due, block.event_type)
+            return ""
+        if kind is BlockType.CONDITION:
+            return block.then if block.predicate(self.context(block.name)) else block.otherwise
+        if kind is BlockType.SPLIT:
+            point = bucket("split", self.journey.id, self.instance.user_ext_id, block.name)
+            total = 0.0
+            for percent, target in block.branches:
+                total += percent
+                if point < total:
+                    return target
+            return block.branches[-1][1]
+        if kind is BlockType.UPDATE_STATE:
+            patch = self._render(block)
+            if patch is not None:
+                self.patches.append(patch)
+                self.state = _merged(self.state, patch)
+            return block.next
+        if kind is BlockType.EMIT_EVENT:
+            assert block.event_type is not None
+            payload = self._render(block)
+            if payload is not None:
+                self.emitted.append(Emitted(block.event_type, payload))
+            return block.next
+        self.leave()  # an exit block is passed: the user walked the journey to its end
+        self.finish(FinishReason.COMPLETED)
+        return ""
+
+    def _render(self, block: Block) -> dict[str, Any] | None:
+        assert block.template is not None
+        try:
+            value = orjson.loads(block.template.render(self.context(block.name)))
+        except Exception as exc:  # a render failure skips the block's effect, not the walk
+            self.errors.append(f"block {block.name!r}: {exc}")
+            return None
+        return value if isinstance(value, dict) else None
+
+    def _delay_until(self, block: Block) -> int:
+        if block.duration_ms is not None:
+            return self.now + block.duration_ms
+        assert block.until is not None
+        return next_time_of_day(block.until, self.state, self.now)
+
+
+def _merged(state: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(state)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result
+
+
+def next_time_of_day(until: TimeOfDay, state: Mapping[str, Any], now: int) -> int:
+    """The next ``until.hour:until.minute`` after ``now`` in the user's zone, in ms."""
+    zone = None
+    if until.zone_field is not None:
+        name: Any = state
+        for key in until.zone_field.split(".")[1:]:
+            name = name.get(key) if isinstance(name, Mapping) else None
+        if isinstance(name, str):
+            zone = _zone(name)
+    zone = zone or _zone(until.zone_default) or ZoneInfo("UTC")
+    local = datetime.fromtimestamp(now / 1000, UTC).astimezone(zone)
+    target = local.replace(hour=until.hour, minute=until.minute, second=0, microsecond=0)
+    if target <= local:
+        target = (target + timedelta(days=1)).replace(hour=until.hour, minute=until.minute)
+    return int(target.timestamp() * 1000)
+
+
+def enter(
+    journey: CompiledJourney,
+    instance_id: str,
+    user_ext_id: str,
+    ext_brand_id: str | int | None,
+    event_scope: Mapping[str, Any],
+    state: Mapping[str, Any],
+    now: int,
+) -> Step:
+    """A user enters: ``campaign_started``, then the blocks run (none in the control group).
+
+    A control-group instance stays active, without blocks, until its goal window (or the
+    journey's max_duration) ends, so its conversions are counted like the treatment's.
+    """
+    control = in_control_group(journey, user_ext_id, instance_id)
+    instance = Instance(
+        id=instance_id,
+        journey_id=journey.id,
+        version=journey.version,
+        user_ext_id=user_ext_id,
+        ext_brand_id=ext_brand_id,
+        status=InstanceStatus.ACTIVE,
+        block=None,
+        entered_at=now,
+        updated_at=now,
+        entry_event=event_scope,
+        last_event=event_scope,
+        control_group=control,
+    )
+    walk = _Walk(journey, instance, state, now)
+    walk.emitted.append(Emitted(CAMPAIGN_STARTED, campaign_payload(journey, instance)))
+    if not control:
+        walk.run(journey.start)
+        return walk.step()
+    ends = [
+        now + limit
+        for limit in (journey.goal.within_ms if journey.goal else None, journey.max_duration_ms)
+        if limit is not None
+    ]
+    if journey.goal is None or not ends:
+        # Nothing to measure against: the control user is done at once.
+        walk.finish(FinishReason.COMPLETED)
+    else:
+        walk.wait(min(ends), None)
+    return walk.step()
+
+
+def on_event(
+    journey: CompiledJourney,
+    instance: Instance,
+    event_type: str,
+    event_scope: Mapping[str, Any],
+    state: Mapping[str, Any],
+    now: int,
+) -> Step | None:
+    """An event of the instance's user came; None when it changes nothing.
+
+    Order: an exit criterion ends the instance first; then the goal (converted once, within
+    its window; exit if the goal says so); then a waiting ``wait_for_event`` block moves on.
+    """
+    if instance.status is not InstanceStatus.ACTIVE:
+        return None
+    walk = _Walk(journey, instance, state, now)
+    context = {**walk.context(instance.block), "event": event_scope}
+    for watch in journey.exit_on:
+        if watch.event_type == event_type and watch.predicate(context):
+            walk.instance = replace(instance, last_event=event_scope)
+            walk.finish(FinishReason.EXITED)
+            return walk.step()
+    changed = False
+    goal = journey.goal
+    if (
+        goal is not None
+        and instance.converted_at is None
+        and goal.watch.event_type == event_type
+        and (goal.within_ms is None or now <= instance.entered_at + goal.within_ms)
+        and goal.watch.predicate(context)
+    ):
+        walk.instance = replace(walk.instance, converted_at=now, updated_at=now)
+        walk.emitted.append(Emitted(CAMPAIGN_CONVERTED, campaign_payload(journey, walk.instance)))
+        changed = True
+        if goal.exit_on_goal or instance.control_group:
+            walk.finish(FinishReason.GOAL)
+            return walk.step()
+    block = journey.blocks.get(instance.block) if instance.block is not None else None
+    if (
+        block is not None
+        and block.type is BlockType.WAIT_FOR_EVENT
+        and instance.waiting_for == event_type
+        and block.predicate({**context, "last_event": event_scope})
+    ):
+        walk.instance = replace(walk.instance, last_event=event_scope)
+        walk.leave()
+        walk.run(block.next)
+        changed = True
+    return walk.step() if changed else None
+
+
+def on_timer(
+    journey: CompiledJourney, instance: Instance, state: Mapping[str, Any], now: int
+) -> Step | None:
+    """The instance's due time came; None when it is not due (already moved on)."""
+    if instance.status is not InstanceStatus.ACTIVE or instance.due_at is None:
+        return None
+    if instance.due_at > now:
+        return None
+    walk = _Walk(journey, instance, state, now)
+    if instance.control_group:
+        # Its measuring window is over; it ran no blocks, so it completed.
+        walk.finish(FinishReason.COMPLETED)
+        return walk.step()
+    deadline = walk.deadline()
+    if deadline is not None and now >= deadline:
+        walk.finish(FinishReason.TIMEOUT)
+        return walk.step()
+    block = journey.blocks.get(instance.block) if instance.block is not None else None
+    if block is None:
+        walk.finish(FinishReason.COMPLETED)
+    elif block.type is BlockType.DELAY:
+        walk.leave()
+        walk.run(block.next)
+    elif block.type is BlockType.WAIT_FOR_EVENT:
+        walk.leave()
+        walk.run(block.on_timeout)
+    else:  # no other block waits; a stale timer changes nothing
+        return None
+    return walk.step()
+
+
+def stop(journey: CompiledJourney, instance: Instance, now: int) -> Step:
+    """The journey was stopped: the instance leaves with reason ``stopped``."""
+    walk = _Walk(journey, instance, {}, now)
+    walk.finish(FinishReason.STOPPED)
+    return walk.step()

@@ -1,0 +1,362 @@
+"""Journeys, their versions and instances in SQL: the only module that knows their queries.
+
+The ingest-side functions take the connection of the engine's open transaction, so an
+instance moves in the same commit as the event or timer that moved it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hookline.errors import Conflict, StoreError
+from hookline.journeys import FinishReason, Instance, InstanceStatus, Journey, JourneyStatus
+from hookline.store import schema as t
+
+_CHUNK = 500
+_I = t.journey_instances
+
+
+def _brand(raw: bytes | None) -> Any:
+    return orjson.loads(raw) if raw is not None else None
+
+
+def _journey(row: Row[Any], definition: bytes | None = None) -> Journey:
+    return Journey(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        status=JourneyStatus(row.status),
+        version=row.version,
+        definition=orjson.loads(definition if definition is not None else row.definition),
+        ext_brand_id=_brand(row.ext_brand_id),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _instance(row: Row[Any]) -> Instance:
+    return Instance(
+        id=row.id,
+        journey_id=row.journey_id,
+        version=row.version,
+        user_ext_id=row.user_ext_id,
+        ext_brand_id=_brand(row.ext_brand_id),
+        status=InstanceStatus(row.status),
+        block=row.block,
+        block_since=row.block_since,
+        entered_at=row.entered_at,
+        updated_at=row.updated_at,
+        entry_event=orjson.loads(row.entry_event),
+        last_event=orjson.loads(row.last_event),
+        control_group=bool(row.control_group),
+        due_at=row.due_at,
+        waiting_for=row.waiting_for,
+        finish_reason=FinishReason(row.finish_reason) if row.finish_reason else None,
+        finished_at=row.finished_at,
+        converted_at=row.converted_at,
+    )
+
+
+def _instance_row(i: Instance) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "journey_id": i.journey_id,
+        "version": i.version,
+        "user_ext_id": i.user_ext_id,
+        "ext_brand_id": None if i.ext_brand_id is None else orjson.dumps(i.ext_brand_id),
+        "status": i.status.value,
+        "block": i.block,
+        "block_since": i.block_since,
+        "entered_at": i.entered_at,
+        "due_at": i.due_at,
+        "waiting_for": i.waiting_for,
+        "entry_event": orjson.dumps(i.entry_event),
+        "last_event": orjson.dumps(i.last_event),
+        "control_group": i.control_group,
+        "converted_at": i.converted_at,
+        "finish_reason": i.finish_reason.value if i.finish_reason else None,
+        "finished_at": i.finished_at,
+        "updated_at": i.updated_at,
+    }
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+# --- inside the ingest transaction -------------------------------------------------------
+
+
+async def load_active(conn: AsyncConnection, users: Sequence[str]) -> list[Instance]:
+    """The active instances of these users (the one place that knows the user key)."""
+    found: list[Instance] = []
+    for part in _chunks(users):
+        rows = await conn.execute(
+            select(_I).where(_I.c.user_ext_id.in_(part), _I.c.status == "active")
+        )
+        found.extend(_instance(r) for r in rows)
+    return found
+
+
+async def entered_ever(
+    conn: AsyncConnection, users: Sequence[str], journey_ids: Sequence[str]
+) -> set[tuple[str, str]]:
+    """(journey id, user) pairs that have any instance, finished ones too."""
+    pairs: set[tuple[str, str]] = set()
+    for part in _chunks(users):
+        rows = await conn.execute(
+            select(_I.c.journey_id, _I.c.user_ext_id)
+            .where(_I.c.user_ext_id.in_(part), _I.c.journey_id.in_(journey_ids))
+            .distinct()
+        )
+        pairs.update((r.journey_id, r.user_ext_id) for r in rows)
+    return pairs
+
+
+async def active_users_of(conn: AsyncConnection, journey_id: str) -> list[str]:
+    rows = await conn.execute(
+        select(_I.c.user_ext_id)
+        .where(_I.c.journey_id == journey_id, _I.c.status == "active")
+        .distinct()
+    )
+    return [r.user_ext_id for r in rows]
+
+
+async def save_instances(conn: AsyncConnection, instances: Iterable[Instance]) -> None:
+    rows = [_instance_row(i) for i in instances]
+    if not rows:
+        return
+    ids = [r["id"] for r in rows]
+    # Replace whole rows: delete then insert is one statement each, whatever changed.
+    for part in _chunks(ids):
+        await conn.execute(delete(_I).where(_I.c.id.in_(part)))
+    await conn.execute(insert(_I), rows)
+
+
+async def add_block_counts(
+    conn: AsyncConnection, counts: Mapping[tuple[str, str], tuple[int, int]]
+) -> None:
+    if not counts:
+        return
+    c = t.journey_block_counts
+    marks = ", ".join(["?"] * 4) if conn.dialect.paramstyle == "qmark" else "%s, %s, %s, %s"
+    await conn.exec_driver_sql(
+        f"INSERT INTO {c.name} (journey_id, block, entered, passed) VALUES ({marks}) "
+        "ON CONFLICT (journey_id, block) DO UPDATE SET "
+        "entered = entered + excluded.entered, passed = passed + excluded.passed",
+        [(j, b, e, p) for (j, b), (e, p) in counts.items()],
+    )
+
+
+async def load_version(conn: AsyncConnection, journey_id: str, version: int) -> Journey | None:
+    return await _version(conn, journey_id, version)
+
+
+async def _version(conn: AsyncConnection, journey_id: str, version: int) -> Journey | None:
+    row = (await conn.execute(select(t.journeys).where(t.journeys.c.id == journey_id))).first()
+    if row is None:
+        return None
+    if row.version == version:
+        return _journey(row)
+    v = t.journey_versions
+    raw = await conn.scalar(
+        select(v.c.definition).where(v.c.journey_id == journey_id, v.c.version == version)
+    )
+    if raw is None:
+        return None
+    journey = _journey(row, raw)
+    return Journey(**{**journey.__dict__, "version": version})
+
+
+# --- the journey store (API and timers) ----------------------------------------------------
+
+
+class JourneyStore:
+    """Journey definitions, instances and timers on the SQL store's engines."""
+
+    def __init__(self, engine: AsyncEngine, read_engine: AsyncEngine | None = None) -> None:
+        self.engine = engine
+        self.read_engine = read_engine or engine
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the database failed: {exc.__class__.__name__}: {exc}") from exc
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.read_engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the database failed: {exc.__class__.__name__}: {exc}") from exc
+
+    async def list_journeys(self) -> list[Journey]:
+        async with self._read() as conn:
+            rows = await conn.execute(select(t.journeys).order_by(t.journeys.c.id))
+            return [_journey(r) for r in rows]
+
+    async def get_journey(self, journey_id: str) -> Journey | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(select(t.journeys).where(t.journeys.c.id == journey_id))
+            ).first()
+        return _journey(row) if row is not None else None
+
+    async def get_version(self, journey_id: str, version: int) -> Journey | None:
+        async with self._read() as conn:
+            return await _version(conn, journey_id, version)
+
+    async def versions_in_use(self) -> list[tuple[str, int]]:
+        """(journey id, version) of every version some active instance still walks."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(_I.c.journey_id, _I.c.version).where(_I.c.status == "active").distinct()
+            )
+            return [(r.journey_id, r.version) for r in rows]
+
+    async def save_journey(self, journey: Journey, *, create: bool) -> Journey:
+        """Insert or replace; the definition of every version is kept in journey_versions."""
+        row = {
+            "id": journey.id,
+            "name": journey.name,
+            "description": journey.description,
+            "status": journey.status.value,
+            "version": journey.version,
+            "definition": orjson.dumps(journey.definition),
+            "ext_brand_id": None
+            if journey.ext_brand_id is None
+            else orjson.dumps(journey.ext_brand_id),
+            "created_at": journey.created_at,
+            "updated_at": journey.updated_at,
+        }
+        v = t.journey_versions
+        try:
+            async with self._write() as conn:
+                if create:
+                    await conn.execute(insert(t.journeys).values(row))
+                else:
+                    await conn.execute(
+                        update(t.journeys).where(t.journeys.c.id == journey.id).values(row)
+                    )
+                await conn.execute(
+                    delete(v).where(v.c.journey_id == journey.id, v.c.version == journey.version)
+                )
+                await conn.execute(
+                    insert(v).values(
+                        journey_id=journey.id,
+                        version=journey.version,
+                        definition=row["definition"],
+                        created_at=journey.updated_at,
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(
+                f"a journey named {journey.name!r} already exists", field="name"
+            ) from None
+        return journey
+
+    async def delete_journey(self, journey_id: str) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(delete(t.journeys).where(t.journeys.c.id == journey_id))
+            for table in (t.journey_versions, t.journey_block_counts, _I):
+                await conn.execute(delete(table).where(table.c.journey_id == journey_id))
+        return bool(result.rowcount)
+
+    async def list_instances(
+        self,
+        *,
+        journey_id: str | None = None,
+        user_ext_id: str | None = None,
+        status: InstanceStatus | None = None,
+        limit: int = 100,
+    ) -> list[Instance]:
+        where = []
+        if journey_id is not None:
+            where.append(_I.c.journey_id == journey_id)
+        if user_ext_id is not None:
+            where.append(_I.c.user_ext_id == user_ext_id)
+        if status is not None:
+            where.append(_I.c.status == status.value)
+        query = select(_I).order_by(_I.c.id.desc()).limit(limit)
+        if where:
+            query = query.where(and_(*where))
+        async with self._read() as conn:
+            return [_instance(r) for r in await conn.execute(query)]
+
+    async def due(self, now: int, limit: int) -> list[tuple[str, str]]:
+        """(instance id, user) of instances whose timer is due, oldest first."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(_I.c.id, _I.c.user_ext_id)
+                .where(_I.c.due_at.is_not(None), _I.c.due_at <= now)
+                .order_by(_I.c.due_at)
+                .limit(limit)
+            )
+            return [(r.id, r.user_ext_id) for r in rows]
+
+    async def next_due_at(self) -> int | None:
+        async with self._read() as conn:
+            value = await conn.scalar(select(func.min(_I.c.due_at)))
+        return int(value) if value is not None else None
+
+    async def stats(self, journey_id: str) -> dict[str, Any]:
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(
+                    _I.c.control_group,
+                    _I.c.status,
+                    _I.c.finish_reason,
+                    _I.c.converted_at.is_not(None).label("converted"),
+                    func.count().label("n"),
+                )
+                .where(_I.c.journey_id == journey_id)
+                .group_by(_I.c.control_group, _I.c.status, _I.c.finish_reason, "converted")
+            )
+            groups = list(rows)
+            waiting = await conn.execute(
+                select(_I.c.block, func.count().label("n"))
+                .where(_I.c.journey_id == journey_id, _I.c.status == "active")
+                .group_by(_I.c.block)
+            )
+            waiting_now = {r.block: r.n for r in waiting if r.block is not None}
+            c = t.journey_block_counts
+            counts = await conn.execute(select(c).where(c.c.journey_id == journey_id))
+            blocks = {r.block: {"entered": r.entered, "passed": r.passed} for r in counts}
+        answer: dict[str, Any] = {}
+        for name, control in (("treatment", False), ("control", True)):
+            mine = [g for g in groups if bool(g.control_group) is control]
+            entered = sum(g.n for g in mine)
+            converted = sum(g.n for g in mine if g.converted)
+            finished: dict[str, int] = {}
+            for g in mine:
+                if g.finish_reason is not None:
+                    finished[g.finish_reason] = finished.get(g.finish_reason, 0) + g.n
+            answer[name] = {
+                "entered": entered,
+                "active": sum(g.n for g in mine if g.status == "active"),
+                "finished": finished,
+                "converted": converted,
+                "conversion_rate": converted / entered if entered else None,
+            }
+        answer["entered"] = answer["treatment"]["entered"] + answer["control"]["entered"]
+        answer["active"] = answer["treatment"]["active"] + answer["control"]["active"]
+        answer["blocks"] = {
+            name: {**counts_, "waiting": waiting_now.get(name, 0)}
+            for name, counts_ in blocks.items()
+        }
+        return answer

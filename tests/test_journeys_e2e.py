@@ -1,0 +1,320 @@
+"""Journeys end to end: hookline over HTTP, webhooks to a real receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hookline.journey_runner import MAX_CHAIN_DEPTH
+from tests.helpers import Hookline, Receiver, spin_event
+
+
+def hook(receiver: Receiver, path: str, body: str | None = None, **more: Any) -> dict[str, Any]:
+    activity: dict[str, Any] = {"type": "webhook", "url": receiver.url(path)}
+    if body is not None:
+        activity["body"] = body
+    return {"type": "webhook", "activity": activity, **more}
+
+
+def journey(blocks: dict[str, Any], start: str = "hello", **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": "spin-welcome",
+        "status": "active",
+        "entry": {"trigger": {"event_type": "minigame_spin_issued"}},
+        "start": start,
+        "blocks": blocks,
+    }
+    data.update(extra)
+    return data
+
+
+async def create(h: Hookline, data: dict[str, Any]) -> dict[str, Any]:
+    resp = await h.client.post("/api/v1/journeys", json=data)
+    assert resp.status_code == 201, resp.text
+    result: dict[str, Any] = resp.json()
+    return result
+
+
+async def instances(h: Hookline, journey_id: str, **params: str) -> list[dict[str, Any]]:
+    resp = await h.client.get(f"/api/v1/journeys/{journey_id}/instances", params=params)
+    assert resp.status_code == 200, resp.text
+    data: list[dict[str, Any]] = resp.json()["data"]
+    return data
+
+
+async def until_finished(h: Hookline, journey_id: str, count: int = 1) -> list[dict[str, Any]]:
+    """Instances once ``count`` of them finished (the timer commits them)."""
+    for _ in range(400):
+        found = await instances(h, journey_id, status="finished")
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.025)  # polling the API: no event to await from outside
+    raise AssertionError(await instances(h, journey_id))
+
+
+SAW = '{"saw": "{{event.saw_template_id}}", "step": "{{journey.block}}", "v": {{journey.version}}}'
+
+
+async def test_spin_gets_a_webhook_at_once_and_another_after_the_delay(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    j = await create(
+        hookline,
+        journey(
+            {
+                "hello": hook(receiver, "/first", SAW, next="wait"),
+                "wait": {"type": "delay", "duration": 0.3, "next": "again"},
+                "again": hook(receiver, "/second", SAW),
+            }
+        ),
+    )
+    assert j["version"] == 1 and j["id"].startswith("jrn_")
+    resp = await hookline.post("/api/v1/events", spin_event())
+    assert resp.status_code == 202, resp.text
+    (first,) = await receiver.wait_for(1, "/first")
+    assert first.json() == {"saw": "12", "step": "hello", "v": 1}
+    waiting = await instances(hookline, j["id"], status="active")
+    assert [(i["block"], i["user_ext_id"]) for i in waiting] == [("wait", "u-1")]
+    assert waiting[0]["due_at"] is not None
+    (second,) = await receiver.wait_for(1, "/second")
+    # The entry event's tags still render two blocks later, after a timer.
+    assert second.json() == {"saw": "12", "step": "again", "v": 1}
+    (done,) = await until_finished(hookline, j["id"])
+    assert done["finish_reason"] == "completed"
+    listed = await hookline.client.get("/api/v1/deliveries", params={"journey_id": j["id"]})
+    deliveries = listed.json()["data"]
+    assert len(deliveries) == 2
+    assert {d["instance_id"] for d in deliveries} == {done["id"]}
+    assert all(d["rule_id"] is None for d in deliveries)
+    stats = (await hookline.client.get(f"/api/v1/journeys/{j['id']}/stats")).json()
+    assert stats["entered"] == 1
+    assert stats["treatment"]["finished"] == {"completed": 1}
+    assert stats["blocks"]["wait"] == {"entered": 1, "passed": 1, "waiting": 0}
+    mine = (await hookline.client.get("/api/v1/users/u-1/journeys")).json()["data"]
+    assert [(m["journey_id"], m["version"]) for m in mine] == [(j["id"], 1)]
+
+
+def wait_journey(receiver: Receiver) -> dict[str, Any]:
+    return journey(
+        {
+            "ask": {
+                "type": "wait_for_event",
+                "event_type": "deposit_made",
+                "conditions": {"field": "last_event.amount", "op": "gte", "value": 10},
+                "timeout": 0.3,
+                "next": "yes",
+                "on_timeout": "no",
+            },
+            "yes": hook(receiver, "/yes", '{"amount": {{last_event.amount}}}'),
+            "no": hook(receiver, "/no", '{"saw": "{{event.saw_template_id}}"}'),
+        },
+        start="ask",
+    )
+
+
+async def test_wait_for_event_both_branches(hookline: Hookline, receiver: Receiver) -> None:
+    await create(hookline, wait_journey(receiver))
+    await hookline.post("/api/v1/events", spin_event("u-yes"))
+    await hookline.post("/api/v1/events", spin_event("u-no"))
+    small = {"event_type": "deposit_made", "user_ext_id": "u-yes", "payload": {"amount": 5}}
+    big = {**small, "payload": {"amount": 50}}
+    await hookline.post("/api/v1/events", small)  # the condition is false: still waiting
+    await hookline.post("/api/v1/events", big)
+    (yes,) = await receiver.wait_for(1, "/yes")
+    assert yes.json() == {"amount": 50}
+    (no,) = await receiver.wait_for(1, "/no")
+    assert no.json() == {"saw": "12"}
+    assert len(receiver.on("/yes")) == 1 and len(receiver.on("/no")) == 1
+
+
+async def test_condition_split_and_update_state(hookline: Hookline, receiver: Receiver) -> None:
+    await hookline.client.patch("/api/v1/users/u-gold/state", json={"level": "gold"})
+    await create(
+        hookline,
+        journey(
+            {
+                "vip?": {
+                    "type": "condition",
+                    "conditions": {"field": "state.level", "op": "eq", "value": "gold"},
+                    "then": "split",
+                    "else": "plain",
+                },
+                "split": {"type": "split", "branches": [{"percent": 100, "next": "mark"}]},
+                "mark": {
+                    "type": "update_state",
+                    "set": {"last_campaign": "{{journey.name}}"},
+                    "next": "gold",
+                },
+                "gold": hook(receiver, "/gold", '{"c": "{{state.last_campaign}}"}'),
+                "plain": hook(receiver, "/plain"),
+            },
+            start="vip?",
+            entry={"trigger": {"event_type": "minigame_spin_issued"}, "mode": "every_time"},
+        ),
+    )
+    await hookline.post("/api/v1/events", spin_event("u-gold"))
+    await hookline.post("/api/v1/events", spin_event("u-tin"))
+    (gold,) = await receiver.wait_for(1, "/gold")
+    assert gold.json() == {"c": "spin-welcome"}  # state as the step runs, set one block before
+    await receiver.wait_for(1, "/plain")
+    state = (await hookline.client.get("/api/v1/users/u-gold/state")).json()
+    assert state["last_campaign"] == "spin-welcome"
+
+
+async def test_conversion_fires_a_rule_on_campaign_converted(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    j = await create(
+        hookline,
+        journey(
+            {
+                "hello": hook(receiver, "/hello", next="wait"),
+                "wait": {"type": "delay", "duration": "1h"},
+            },
+            goal={"event_type": "deposit_made", "within": "7d"},
+        ),
+    )
+    rule = {
+        "name": "crm-on-convert",
+        "trigger": {"event_type": "campaign_converted"},
+        "conditions": {"field": "event.journey_name", "op": "eq", "value": "spin-welcome"},
+        "activity": {
+            "url": receiver.url("/crm"),
+            "body": '{"j": "{{event.journey_id}}", "control": {{event.control_group}}}',
+        },
+    }
+    assert (await hookline.client.post("/api/v1/rules", json=rule)).status_code == 201
+    await hookline.post("/api/v1/events", spin_event())
+    await hookline.post("/api/v1/events", {"event_type": "deposit_made", "user_ext_id": "u-1"})
+    (crm,) = await receiver.wait_for(1, "/crm")
+    assert crm.json() == {"j": j["id"], "control": False}
+    (done,) = await instances(hookline, j["id"])
+    assert done["finish_reason"] == "goal" and done["converted_at"] is not None
+    stats = (await hookline.client.get(f"/api/v1/journeys/{j['id']}/stats")).json()
+    assert stats["treatment"]["converted"] == 1
+    assert stats["treatment"]["conversion_rate"] == 1.0
+    assert stats["control"]["entered"] == 0
+
+
+async def test_control_group_enters_runs_nothing_and_converts(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    rule = {
+        "name": "see-started",
+        "trigger": {"event_type": "campaign_started"},
+        "activity": {"url": receiver.url("/started"), "body": '{"c": {{event.control_group}}}'},
+    }
+    await hookline.client.post("/api/v1/rules", json=rule)
+    j = await create(
+        hookline,
+        journey(
+            {"hello": hook(receiver, "/hello")},
+            control_group={"percent": 100},
+            goal={"event_type": "deposit_made", "within": "1h"},
+        ),
+    )
+    await hookline.post("/api/v1/events", spin_event())
+    (started,) = await receiver.wait_for(1, "/started")
+    assert started.json() == {"c": True}
+    await hookline.post("/api/v1/events", {"event_type": "deposit_made", "user_ext_id": "u-1"})
+    await hookline.idle()
+    (inst,) = await instances(hookline, j["id"])
+    assert inst["control_group"] is True and inst["finish_reason"] == "goal"
+    assert receiver.on("/hello") == []
+    stats = (await hookline.client.get(f"/api/v1/journeys/{j['id']}/stats")).json()
+    assert stats["control"]["converted"] == 1 and stats["treatment"]["entered"] == 0
+
+
+async def test_changing_an_active_journey_makes_a_version_old_users_keep_theirs(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    blocks = {
+        "hello": hook(receiver, "/v1-first", next="wait"),
+        "wait": {"type": "delay", "duration": 0.4, "next": "again"},
+        "again": hook(receiver, "/v1-second", '{"v": {{journey.version}}}'),
+    }
+    data = journey(blocks)
+    j = await create(hookline, data)
+    await hookline.post("/api/v1/events", spin_event("u-old"))
+    await receiver.wait_for(1, "/v1-first")
+    changed = journey({**blocks, "again": hook(receiver, "/v2-second")})
+    resp = await hookline.client.put(f"/api/v1/journeys/{j['id']}", json=changed)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["version"] == 2
+    (old,) = await receiver.wait_for(1, "/v1-second")
+    assert old.json() == {"v": 1}
+    await hookline.post("/api/v1/events", spin_event("u-new"))
+    await receiver.wait_for(1, "/v2-second")
+    same = await hookline.client.patch(f"/api/v1/journeys/{j['id']}", json={"status": "paused"})
+    assert same.json()["version"] == 2  # a status change is no new version
+
+
+async def test_journeys_that_trigger_each_other_are_cut_at_depth_8(hookline: Hookline) -> None:
+    every = {"mode": "every_time"}
+    for name, on, emits in (("ping", "ping", "pong"), ("pong", "pong", "ping")):
+        await create(
+            hookline,
+            {
+                "name": name,
+                "status": "active",
+                "entry": {"trigger": {"event_type": on}, **every},
+                "start": "emit",
+                "blocks": {"emit": {"type": "emit_event", "event_type": emits}},
+            },
+        )
+    resp = await hookline.post("/api/v1/events", {"event_type": "ping", "user_ext_id": "u-1"})
+    assert resp.status_code == 202, resp.text
+    assert hookline.runtime.engine.journeys.chain_cuts >= 1
+    mine = (await hookline.client.get("/api/v1/users/u-1/journeys")).json()["data"]
+    # The first ping enters at depth 0; each emitted event is one deeper, up to 8.
+    assert len(mine) == MAX_CHAIN_DEPTH + 1
+
+
+async def test_stopping_a_journey_lets_everyone_leave(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    j = await create(hookline, journey({"hello": {"type": "delay", "duration": "1h"}}))
+    await hookline.post("/api/v1/events", spin_event())
+    resp = await hookline.client.patch(f"/api/v1/journeys/{j['id']}", json={"status": "stopped"})
+    assert resp.status_code == 200, resp.text
+    (inst,) = await instances(hookline, j["id"])
+    assert inst["status"] == "finished" and inst["finish_reason"] == "stopped"
+    back = await hookline.client.patch(f"/api/v1/journeys/{j['id']}", json={"status": "draft"})
+    assert back.status_code == 409
+
+
+async def test_invalid_journey_is_422_naming_block_and_field(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    data = wait_journey(receiver)
+    data["blocks"]["ask"]["on_timeout"] = "nowhere"
+    resp = await hookline.client.post("/api/v1/journeys", json=data)
+    assert resp.status_code == 422
+    assert resp.json()["field"] == "blocks.ask.on_timeout"
+    assert resp.json()["code"] == "invalid_input"
+    assert (await hookline.client.get("/api/v1/journeys")).json()["data"] == []
+    dup = await create(hookline, wait_journey(receiver))
+    again = await hookline.client.post("/api/v1/journeys", json=wait_journey(receiver))
+    assert again.status_code == 409 and again.json()["field"] == "name"
+    missing = await hookline.client.get("/api/v1/journeys/jrn_nope")
+    assert missing.status_code == 404
+    assert dup["status"] == "active"
+
+
+async def test_timers_survive_a_restart(make_hookline: Any, receiver: Receiver) -> None:
+    first = await make_hookline()
+    await create(
+        first,
+        journey(
+            {
+                "hello": {"type": "delay", "duration": 0.5, "next": "later"},
+                "later": hook(receiver, "/later", SAW),
+            }
+        ),
+    )
+    await first.post("/api/v1/events", spin_event())
+    await first.stop()
+    second = await make_hookline()
+    (later,) = await receiver.wait_for(1, "/later")
+    assert later.json()["saw"] == "12"
+    assert second.runtime.engine.journeys.live
