@@ -63,7 +63,8 @@ async def test_spin_gets_a_webhook_at_once_and_another_after_the_delay(
         journey(
             {
                 "hello": hook(receiver, "/first", SAW, next="wait"),
-                "wait": {"type": "delay", "duration": 0.3, "next": "again"},
+                # Long enough for the checks below to see the user waiting on a loaded machine.
+                "wait": {"type": "delay", "duration": 1, "next": "again"},
                 "again": hook(receiver, "/second", SAW),
             }
         ),
@@ -94,14 +95,19 @@ async def test_spin_gets_a_webhook_at_once_and_another_after_the_delay(
     assert [(m["journey_id"], m["version"]) for m in mine] == [(j["id"], 1)]
 
 
-def wait_journey(receiver: Receiver) -> dict[str, Any]:
+def wait_journey(
+    receiver: Receiver,
+    timeout: float,
+    name: str = "spin-welcome",
+    trigger: str = "minigame_spin_issued",
+) -> dict[str, Any]:
     return journey(
         {
             "ask": {
                 "type": "wait_for_event",
                 "event_type": "deposit_made",
                 "conditions": {"field": "last_event.amount", "op": "gte", "value": 10},
-                "timeout": 0.3,
+                "timeout": timeout,
                 "next": "yes",
                 "on_timeout": "no",
             },
@@ -109,13 +115,18 @@ def wait_journey(receiver: Receiver) -> dict[str, Any]:
             "no": hook(receiver, "/no", '{"saw": "{{event.saw_template_id}}"}'),
         },
         start="ask",
+        name=name,
+        entry={"trigger": {"event_type": trigger}},
     )
 
 
 async def test_wait_for_event_both_branches(hookline: Hookline, receiver: Receiver) -> None:
-    await create(hookline, wait_journey(receiver))
+    # Two journeys, so that neither branch depends on how fast a loaded machine runs: the
+    # event comes long before a minute is up, and nothing comes within a fifth of a second.
+    await create(hookline, wait_journey(receiver, 60))
+    await create(hookline, wait_journey(receiver, 0.2, "level-welcome", "level_upgraded"))
     await hookline.post("/api/v1/events", spin_event("u-yes"))
-    await hookline.post("/api/v1/events", spin_event("u-no"))
+    await hookline.post("/api/v1/events", {**spin_event("u-no"), "event_type": "level_upgraded"})
     small = {"event_type": "deposit_made", "user_ext_id": "u-yes", "payload": {"amount": 5}}
     big = {**small, "payload": {"amount": 50}}
     await hookline.post("/api/v1/events", small)  # the condition is false: still waiting
@@ -124,6 +135,7 @@ async def test_wait_for_event_both_branches(hookline: Hookline, receiver: Receiv
     assert yes.json() == {"amount": 50}
     (no,) = await receiver.wait_for(1, "/no")
     assert no.json() == {"saw": "12"}
+    await hookline.idle()
     assert len(receiver.on("/yes")) == 1 and len(receiver.on("/no")) == 1
 
 
@@ -286,15 +298,15 @@ async def test_stopping_a_journey_lets_everyone_leave(
 async def test_invalid_journey_is_422_naming_block_and_field(
     hookline: Hookline, receiver: Receiver
 ) -> None:
-    data = wait_journey(receiver)
+    data = wait_journey(receiver, 60)
     data["blocks"]["ask"]["on_timeout"] = "nowhere"
     resp = await hookline.client.post("/api/v1/journeys", json=data)
     assert resp.status_code == 422
     assert resp.json()["field"] == "blocks.ask.on_timeout"
     assert resp.json()["code"] == "invalid_input"
     assert (await hookline.client.get("/api/v1/journeys")).json()["data"] == []
-    dup = await create(hookline, wait_journey(receiver))
-    again = await hookline.client.post("/api/v1/journeys", json=wait_journey(receiver))
+    dup = await create(hookline, wait_journey(receiver, 60))
+    again = await hookline.client.post("/api/v1/journeys", json=wait_journey(receiver, 60))
     assert again.status_code == 409 and again.json()["field"] == "name"
     missing = await hookline.client.get("/api/v1/journeys/jrn_nope")
     assert missing.status_code == 404
