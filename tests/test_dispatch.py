@@ -73,7 +73,8 @@ async def test_the_claim_loop_survives_a_failing_database_read(
     monkeypatch.setattr(store, "next_due_at", flaky)
     monkeypatch.setattr("asyncio.sleep", _no_sleep_for(1))
     receiver.script["/hook"] = [500]
-    await hookline.create_rule(activity={"url": receiver.url()})
+    # The retry falls due later, so the loop must ask when (the failing read) before it.
+    await hookline.create_rule(activity={"url": receiver.url(), "retry_schedule": [0, 0.2]})
     resp = await hookline.post("/api/v1/events", spin_event())
     (delivery_id,) = resp.json()["events"][0]["deliveries"]
     arrived = await receiver.wait_for(2)
