@@ -216,12 +216,25 @@ async def test_eid_is_processed_once(hookline: Hookline, receiver: Receiver) -> 
     again = await hookline.post("/api/v1/events", [spin_event(eid="e-1"), spin_event(eid="e-2")])
     assert first.status_code == again.status_code == 202
     a, b = again.json()["events"]
-    assert a["duplicate"] is True and a["id"] == first.json()["events"][0]["id"]
-    assert a["deliveries"] == []
+    (original,) = first.json()["events"]
+    assert a["duplicate"] is True and a["id"] == original["id"]
+    # The resend answers what the first send caused: its event and its deliveries.
+    assert a["deliveries"] == original["deliveries"] and len(a["deliveries"]) == 1
     assert b["duplicate"] is False
     await receiver.wait_for(2)
     await hookline.idle()
     assert len(receiver.requests) == 2
+
+
+async def test_an_eid_twice_in_one_batch_answers_the_first_ones_deliveries(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    await hookline.create_rule(activity={"url": receiver.url()})
+    resp = await hookline.post("/api/v1/events", [spin_event(eid="e-1"), spin_event(eid="e-1")])
+    first, again = resp.json()["events"]
+    assert (first["duplicate"], again["duplicate"]) == (False, True)
+    assert again["id"] == first["id"]
+    assert again["deliveries"] == first["deliveries"] and len(first["deliveries"]) == 1
 
 
 async def test_update_profile_merges_state_and_conditions_use_it(

@@ -189,7 +189,10 @@ class Engine:
         users = {e.user_ext_id for w in group for e in w.events}
         users.update(w.patch_user for w in group if w.patch_user is not None)
         async with self.store.ingest() as tx:
-            known = await tx.known_eids(eids) if eids else {}
+            known_ids = await tx.known_eids(eids) if eids else {}
+            # A resent eid answers what the first send caused, read in this transaction.
+            caused = await tx.delivery_ids(list(known_ids.values())) if known_ids else {}
+            known = {eid: (id_, caused.get(id_, ())) for eid, id_ in known_ids.items()}
             states = self._states.get_many(users)
             missing = sorted(users - states.keys())
             if missing:
@@ -239,13 +242,13 @@ class _Batch:
         self,
         engine: Engine,
         tx: IngestTransaction,
-        known: dict[str, str],
+        known: dict[str, tuple[str, tuple[str, ...]]],
         states: dict[str, dict[str, Any]],
         now: int,
     ) -> None:
         self.engine = engine
         self.tx = tx
-        self.known = known
+        self.known = known  # eid -> (event id, its delivery ids)
         self.states = states
         self.now = now
         self.changed: dict[str, dict[str, Any]] = {}
@@ -275,7 +278,8 @@ class _Batch:
 
     def _event(self, item: EventInput) -> Accepted:
         if item.eid is not None and item.eid in self.known:
-            return Accepted(self.known[item.eid], item.eid, True, ())
+            event_id, deliveries = self.known[item.eid]
+            return Accepted(event_id, item.eid, True, deliveries)
         event = Event(
             id=new_id("evt", self.now),
             eid=item.eid,
@@ -286,19 +290,20 @@ class _Batch:
             payload=item.payload,
             received_at=self.now,
         )
-        if item.eid is not None:
-            self.known[item.eid] = event.id
         self.events.append(event)
         state = self._state_after(event)
         rules = self.engine.index.match(event.event_type)
-        if not rules:
-            return Accepted(event.id, event.eid, False, ())
-        context = {"event": event.template_scope(), "state": state}
-        created = [
-            self._delivery(rule, event, context) for rule in rules if _matches(rule, context)
-        ]
-        self.deliveries.extend(created)
-        return Accepted(event.id, event.eid, False, tuple(d.id for d in created))
+        ids: tuple[str, ...] = ()
+        if rules:
+            context = {"event": event.template_scope(), "state": state}
+            created = [
+                self._delivery(rule, event, context) for rule in rules if _matches(rule, context)
+            ]
+            self.deliveries.extend(created)
+            ids = tuple(d.id for d in created)
+        if item.eid is not None:
+            self.known[item.eid] = (event.id, ids)
+        return Accepted(event.id, event.eid, False, ids)
 
     def _state_after(self, event: Event) -> dict[str, Any]:
         user, brand = event.user_ext_id, event.ext_brand_id
