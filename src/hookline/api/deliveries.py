@@ -44,13 +44,14 @@ async def list_deliveries(
     return JSON({"data": [_for_people(d) for d in page], "next_cursor": next_cursor})
 
 
-@router.get("/{delivery_id}", summary="Get a delivery with all its attempts")
+@router.get("/{delivery_id}", summary="Get a delivery with its attempt_log (every attempt, oldest first)")
 async def get_delivery(delivery_id: str, runtime: RuntimeDep) -> JSON:
     delivery = await runtime.store.get_delivery(delivery_id)
     if delivery is None:
         raise NotFound(f"no delivery {delivery_id!r}", field="delivery_id")
     attempts = await runtime.store.list_attempts(delivery_id)
-    return JSON({**_for_people(delivery), "attempts": [a.as_dict() for a in attempts]})
+    # ``attempts`` stays the count, as in the list; the attempts themselves are the log.
+    return JSON({**_for_people(delivery), "attempt_log": [a.as_dict() for a in attempts]})
 
 
 @router.post("/{delivery_id}/retry", status_code=202, summary="Send again now (same webhook-id)")
