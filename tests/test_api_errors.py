@@ -159,10 +159,12 @@ async def test_one_event_over_1_mib_in_a_request_under_5_mib(hookline: Hookline)
     big["payload"]["blob"] = "x" * MIB
     small = spin_event(user="small")
     resp = await hookline.post("/api/v1/events", [small, big])
-    assert_error(resp, field="[1]", says="larger than")
-    assert resp.status_code in (413, 422)
+    assert_error(resp, 413, code="payload_too_large", field="[1]", says="larger than")
     single = await hookline.post("/api/v1/events", big)
-    assert_error(single, says="larger than")
+    assert_error(single, 413, code="payload_too_large", field="body", says="larger than")
+    # 2 MB, as the README says: 413, not 422.
+    big["payload"]["blob"] = "x" * (2 * MIB)
+    assert_error(await hookline.post("/api/v1/events", big), 413, code="payload_too_large")
     # Just under the limit is fine.
     fits = spin_event(user="fits")
     fits["payload"]["blob"] = "x" * (MIB - 200)
@@ -204,6 +206,25 @@ async def test_request_declared_over_5_mib_is_413_before_the_body(hookline: Hook
     head, _, payload = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413 "), answer
     assert json.loads(payload)["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("seconds", [1_700_000_000, 0, 946_684_799_999])
+async def test_event_date_in_seconds_is_422_asking_for_milliseconds(
+    hookline: Hookline, seconds: int
+) -> None:
+    resp = await hookline.post("/api/v1/events", spin_event(event_date=seconds))
+    assert_error(resp, 422, field="event_date", says="milliseconds")
+    assert f"likely {seconds * 1000}" in resp.json()["detail"]
+    batch = await hookline.post("/api/v1/events", [spin_event(), spin_event(event_date=seconds)])
+    assert_error(batch, 422, field="[1].event_date", says="milliseconds")
+    preview = await hookline.post(
+        "/api/v1/webhooks/preview",
+        {"webhook": {"url": "http://127.0.0.1:9/x"}, "event": {"event_date": seconds}},
+    )
+    assert_error(preview, 422, field="event.event_date", says="milliseconds")
+    # The first millisecond of 2000 is a date.
+    ok = await hookline.post("/api/v1/events", spin_event(event_date=946_684_800_000))
+    assert ok.status_code == 202, ok.text
 
 
 async def test_event_date_beyond_what_can_be_stored_is_422(hookline: Hookline) -> None:

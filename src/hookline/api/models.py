@@ -8,7 +8,12 @@ import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from hookline.errors import InvalidInput
-from hookline.events import MAX_EVENT_DATE, MAX_ID_LENGTH
+from hookline.events import (
+    MAX_EVENT_DATE,
+    MAX_ID_LENGTH,
+    MIN_EVENT_DATE,
+    seconds_not_milliseconds,
+)
 from hookline.values import check_json
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -120,6 +125,14 @@ class SampleEvent(_Strict):
     ext_brand_id: str | int | None = None
     event_date: int | None = Field(default=None, ge=0, le=MAX_EVENT_DATE)
     payload: FreeObject = Field(default_factory=dict)
+
+    @field_validator("event_date")
+    @classmethod
+    def _milliseconds(cls, value: int | None) -> int | None:
+        # As in events: a preview of a date in seconds would show what the event gets refused.
+        if value is not None and value < MIN_EVENT_DATE:
+            raise ValueError(seconds_not_milliseconds(value))
+        return value
 
     @field_validator("ext_brand_id")
     @classmethod
