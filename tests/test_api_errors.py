@@ -94,6 +94,96 @@ async def test_malformed_json_in_rule_replace_and_patch(hookline: Hookline) -> N
     assert_error(resp, 400, code="malformed_json")
 
 
+async def _json_operations(h: Hookline) -> list[tuple[str, str]]:
+    """Every operation whose OpenAPI request body is JSON, path parameters filled in."""
+    spec = (await h.client.get("/openapi.json")).json()
+    found = []
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                found.append((method.upper(), re.sub(r"\{[^}]+\}", "x", path)))
+    return found
+
+
+async def test_every_json_route_refuses_a_body_not_sent_as_json_asking_for_it(
+    hookline: Hookline,
+) -> None:
+    operations = await _json_operations(hookline)
+    assert ("POST", "/api/v1/rules") in operations and ("POST", "/api/v1/events") in operations
+    document = json.dumps(example_rule()).encode()
+    for method, path in operations:
+        for content_type in (None, "application/x-www-form-urlencoded", "text/plain"):
+            headers = {"content-type": content_type} if content_type else {}
+            resp = await hookline.client.request(method, path, content=document, headers=headers)
+            assert_error(
+                resp,
+                415,
+                code="unsupported_media_type",
+                field="Content-Type",
+                says="send JSON with Content-Type: application/json",
+            )
+
+
+async def test_json_with_parameters_or_a_json_suffix_is_json(hookline: Hookline) -> None:
+    for content_type in ("application/json; charset=utf-8", "Application/JSON", "x/y+json"):
+        resp = await hookline.client.post(
+            "/api/v1/events",
+            content=json.dumps(spin_event()).encode(),
+            headers={"content-type": content_type},
+        )
+        expected = 415 if content_type == "x/y+json" else 202
+        assert resp.status_code == expected, (content_type, resp.text)
+    resp = await hookline.client.post(
+        "/api/v1/rules",
+        content=json.dumps(example_rule()).encode(),
+        headers={"content-type": "application/vnd.hookline+json"},
+    )
+    assert resp.status_code == 201, resp.text
+
+
+@pytest.mark.parametrize(
+    ("path", "document", "field", "meant"),
+    [
+        (
+            "/api/v1/rules",
+            example_rule(activity={"url": "http://127.0.0.1:9/x", "header": {"a": "b"}}),
+            "activity.header",
+            "headers",
+        ),
+        (
+            "/api/v1/rules",
+            {**example_rule(), "condition": {"all": []}},
+            "condition",
+            "conditions",
+        ),
+        ("/api/v1/rules/validate", {**example_rule(), "enable": False}, "enable", "enabled"),
+        (
+            "/api/v1/webhooks",
+            {"name": "w", "url": "http://127.0.0.1:9/x", "retry_shedule": [1]},
+            "retry_shedule",
+            "retry_schedule",
+        ),
+        (
+            "/api/v1/webhooks/preview",
+            {"webhok": {"url": "http://127.0.0.1:9/x"}},
+            "webhok",
+            "webhook",
+        ),
+        ("/api/v1/events", {**spin_event(), "paylod": {}}, "paylod", "payload"),
+    ],
+)
+async def test_a_misspelt_key_is_422_naming_it_and_the_key_meant(
+    hookline: Hookline, path: str, document: dict[str, Any], field: str, meant: str
+) -> None:
+    resp = await hookline.post(path, document)
+    assert_error(resp, 422, field=field, says=f"did you mean {meant!r}?")
+
+
+async def test_an_unknown_key_like_no_other_lists_the_keys_allowed(hookline: Hookline) -> None:
+    resp = await hookline.post("/api/v1/rules", {**example_rule(), "zzz": 1})
+    assert_error(resp, 422, field="zzz", says="allowed keys: activity, conditions, description")
+
+
 # --- the event envelope -------------------------------------------------------------------
 
 

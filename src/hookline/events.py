@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import orjson
 
-from hookline.errors import InvalidInput, PayloadTooLarge
+from hookline.errors import InvalidInput, PayloadTooLarge, closest
 from hookline.values import check_depth
 
 UPDATE_PROFILE: Final = "update_profile"
@@ -115,8 +115,10 @@ def _parse_one(raw: Any, where: str, max_bytes: int | None) -> EventInput:
     unknown = raw.keys() - ENVELOPE_KEYS
     if unknown:
         name = sorted(unknown)[0]
+        guess = closest(name, ENVELOPE_KEYS)
+        hint = f"did you mean {guess!r}? " if guess else ""
         raise InvalidInput(
-            f"unknown envelope field {name!r}; event data goes in 'payload', "
+            f"unknown envelope field {name!r}; {hint}event data goes in 'payload', "
             f"allowed fields: {', '.join(sorted(ENVELOPE_KEYS))}",
             field=where + name,
         )

@@ -44,7 +44,9 @@ async def list_deliveries(
     return JSON({"data": [_for_people(d) for d in page], "next_cursor": next_cursor})
 
 
-@router.get("/{delivery_id}", summary="Get a delivery with its attempt_log (every attempt, oldest first)")
+@router.get(
+    "/{delivery_id}", summary="Get a delivery with its attempt_log (every attempt, oldest first)"
+)
 async def get_delivery(delivery_id: str, runtime: RuntimeDep) -> JSON:
     delivery = await runtime.store.get_delivery(delivery_id)
     if delivery is None:

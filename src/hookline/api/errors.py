@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hookline.api._json import JSON
+from hookline.api.models import error_location
 from hookline.errors import HooklineError
 
 log = logging.getLogger("hookline.api")
@@ -49,7 +50,7 @@ def install(app: FastAPI) -> None:
         if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
             return error_response(400, "missing_body", "a JSON body is required", "body")
         msg = str(first.get("msg", "invalid input"))
-        field = _field(tuple(first.get("loc", ())))
+        field = _field(error_location(first))
         return error_response(422, "invalid_input", f"{field}: {msg}" if field else msg, field)
 
     @app.exception_handler(StarletteHTTPException)

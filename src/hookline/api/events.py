@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from hookline.api._json import JSON, parse_json, read_body
+from hookline.api._json import JSON, read_json
 from hookline.api.deps import RuntimeDep
 from hookline.errors import NotFound
 from hookline.events import parse_events
@@ -48,12 +48,12 @@ _EVENT_SCHEMA: dict[str, Any] = {
 async def post_events(request: Request, runtime: RuntimeDep) -> JSON:
     """Accepted events are committed, with their state changes and deliveries, before 202."""
     settings = runtime.settings
-    body = await read_body(request, settings.max_request_bytes)
+    data, size = await read_json(request, settings.max_request_bytes)
     events = parse_events(
-        parse_json(body),
+        data,
         max_events=settings.max_batch_events,
         max_event_bytes=settings.max_event_bytes,
-        body_bytes=len(body),
+        body_bytes=size,
     )
     accepted = await runtime.engine.submit(events)
     return JSON(

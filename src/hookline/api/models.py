@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from hookline.errors import InvalidInput
+from hookline.errors import InvalidInput, unknown_key
 from hookline.events import (
     MAX_EVENT_DATE,
     MAX_ID_LENGTH,
@@ -36,9 +45,32 @@ Body = Annotated[str | dict[str, Any] | list[Any] | None, AfterValidator(_free_j
 FreeObject = Annotated[dict[str, Any], AfterValidator(_free_json)]
 
 
+UNKNOWN_KEY = "unknown_key"
+
+
+def error_location(error: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Where a pydantic error is; an unknown key's error is placed at the key itself."""
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == UNKNOWN_KEY:
+        loc += (error["ctx"]["key"],)
+    return loc
+
+
 class _Strict(BaseModel):
     # allow_inf_nan: a float field must not turn the string "nan" or "inf" into a number.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        # Before pydantic's own extra_forbidden, so the error suggests the key meant.
+        if isinstance(data, dict):
+            unknown = sorted(k for k in data if k not in cls.model_fields)
+            if unknown:
+                key = str(unknown[0])
+                detail = unknown_key(key, cls.model_fields)
+                raise PydanticCustomError(UNKNOWN_KEY, "{detail}", {"key": key, "detail": detail})
+        return data
 
 
 class WebhookFields(_Strict):

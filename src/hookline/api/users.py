@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 
-from hookline.api._json import JSON, parse_json, read_body
+from hookline.api._json import JSON, read_json
 from hookline.api.deps import RuntimeDep
 from hookline.errors import NotFound
 from hookline.events import MAX_ID_LENGTH
@@ -56,6 +56,6 @@ _PATCH_BODY: dict[str, Any] = {
     openapi_extra=_PATCH_BODY,
 )
 async def patch_state(user_ext_id: UserId, request: Request, runtime: RuntimeDep) -> JSON:
-    body = await read_body(request, runtime.settings.max_event_bytes)
-    patch = check_patch(parse_json(body))
+    data, _ = await read_json(request, runtime.settings.max_event_bytes)
+    patch = check_patch(data)
     return JSON(await runtime.engine.patch_state(user_ext_id, patch))
