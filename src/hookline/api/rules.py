@@ -18,7 +18,7 @@ from hookline.errors import InvalidInput, NotFound
 from hookline.events import now_ms
 from hookline.ids import new_id
 from hookline.rules import Rule
-from hookline.webhooks import WebhookSpec
+from hookline.webhooks import WebhookSpec, compile_webhook
 
 router = APIRouter(prefix="/api/v1/rules", tags=["rules"], route_class=JSONRoute)
 
@@ -36,6 +36,18 @@ def activity_spec(activity: Activity) -> tuple[WebhookSpec | None, str | None]:
     if "url" not in inline:
         raise InvalidInput("the activity needs a url or a webhook_id", field="activity.url")
     return WebhookSpec.from_dict(inline), None
+
+
+def _saved(rule: Rule, status_code: int = 200) -> JSON:
+    """A save's answer: the rule, and ``warnings`` about its inline webhook's templates."""
+    return versioned({**rule.as_dict(), "warnings": _warnings(rule)}, rule.version, status_code)
+
+
+def _warnings(rule: Rule) -> list[dict[str, str]]:
+    # A saved webhook's own save already warned about it; saves are rare, so compile again.
+    if rule.webhook is None:
+        return []
+    return compile_webhook(rule.webhook, field="activity").warnings
 
 
 def _later(updated_at: int) -> int:
@@ -63,7 +75,7 @@ def _from_input(body: RuleIn, rule_id: str, created_at: int, now: int) -> Rule:
 async def create_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
     now = now_ms()
     rule = await runtime.catalog.create_rule(_from_input(body, new_id("rule"), now, now))
-    return versioned(rule.as_dict(), rule.version, status_code=201)
+    return _saved(rule, status_code=201)
 
 
 @router.get("", summary="List rules")
@@ -93,7 +105,7 @@ async def replace_rule(
         return replace(new, created_at=current.created_at, updated_at=_later(current.updated_at))
 
     rule = await runtime.catalog.change_rule(rule_id, change, when)
-    return versioned(rule.as_dict(), rule.version)
+    return _saved(rule)
 
 
 @router.patch("/{rule_id}", summary="Change some fields of a rule (e.g. enabled)")
@@ -121,7 +133,7 @@ async def patch_rule(
         return replace(current, **changes, updated_at=_later(current.updated_at))
 
     rule = await runtime.catalog.change_rule(rule_id, change, when)
-    return versioned(rule.as_dict(), rule.version)
+    return _saved(rule)
 
 
 @router.delete("/{rule_id}", status_code=204, summary="Delete a rule")
@@ -144,4 +156,4 @@ async def validate_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
     rule = _from_input(body, "rule_validate", 0, 0)
     await runtime.catalog.check_rule(rule)
     stored = {k: v for k, v in rule.as_dict().items() if k not in _SERVER_SET}
-    return JSON({"valid": True, "rule": stored})
+    return JSON({"valid": True, "rule": stored, "warnings": _warnings(rule)})

@@ -34,12 +34,18 @@ async def _get(runtime: Runtime, webhook_id: str) -> SavedWebhook:
     return saved
 
 
+def _saved(saved: SavedWebhook, status_code: int = 200) -> JSON:
+    """A save's answer: the webhook, and ``warnings`` about its templates."""
+    warnings = compile_webhook(saved.spec).warnings  # saves are rare: compile again
+    return versioned({**saved.as_dict(), "warnings": warnings}, saved.version, status_code)
+
+
 @router.post("", status_code=201, summary="Save a webhook that rules can reference")
 async def create_webhook(body: WebhookIn, runtime: RuntimeDep) -> JSON:
     now = now_ms()
     saved = SavedWebhook(new_id("wh"), body.name, _spec(body), now, now)
     saved = await runtime.catalog.create_webhook(saved)
-    return versioned(saved.as_dict(), saved.version, status_code=201)
+    return _saved(saved, status_code=201)
 
 
 @router.get("", summary="List saved webhooks")
@@ -65,7 +71,7 @@ async def replace_webhook(
         return replace(current, name=body.name, spec=spec, updated_at=later)
 
     saved = await runtime.catalog.change_webhook(webhook_id, change, when)
-    return versioned(saved.as_dict(), saved.version)
+    return _saved(saved)
 
 
 @router.delete(
@@ -109,7 +115,7 @@ async def _render(body: PreviewIn, runtime: Runtime) -> tuple[CompiledWebhook, R
 async def preview(body: PreviewIn, runtime: RuntimeDep) -> JSON:
     compiled, request = await _render(body, runtime)
     timeout = compiled.spec.timeout or runtime.settings.default_timeout
-    return JSON({**request.as_dict(), "timeout": timeout})
+    return JSON({**request.as_dict(), "timeout": timeout, "warnings": compiled.warnings})
 
 
 @router.post("/test", summary="Render and send once; answers with the receiver's response")
@@ -119,4 +125,10 @@ async def test(body: PreviewIn, runtime: RuntimeDep) -> JSON:
     exchange = await runtime.dispatcher.send_once(
         Request(request.method, request.url, request.headers, request.body, timeout, new_id("dlv"))
     )
-    return JSON({"request": request.as_dict(), "response": exchange.as_dict()})
+    return JSON(
+        {
+            "request": request.as_dict(),
+            "response": exchange.as_dict(),
+            "warnings": compiled.warnings,
+        }
+    )
