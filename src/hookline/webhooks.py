@@ -150,7 +150,7 @@ class CompiledWebhook:
 
     @property
     def warnings(self) -> list[dict[str, str]]:
-        """``[{field, detail}]`` for what renders but looks wrong (see templates.fallback_warning)."""
+        """``[{field, detail}]``: what renders but looks wrong (templates.fallback_warning)."""
         templates = [self._url, *(t for _, t in self._headers), *(t for _, t in self._query)]
         if self._body is not None:
             templates.append(self._body)
