@@ -60,3 +60,46 @@ async def test_saving_a_webhook_and_previewing_it_warn_too(hookline: Hookline) -
     assert preview.status_code == 200, preview.text
     _points_at_both(_details(preview.json(), "webhook.body"))
     assert '"level": "upper"' in preview.json()["body"]
+
+
+async def test_preview_takes_a_rule_id_with_an_inline_or_a_saved_webhook(
+    hookline: Hookline,
+) -> None:
+    sample = {"event": {"user_ext_id": "u-9", "payload": {"y": "a b"}}, "state": {"x": "gold"}}
+    inline = await hookline.post(
+        "/api/v1/rules",
+        example_rule(name="inline", activity={"url": "http://127.0.0.1:9/in", "body": CLEAN_BODY}),
+    )
+    assert inline.status_code == 201, inline.text
+    resp = await hookline.post(
+        "/api/v1/webhooks/preview", {"rule_id": inline.json()["id"], **sample}
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["url"] == "http://127.0.0.1:9/in"
+    assert resp.json()["body"] == '{"level": "gold", "link": "a%20b"}'
+
+    saved = await hookline.post(
+        "/api/v1/webhooks",
+        {
+            "name": "crm",
+            "url": "http://127.0.0.1:9/saved/{{state.user_ext_id}}",
+            "body": SUSPECT_BODY,
+        },
+    )
+    by_ref = {**example_rule(name="user"), "activity": {"webhook_id": saved.json()["id"]}}
+    user = await hookline.post("/api/v1/rules", by_ref)
+    assert user.status_code == 201, user.text
+    resp = await hookline.post("/api/v1/webhooks/preview", {"rule_id": user.json()["id"], **sample})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["url"] == "http://127.0.0.1:9/saved/u-9"
+    _points_at_both(_details(resp.json(), "activity.body"))
+
+
+async def test_preview_of_an_unknown_rule_or_of_two_sources_is_refused(hookline: Hookline) -> None:
+    resp = await hookline.post("/api/v1/webhooks/preview", {"rule_id": "rule_nope"})
+    assert resp.status_code == 404 and resp.json()["field"] == "rule_id", resp.text
+    both = await hookline.post(
+        "/api/v1/webhooks/preview",
+        {"webhook_id": "wh_x", "rule_id": "rule_x"},
+    )
+    assert both.status_code == 422 and both.json()["field"] == "rule_id", both.text

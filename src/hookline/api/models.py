@@ -176,9 +176,10 @@ class SampleEvent(_Strict):
 
 
 class PreviewIn(_Strict):
-    """Render (or send once) a webhook, inline or saved, for a sample event and state."""
+    """Render (or send once) a webhook, inline, saved or a rule's, for a sample event and state."""
 
     webhook: WebhookFields | None = None
     webhook_id: str | None = None
+    rule_id: str | None = Field(default=None, description="Preview this rule's webhook.")
     event: SampleEvent = Field(default_factory=SampleEvent)
     state: FreeObject = Field(default_factory=dict)

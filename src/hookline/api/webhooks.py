@@ -85,16 +85,26 @@ async def delete_webhook(
 
 
 async def _render(body: PreviewIn, runtime: Runtime) -> tuple[CompiledWebhook, RenderedRequest]:
-    if (body.webhook is None) == (body.webhook_id is None):
-        raise InvalidInput("give either 'webhook' (inline) or 'webhook_id'", field="webhook")
+    given = [name for name in ("webhook", "webhook_id", "rule_id") if getattr(body, name)]
+    if len(given) != 1:
+        raise InvalidInput(
+            "give one of 'webhook' (inline), 'webhook_id' (saved) or 'rule_id' (a rule's webhook)",
+            field=given[1] if given else "webhook",
+        )
     if body.webhook is not None:
         compiled = compile_webhook(_spec(body.webhook), field="webhook")
-    else:
-        assert body.webhook_id is not None
+    elif body.webhook_id is not None:
         saved = await _get(runtime, body.webhook_id)
         if saved.problem is not None:
             raise Conflict(saved.problem, field="webhook_id")
         compiled = compile_webhook(saved.spec)
+    else:
+        assert body.rule_id is not None
+        rule = await runtime.store.get_rule(body.rule_id)
+        if rule is None:
+            raise NotFound(f"no rule {body.rule_id!r}", field="rule_id")
+        # Its webhook as a save compiles it: inline, or the saved one it names.
+        compiled = (await runtime.catalog.check_rule(rule))[0].webhook
     sample = body.event
     now = now_ms()
     event = Event(
