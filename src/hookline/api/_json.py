@@ -12,14 +12,17 @@ from typing import Any, Final
 import orjson
 from fastapi.routing import APIRoute
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from hookline.errors import HooklineError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from hookline.values import MAX_DEPTH, MAX_INT, check_json
 
 
-class JSON(Response):
-    """A JSON response serialised by orjson (fast, and strict about what is JSON)."""
+class JSON(JSONResponse):
+    """A JSON response serialised by orjson (fast, and strict about what is JSON).
+
+    A JSONResponse, so FastAPI documents a route's ``response_model`` as its JSON answer.
+    """
 
     media_type = "application/json"
 

@@ -13,7 +13,15 @@ from fastapi import APIRouter, Response
 from hookline.api._etag import IfMatch, precondition, versioned
 from hookline.api._json import JSON, JSONRoute
 from hookline.api.deps import RuntimeDep
-from hookline.api.models import Activity, RuleIn, RulePatch
+from hookline.api.models import (
+    Activity,
+    RuleIn,
+    RuleList,
+    RuleOut,
+    RulePatch,
+    RuleSaved,
+    RuleValidation,
+)
 from hookline.errors import InvalidInput, NotFound
 from hookline.events import now_ms
 from hookline.ids import new_id
@@ -71,14 +79,14 @@ def _from_input(body: RuleIn, rule_id: str, created_at: int, now: int) -> Rule:
     )
 
 
-@router.post("", status_code=201, summary="Create a rule")
+@router.post("", status_code=201, summary="Create a rule", response_model=RuleSaved)
 async def create_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
     now = now_ms()
     rule = await runtime.catalog.create_rule(_from_input(body, new_id("rule"), now, now))
     return _saved(rule, status_code=201)
 
 
-@router.get("", summary="List rules")
+@router.get("", summary="List rules", response_model=RuleList)
 async def list_rules(runtime: RuntimeDep, event_type: str | None = None) -> JSON:
     rules = await runtime.store.list_rules()
     if event_type is not None:
@@ -86,7 +94,7 @@ async def list_rules(runtime: RuntimeDep, event_type: str | None = None) -> JSON
     return JSON({"data": [r.as_dict() for r in rules]})
 
 
-@router.get("/{rule_id}", summary="Get a rule")
+@router.get("/{rule_id}", summary="Get a rule", response_model=RuleOut)
 async def get_rule(rule_id: str, runtime: RuntimeDep) -> JSON:
     rule = await runtime.store.get_rule(rule_id)
     if rule is None:
@@ -94,7 +102,7 @@ async def get_rule(rule_id: str, runtime: RuntimeDep) -> JSON:
     return versioned(rule.as_dict(), rule.version)
 
 
-@router.put("/{rule_id}", summary="Replace a rule")
+@router.put("/{rule_id}", summary="Replace a rule", response_model=RuleSaved)
 async def replace_rule(
     rule_id: str, body: RuleIn, runtime: RuntimeDep, if_match: IfMatch = None
 ) -> JSON:
@@ -108,7 +116,11 @@ async def replace_rule(
     return _saved(rule)
 
 
-@router.patch("/{rule_id}", summary="Change some fields of a rule (e.g. enabled)")
+@router.patch(
+    "/{rule_id}",
+    summary="Change some fields of a rule (e.g. enabled)",
+    response_model=RuleSaved,
+)
 async def patch_rule(
     rule_id: str, body: RulePatch, runtime: RuntimeDep, if_match: IfMatch = None
 ) -> JSON:
@@ -146,7 +158,11 @@ async def delete_rule(rule_id: str, runtime: RuntimeDep, if_match: IfMatch = Non
 _SERVER_SET = ("id", "version", "created_at", "updated_at")
 
 
-@router.post("/validate", summary="Check a rule exactly as a save would, without saving it")
+@router.post(
+    "/validate",
+    summary="Check a rule exactly as a save would, without saving it",
+    response_model=RuleValidation,
+)
 async def validate_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
     """The rule as it would be stored (defaults filled, numbers normalised), or the error.
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Path, Request
 
 from hookline.api._json import JSON, read_json
 from hookline.api.deps import RuntimeDep
+from hookline.api.models import UserState
 from hookline.errors import NotFound
 from hookline.events import MAX_ID_LENGTH
 from hookline.state import check_patch
@@ -30,7 +31,7 @@ UserId = Annotated[
 ]
 
 
-@router.get("/{user_ext_id:path}/state", summary="Read a user's state")
+@router.get("/{user_ext_id:path}/state", summary="Read a user's state", response_model=UserState)
 async def get_state(user_ext_id: UserId, runtime: RuntimeDep) -> JSON:
     state = await runtime.store.get_state(user_ext_id)
     if state is None:
@@ -54,6 +55,7 @@ _PATCH_BODY: dict[str, Any] = {
     "/{user_ext_id:path}/state",
     summary="Merge into a user's state (JSON Merge Patch: null removes a key)",
     openapi_extra=_PATCH_BODY,
+    response_model=UserState,
 )
 async def patch_state(user_ext_id: UserId, request: Request, runtime: RuntimeDep) -> JSON:
     data, _ = await read_json(request, runtime.settings.max_event_bytes)

@@ -10,7 +10,15 @@ from fastapi import APIRouter, Response
 from hookline.api._etag import IfMatch, precondition, versioned
 from hookline.api._json import JSON, JSONRoute
 from hookline.api.deps import RuntimeDep
-from hookline.api.models import PreviewIn, WebhookIn
+from hookline.api.models import (
+    Preview,
+    PreviewIn,
+    SavedWebhookOut,
+    SavedWebhookSaved,
+    SentOnce,
+    WebhookIn,
+    WebhookList,
+)
 from hookline.errors import Conflict, InvalidInput, NotFound
 from hookline.events import Event, now_ms
 from hookline.ids import new_id
@@ -40,7 +48,12 @@ def _saved(saved: SavedWebhook, status_code: int = 200) -> JSON:
     return versioned({**saved.as_dict(), "warnings": warnings}, saved.version, status_code)
 
 
-@router.post("", status_code=201, summary="Save a webhook that rules can reference")
+@router.post(
+    "",
+    status_code=201,
+    summary="Save a webhook that rules can reference",
+    response_model=SavedWebhookSaved,
+)
 async def create_webhook(body: WebhookIn, runtime: RuntimeDep) -> JSON:
     now = now_ms()
     saved = SavedWebhook(new_id("wh"), body.name, _spec(body), now, now)
@@ -48,18 +61,22 @@ async def create_webhook(body: WebhookIn, runtime: RuntimeDep) -> JSON:
     return _saved(saved, status_code=201)
 
 
-@router.get("", summary="List saved webhooks")
+@router.get("", summary="List saved webhooks", response_model=WebhookList)
 async def list_webhooks(runtime: RuntimeDep) -> JSON:
     return JSON({"data": [w.as_dict() for w in await runtime.store.list_webhooks()]})
 
 
-@router.get("/{webhook_id}", summary="Get a saved webhook")
+@router.get("/{webhook_id}", summary="Get a saved webhook", response_model=SavedWebhookOut)
 async def get_webhook(webhook_id: str, runtime: RuntimeDep) -> JSON:
     saved = await _get(runtime, webhook_id)
     return versioned(saved.as_dict(), saved.version)
 
 
-@router.put("/{webhook_id}", summary="Replace a saved webhook (rules using it follow)")
+@router.put(
+    "/{webhook_id}",
+    summary="Replace a saved webhook (rules using it follow)",
+    response_model=SavedWebhookSaved,
+)
 async def replace_webhook(
     webhook_id: str, body: WebhookIn, runtime: RuntimeDep, if_match: IfMatch = None
 ) -> JSON:
@@ -121,14 +138,22 @@ async def _render(body: PreviewIn, runtime: Runtime) -> tuple[CompiledWebhook, R
     return compiled, compiled.render({"event": event.template_scope(), "state": state})
 
 
-@router.post("/preview", summary="Render the exact request for a sample event, without sending")
+@router.post(
+    "/preview",
+    summary="Render the exact request for a sample event, without sending",
+    response_model=Preview,
+)
 async def preview(body: PreviewIn, runtime: RuntimeDep) -> JSON:
     compiled, request = await _render(body, runtime)
     timeout = compiled.spec.timeout or runtime.settings.default_timeout
     return JSON({**request.as_dict(), "timeout": timeout, "warnings": compiled.warnings})
 
 
-@router.post("/test", summary="Render and send once; answers with the receiver's response")
+@router.post(
+    "/test",
+    summary="Render and send once; answers with the receiver's response",
+    response_model=SentOnce,
+)
 async def test(body: PreviewIn, runtime: RuntimeDep) -> JSON:
     compiled, request = await _render(body, runtime)
     timeout = compiled.spec.timeout or runtime.settings.default_timeout
