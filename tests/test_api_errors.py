@@ -94,6 +94,96 @@ async def test_malformed_json_in_rule_replace_and_patch(hookline: Hookline) -> N
     assert_error(resp, 400, code="malformed_json")
 
 
+async def _json_operations(h: Hookline) -> list[tuple[str, str]]:
+    """Every operation whose OpenAPI request body is JSON, path parameters filled in."""
+    spec = (await h.client.get("/openapi.json")).json()
+    found = []
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                found.append((method.upper(), re.sub(r"\{[^}]+\}", "x", path)))
+    return found
+
+
+async def test_every_json_route_refuses_a_body_not_sent_as_json_asking_for_it(
+    hookline: Hookline,
+) -> None:
+    operations = await _json_operations(hookline)
+    assert ("POST", "/api/v1/rules") in operations and ("POST", "/api/v1/events") in operations
+    document = json.dumps(example_rule()).encode()
+    for method, path in operations:
+        for content_type in (None, "application/x-www-form-urlencoded", "text/plain"):
+            headers = {"content-type": content_type} if content_type else {}
+            resp = await hookline.client.request(method, path, content=document, headers=headers)
+            assert_error(
+                resp,
+                415,
+                code="unsupported_media_type",
+                field="Content-Type",
+                says="send JSON with Content-Type: application/json",
+            )
+
+
+async def test_json_with_parameters_or_a_json_suffix_is_json(hookline: Hookline) -> None:
+    for content_type in ("application/json; charset=utf-8", "Application/JSON", "x/y+json"):
+        resp = await hookline.client.post(
+            "/api/v1/events",
+            content=json.dumps(spin_event()).encode(),
+            headers={"content-type": content_type},
+        )
+        expected = 415 if content_type == "x/y+json" else 202
+        assert resp.status_code == expected, (content_type, resp.text)
+    resp = await hookline.client.post(
+        "/api/v1/rules",
+        content=json.dumps(example_rule()).encode(),
+        headers={"content-type": "application/vnd.hookline+json"},
+    )
+    assert resp.status_code == 201, resp.text
+
+
+@pytest.mark.parametrize(
+    ("path", "document", "field", "meant"),
+    [
+        (
+            "/api/v1/rules",
+            example_rule(activity={"url": "http://127.0.0.1:9/x", "header": {"a": "b"}}),
+            "activity.header",
+            "headers",
+        ),
+        (
+            "/api/v1/rules",
+            {**example_rule(), "condition": {"all": []}},
+            "condition",
+            "conditions",
+        ),
+        ("/api/v1/rules/validate", {**example_rule(), "enable": False}, "enable", "enabled"),
+        (
+            "/api/v1/webhooks",
+            {"name": "w", "url": "http://127.0.0.1:9/x", "retry_shedule": [1]},
+            "retry_shedule",
+            "retry_schedule",
+        ),
+        (
+            "/api/v1/webhooks/preview",
+            {"webhok": {"url": "http://127.0.0.1:9/x"}},
+            "webhok",
+            "webhook",
+        ),
+        ("/api/v1/events", {**spin_event(), "paylod": {}}, "paylod", "payload"),
+    ],
+)
+async def test_a_misspelt_key_is_422_naming_it_and_the_key_meant(
+    hookline: Hookline, path: str, document: dict[str, Any], field: str, meant: str
+) -> None:
+    resp = await hookline.post(path, document)
+    assert_error(resp, 422, field=field, says=f"did you mean {meant!r}?")
+
+
+async def test_an_unknown_key_like_no_other_lists_the_keys_allowed(hookline: Hookline) -> None:
+    resp = await hookline.post("/api/v1/rules", {**example_rule(), "zzz": 1})
+    assert_error(resp, 422, field="zzz", says="allowed keys: activity, conditions, description")
+
+
 # --- the event envelope -------------------------------------------------------------------
 
 
@@ -159,10 +249,12 @@ async def test_one_event_over_1_mib_in_a_request_under_5_mib(hookline: Hookline)
     big["payload"]["blob"] = "x" * MIB
     small = spin_event(user="small")
     resp = await hookline.post("/api/v1/events", [small, big])
-    assert_error(resp, field="[1]", says="larger than")
-    assert resp.status_code in (413, 422)
+    assert_error(resp, 413, code="payload_too_large", field="[1]", says="larger than")
     single = await hookline.post("/api/v1/events", big)
-    assert_error(single, says="larger than")
+    assert_error(single, 413, code="payload_too_large", field="body", says="larger than")
+    # 2 MB, as the README says: 413, not 422.
+    big["payload"]["blob"] = "x" * (2 * MIB)
+    assert_error(await hookline.post("/api/v1/events", big), 413, code="payload_too_large")
     # Just under the limit is fine.
     fits = spin_event(user="fits")
     fits["payload"]["blob"] = "x" * (MIB - 200)
@@ -204,6 +296,25 @@ async def test_request_declared_over_5_mib_is_413_before_the_body(hookline: Hook
     head, _, payload = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413 "), answer
     assert json.loads(payload)["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("seconds", [1_700_000_000, 0, 946_684_799_999])
+async def test_event_date_in_seconds_is_422_asking_for_milliseconds(
+    hookline: Hookline, seconds: int
+) -> None:
+    resp = await hookline.post("/api/v1/events", spin_event(event_date=seconds))
+    assert_error(resp, 422, field="event_date", says="milliseconds")
+    assert f"likely {seconds * 1000}" in resp.json()["detail"]
+    batch = await hookline.post("/api/v1/events", [spin_event(), spin_event(event_date=seconds)])
+    assert_error(batch, 422, field="[1].event_date", says="milliseconds")
+    preview = await hookline.post(
+        "/api/v1/webhooks/preview",
+        {"webhook": {"url": "http://127.0.0.1:9/x"}, "event": {"event_date": seconds}},
+    )
+    assert_error(preview, 422, field="event.event_date", says="milliseconds")
+    # The first millisecond of 2000 is a date.
+    ok = await hookline.post("/api/v1/events", spin_event(event_date=946_684_800_000))
+    assert ok.status_code == 202, ok.text
 
 
 async def test_event_date_beyond_what_can_be_stored_is_422(hookline: Hookline) -> None:

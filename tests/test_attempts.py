@@ -130,7 +130,7 @@ async def test_an_answer_that_is_not_valid_http_is_final_at_once(
     for delivery_id in ids:
         detail = await _delivery(hookline, delivery_id)
         path = detail["request"]["url"].removeprefix(raw.base_url)
-        codes = [a["status_code"] for a in detail["attempts"]]
+        codes = [a["status_code"] for a in detail["attempt_log"]]
         outcome[path] = (detail["status"], codes, detail["last_error"])
     # The schedule has three attempts; before, 600, 999 and 1000 used them all as "5xx".
     assert {path: (status, codes) for path, (status, codes, _) in outcome.items()} == {
@@ -157,7 +157,7 @@ async def test_interim_1xx_answers_before_the_final_one_are_skipped(
     await hookline.idle()
     detail = await _delivery(hookline, delivery_id)
     assert detail["status"] == "succeeded"
-    assert [(a["status_code"], a["response_body"]) for a in detail["attempts"]] == [(200, "ok")]
+    assert [(a["status_code"], a["response_body"]) for a in detail["attempt_log"]] == [(200, "ok")]
 
 
 # --- a body cut off after the status --------------------------------------------------------
@@ -185,7 +185,7 @@ async def test_a_2xx_whose_body_is_cut_off_succeeds_with_a_warning_not_an_error(
     seen: dict[str, dict[str, Any]] = {}
     for delivery_id in ids:
         detail = await _delivery(hookline, delivery_id)
-        (attempt,) = detail["attempts"]
+        (attempt,) = detail["attempt_log"]
         seen[detail["request"]["url"].removeprefix(raw.base_url)] = {**attempt, **detail}
     for path, body in (("/short", "only-part"), ("/chunked", "hello"), ("/stall", "so")):
         got = seen[path]
@@ -206,7 +206,7 @@ async def test_attempts_without_trouble_carry_no_warning(
     resp = await hookline.post("/api/v1/events", spin_event())
     (delivery_id,) = resp.json()["events"][0]["deliveries"]
     await hookline.idle()
-    (attempt,) = (await _delivery(hookline, delivery_id))["attempts"]
+    (attempt,) = (await _delivery(hookline, delivery_id))["attempt_log"]
     assert (attempt["succeeded"], attempt["error"], attempt["warning"]) == (True, None, None)
 
 
@@ -230,7 +230,7 @@ async def test_a_control_character_rendered_into_a_header_is_final_before_sendin
     detail = await _delivery(hookline, delivery_id)
     # Before, the request went to the sender, which refused it on every attempt of the
     # schedule: retried until dead, three attempts later.
-    assert (detail["status"], detail["attempts"]) == ("dead", [])
+    assert (detail["status"], detail["attempts"], detail["attempt_log"]) == ("dead", 0, [])
     assert detail["last_error"] == (
         f"not sent: header 'X-Note' would contain the control character U+{ord(char):04X}; "
         "the value was refused"
@@ -266,7 +266,7 @@ async def test_a_stored_request_no_sender_will_send_is_dead_after_one_attempt(
     await hookline.idle()
     detail = await _delivery(hookline, delivery.id)
     assert detail["status"] == "dead"
-    (attempt,) = detail["attempts"]
+    (attempt,) = detail["attempt_log"]
     assert attempt["status_code"] is None
     assert attempt["error"].startswith("invalid request:")
     assert "control character" in attempt["error"]

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from hookline.cli import app
-from hookline.rulefile import diff, same
+from hookline.rulefile import check, diff, same
 from tests.helpers import Hookline, example_rule
 
 runner = CliRunner()
@@ -222,6 +222,13 @@ async def test_validate_answers_the_rule_as_stored_and_writes_nothing(
     bad = await hookline.post("/api/v1/rules/validate", example_rule(conditions={"x": 1}))
     assert bad.status_code == 422
     assert bad.json()["field"].startswith("conditions")
+
+
+def test_a_misspelt_key_in_the_file_is_named_with_the_key_meant() -> None:
+    rule = example_rule(name="typo", activity={"header": {"X-Api-Key": "k"}})
+    assert check([rule]) == [
+        "rule \"typo\": activity.header: unknown key 'header'; did you mean 'headers'?"
+    ]
 
 
 def test_same_compares_numbers_numerically_but_never_bools_as_numbers() -> None:

@@ -288,10 +288,8 @@ class Ledger:
                 # Only a resend can meet a duplicate: the first try was committed.
                 if not resend:
                     self.problems.append(f"seq {seq}: duplicate on its first send")
-                if ev.get("deliveries"):
-                    self.problems.append(f"seq {seq}: a duplicate listed deliveries")
                 self.duplicates.add(seq)
-                continue
+            # A duplicate names the delivery its first, unanswered send caused.
             deliveries = ev.get("deliveries")
             if not isinstance(deliveries, list) or len(deliveries) != 1:
                 self.problems.append(f"seq {seq}: expected one delivery, got {deliveries!r}")

@@ -82,7 +82,7 @@ async def test_the_claim_loop_survives_a_failing_database_read(
     assert {r.headers["webhook-id"] for r in arrived} == {delivery_id}
     await hookline.idle()
     detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")).json()
-    assert [a["status_code"] for a in detail["attempts"]] == [500, 200]
+    assert [a["status_code"] for a in detail["attempt_log"]] == [500, 200]
 
 
 def _no_sleep_for(seconds: float) -> Callable[[float], Coroutine[Any, Any, None]]:

@@ -42,7 +42,7 @@ async def test_rule_event_delivers_rendered_body(hookline: Hookline, receiver: R
     await hookline.idle()
     detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")).json()
     assert detail["status"] == "succeeded"
-    assert [a["status_code"] for a in detail["attempts"]] == [200]
+    assert [a["status_code"] for a in detail["attempt_log"]] == [200]
 
 
 async def test_500_twice_then_200_is_three_attempts_one_webhook_id(
@@ -57,7 +57,10 @@ async def test_500_twice_then_200_is_three_attempts_one_webhook_id(
     delivery_id = resp.json()["events"][0]["deliveries"][0]
     detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")).json()
     assert detail["status"] == "succeeded"
-    assert [a["status_code"] for a in detail["attempts"]] == [500, 500, 200]
+    assert [a["status_code"] for a in detail["attempt_log"]] == [500, 500, 200]
+    # One meaning of "attempts": the count, in the list and in the detail alike.
+    (listed,) = (await hookline.client.get("/api/v1/deliveries")).json()["data"]
+    assert listed["attempts"] == detail["attempts"] == 3
     assert example_rule()["name"] == "spin-to-crm"
 
 
@@ -152,11 +155,11 @@ async def test_4xx_is_not_retried_and_3xx_not_followed(
     await receiver.wait_for(2)
     await hookline.idle()
     details = [await _delivery(hookline, i) for i in ids]
-    by_code = {d["attempts"][0]["status_code"]: d for d in details}
+    by_code = {d["attempt_log"][0]["status_code"]: d for d in details}
     assert by_code[410]["status"] == "dead"
-    assert len(by_code[410]["attempts"]) == 1
+    assert len(by_code[410]["attempt_log"]) == 1
     assert by_code[302]["status"] == "retrying" or by_code[302]["status"] == "dead"
-    assert "redirects are not followed" in by_code[302]["attempts"][0]["error"]
+    assert "redirects are not followed" in by_code[302]["attempt_log"][0]["error"]
     assert receiver.on("/elsewhere") == []
 
 
@@ -169,8 +172,8 @@ async def test_schedule_exhausted_is_dead_and_manual_retry_sends_same_id(
     await receiver.wait_for(3)
     (detail,) = await _settled(hookline, [delivery_id])
     assert detail["status"] == "dead"
-    assert [a["status_code"] for a in detail["attempts"]] == [503, 503, 503]
-    assert detail["attempts"][0]["response_body"] == "ok"
+    assert [a["status_code"] for a in detail["attempt_log"]] == [503, 503, 503]
+    assert detail["attempt_log"][0]["response_body"] == "ok"
     resp = await hookline.post(f"/api/v1/deliveries/{delivery_id}/retry")
     assert resp.status_code == 202
     got = await receiver.wait_for(4)
@@ -188,7 +191,7 @@ async def test_retry_after_is_honoured(hookline: Hookline, receiver: Receiver) -
     await hookline.idle()
     detail = await _delivery(hookline, delivery_id)
     assert detail["status"] == "retrying"
-    assert detail["next_attempt_at"] - detail["attempts"][0]["started_at"] >= 1000
+    assert detail["next_attempt_at"] - detail["attempt_log"][0]["started_at"] >= 1000
     await receiver.wait_for(2, timeout=10)
 
 
@@ -202,12 +205,12 @@ async def test_connection_refused_and_timeout_are_retried(
     resp = await h.post("/api/v1/events", spin_event())
     ids = resp.json()["events"][0]["deliveries"]
     details = await _settled(h, ids)
-    errors = sorted(d["attempts"][0]["error"] for d in details)
+    errors = sorted(d["attempt_log"][0]["error"] for d in details)
     assert any("timed out" in e for e in errors)
     assert any("Connect" in e or "connect" in e for e in errors)
     for d in details:
         assert d["status"] == "dead"
-        assert len(d["attempts"]) == 3
+        assert len(d["attempt_log"]) == 3
 
 
 async def test_eid_is_processed_once(hookline: Hookline, receiver: Receiver) -> None:
@@ -216,12 +219,25 @@ async def test_eid_is_processed_once(hookline: Hookline, receiver: Receiver) -> 
     again = await hookline.post("/api/v1/events", [spin_event(eid="e-1"), spin_event(eid="e-2")])
     assert first.status_code == again.status_code == 202
     a, b = again.json()["events"]
-    assert a["duplicate"] is True and a["id"] == first.json()["events"][0]["id"]
-    assert a["deliveries"] == []
+    (original,) = first.json()["events"]
+    assert a["duplicate"] is True and a["id"] == original["id"]
+    # The resend answers what the first send caused: its event and its deliveries.
+    assert a["deliveries"] == original["deliveries"] and len(a["deliveries"]) == 1
     assert b["duplicate"] is False
     await receiver.wait_for(2)
     await hookline.idle()
     assert len(receiver.requests) == 2
+
+
+async def test_an_eid_twice_in_one_batch_answers_the_first_ones_deliveries(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    await hookline.create_rule(activity={"url": receiver.url()})
+    resp = await hookline.post("/api/v1/events", [spin_event(eid="e-1"), spin_event(eid="e-1")])
+    first, again = resp.json()["events"]
+    assert (first["duplicate"], again["duplicate"]) == (False, True)
+    assert again["id"] == first["id"]
+    assert again["deliveries"] == first["deliveries"] and len(first["deliveries"]) == 1
 
 
 async def test_update_profile_merges_state_and_conditions_use_it(

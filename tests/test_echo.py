@@ -298,7 +298,7 @@ async def test_echo_status_503_drives_retries_with_one_webhook_id(hookline: Hook
         if detail["status"] == "dead":
             break
     assert detail["status"] == "dead"
-    assert [a["status_code"] for a in detail["attempts"]] == [503, 503, 503]
+    assert [a["status_code"] for a in detail["attempt_log"]] == [503, 503, 503]
     records = await listed(hookline, secret)
     assert len(records) == 3
     assert {r["headers"]["webhook-id"] for r in records} == {delivery_id}

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from hookline.errors import InvalidInput
+from hookline.errors import InvalidInput, PayloadTooLarge
 from hookline.events import Event, parse_events
 
 
@@ -49,7 +49,7 @@ def test_limits() -> None:
     with pytest.raises(InvalidInput, match="at most 2"):
         parse_events([{}] * 3, max_events=2, max_event_bytes=10, body_bytes=10)
     big = {"event_type": "x", "user_ext_id": "u", "payload": {"s": "x" * 2000}}
-    with pytest.raises(InvalidInput, match="larger than 1000 bytes"):
+    with pytest.raises(PayloadTooLarge, match="larger than 1000 bytes"):
         _parse([big], body_bytes=3000)
 
 

@@ -82,7 +82,7 @@ async def test_a_killed_child_fails_its_requests_and_comes_back(
     await hookline.idle()
     detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")).json()
     assert detail["status"] == "succeeded"
-    first, second = detail["attempts"]
+    first, second = detail["attempt_log"]
     assert "sender process exited" in first["error"]
     assert second["status_code"] == 200
     assert {r.headers["webhook-id"] for r in arrived} == {delivery_id}

@@ -101,5 +101,5 @@ async def test_the_attempt_record_carries_the_plain_wording(hookline: Hookline) 
     detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")).json()
     assert detail["status"] == "dead"
     assert detail["last_error"] == f"cannot connect to 127.0.0.1:{port}: connection refused"
-    assert detail["attempts"][0]["error"] == detail["last_error"]
+    assert detail["attempt_log"][0]["error"] == detail["last_error"]
     assert "ssl:default" not in str(detail)

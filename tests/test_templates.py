@@ -438,3 +438,36 @@ def test_template_type() -> None:
     assert isinstance(compile_template("x", TEXT, field="f"), Template)
     assert TemplateMode("json") is JSON
     assert JSON == "json"
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ('"{{event.y|smr_encod}}"', "did you mean the filter 'smr_encode'?"),
+        ('"{{event.y|jsn}}"', "did you mean the filter 'json'?"),
+        ('"{{state.x|upper}}"', "'upper' is used as fallback text, not as a filter"),
+        ('{"a": {{ event.y | url_encode }}}', "did you mean the filter 'smr_encode'?"),
+    ],
+)
+def test_a_fallback_that_looks_like_a_filter_is_valid_but_warned(source: str, says: str) -> None:
+    template = compile_template(source, TemplateMode.JSON, field="body")
+    (warning,) = template.warnings
+    assert says in warning and "line 1, column" in warning
+    # Still the original's syntax: the text is the fallback for an empty value.
+    fallback = template.tags[0].fallback
+    assert fallback is not None and fallback in template.render({"event": {}, "state": {}})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        '"{{state.first|my friend}}"',
+        '"{{state.first|friend}}"',
+        '"{{state.first|Upper}}"',
+        '"{{event.link|smr_encode}}"',
+        "{{event.meta|json}}",
+        '"{{state.n|0}}"',
+    ],
+)
+def test_ordinary_fallbacks_and_real_filters_carry_no_warning(source: str) -> None:
+    assert compile_template(source, TemplateMode.JSON, field="body").warnings == ()

@@ -88,3 +88,22 @@ def test_invalid_body_template_reports_line_and_column() -> None:
     assert info.value.field == "activity.body"
     assert info.value.line == 2
     assert "line 2" in info.value.detail
+
+
+def test_warnings_name_the_field_of_each_template() -> None:
+    spec = WebhookSpec.from_dict(
+        {
+            "url": "http://127.0.0.1:9/{{state.id|upper}}",
+            "headers": {"X-A": "{{event.a|smr_encod}}"},
+            "query": {"q": "{{event.q|lower}}"},
+            "body": '{"n": "{{event.n|jsno}}", "ok": "{{state.first|my friend}}"}',
+        }
+    )
+    warnings = compile_webhook(spec, field="activity").warnings
+    assert [w["field"] for w in warnings] == [
+        "activity.url",
+        "activity.headers.X-A",
+        "activity.query.q",
+        "activity.body",
+    ]
+    assert "did you mean the filter 'smr_encode'?" in warnings[1]["detail"]

@@ -365,7 +365,7 @@ def deliveries_show(
     delivery_id: Annotated[str, typer.Argument(help="The delivery id (dlv_...)")],
     url: UrlOption = None,
 ) -> None:
-    """Print a delivery with all its attempts."""
+    """Print a delivery with every attempt (its attempt_log)."""
     quoted = urllib.parse.quote(delivery_id, safe="")
     _print_json(_call(_client(ctx, url), "GET", f"/api/v1/deliveries/{quoted}"))
 

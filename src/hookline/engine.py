@@ -233,7 +233,10 @@ class Engine:
         users.update(user for w in group for _, user in w.timers)
         async with self.store.ingest() as tx:
             journeys = await self._journey_batch(tx, group, users, now)
-            known = await tx.known_eids(eids) if eids else {}
+            known_ids = await tx.known_eids(eids) if eids else {}
+            # A resent eid answers what the first send caused, read in this transaction.
+            caused = await tx.delivery_ids(list(known_ids.values())) if known_ids else {}
+            known = {eid: (id_, caused.get(id_, ())) for eid, id_ in known_ids.items()}
             states = self._states.get_many(users)
             missing = sorted(users - states.keys())
             if missing:
@@ -299,7 +302,7 @@ class _Batch:
         self,
         engine: Engine,
         tx: IngestTransaction,
-        known: dict[str, str],
+        known: dict[str, tuple[str, tuple[str, ...]]],
         states: dict[str, dict[str, Any]],
         now: int,
         journeys: JourneyBatch | None = None,
@@ -307,7 +310,7 @@ class _Batch:
         self.engine = engine
         self.journeys = journeys
         self.tx = tx
-        self.known = known
+        self.known = known  # eid -> (event id, its delivery ids)
         self.states = states
         self.now = now
         self.changed: dict[str, dict[str, Any]] = {}
@@ -347,7 +350,8 @@ class _Batch:
 
     def _event(self, item: EventInput, depth: int = 0) -> Accepted:
         if item.eid is not None and item.eid in self.known:
-            return Accepted(self.known[item.eid], item.eid, True, ())
+            event_id, deliveries = self.known[item.eid]
+            return Accepted(event_id, item.eid, True, deliveries)
         event = Event(
             id=new_id("evt", self.now),
             eid=item.eid,
@@ -358,24 +362,27 @@ class _Batch:
             payload=item.payload,
             received_at=self.now,
         )
-        if item.eid is not None:
-            self.known[item.eid] = event.id
         self.events.append(event)
         state = self._state_after(event)
         rules = self.engine.index.match(event.event_type)
         journeys = self.journeys
-        if not rules and (journeys is None or not journeys.index.reacts_to(event.event_type)):
-            return Accepted(event.id, event.eid, False, ())
-        context = {"event": event.template_scope(), "state": state}
-        created = [
-            self._delivery(rule, event, context) for rule in rules if _matches(rule, context)
-        ]
-        self.deliveries.extend(created)
-        if journeys is not None and journeys.index.reacts_to(event.event_type):
-            # After the rules: journeys see the same event and the state it left.
-            for applied in journeys.on_event(event, context["event"], state):
-                self._journey_step(applied, event.id, depth)
-        return Accepted(event.id, event.eid, False, tuple(d.id for d in created))
+        reacting = journeys is not None and journeys.index.reacts_to(event.event_type)
+        ids: tuple[str, ...] = ()
+        if rules or reacting:
+            start = len(self.deliveries)
+            context = {"event": event.template_scope(), "state": state}
+            self.deliveries.extend(
+                self._delivery(rule, event, context) for rule in rules if _matches(rule, context)
+            )
+            if journeys is not None and reacting:
+                # After the rules: journeys see the same event and the state it left.
+                for applied in journeys.on_event(event, context["event"], state):
+                    self._journey_step(applied, event.id, depth)
+            # What this event caused (a chained event's deliveries are that event's).
+            ids = tuple(d.id for d in self.deliveries[start:] if d.event_id == event.id)
+        if item.eid is not None:
+            self.known[item.eid] = (event.id, ids)
+        return Accepted(event.id, event.eid, False, ids)
 
     def _journey_step(self, applied: Applied, event_id: str | None, depth: int) -> None:
         """Apply one journey step here: state patches, deliveries, then emitted events."""

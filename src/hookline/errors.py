@@ -6,6 +6,9 @@ The API turns them into ``{"code", "detail", "field"}`` JSON answers.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class HooklineError(Exception):
     """Something went wrong in hookline."""
@@ -34,6 +37,13 @@ class BadRequest(HooklineError):
 
     code = "bad_request"
     status = 400
+
+
+class UnsupportedMediaType(HooklineError):
+    """The body is not JSON; send JSON with Content-Type: application/json."""
+
+    code = "unsupported_media_type"
+    status = 415
 
 
 class TemplateError(InvalidInput):
@@ -128,3 +138,17 @@ class ConfigError(HooklineError):
     """A setting is not valid."""
 
     code = "invalid_setting"
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice ``word`` most likely misspells, if one is close enough to suggest."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def unknown_key(key: str, allowed: Iterable[str]) -> str:
+    """``unknown key 'header'; did you mean 'headers'?``, else the keys allowed."""
+    names = sorted(allowed)
+    guess = closest(key, names)
+    hint = f"did you mean {guess!r}?" if guess else f"allowed keys: {', '.join(names)}"
+    return f"unknown key {key!r}; {hint}"

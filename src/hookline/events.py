@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import orjson
 
-from hookline.errors import InvalidInput
+from hookline.errors import InvalidInput, PayloadTooLarge, closest
 from hookline.values import check_depth
 
 UPDATE_PROFILE: Final = "update_profile"
@@ -24,6 +24,9 @@ _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 MAX_ID_LENGTH: Final = 256
 # 9999-12-31T23:59:59.999Z: later dates are typos (seconds sent as microseconds, say).
 MAX_EVENT_DATE: Final = 253_402_300_799_999
+# 2000-01-01T00:00:00Z: an earlier date in milliseconds is almost surely seconds (any
+# date in seconds until the year 33658 is below it), a mistake better refused than kept.
+MIN_EVENT_DATE: Final = 946_684_800_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +115,10 @@ def _parse_one(raw: Any, where: str, max_bytes: int | None) -> EventInput:
     unknown = raw.keys() - ENVELOPE_KEYS
     if unknown:
         name = sorted(unknown)[0]
+        guess = closest(name, ENVELOPE_KEYS)
+        hint = f"did you mean {guess!r}? " if guess else ""
         raise InvalidInput(
-            f"unknown envelope field {name!r}; event data goes in 'payload', "
+            f"unknown envelope field {name!r}; {hint}event data goes in 'payload', "
             f"allowed fields: {', '.join(sorted(ENVELOPE_KEYS))}",
             field=where + name,
         )
@@ -146,6 +151,8 @@ def _parse_one(raw: Any, where: str, max_bytes: int | None) -> EventInput:
             "event_date must be milliseconds since the epoch, from 0 to year 9999",
             field=where + "event_date",
         )
+    if event_date is not None and event_date < MIN_EVENT_DATE:
+        raise InvalidInput(seconds_not_milliseconds(event_date), field=where + "event_date")
     payload = raw.get("payload", {})
     if payload is None:
         payload = {}
@@ -153,10 +160,18 @@ def _parse_one(raw: Any, where: str, max_bytes: int | None) -> EventInput:
         raise InvalidInput("payload must be a JSON object", field=where + "payload")
     check_depth(payload, where + "payload")  # before the size: orjson stops at 255 levels
     if max_bytes is not None and len(orjson.dumps(raw)) > max_bytes:
-        raise InvalidInput(
+        raise PayloadTooLarge(
             f"the event is larger than {max_bytes} bytes", field=where.rstrip(".") or "body"
         )
     return EventInput(eid, event_type, user, brand, event_date, payload)
+
+
+def seconds_not_milliseconds(event_date: int) -> str:
+    """Why an event_date before the year 2000 is refused, with what was likely meant."""
+    return (
+        f"event_date {event_date} is before the year 2000 as milliseconds since the epoch; "
+        f"it looks like seconds: send milliseconds (likely {event_date * 1000})"
+    )
 
 
 def _identifier(value: Any, field: str, *, required: bool) -> str | None:

@@ -104,7 +104,7 @@ def check(rules: Sequence[Mapping[str, Any]]) -> list[str]:
     # Imported here: the API models pull in the web stack, which only `apply` needs.
     from pydantic import ValidationError
 
-    from hookline.api.models import RuleIn
+    from hookline.api.models import RuleIn, error_location
     from hookline.api.rules import activity_spec
     from hookline.conditions import compile_conditions
     from hookline.webhooks import compile_webhook
@@ -122,7 +122,7 @@ def check(rules: Sequence[Mapping[str, Any]]) -> list[str]:
             rule = RuleIn.model_validate(raw)
         except ValidationError as exc:
             for error in exc.errors():
-                field = _dotted(error["loc"])
+                field = _dotted(error_location(error))
                 problems.append(error_line(where, field, str(error["msg"])))
             continue
         try:

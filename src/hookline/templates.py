@@ -20,7 +20,7 @@ from urllib.parse import quote, quote_plus
 
 import orjson
 
-from hookline.errors import RenderError, TemplateError
+from hookline.errors import RenderError, TemplateError, closest
 
 
 class TemplateMode(StrEnum):
@@ -44,6 +44,17 @@ SCOPES: Final = frozenset({"state", "event"})
 # Journey steps see more: the event that last moved the instance, and the journey itself.
 JOURNEY_SCOPES: Final = frozenset({"state", "event", "last_event", "journey"})
 FILTERS: Final = frozenset({"smr_encode", "json"})
+
+# Filters of other template languages: after '|' hookline reads them as fallback text.
+_FOREIGN_FILTERS: Final = frozenset(
+    {
+        "upper", "lower", "capitalize", "title", "trim", "strip", "default", "escape", "e",
+        "url_encode", "urlencode", "url_escape", "escape_uri", "uri_escape", "tojson",
+        "to_json", "base64", "base64_encode", "date", "round", "abs", "length", "size",
+        "first", "last", "raw", "safe", "string", "int", "float",
+    }
+)  # fmt: skip
+_FILTER_LIKE: Final = re.compile(r"[a-z][a-z0-9_]*")
 
 Renderer = Callable[[Mapping[str, Any]], str]
 Fail = Callable[[str, int], NoReturn]
@@ -107,6 +118,14 @@ class Template:
         self.tags: tuple[Tag, ...] = tuple(tag for _, _, tag in slots)
         self._parts = parts
         self._slots = slots
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What looks wrong but renders: a fallback text that looks like a filter's name.
+
+        Worked out from the tags when asked (on a save or a preview), never when rendering.
+        """
+        return tuple(warning for tag in self.tags if (warning := fallback_warning(tag)))
 
     @property
     def is_static(self) -> bool:
@@ -231,6 +250,28 @@ def _scope_list(scopes: frozenset[str]) -> str:
     names = [f"'{name}.'" for name in ("state", "event") if name in scopes]
     names += [f"'{name}.'" for name in sorted(scopes - {"state", "event"})]
     return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+
+
+def fallback_warning(tag: Tag) -> str | None:
+    """A warning when the tag's fallback text looks like a misspelt or foreign filter.
+
+    The original's fallback syntax allows any text, so ``{{event.y|smr_encod}}`` is valid:
+    it renders the text "smr_encod" for an empty value. Valid, but rarely what was meant.
+    """
+    text = tag.fallback
+    if text is None or not _FILTER_LIKE.fullmatch(text):
+        return None
+    where = f"{tag.source} (line {tag.line}, column {tag.column})"
+    meant = closest(text, FILTERS)
+    if meant is not None:
+        return f"{where}: {text!r} is used as fallback text; did you mean the filter {meant!r}?"
+    if text in _FOREIGN_FILTERS:
+        filters = " and ".join(sorted(FILTERS))
+        return (
+            f"{where}: {text!r} is used as fallback text, not as a filter; "
+            f"the filters are {filters}"
+        )
+    return None
 
 
 def _position(source: str, index: int) -> tuple[int, int]:

@@ -155,6 +155,14 @@ class CompiledWebhook:
             else None
         )
 
+    @property
+    def warnings(self) -> list[dict[str, str]]:
+        """``[{field, detail}]``: what renders but looks wrong (templates.fallback_warning)."""
+        templates = [self._url, *(t for _, t in self._headers), *(t for _, t in self._query)]
+        if self._body is not None:
+            templates.append(self._body)
+        return [{"field": t.field, "detail": detail} for t in templates for detail in t.warnings]
+
     def render(self, context: Mapping[str, Any]) -> RenderedRequest:
         """Build the request for one user and event; RenderError if a header would break."""
         url = self._url.render(context)

@@ -27,6 +27,7 @@ from hookline.api import (
 from hookline.api._json import JSON
 from hookline.api.access import AccessLog
 from hookline.api.limits import BodyLimit
+from hookline.api.models import ERROR_RESPONSES, Health
 from hookline.runtime import Runtime
 
 DESCRIPTION = (
@@ -55,6 +56,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
         default_response_class=JSON,
+        # Every route's errors are {code, detail, field}; this replaces FastAPI's 422 model.
+        responses=ERROR_RESPONSES,
     )
     app.state.runtime = runtime
     errors.install(app)
@@ -77,7 +80,13 @@ def create_app(runtime: Runtime) -> FastAPI:
             swagger_favicon_url="/static/swagger/favicon-32x32.png",
         )
 
-    @app.get("/healthz", tags=["health"], summary="200 when ready to accept events")
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        summary="200 when ready to accept events",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "Starting: not ready yet."}},
+    )
     async def healthz() -> JSON:
         if not runtime.started:
             return JSON({"status": "starting"}, status_code=503)

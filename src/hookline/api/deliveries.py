@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from hookline.api._json import JSON
 from hookline.api.deps import RuntimeDep
+from hookline.api.models import DeliveryDetail, DeliveryList, DeliveryOut
 from hookline.deliveries import Delivery, DeliveryStatus
 from hookline.errors import Conflict, NotFound
 from hookline.events import MAX_ID_LENGTH, now_ms
@@ -25,7 +26,7 @@ def _for_people(delivery: Delivery) -> dict[str, Any]:
     return answer
 
 
-@router.get("", summary="List deliveries, newest first")
+@router.get("", summary="List deliveries, newest first", response_model=DeliveryList)
 async def list_deliveries(
     runtime: RuntimeDep,
     rule_id: str | None = None,
@@ -45,16 +46,26 @@ async def list_deliveries(
     return JSON({"data": [_for_people(d) for d in page], "next_cursor": next_cursor})
 
 
-@router.get("/{delivery_id}", summary="Get a delivery with all its attempts")
+@router.get(
+    "/{delivery_id}",
+    summary="Get a delivery with its attempt_log (every attempt, oldest first)",
+    response_model=DeliveryDetail,
+)
 async def get_delivery(delivery_id: str, runtime: RuntimeDep) -> JSON:
     delivery = await runtime.store.get_delivery(delivery_id)
     if delivery is None:
         raise NotFound(f"no delivery {delivery_id!r}", field="delivery_id")
     attempts = await runtime.store.list_attempts(delivery_id)
-    return JSON({**_for_people(delivery), "attempts": [a.as_dict() for a in attempts]})
+    # ``attempts`` stays the count, as in the list; the attempts themselves are the log.
+    return JSON({**_for_people(delivery), "attempt_log": [a.as_dict() for a in attempts]})
 
 
-@router.post("/{delivery_id}/retry", status_code=202, summary="Send again now (same webhook-id)")
+@router.post(
+    "/{delivery_id}/retry",
+    status_code=202,
+    summary="Send again now (same webhook-id)",
+    response_model=DeliveryOut,
+)
 async def retry_delivery(delivery_id: str, runtime: RuntimeDep) -> JSON:
     if runtime.dispatcher.holds(delivery_id):
         # Waiting or in flight here, perhaps past its lease: its attempt is not recorded yet.

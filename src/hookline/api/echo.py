@@ -7,6 +7,7 @@ from fastapi.responses import HTMLResponse
 
 from hookline.api._json import JSON, read_body
 from hookline.api.deps import RuntimeDep
+from hookline.api.models import EchoAck, EchoCleared, EchoList
 from hookline.echo import check_secret, check_status, render_html
 
 router = APIRouter(tags=["echo"])
@@ -39,10 +40,16 @@ for _method in _ANY:
             name=f"echo_send_{_method.lower()}",
             summary=f"Record a {_method} request; ?status=NNN answers with that status",
             include_in_schema=_path.endswith("/") and _method in ("GET", "POST"),
+            response_model=EchoAck,
         )
 
 
-@router.get("/echo-list/{secret}/", summary="The last 100 requests for a secret, newest first")
+@router.get(
+    "/echo-list/{secret}/",
+    summary="The last 100 requests for a secret, newest first (a page for a browser)",
+    response_model=EchoList,
+    responses={200: {"content": {"text/html": {}}}},
+)
 @router.get("/echo-list/{secret}", include_in_schema=False)
 async def echo_list(secret: str, request: Request, runtime: RuntimeDep) -> Response:
     check_secret(secret)
@@ -53,7 +60,9 @@ async def echo_list(secret: str, request: Request, runtime: RuntimeDep) -> Respo
     return JSON({"secret": secret, "requests": requests})
 
 
-@router.delete("/echo-list/{secret}/", summary="Forget every request of a secret")
+@router.delete(
+    "/echo-list/{secret}/", summary="Forget every request of a secret", response_model=EchoCleared
+)
 @router.delete("/echo-list/{secret}", include_in_schema=False)
 async def echo_clear(secret: str, runtime: RuntimeDep) -> JSON:
     check_secret(secret)

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hookline.api._json import JSON
+from hookline.api.models import error_location
 from hookline.errors import HooklineError
 
 log = logging.getLogger("hookline.api")
+
+
+# The codes of the web framework's own errors (no route, wrong method, ...).
+HTTP_CODES: Final = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def error_response(status: int, code: str, detail: str, field: str | None = None) -> JSON:
@@ -49,14 +60,13 @@ def install(app: FastAPI) -> None:
         if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
             return error_response(400, "missing_body", "a JSON body is required", "body")
         msg = str(first.get("msg", "invalid input"))
-        field = _field(tuple(first.get("loc", ())))
+        field = _field(error_location(first))
         return error_response(422, "invalid_input", f"{field}: {msg}" if field else msg, field)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSON:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         return error_response(
-            exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
+            exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail)
         )
 
     @app.exception_handler(Exception)

@@ -6,9 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from hookline.api._json import JSON, parse_json, read_body
+from hookline.api._json import JSON, read_json
 from hookline.api.auth import check_event_brands, principal
 from hookline.api.deps import RuntimeDep
+from hookline.api.models import EventOut, EventsAccepted
 from hookline.errors import NotFound
 from hookline.events import parse_events
 
@@ -35,6 +36,8 @@ _EVENT_SCHEMA: dict[str, Any] = {
     "",
     status_code=202,
     summary="Send one event or an array of up to 1,000",
+    # Documentation only: the answer is built by hand, never validated on this hot path.
+    response_model=EventsAccepted,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -49,13 +52,12 @@ _EVENT_SCHEMA: dict[str, Any] = {
 async def post_events(request: Request, runtime: RuntimeDep) -> JSON:
     """Accepted events are committed, with their state changes and deliveries, before 202."""
     settings = runtime.settings
-    body = await read_body(request, settings.max_request_bytes)
-    data = parse_json(body)
+    data, size = await read_json(request, settings.max_request_bytes)
     events = parse_events(
         data,
         max_events=settings.max_batch_events,
         max_event_bytes=settings.max_event_bytes,
-        body_bytes=len(body),
+        body_bytes=size,
     )
     check_event_brands(principal(request), events, batch=isinstance(data, list))
     accepted = await runtime.engine.submit(events)
@@ -69,7 +71,7 @@ async def post_events(request: Request, runtime: RuntimeDep) -> JSON:
     )
 
 
-@router.get("/{event_id}", summary="Get a stored event")
+@router.get("/{event_id}", summary="Get a stored event", response_model=EventOut)
 async def get_event(event_id: str, runtime: RuntimeDep) -> JSON:
     event = await runtime.store.get_event(event_id)
     if event is None:

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from hookline.errors import InvalidInput
-from hookline.events import MAX_EVENT_DATE, MAX_ID_LENGTH
+from hookline.deliveries import DeliveryStatus
+from hookline.errors import InvalidInput, unknown_key
+from hookline.events import (
+    MAX_EVENT_DATE,
+    MAX_ID_LENGTH,
+    MIN_EVENT_DATE,
+    seconds_not_milliseconds,
+)
 from hookline.values import check_json
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -31,9 +47,32 @@ Body = Annotated[str | dict[str, Any] | list[Any] | None, AfterValidator(_free_j
 FreeObject = Annotated[dict[str, Any], AfterValidator(_free_json)]
 
 
+UNKNOWN_KEY = "unknown_key"
+
+
+def error_location(error: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Where a pydantic error is; an unknown key's error is placed at the key itself."""
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == UNKNOWN_KEY:
+        loc += (error["ctx"]["key"],)
+    return loc
+
+
 class _Strict(BaseModel):
     # allow_inf_nan: a float field must not turn the string "nan" or "inf" into a number.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        # Before pydantic's own extra_forbidden, so the error suggests the key meant.
+        if isinstance(data, dict):
+            unknown = sorted(k for k in data if k not in cls.model_fields)
+            if unknown:
+                key = str(unknown[0])
+                detail = unknown_key(key, cls.model_fields)
+                raise PydanticCustomError(UNKNOWN_KEY, "{detail}", {"key": key, "detail": detail})
+        return data
 
 
 class WebhookFields(_Strict):
@@ -121,6 +160,14 @@ class SampleEvent(_Strict):
     event_date: int | None = Field(default=None, ge=0, le=MAX_EVENT_DATE)
     payload: FreeObject = Field(default_factory=dict)
 
+    @field_validator("event_date")
+    @classmethod
+    def _milliseconds(cls, value: int | None) -> int | None:
+        # As in events: a preview of a date in seconds would show what the event gets refused.
+        if value is not None and value < MIN_EVENT_DATE:
+            raise ValueError(seconds_not_milliseconds(value))
+        return value
+
     @field_validator("ext_brand_id")
     @classmethod
     def _short(cls, value: str | int | None) -> str | int | None:
@@ -131,9 +178,275 @@ class SampleEvent(_Strict):
 
 
 class PreviewIn(_Strict):
-    """Render (or send once) a webhook, inline or saved, for a sample event and state."""
+    """Render (or send once) a webhook, inline, saved or a rule's, for a sample event and state."""
 
     webhook: WebhookFields | None = None
     webhook_id: str | None = None
+    rule_id: str | None = Field(default=None, description="Preview this rule's webhook.")
     event: SampleEvent = Field(default_factory=SampleEvent)
     state: FreeObject = Field(default_factory=dict)
+
+
+# --- answers ----------------------------------------------------------------------------
+# Documentation of what each route answers, for the OpenAPI document and generated clients.
+# Routes build their answers as orjson responses: these models are never run on a request.
+
+
+class _Answer(BaseModel):
+    # Forbid: a test validates real answers against these, so a field left out shows.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(_Answer):
+    """Every error answer, whatever its status: what was wrong, where, and what to do."""
+
+    code: str = Field(examples=["invalid_input"], description="Stable, machine-readable.")
+    detail: str = Field(examples=["activity.url: Field required"])
+    field: str | None = Field(
+        description="The body field, parameter or header at fault (e.g. `[3].payload.n`)."
+    )
+
+
+# Every route may answer these; a route adds its own documented statuses.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": Error, "description": "The request cannot be applied; `detail` says why."},
+    "5XX": {"model": Error, "description": "hookline cannot answer now (starting, storage)."},
+}
+
+
+class TemplateWarning(_Answer):
+    """Something that renders but looks wrong, such as a fallback that resembles a filter."""
+
+    field: str = Field(examples=["activity.body"])
+    detail: str
+
+
+class WebhookOut(_Answer):
+    url: str
+    method: Method
+    content_type: str
+    headers: dict[str, str]
+    query: dict[str, str]
+    body: str | None
+    timeout: float | None
+    retry_schedule: list[float] | None
+
+
+class SavedWebhookOut(WebhookOut):
+    id: str = Field(examples=["wh_01J..."])
+    name: str
+    created_at: int
+    updated_at: int
+    version: int = Field(description="1 when created, one more on every change; the ETag.")
+    problem: str | None = Field(default=None, description="Why a stored one cannot be used.")
+
+
+class SavedWebhookSaved(SavedWebhookOut):
+    warnings: list[TemplateWarning]
+
+
+class WebhookList(_Answer):
+    data: list[SavedWebhookOut]
+
+
+class ActivityOut(_Answer):
+    """An inline webhook's fields, or the ``webhook_id`` of a saved one."""
+
+    type: Literal["webhook"]
+    webhook_id: str | None = None
+    url: str | None = None
+    method: Method | None = None
+    content_type: str | None = None
+    headers: dict[str, str] | None = None
+    query: dict[str, str] | None = None
+    body: str | None = None
+    timeout: float | None = None
+    retry_schedule: list[float] | None = None
+
+
+class RuleDraft(_Answer):
+    """A rule as it would be stored, before the server gives it an id and a version."""
+
+    name: str
+    description: str
+    enabled: bool
+    trigger: Trigger
+    conditions: dict[str, Any] | None
+    activity: ActivityOut
+
+
+class RuleOut(RuleDraft):
+    id: str = Field(examples=["rule_01J..."])
+    created_at: int
+    updated_at: int
+    version: int = Field(description="1 when created, one more on every change; the ETag.")
+    problem: str | None = Field(default=None, description="Why a stored one cannot be used.")
+
+
+class RuleSaved(RuleOut):
+    warnings: list[TemplateWarning]
+
+
+class RuleList(_Answer):
+    data: list[RuleOut]
+
+
+class RuleValidation(_Answer):
+    valid: bool
+    rule: RuleDraft
+    warnings: list[TemplateWarning]
+
+
+class Preview(_Answer):
+    """The exact request a webhook would make."""
+
+    method: Method
+    url: str
+    headers: dict[str, str]
+    body: str | None
+    timeout: float
+    warnings: list[TemplateWarning]
+
+
+class RenderedOut(_Answer):
+    method: Method
+    url: str
+    headers: dict[str, str]
+    body: str | None
+
+
+class ExchangeOut(_Answer):
+    """The receiver's answer to one request, or why there was none."""
+
+    status_code: int | None
+    headers: dict[str, str]
+    body: str | None
+    error: str | None
+    warning: str | None
+    latency_ms: float
+    succeeded: bool
+
+
+class SentOnce(_Answer):
+    request: RenderedOut
+    response: ExchangeOut
+    warnings: list[TemplateWarning]
+
+
+class AcceptedEvent(_Answer):
+    id: str = Field(examples=["evt_01J..."])
+    eid: str | None
+    duplicate: bool = Field(description="The eid was seen before: this is the first event.")
+    deliveries: list[str] = Field(description="The deliveries the event caused.")
+
+
+class EventsAccepted(_Answer):
+    accepted: int
+    duplicates: int
+    events: list[AcceptedEvent]
+
+
+class EventOut(_Answer):
+    id: str
+    eid: str | None
+    event_type: str
+    user_ext_id: str
+    ext_brand_id: str | int | None
+    event_date: int = Field(description="Milliseconds since the epoch.")
+    payload: dict[str, Any]
+    received_at: int
+
+
+class UserState(RootModel[dict[str, Any]]):
+    """A user's state: free JSON, with ``user_ext_id`` and ``ext_brand_id`` always present."""
+
+
+class DeliveryRequest(_Answer):
+    method: Method
+    url: str
+    headers: dict[str, str]
+    body: str | None
+    timeout: float
+
+
+class DeliveryOut(_Answer):
+    id: str = Field(examples=["dlv_01J..."])
+    event_id: str | None
+    rule_id: str | None
+    webhook_id: str | None
+    user_ext_id: str | None
+    status: DeliveryStatus
+    attempts: int = Field(description="How many attempts were made.")
+    max_attempts: int
+    created_at: int
+    next_attempt_at: int | None
+    next_attempt_at_iso: str | None
+    updated_at: int
+    last_status_code: int | None
+    last_error: str | None
+    request: DeliveryRequest
+
+
+class AttemptOut(_Answer):
+    id: str
+    delivery_id: str
+    number: int
+    started_at: int
+    latency_ms: float
+    status_code: int | None
+    response_headers: dict[str, str]
+    response_body: str | None
+    error: str | None
+    warning: str | None
+    succeeded: bool
+
+
+class DeliveryDetail(DeliveryOut):
+    attempt_log: list[AttemptOut] = Field(description="Every attempt, oldest first.")
+
+
+class DeliveryList(_Answer):
+    data: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class EchoAck(_Answer):
+    ok: bool
+    id: str
+    secret: str
+
+
+class EchoRequest(_Answer):
+    id: str
+    received_at: int
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: str
+    json_body: Any = Field(alias="json", description="The body parsed as JSON, or null.")
+    json_error: str | None
+
+
+class EchoList(_Answer):
+    secret: str
+    requests: list[EchoRequest]
+
+
+class EchoCleared(_Answer):
+    secret: str
+    deleted: int
+
+
+class LoadProblem(_Answer):
+    kind: Literal["rule", "webhook"]
+    id: str
+    detail: str
+
+
+class Health(_Answer):
+    status: Literal["ok", "starting"]
+    version: str | None = None
+    problems: list[LoadProblem] = Field(
+        default_factory=list, description="Stored rules and webhooks skipped at load."
+    )

@@ -13,12 +13,20 @@ from fastapi import APIRouter, Response
 from hookline.api._etag import IfMatch, precondition, versioned
 from hookline.api._json import JSON, JSONRoute
 from hookline.api.deps import RuntimeDep
-from hookline.api.models import Activity, RuleIn, RulePatch
+from hookline.api.models import (
+    Activity,
+    RuleIn,
+    RuleList,
+    RuleOut,
+    RulePatch,
+    RuleSaved,
+    RuleValidation,
+)
 from hookline.errors import InvalidInput, NotFound
 from hookline.events import now_ms
 from hookline.ids import new_id
 from hookline.rules import Rule
-from hookline.webhooks import WebhookSpec
+from hookline.webhooks import WebhookSpec, compile_webhook
 
 router = APIRouter(prefix="/api/v1/rules", tags=["rules"], route_class=JSONRoute)
 
@@ -36,6 +44,18 @@ def activity_spec(activity: Activity) -> tuple[WebhookSpec | None, str | None]:
     if "url" not in inline:
         raise InvalidInput("the activity needs a url or a webhook_id", field="activity.url")
     return WebhookSpec.from_dict(inline), None
+
+
+def _saved(rule: Rule, status_code: int = 200) -> JSON:
+    """A save's answer: the rule, and ``warnings`` about its inline webhook's templates."""
+    return versioned({**rule.as_dict(), "warnings": _warnings(rule)}, rule.version, status_code)
+
+
+def _warnings(rule: Rule) -> list[dict[str, str]]:
+    # A saved webhook's own save already warned about it; saves are rare, so compile again.
+    if rule.webhook is None:
+        return []
+    return compile_webhook(rule.webhook, field="activity").warnings
 
 
 def _later(updated_at: int) -> int:
@@ -59,14 +79,14 @@ def _from_input(body: RuleIn, rule_id: str, created_at: int, now: int) -> Rule:
     )
 
 
-@router.post("", status_code=201, summary="Create a rule")
+@router.post("", status_code=201, summary="Create a rule", response_model=RuleSaved)
 async def create_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
     now = now_ms()
     rule = await runtime.catalog.create_rule(_from_input(body, new_id("rule"), now, now))
-    return versioned(rule.as_dict(), rule.version, status_code=201)
+    return _saved(rule, status_code=201)
 
 
-@router.get("", summary="List rules")
+@router.get("", summary="List rules", response_model=RuleList)
 async def list_rules(runtime: RuntimeDep, event_type: str | None = None) -> JSON:
     rules = await runtime.store.list_rules()
     if event_type is not None:
@@ -74,7 +94,7 @@ async def list_rules(runtime: RuntimeDep, event_type: str | None = None) -> JSON
     return JSON({"data": [r.as_dict() for r in rules]})
 
 
-@router.get("/{rule_id}", summary="Get a rule")
+@router.get("/{rule_id}", summary="Get a rule", response_model=RuleOut)
 async def get_rule(rule_id: str, runtime: RuntimeDep) -> JSON:
     rule = await runtime.store.get_rule(rule_id)
     if rule is None:
@@ -82,7 +102,7 @@ async def get_rule(rule_id: str, runtime: RuntimeDep) -> JSON:
     return versioned(rule.as_dict(), rule.version)
 
 
-@router.put("/{rule_id}", summary="Replace a rule")
+@router.put("/{rule_id}", summary="Replace a rule", response_model=RuleSaved)
 async def replace_rule(
     rule_id: str, body: RuleIn, runtime: RuntimeDep, if_match: IfMatch = None
 ) -> JSON:
@@ -93,10 +113,14 @@ async def replace_rule(
         return replace(new, created_at=current.created_at, updated_at=_later(current.updated_at))
 
     rule = await runtime.catalog.change_rule(rule_id, change, when)
-    return versioned(rule.as_dict(), rule.version)
+    return _saved(rule)
 
 
-@router.patch("/{rule_id}", summary="Change some fields of a rule (e.g. enabled)")
+@router.patch(
+    "/{rule_id}",
+    summary="Change some fields of a rule (e.g. enabled)",
+    response_model=RuleSaved,
+)
 async def patch_rule(
     rule_id: str, body: RulePatch, runtime: RuntimeDep, if_match: IfMatch = None
 ) -> JSON:
@@ -121,7 +145,7 @@ async def patch_rule(
         return replace(current, **changes, updated_at=_later(current.updated_at))
 
     rule = await runtime.catalog.change_rule(rule_id, change, when)
-    return versioned(rule.as_dict(), rule.version)
+    return _saved(rule)
 
 
 @router.delete("/{rule_id}", status_code=204, summary="Delete a rule")
@@ -134,7 +158,11 @@ async def delete_rule(rule_id: str, runtime: RuntimeDep, if_match: IfMatch = Non
 _SERVER_SET = ("id", "version", "created_at", "updated_at")
 
 
-@router.post("/validate", summary="Check a rule exactly as a save would, without saving it")
+@router.post(
+    "/validate",
+    summary="Check a rule exactly as a save would, without saving it",
+    response_model=RuleValidation,
+)
 async def validate_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
     """The rule as it would be stored (defaults filled, numbers normalised), or the error.
 
@@ -144,4 +172,4 @@ async def validate_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
     rule = _from_input(body, "rule_validate", 0, 0)
     await runtime.catalog.check_rule(rule)
     stored = {k: v for k, v in rule.as_dict().items() if k not in _SERVER_SET}
-    return JSON({"valid": True, "rule": stored})
+    return JSON({"valid": True, "rule": stored, "warnings": _warnings(rule)})

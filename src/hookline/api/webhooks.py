@@ -10,7 +10,15 @@ from fastapi import APIRouter, Response
 from hookline.api._etag import IfMatch, precondition, versioned
 from hookline.api._json import JSON, JSONRoute
 from hookline.api.deps import RuntimeDep
-from hookline.api.models import PreviewIn, WebhookIn
+from hookline.api.models import (
+    Preview,
+    PreviewIn,
+    SavedWebhookOut,
+    SavedWebhookSaved,
+    SentOnce,
+    WebhookIn,
+    WebhookList,
+)
 from hookline.errors import Conflict, InvalidInput, NotFound
 from hookline.events import Event, now_ms
 from hookline.ids import new_id
@@ -34,26 +42,41 @@ async def _get(runtime: Runtime, webhook_id: str) -> SavedWebhook:
     return saved
 
 
-@router.post("", status_code=201, summary="Save a webhook that rules can reference")
+def _saved(saved: SavedWebhook, status_code: int = 200) -> JSON:
+    """A save's answer: the webhook, and ``warnings`` about its templates."""
+    warnings = compile_webhook(saved.spec).warnings  # saves are rare: compile again
+    return versioned({**saved.as_dict(), "warnings": warnings}, saved.version, status_code)
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Save a webhook that rules can reference",
+    response_model=SavedWebhookSaved,
+)
 async def create_webhook(body: WebhookIn, runtime: RuntimeDep) -> JSON:
     now = now_ms()
     saved = SavedWebhook(new_id("wh"), body.name, _spec(body), now, now)
     saved = await runtime.catalog.create_webhook(saved)
-    return versioned(saved.as_dict(), saved.version, status_code=201)
+    return _saved(saved, status_code=201)
 
 
-@router.get("", summary="List saved webhooks")
+@router.get("", summary="List saved webhooks", response_model=WebhookList)
 async def list_webhooks(runtime: RuntimeDep) -> JSON:
     return JSON({"data": [w.as_dict() for w in await runtime.store.list_webhooks()]})
 
 
-@router.get("/{webhook_id}", summary="Get a saved webhook")
+@router.get("/{webhook_id}", summary="Get a saved webhook", response_model=SavedWebhookOut)
 async def get_webhook(webhook_id: str, runtime: RuntimeDep) -> JSON:
     saved = await _get(runtime, webhook_id)
     return versioned(saved.as_dict(), saved.version)
 
 
-@router.put("/{webhook_id}", summary="Replace a saved webhook (rules using it follow)")
+@router.put(
+    "/{webhook_id}",
+    summary="Replace a saved webhook (rules using it follow)",
+    response_model=SavedWebhookSaved,
+)
 async def replace_webhook(
     webhook_id: str, body: WebhookIn, runtime: RuntimeDep, if_match: IfMatch = None
 ) -> JSON:
@@ -65,7 +88,7 @@ async def replace_webhook(
         return replace(current, name=body.name, spec=spec, updated_at=later)
 
     saved = await runtime.catalog.change_webhook(webhook_id, change, when)
-    return versioned(saved.as_dict(), saved.version)
+    return _saved(saved)
 
 
 @router.delete(
@@ -79,16 +102,26 @@ async def delete_webhook(
 
 
 async def _render(body: PreviewIn, runtime: Runtime) -> tuple[CompiledWebhook, RenderedRequest]:
-    if (body.webhook is None) == (body.webhook_id is None):
-        raise InvalidInput("give either 'webhook' (inline) or 'webhook_id'", field="webhook")
+    given = [name for name in ("webhook", "webhook_id", "rule_id") if getattr(body, name)]
+    if len(given) != 1:
+        raise InvalidInput(
+            "give one of 'webhook' (inline), 'webhook_id' (saved) or 'rule_id' (a rule's webhook)",
+            field=given[1] if given else "webhook",
+        )
     if body.webhook is not None:
         compiled = compile_webhook(_spec(body.webhook), field="webhook")
-    else:
-        assert body.webhook_id is not None
+    elif body.webhook_id is not None:
         saved = await _get(runtime, body.webhook_id)
         if saved.problem is not None:
             raise Conflict(saved.problem, field="webhook_id")
         compiled = compile_webhook(saved.spec)
+    else:
+        assert body.rule_id is not None
+        rule = await runtime.store.get_rule(body.rule_id)
+        if rule is None:
+            raise NotFound(f"no rule {body.rule_id!r}", field="rule_id")
+        # Its webhook as a save compiles it: inline, or the saved one it names.
+        compiled = (await runtime.catalog.check_rule(rule))[0].webhook
     sample = body.event
     now = now_ms()
     event = Event(
@@ -105,18 +138,32 @@ async def _render(body: PreviewIn, runtime: Runtime) -> tuple[CompiledWebhook, R
     return compiled, compiled.render({"event": event.template_scope(), "state": state})
 
 
-@router.post("/preview", summary="Render the exact request for a sample event, without sending")
+@router.post(
+    "/preview",
+    summary="Render the exact request for a sample event, without sending",
+    response_model=Preview,
+)
 async def preview(body: PreviewIn, runtime: RuntimeDep) -> JSON:
     compiled, request = await _render(body, runtime)
     timeout = compiled.spec.timeout or runtime.settings.default_timeout
-    return JSON({**request.as_dict(), "timeout": timeout})
+    return JSON({**request.as_dict(), "timeout": timeout, "warnings": compiled.warnings})
 
 
-@router.post("/test", summary="Render and send once; answers with the receiver's response")
+@router.post(
+    "/test",
+    summary="Render and send once; answers with the receiver's response",
+    response_model=SentOnce,
+)
 async def test(body: PreviewIn, runtime: RuntimeDep) -> JSON:
     compiled, request = await _render(body, runtime)
     timeout = compiled.spec.timeout or runtime.settings.default_timeout
     exchange = await runtime.dispatcher.send_once(
         Request(request.method, request.url, request.headers, request.body, timeout, new_id("dlv"))
     )
-    return JSON({"request": request.as_dict(), "response": exchange.as_dict()})
+    return JSON(
+        {
+            "request": request.as_dict(),
+            "response": exchange.as_dict(),
+            "warnings": compiled.warnings,
+        }
+    )

@@ -54,6 +54,9 @@ class IngestTransaction(Protocol):
     async def known_eids(self, eids: Sequence[str]) -> dict[str, str]:
         """Map each already-stored ``eid`` to its event id."""
 
+    async def delivery_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """The ids of the deliveries each stored event caused, oldest first."""
+
     async def load_states(self, users: Sequence[str]) -> dict[str, dict[str, Any]]: ...
 
     async def insert_events(self, events: Sequence[Event]) -> None: ...

@@ -108,6 +108,18 @@ class SqlIngest:
             found.update({row.eid: row.id for row in rows})
         return found
 
+    async def delivery_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        found: dict[str, list[str]] = {}
+        for part in _chunks(event_ids):
+            rows = await self._conn.execute(
+                select(t.deliveries.c.event_id, t.deliveries.c.id)
+                .where(t.deliveries.c.event_id.in_(part))
+                .order_by(t.deliveries.c.id)
+            )
+            for row in rows:
+                found.setdefault(row.event_id, []).append(row.id)
+        return {event_id: tuple(ids) for event_id, ids in found.items()}
+
     async def load_states(self, users: Sequence[str]) -> dict[str, dict[str, Any]]:
         states: dict[str, dict[str, Any]] = {}
         for part in _chunks(users):
