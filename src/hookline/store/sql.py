@@ -5,6 +5,8 @@ The only module that knows queries. Driver errors become StoreError at this boun
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -35,6 +37,8 @@ from hookline.rules import Rule, SavedWebhook
 from hookline.store import schema as t
 from hookline.store.base import DeliveryFilter, EchoRecord, Outcome
 from hookline.webhooks import WebhookSpec
+
+log = logging.getLogger("hookline.store")
 
 # SQLite's default limit on bound parameters is generous, but stay well under it.
 _CHUNK = 500
@@ -183,19 +187,69 @@ def _delivery_row(d: Delivery, lease_from: int | None = None) -> dict[str, Any]:
 
 
 def _delivery(row: Row[Any]) -> Delivery:
-    return Delivery(
+    return _read_delivery(row)[0]
+
+
+def _read_delivery(row: Row[Any]) -> tuple[Delivery, str | None]:
+    """The stored delivery, and what is wrong with it if it cannot be sent as stored.
+
+    Never raises: a row changed by hand or by another version (headers that are not JSON, a
+    ``[null]`` schedule) must not stop the claim of every other due delivery, nor a listing.
+    One that cannot be read comes back dead, its unreadable parts empty, its problem as
+    ``last_error``; claim_due then records it as dead so it leaves the outbox.
+    """
+    try:
+        status = DeliveryStatus(row.status)
+        headers = _pairs(row.headers)
+        if not all(type(k) is str and type(v) is str for k, v in headers):
+            raise ValueError("headers must be pairs of strings")
+        schedule = tuple(orjson.loads(row.retry_schedule))
+        if not all(_seconds(d) and d >= 0 for d in schedule):
+            raise ValueError("retry_schedule must hold finite seconds, 0 or more")
+        if not (_seconds(row.timeout) and row.timeout > 0):
+            raise ValueError("timeout must be finite seconds above 0")
+        if type(row.attempts) is not int or row.attempts < 0:
+            raise ValueError("attempts must be a whole number, 0 or more")
+        if not (isinstance(row.method, str) and isinstance(row.url, str)):
+            raise ValueError("method and url must be text")
+        if row.body is not None and not isinstance(row.body, bytes):
+            raise ValueError("body must be bytes")
+    except (ValueError, TypeError) as exc:
+        problem = f"hookline cannot read this stored delivery: {exc}"
+        broken = Delivery(
+            id=row.id,
+            event_id=row.event_id,
+            rule_id=row.rule_id,
+            webhook_id=row.webhook_id,
+            user_ext_id=row.user_ext_id,
+            status=DeliveryStatus.DEAD,
+            method=str(row.method),
+            url=str(row.url),
+            headers=(),
+            body=None,
+            timeout=1.0,
+            retry_schedule=(),
+            attempts=row.attempts if type(row.attempts) is int else 0,
+            created_at=row.created_at,
+            next_attempt_at=None,
+            updated_at=row.updated_at,
+            last_status_code=row.last_status_code,
+            last_error=problem,
+        )
+        return broken, problem
+    delivery = Delivery(
         id=row.id,
         event_id=row.event_id,
         rule_id=row.rule_id,
         webhook_id=row.webhook_id,
         user_ext_id=row.user_ext_id,
-        status=DeliveryStatus(row.status),
+        status=status,
         method=row.method,
         url=row.url,
-        headers=_pairs(row.headers),
+        headers=headers,
         body=row.body,
         timeout=row.timeout,
-        retry_schedule=tuple(orjson.loads(row.retry_schedule)),
+        retry_schedule=schedule,
         attempts=row.attempts,
         created_at=row.created_at,
         next_attempt_at=row.next_attempt_at,
@@ -203,6 +257,11 @@ def _delivery(row: Row[Any]) -> Delivery:
         last_status_code=row.last_status_code,
         last_error=row.last_error,
     )
+    return delivery, None
+
+
+def _seconds(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 # Reading a stored rule or webhook never raises: one that cannot be read (changed by hand,
@@ -626,14 +685,32 @@ class SqlStore:
         async with self._write() as conn:
             chosen: list[Delivery] = []
             room = dict(host_room)
+            unreadable: list[Delivery] = []
             for row in await conn.execute(query):
+                delivery, problem = _read_delivery(row)
+                if problem is not None:
+                    unreadable.append(delivery)
+                    continue
                 left = room.get(row.host, per_host)
                 if left <= 0:
                     continue
                 room[row.host] = left - 1
-                chosen.append(_delivery(row))
+                chosen.append(delivery)
                 if len(chosen) >= limit:
                     break
+            for broken in unreadable:
+                log.error("delivery %s is dead: %s", broken.id, broken.last_error)
+                await conn.execute(
+                    update(d)
+                    .where(d.c.id == broken.id)
+                    .values(
+                        status=DeliveryStatus.DEAD.value,
+                        next_attempt_at=None,
+                        lease_until=None,
+                        updated_at=now,
+                        last_error=broken.last_error,
+                    )
+                )
             lease = now + lease_margin_ms + cast(d.c.timeout * 1000, Integer)
             for part in _chunks([c.id for c in chosen]):
                 await conn.execute(update(d).where(d.c.id.in_(part)).values(lease_until=lease))
