@@ -84,3 +84,49 @@ async def test_unreadable_pending_deliveries_are_dead_and_the_rest_still_sent(
     # And the dispatcher keeps claiming: a new event is delivered too.
     await h.post("/api/v1/events", spin_event(user="u-2"))
     await receiver.wait_for(3)
+
+
+async def test_a_user_state_that_cannot_be_read_counts_as_empty_and_is_replaced(
+    make_hookline: MakeHookline, receiver: Receiver, tmp_path: Path
+) -> None:
+    first = await make_hookline()
+    await first.create_rule(activity={"url": receiver.url()}, conditions=None)
+    for user in ("u-text", "u-list", "u-nan", "u-ok"):
+        resp = await first.client.patch(f"/api/v1/users/{user}/state", json={"k": 1})
+        assert resp.status_code == 200, resp.text
+    await first.stop()
+    conn = sqlite3.connect(tmp_path / "data" / "hookline.db")
+    for user, raw in (("u-text", b"not json"), ("u-list", b"[1, 2]"), ("u-nan", b'{"k": NaN}')):
+        conn.execute("UPDATE users SET state = ? WHERE user_ext_id = ?", (raw, user))
+    conn.commit()
+    conn.close()
+
+    h = await make_hookline()
+    for user in ("u-text", "u-list", "u-nan"):
+        # Each used to answer 500 here, and 503 to its every event and patch.
+        got = await h.client.get(f"/api/v1/users/{user}/state")
+        assert got.status_code == 200 and got.json() == {}, got.text
+        resp = await h.post("/api/v1/events", spin_event(user=user))
+        assert resp.status_code == 202, resp.text
+        patched = await h.client.patch(f"/api/v1/users/{user}/state", json={"k": 2})
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["k"] == 2
+    resp = await h.post("/api/v1/events", spin_event(user="u-ok"))
+    assert resp.status_code == 202, resp.text
+    await receiver.wait_for(4)
+
+
+async def test_an_event_whose_payload_cannot_be_read_is_still_shown(
+    hookline: Hookline, tmp_path: Path
+) -> None:
+    resp = await hookline.post("/api/v1/events", spin_event())
+    event_id = resp.json()["events"][0]["id"]
+    conn = sqlite3.connect(tmp_path / "data" / "hookline.db")
+    conn.execute(
+        "UPDATE events SET payload = ?, ext_brand_id = ? WHERE id = ?", (b"no", b"{", event_id)
+    )
+    conn.commit()
+    conn.close()
+    got = await hookline.client.get(f"/api/v1/events/{event_id}")  # was a 500
+    assert got.status_code == 200, got.text
+    assert got.json()["payload"] == {} and got.json()["ext_brand_id"] is None

@@ -119,7 +119,7 @@ class SqlIngest:
                     t.users.c.user_ext_id.in_(part)
                 )
             )
-            states.update({row.user_ext_id: orjson.loads(row.state) for row in rows})
+            states.update({row.user_ext_id: _state(row.state, row.user_ext_id) for row in rows})
         return states
 
     async def insert_events(self, events: Sequence[Event]) -> None:
@@ -184,6 +184,35 @@ def _delivery_row(d: Delivery, lease_from: int | None = None) -> dict[str, Any]:
         "last_status_code": d.last_status_code,
         "last_error": d.last_error,
     }
+
+
+def _state(raw: Any, user_ext_id: str) -> dict[str, Any]:
+    """A user's stored state; one that cannot be read (a hand edit) counts as empty.
+
+    Refusing every event of that user for ever (a 503 its sender retries) would be worse; the
+    stored text is logged so it can be put back, and the next write replaces it.
+    """
+    try:
+        state = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        state = None
+    if isinstance(state, dict):
+        return state
+    log.error(
+        "the stored state of user %r cannot be read and counts as empty; it was: %r",
+        user_ext_id,
+        raw[:1000],
+    )
+    return {}
+
+
+def _stored_json(raw: Any, event_id: str, unreadable: Any) -> Any:
+    """A stored event's JSON column; one that cannot be read is logged, not a 500."""
+    try:
+        return orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        log.error("a column of stored event %s cannot be read; it was: %r", event_id, raw[:1000])
+        return unreadable
 
 
 def _delivery(row: Row[Any]) -> Delivery:
@@ -503,7 +532,7 @@ class SqlStore:
             raw = await conn.scalar(
                 select(t.users.c.state).where(t.users.c.user_ext_id == user_ext_id)
             )
-        return orjson.loads(raw) if raw is not None else None
+        return _state(raw, user_ext_id) if raw is not None else None
 
     async def get_event(self, event_id: str) -> Event | None:
         async with self._read() as conn:
@@ -515,9 +544,9 @@ class SqlStore:
             eid=row.eid,
             event_type=row.event_type,
             user_ext_id=row.user_ext_id,
-            ext_brand_id=orjson.loads(row.ext_brand_id) if row.ext_brand_id else None,
+            ext_brand_id=_stored_json(row.ext_brand_id, row.id, None) if row.ext_brand_id else None,
             event_date=row.event_date,
-            payload=orjson.loads(row.payload),
+            payload=_stored_json(row.payload, row.id, {}),
             received_at=row.received_at,
         )
 
