@@ -461,6 +461,9 @@ async def test_lone_surrogates_are_422_naming_the_field(h: Hookline) -> None:
         ("PATCH", f"/api/v1/rules/{rule_id}", {"description": "x\ud800"}, "description"),
         ("POST", "/api/v1/events", spin_event(payload={"\ud800": 1}), "payload.\\ud800"),
         ("PATCH", "/api/v1/users/u-sur/state", {"name": ["ok", "\ud800"]}, "name[1]"),
+        # A key's name and brands are stored as JSON too (a 500 when keys came).
+        ("POST", "/api/v1/keys", {"role": "read", "name": "k\ud800"}, "name"),
+        ("POST", "/api/v1/keys", {"role": "read", "brands": ["\udfff"]}, "brands[0]"),
     ]
     for method, path, document, field in cases:
         assert_error(await send(h, method, path, document), 422, field=field, says="surrogate")

@@ -22,7 +22,9 @@ Semantics, chosen so that evaluation never raises whatever the data:
 - ``regex``: a search (not a full match) on strings, and on numbers via their JSON text
   (``1e+20``), in RE2 syntax. RE2 runs in time linear in the text, whatever the pattern, so
   no pattern can stall ingest (backtracking engines take exponential time on ``^(a+)+$``);
-  the price is no backreferences and no lookaround, which are refused when saved.
+  the price is no backreferences and no lookaround, which are refused when saved. A string
+  longer than 16 KiB (UTF-8) never matches, and the regexes of one rule compile to at most
+  1000 RE2 instructions together: linear time is still slow on a 1 MiB field.
 - ``exists``: the field is present (``"value": true``, the default) or absent (``false``).
 
 Numeric strings follow JSON's number grammar, also allowing leading zeros: ``-12``, ``0.5``,
@@ -60,10 +62,16 @@ MAX_LEAVES: Final = 1000
 MAX_PATTERN: Final = 1000
 # RE2's time is linear in the text, times the size of the compiled program when its DFA
 # cannot be used; counted repetitions of Unicode classes (\p{L}{100}) grow the program
-# far past what the pattern's length suggests, so the program is bounded too.
-MAX_PROGRAM: Final = 2000
-# RE2's memory per pattern (its DFA cache and program), RE2's own default made explicit.
-MAX_REGEX_MEMORY: Final = 8 << 20
+# far past what the pattern's length suggests, so the program is bounded too: all the
+# regexes of one rule together. And only text up to MAX_REGEX_TEXT bytes is searched: a
+# pattern whose DFA blows up ((?i)a.{200}z) fell back to a cost of about 3 ns per byte per
+# instruction, 6 s for one 1 MiB field; within both bounds one rule costs under ~100 ms.
+MAX_PROGRAM: Final = 1000
+MAX_REGEX_TEXT: Final = 16 * 1024
+# RE2's memory per pattern (its DFA cache and program). Not RE2's 8 MiB: filling a cache
+# that large with the states of a pattern whose DFA blows up took 400 ms on 16 KiB; with
+# 256 KiB RE2 gives up on the DFA sooner, and the worst rule took under 100 ms.
+MAX_REGEX_MEMORY: Final = 256 << 10
 
 _GROUP_KEYS: Final = ("all", "any", "not")
 _LEAF_KEYS: Final = frozenset({"field", "op", "value"})
@@ -101,6 +109,7 @@ class _Compiler:
     def __init__(self, scopes: Sequence[str] = SCOPES) -> None:
         self.leaves = 0
         self.scopes = scopes
+        self.program = 0  # RE2 instructions of the rule's regexes so far
 
     def node(self, spec: Any, path: str, depth: int) -> Predicate:
         if not isinstance(spec, Mapping):
@@ -189,6 +198,15 @@ class _Compiler:
             raise ConditionError(f"operator {op!r} needs a 'value'", field=value_path)
         _check_json(value, value_path, 0)
         test, if_missing = _make_test(op, value, value_path)
+        if op == "regex":
+            self.program += _compile_re2(value, value_path).programsize
+            if self.program > MAX_PROGRAM:
+                raise ConditionError(
+                    f"the regexes of a rule are too large once compiled ({self.program} "
+                    f"instructions; at most {MAX_PROGRAM} together); shorten counted "
+                    "repetitions such as {100}, above all of classes like \\p{L}",
+                    field=value_path,
+                )
         if len(steps) == 2 and steps[1][1] is None:
             return _shallow_leaf(steps[0][0], steps[1][0], test, if_missing)
 
@@ -374,9 +392,12 @@ def _regex(value: Any, path: str) -> Test:
 
     def matches(actual: Any) -> bool:
         if isinstance(actual, str):
+            if len(actual) > MAX_REGEX_TEXT:
+                return False  # see MAX_REGEX_TEXT; a cut text could match '$' where it ends
             # Bytes in and out skip the wrapper's offset bookkeeping (twice as fast). A lone
             # surrogate has no UTF-8; passed through, it must not make a condition raise.
-            return search(actual.encode("utf-8", "surrogatepass")) is not None
+            data = actual.encode("utf-8", "surrogatepass")
+            return len(data) <= MAX_REGEX_TEXT and search(data) is not None
         if _is_number(actual):
             try:
                 text = json.dumps(actual)

@@ -10,11 +10,11 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from hookline.api._json import JSON
+from hookline.api._json import JSON, JSONRoute
 from hookline.api.deps import RuntimeDep
 from hookline.keys import MAX_NAME, Role, check_brands, check_name
 
-router = APIRouter(prefix="/api/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/api/v1/keys", tags=["keys"], route_class=JSONRoute)
 
 
 class KeyIn(BaseModel):

@@ -5,6 +5,8 @@ The only module that knows queries. Driver errors become StoreError at this boun
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -35,6 +37,8 @@ from hookline.rules import Rule, SavedWebhook
 from hookline.store import schema as t
 from hookline.store.base import DeliveryFilter, EchoRecord, Outcome
 from hookline.webhooks import WebhookSpec
+
+log = logging.getLogger("hookline.store")
 
 # SQLite's default limit on bound parameters is generous, but stay well under it.
 _CHUNK = 500
@@ -128,7 +132,7 @@ class SqlIngest:
                     t.users.c.user_ext_id.in_(part)
                 )
             )
-            states.update({row.user_ext_id: orjson.loads(row.state) for row in rows})
+            states.update({row.user_ext_id: _state(row.state, row.user_ext_id) for row in rows})
         return states
 
     async def insert_events(self, events: Sequence[Event]) -> None:
@@ -197,20 +201,99 @@ def _delivery_row(d: Delivery, lease_from: int | None = None) -> dict[str, Any]:
     }
 
 
+def _state(raw: Any, user_ext_id: str) -> dict[str, Any]:
+    """A user's stored state; one that cannot be read (a hand edit) counts as empty.
+
+    Refusing every event of that user for ever (a 503 its sender retries) would be worse; the
+    stored text is logged so it can be put back, and the next write replaces it.
+    """
+    try:
+        state = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        state = None
+    if isinstance(state, dict):
+        return state
+    log.error(
+        "the stored state of user %r cannot be read and counts as empty; it was: %r",
+        user_ext_id,
+        raw[:1000],
+    )
+    return {}
+
+
+def _stored_json(raw: Any, event_id: str, unreadable: Any) -> Any:
+    """A stored event's JSON column; one that cannot be read is logged, not a 500."""
+    try:
+        return orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        log.error("a column of stored event %s cannot be read; it was: %r", event_id, raw[:1000])
+        return unreadable
+
+
 def _delivery(row: Row[Any]) -> Delivery:
-    return Delivery(
+    return _read_delivery(row)[0]
+
+
+def _read_delivery(row: Row[Any]) -> tuple[Delivery, str | None]:
+    """The stored delivery, and what is wrong with it if it cannot be sent as stored.
+
+    Never raises: a row changed by hand or by another version (headers that are not JSON, a
+    ``[null]`` schedule) must not stop the claim of every other due delivery, nor a listing.
+    One that cannot be read comes back dead, its unreadable parts empty, its problem as
+    ``last_error``; claim_due then records it as dead so it leaves the outbox.
+    """
+    try:
+        status = DeliveryStatus(row.status)
+        headers = _pairs(row.headers)
+        if not all(type(k) is str and type(v) is str for k, v in headers):
+            raise ValueError("headers must be pairs of strings")
+        schedule = tuple(orjson.loads(row.retry_schedule))
+        if not all(_seconds(d) and d >= 0 for d in schedule):
+            raise ValueError("retry_schedule must hold finite seconds, 0 or more")
+        if not (_seconds(row.timeout) and row.timeout > 0):
+            raise ValueError("timeout must be finite seconds above 0")
+        if type(row.attempts) is not int or row.attempts < 0:
+            raise ValueError("attempts must be a whole number, 0 or more")
+        if not (isinstance(row.method, str) and isinstance(row.url, str)):
+            raise ValueError("method and url must be text")
+        if row.body is not None and not isinstance(row.body, bytes):
+            raise ValueError("body must be bytes")
+    except (ValueError, TypeError) as exc:
+        problem = f"hookline cannot read this stored delivery: {exc}"
+        broken = Delivery(
+            id=row.id,
+            event_id=row.event_id,
+            rule_id=row.rule_id,
+            webhook_id=row.webhook_id,
+            user_ext_id=row.user_ext_id,
+            status=DeliveryStatus.DEAD,
+            method=str(row.method),
+            url=str(row.url),
+            headers=(),
+            body=None,
+            timeout=1.0,
+            retry_schedule=(),
+            attempts=row.attempts if type(row.attempts) is int else 0,
+            created_at=row.created_at,
+            next_attempt_at=None,
+            updated_at=row.updated_at,
+            last_status_code=row.last_status_code,
+            last_error=problem,
+        )
+        return broken, problem
+    delivery = Delivery(
         id=row.id,
         event_id=row.event_id,
         rule_id=row.rule_id,
         webhook_id=row.webhook_id,
         user_ext_id=row.user_ext_id,
-        status=DeliveryStatus(row.status),
+        status=status,
         method=row.method,
         url=row.url,
-        headers=_pairs(row.headers),
+        headers=headers,
         body=row.body,
         timeout=row.timeout,
-        retry_schedule=tuple(orjson.loads(row.retry_schedule)),
+        retry_schedule=schedule,
         attempts=row.attempts,
         created_at=row.created_at,
         next_attempt_at=row.next_attempt_at,
@@ -220,6 +303,11 @@ def _delivery(row: Row[Any]) -> Delivery:
         journey_id=row.journey_id,
         instance_id=row.instance_id,
     )
+    return delivery, None
+
+
+def _seconds(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
 
 
 # Reading a stored rule or webhook never raises: one that cannot be read (changed by hand,
@@ -461,7 +549,7 @@ class SqlStore:
             raw = await conn.scalar(
                 select(t.users.c.state).where(t.users.c.user_ext_id == user_ext_id)
             )
-        return orjson.loads(raw) if raw is not None else None
+        return _state(raw, user_ext_id) if raw is not None else None
 
     async def get_event(self, event_id: str) -> Event | None:
         async with self._read() as conn:
@@ -473,9 +561,9 @@ class SqlStore:
             eid=row.eid,
             event_type=row.event_type,
             user_ext_id=row.user_ext_id,
-            ext_brand_id=orjson.loads(row.ext_brand_id) if row.ext_brand_id else None,
+            ext_brand_id=_stored_json(row.ext_brand_id, row.id, None) if row.ext_brand_id else None,
             event_date=row.event_date,
-            payload=orjson.loads(row.payload),
+            payload=_stored_json(row.payload, row.id, {}),
             received_at=row.received_at,
         )
 
@@ -643,14 +731,32 @@ class SqlStore:
         async with self._write() as conn:
             chosen: list[Delivery] = []
             room = dict(host_room)
+            unreadable: list[Delivery] = []
             for row in await conn.execute(query):
+                delivery, problem = _read_delivery(row)
+                if problem is not None:
+                    unreadable.append(delivery)
+                    continue
                 left = room.get(row.host, per_host)
                 if left <= 0:
                     continue
                 room[row.host] = left - 1
-                chosen.append(_delivery(row))
+                chosen.append(delivery)
                 if len(chosen) >= limit:
                     break
+            for broken in unreadable:
+                log.error("delivery %s is dead: %s", broken.id, broken.last_error)
+                await conn.execute(
+                    update(d)
+                    .where(d.c.id == broken.id)
+                    .values(
+                        status=DeliveryStatus.DEAD.value,
+                        next_attempt_at=None,
+                        lease_until=None,
+                        updated_at=now,
+                        last_error=broken.last_error,
+                    )
+                )
             lease = now + lease_margin_ms + cast(d.c.timeout * 1000, Integer)
             for part in _chunks([c.id for c in chosen]):
                 await conn.execute(update(d).where(d.c.id.in_(part)).values(lease_until=lease))
