@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from hookline.api._json import JSON, parse_json, read_body
-from hookline.api.auth import check_event_brands, principal
+from hookline.api.auth import KeyDep, check_event_brands, principal
+from hookline.api.brands import require_visible
 from hookline.api.deps import RuntimeDep
 from hookline.errors import NotFound
 from hookline.events import parse_events
@@ -70,8 +71,9 @@ async def post_events(request: Request, runtime: RuntimeDep) -> JSON:
 
 
 @router.get("/{event_id}", summary="Get a stored event")
-async def get_event(event_id: str, runtime: RuntimeDep) -> JSON:
+async def get_event(event_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
     event = await runtime.store.get_event(event_id)
     if event is None:
         raise NotFound(f"no event {event_id!r}", field="event_id")
+    require_visible(key, event.ext_brand_id, f"no event {event_id!r}", "event_id")
     return JSON(event.as_dict())
