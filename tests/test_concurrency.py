@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from hookline.errors import Conflict, InvalidInput
 from hookline.rules import Rule, RuleIndex, SavedWebhook, compile_rule
+from hookline.store.schema import SCHEMA_VERSION
 from hookline.store.sql import SqlStore
 from hookline.store.sqlite import open_sqlite
 from hookline.webhooks import WebhookSpec
@@ -392,7 +393,7 @@ async def test_a_database_of_the_previous_version_opens_and_is_guarded(tmp_path:
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM hookline_meta").fetchone() == ("2",)
+        assert db.execute("SELECT value FROM hookline_meta").fetchone() == (str(SCHEMA_VERSION),)
         db.execute("PRAGMA foreign_keys=ON")
         with pytest.raises(sqlite3.IntegrityError):
             db.execute("DELETE FROM webhooks WHERE id = 'wh_1'")

@@ -22,7 +22,7 @@ async def hookline(
 async def test_rule_event_delivers_rendered_body(hookline: Hookline, receiver: Receiver) -> None:
     await hookline.create_rule(activity={"url": receiver.url("/crm")})
     await hookline.client.patch(
-        "/api/v1/users/u-1/state", json={"user_id": 77, "core_sm_brand_id": 5}
+        "/api/v1/users/u-1/state?ext_brand_id=brand-1", json={"user_id": 77, "core_sm_brand_id": 5}
     )
     resp = await hookline.post("/api/v1/events", spin_event())
     assert resp.status_code == 202, resp.text
@@ -92,7 +92,7 @@ async def test_walkthrough_echo_shows_rendered_body(hookline: Hookline) -> None:
     echo = hookline.base_url + "/echo-send/walkthrough-1/"
     await hookline.create_rule(activity={"url": echo})
     await hookline.client.patch(
-        "/api/v1/users/u-1/state", json={"user_id": 77, "core_sm_brand_id": 5}
+        "/api/v1/users/u-1/state?ext_brand_id=brand-1", json={"user_id": 77, "core_sm_brand_id": 5}
     )
     await _send(hookline, spin_event())
     await hookline.idle()
@@ -114,7 +114,8 @@ async def test_quotes_and_backslashes_in_state_keep_json_valid(
     body = '{"level": "{{state.ach_level_name}}", "typed": {{state.ach_level_current}}}'
     await hookline.create_rule(activity={"url": receiver.url(), "body": body})
     await hookline.client.patch(
-        "/api/v1/users/u-1/state", json={"ach_level_name": nasty, "ach_level_current": 7}
+        "/api/v1/users/u-1/state?ext_brand_id=brand-1",
+        json={"ach_level_name": nasty, "ach_level_current": 7},
     )
     await _send(hookline, spin_event())
     (got,) = await receiver.wait_for(1)
@@ -251,12 +252,12 @@ async def test_update_profile_merges_state_and_conditions_use_it(
     profile = {
         "event_type": "update_profile",
         "user_ext_id": "u-1",
-        "ext_brand_id": 3,
+        "ext_brand_id": "brand-1",
         "payload": {"ach_level_current": "gold", "core_country": "DE"},
     }
     resp = await hookline.post("/api/v1/events", [spin_event(), profile, spin_event()])
     assert [len(e["deliveries"]) for e in resp.json()["events"]] == [0, 0, 1]
-    state = (await hookline.client.get("/api/v1/users/u-1/state")).json()
+    state = (await hookline.client.get("/api/v1/users/u-1/state?ext_brand_id=brand-1")).json()
     assert state == {
         "user_ext_id": "u-1",
         "ext_brand_id": "brand-1",
@@ -397,7 +398,8 @@ async def test_deliveries_list_filters_and_pages(hookline: Hookline, receiver: R
     assert seen == sorted(seen, reverse=True)
     only_u1 = (
         await hookline.client.get(
-            "/api/v1/deliveries", params={"user_ext_id": "u-1", "status": "succeeded"}
+            "/api/v1/deliveries",
+            params={"user_ext_id": "u-1", "ext_brand_id": "brand-1", "status": "succeeded"},
         )
     ).json()["data"]
     assert len(only_u1) == 3

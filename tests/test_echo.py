@@ -270,7 +270,9 @@ async def test_rule_pointing_at_echo_shows_the_rendered_body(hookline: Hookline)
         activity={"url": hookline.base_url + f"/echo-send/{secret}/", "body": body}
     )
     nasty = 'Lvl "5" \\ <script>'
-    await hookline.client.patch("/api/v1/users/u-1/state", json={"ach_level_name": nasty})
+    await hookline.client.patch(
+        "/api/v1/users/u-1/state?ext_brand_id=brand-1", json={"ach_level_name": nasty}
+    )
     resp = await hookline.post("/api/v1/events", spin_event())
     assert resp.status_code == 202, resp.text
     (delivery_id,) = resp.json()["events"][0]["deliveries"]

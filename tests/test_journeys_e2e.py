@@ -91,7 +91,9 @@ async def test_spin_gets_a_webhook_at_once_and_another_after_the_delay(
     assert stats["entered"] == 1
     assert stats["treatment"]["finished"] == {"completed": 1}
     assert stats["blocks"]["wait"] == {"entered": 1, "passed": 1, "waiting": 0}
-    mine = (await hookline.client.get("/api/v1/users/u-1/journeys")).json()["data"]
+    mine = (await hookline.client.get("/api/v1/users/u-1/journeys?ext_brand_id=brand-1")).json()[
+        "data"
+    ]
     assert [(m["journey_id"], m["version"]) for m in mine] == [(j["id"], 1)]
 
 
@@ -127,7 +129,12 @@ async def test_wait_for_event_both_branches(hookline: Hookline, receiver: Receiv
     await create(hookline, wait_journey(receiver, 0.2, "level-welcome", "level_upgraded"))
     await hookline.post("/api/v1/events", spin_event("u-yes"))
     await hookline.post("/api/v1/events", {**spin_event("u-no"), "event_type": "level_upgraded"})
-    small = {"event_type": "deposit_made", "user_ext_id": "u-yes", "payload": {"amount": 5}}
+    small = {
+        "event_type": "deposit_made",
+        "user_ext_id": "u-yes",
+        "ext_brand_id": "brand-1",
+        "payload": {"amount": 5},
+    }
     big = {**small, "payload": {"amount": 50}}
     await hookline.post("/api/v1/events", small)  # the condition is false: still waiting
     await hookline.post("/api/v1/events", big)
@@ -140,7 +147,9 @@ async def test_wait_for_event_both_branches(hookline: Hookline, receiver: Receiv
 
 
 async def test_condition_split_and_update_state(hookline: Hookline, receiver: Receiver) -> None:
-    await hookline.client.patch("/api/v1/users/u-gold/state", json={"level": "gold"})
+    await hookline.client.patch(
+        "/api/v1/users/u-gold/state?ext_brand_id=brand-1", json={"level": "gold"}
+    )
     await create(
         hookline,
         journey(
@@ -169,7 +178,7 @@ async def test_condition_split_and_update_state(hookline: Hookline, receiver: Re
     (gold,) = await receiver.wait_for(1, "/gold")
     assert gold.json() == {"c": "spin-welcome"}  # state as the step runs, set one block before
     await receiver.wait_for(1, "/plain")
-    state = (await hookline.client.get("/api/v1/users/u-gold/state")).json()
+    state = (await hookline.client.get("/api/v1/users/u-gold/state?ext_brand_id=brand-1")).json()
     assert state["last_campaign"] == "spin-welcome"
 
 
@@ -197,7 +206,10 @@ async def test_conversion_fires_a_rule_on_campaign_converted(
     }
     assert (await hookline.client.post("/api/v1/rules", json=rule)).status_code == 201
     await hookline.post("/api/v1/events", spin_event())
-    await hookline.post("/api/v1/events", {"event_type": "deposit_made", "user_ext_id": "u-1"})
+    await hookline.post(
+        "/api/v1/events",
+        {"event_type": "deposit_made", "user_ext_id": "u-1", "ext_brand_id": "brand-1"},
+    )
     (crm,) = await receiver.wait_for(1, "/crm")
     assert crm.json() == {"j": j["id"], "control": False}
     (done,) = await instances(hookline, j["id"])
@@ -228,7 +240,10 @@ async def test_control_group_enters_runs_nothing_and_converts(
     await hookline.post("/api/v1/events", spin_event())
     (started,) = await receiver.wait_for(1, "/started")
     assert started.json() == {"c": True}
-    await hookline.post("/api/v1/events", {"event_type": "deposit_made", "user_ext_id": "u-1"})
+    await hookline.post(
+        "/api/v1/events",
+        {"event_type": "deposit_made", "user_ext_id": "u-1", "ext_brand_id": "brand-1"},
+    )
     await hookline.idle()
     (inst,) = await instances(hookline, j["id"])
     assert inst["control_group"] is True and inst["finish_reason"] == "goal"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from hookline.engine import Engine
-from hookline.errors import HooklineError, NotFound, PreconditionFailed
+from hookline.errors import Conflict, HooklineError, NotFound, PreconditionFailed
 from hookline.rules import CompiledRule, Rule, SavedWebhook, compile_rule
 from hookline.store.base import Store
 from hookline.webhooks import compile_webhook
@@ -66,9 +66,17 @@ class Catalog:
             precondition.check("rule", current.version)
             return await self._save_rule(change(current), current.version)
 
-    async def delete_rule(self, rule_id: str, precondition: Precondition) -> None:
+    async def delete_rule(
+        self,
+        rule_id: str,
+        precondition: Precondition,
+        guard: Callable[[Rule], None] | None = None,
+    ) -> None:
+        """Delete; ``guard`` may refuse the rule as stored (e.g. another brand's: NotFound)."""
         async with self.engine.rules_lock:
             current = await self._rule(rule_id)
+            if guard is not None:
+                guard(current)
             precondition.check("rule", current.version)
             if not await self.store.delete_rule(rule_id, expected_version=current.version):
                 raise NotFound(f"no rule {rule_id!r}", field="rule_id")
@@ -90,6 +98,7 @@ class Catalog:
         if rule.webhook_id is not None:
             saved = await self.store.get_webhook(rule.webhook_id)
             if saved is not None:
+                _same_brand(rule, saved)
                 webhooks[saved.id] = saved
                 webhook_version = saved.version
         return compile_rule(rule, webhooks), webhook_version
@@ -121,8 +130,11 @@ class Catalog:
             precondition.check("webhook", current.version)
             webhook = change(current)
             compile_webhook(webhook.spec)
+            using = await self.store.rules_using_webhook(webhook_id)
+            for rule in using:
+                _same_brand(rule, webhook)
             # Compiled before the write, so nothing can fail between its commit and the index.
-            users = _compile_users(await self.store.rules_using_webhook(webhook_id), webhook)
+            users = _compile_users(using, webhook)
             stored = await self.store.save_webhook(
                 webhook, create=False, expected_version=current.version
             )
@@ -133,9 +145,16 @@ class Catalog:
                     self.engine.put_rule(compiled, stored.version)
             return stored
 
-    async def delete_webhook(self, webhook_id: str, precondition: Precondition) -> None:
+    async def delete_webhook(
+        self,
+        webhook_id: str,
+        precondition: Precondition,
+        guard: Callable[[SavedWebhook], None] | None = None,
+    ) -> None:
         async with self.engine.rules_lock:
             current = await self._webhook(webhook_id)
+            if guard is not None:
+                guard(current)
             precondition.check("webhook", current.version)
             # The store refuses (409, naming them) while any rule uses it.
             if not await self.store.delete_webhook(webhook_id, expected_version=current.version):
@@ -147,6 +166,17 @@ class Catalog:
         if saved is None:
             raise NotFound(f"no webhook {webhook_id!r}", field="webhook_id")
         return saved
+
+
+def _same_brand(rule: Rule, webhook: SavedWebhook) -> None:
+    """A webhook of one brand serves rules of that brand only (a rule of none fires for all)."""
+    if webhook.ext_brand_id is not None and rule.ext_brand_id != webhook.ext_brand_id:
+        rule_brand = "every brand" if rule.ext_brand_id is None else repr(rule.ext_brand_id)
+        raise Conflict(
+            f"the saved webhook {webhook.id!r} belongs to brand {webhook.ext_brand_id!r} and "
+            f"rule {rule.name!r} fires for {rule_brand}: give them the same ext_brand_id",
+            field="ext_brand_id",
+        )
 
 
 def _compile_users(

@@ -60,6 +60,8 @@ class Delivery:
     # Set when a journey's webhook block (not a rule) caused the delivery.
     journey_id: str | None = None
     instance_id: str | None = None
+    # The brand of the user it was sent for, as text (None: no brand); reads filter on it.
+    ext_brand_id: str | None = None
 
     @property
     def destination(self) -> str:
@@ -76,6 +78,7 @@ class Delivery:
             "rule_id": self.rule_id,
             "webhook_id": self.webhook_id,
             "user_ext_id": self.user_ext_id,
+            "ext_brand_id": self.ext_brand_id,
             "status": self.status.value,
             "attempts": self.attempts,
             "max_attempts": len(self.retry_schedule),
@@ -198,6 +201,7 @@ class Origin:
     webhook_id: str | None = None
     journey_id: str | None = None
     instance_id: str | None = None
+    ext_brand_id: str | None = None  # as text (keys.brand_text)
 
 
 def plan_delivery(
@@ -225,6 +229,7 @@ def plan_delivery(
         "user_ext_id": origin.user_ext_id,
         "journey_id": origin.journey_id,
         "instance_id": origin.instance_id,
+        "ext_brand_id": origin.ext_brand_id,
         "timeout": spec.timeout or default_timeout,
         "retry_schedule": schedule,
         "attempts": 0,

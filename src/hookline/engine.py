@@ -27,10 +27,11 @@ from hookline.journey_runner import (
     JourneyTimer,
     load_index,
 )
+from hookline.keys import brand_text
 from hookline.queue import Handoff, WorkSignal
 from hookline.rules import CompiledRule, RuleIndex
 from hookline.settings import Settings
-from hookline.state import apply_update, with_identity
+from hookline.state import NO_BRAND, UserKey, apply_update, user_key, with_identity
 from hookline.store.base import IngestTransaction, Store
 from hookline.store.journey_sql import JourneyStore
 from hookline.store.journey_sql import active_users_of as jsql_active_users
@@ -62,10 +63,10 @@ class _Work:
     """One caller's share of a group: a batch of events or a state patch."""
 
     events: Sequence[EventInput] = ()
-    patch_user: str | None = None
+    patch_user: UserKey | None = None
     patch: dict[str, Any] | None = None
     # Journey work: due timers (instance id, user), or a journey whose users all leave.
-    timers: Sequence[tuple[str, str]] = ()
+    timers: Sequence[tuple[str, UserKey]] = ()
     stop_journey: str | None = None
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -140,7 +141,7 @@ class Engine:
             webhooks = {w.id: w for w in await self.store.list_webhooks()}
             await load_index(self.journey_store, webhooks, self.journeys)
 
-    async def submit_timers(self, due: Sequence[tuple[str, str]]) -> None:
+    async def submit_timers(self, due: Sequence[tuple[str, UserKey]]) -> None:
         """Advance due journey instances, serialised with the events of their users."""
         await self._submit(_Work(timers=due))
 
@@ -174,9 +175,15 @@ class Engine:
         """Queue events for the next group and wait until they are durably committed."""
         return await self._submit(_Work(events=events))  # type: ignore[no-any-return]
 
-    async def patch_state(self, user_ext_id: str, patch: dict[str, Any]) -> dict[str, Any]:
-        """Merge ``patch`` into the user's state, serialised with the events of that user."""
-        return await self._submit(_Work(patch_user=user_ext_id, patch=patch))  # type: ignore[no-any-return]
+    async def patch_state(
+        self, user_ext_id: str, patch: dict[str, Any], ext_brand_id: str | None = None
+    ) -> dict[str, Any]:
+        """Merge ``patch`` into the user's state, serialised with the events of that user.
+
+        The user is (``ext_brand_id``, ``user_ext_id``); None is the user of no brand.
+        """
+        work = _Work(patch_user=user_key(ext_brand_id, user_ext_id), patch=patch)
+        return await self._submit(work)  # type: ignore[no-any-return]
 
     async def _submit(self, work: _Work) -> Any:
         if self._writer is None or self._writer.done():
@@ -228,7 +235,7 @@ class Engine:
     async def _commit(self, group: list[_Work]) -> tuple[list[Any], _Batch]:
         now = now_ms()
         eids = [e.eid for w in group for e in w.events if e.eid is not None]
-        users = {e.user_ext_id for w in group for e in w.events}
+        users = {user_key(e.ext_brand_id, e.user_ext_id) for w in group for e in w.events}
         users.update(w.patch_user for w in group if w.patch_user is not None)
         users.update(user for w in group for _, user in w.timers)
         async with self.store.ingest() as tx:
@@ -249,7 +256,7 @@ class Engine:
         return results, batch
 
     async def _journey_batch(
-        self, tx: IngestTransaction, group: list[_Work], users: set[str], now: int
+        self, tx: IngestTransaction, group: list[_Work], users: set[UserKey], now: int
     ) -> JourneyBatch | None:
         """Read the journey instances this group may move (only when journeys exist)."""
         conn = getattr(tx, "conn", None)
@@ -276,9 +283,9 @@ class StateCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._states: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._states: OrderedDict[UserKey, dict[str, Any]] = OrderedDict()
 
-    def get_many(self, users: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def get_many(self, users: Iterable[UserKey]) -> dict[UserKey, dict[str, Any]]:
         found = {}
         for user in users:
             state = self._states.get(user)
@@ -287,7 +294,7 @@ class StateCache:
                 found[user] = state
         return found
 
-    def put_many(self, states: Mapping[str, dict[str, Any]]) -> None:
+    def put_many(self, states: Mapping[UserKey, dict[str, Any]]) -> None:
         self._states.update(states)
         for user in states:
             self._states.move_to_end(user)
@@ -303,7 +310,7 @@ class _Batch:
         engine: Engine,
         tx: IngestTransaction,
         known: dict[str, tuple[str, tuple[str, ...]]],
-        states: dict[str, dict[str, Any]],
+        states: dict[UserKey, dict[str, Any]],
         now: int,
         journeys: JourneyBatch | None = None,
     ) -> None:
@@ -313,7 +320,7 @@ class _Batch:
         self.known = known  # eid -> (event id, its delivery ids)
         self.states = states
         self.now = now
-        self.changed: dict[str, dict[str, Any]] = {}
+        self.changed: dict[UserKey, dict[str, Any]] = {}
         self.events: list[Event] = []
         self.deliveries: list[Delivery] = []
         # After flush: the deliveries leased to the in-process dispatcher, and the rest.
@@ -324,10 +331,13 @@ class _Batch:
     async def apply(self, work: _Work) -> Any:
         if work.patch_user is not None:
             assert work.patch is not None
-            user = work.patch_user
-            current = self.states.get(user, {})
-            state = apply_update(current, work.patch, user, current.get("ext_brand_id"))
-            self.states[user] = self.changed[user] = state
+            key = work.patch_user
+            brand, user = key
+            current = self.states.get(key, {})
+            # A state first made by a patch carries the brand as given (text).
+            brand_now = current.get("ext_brand_id", None if brand == NO_BRAND else brand)
+            state = apply_update(current, work.patch, user, brand_now)
+            self.states[key] = self.changed[key] = state
             return state
         if self.journeys is not None and (work.timers or work.stop_journey):
             if work.stop_journey is not None:
@@ -364,7 +374,7 @@ class _Batch:
         )
         self.events.append(event)
         state = self._state_after(event)
-        rules = self.engine.index.match(event.event_type)
+        rules = self.engine.index.match(event.event_type, event.ext_brand_id)
         journeys = self.journeys
         reacting = journeys is not None and journeys.index.reacts_to(event.event_type)
         ids: tuple[str, ...] = ()
@@ -389,10 +399,11 @@ class _Batch:
         step, journey = applied.step, applied.journey
         inst = step.instance
         user, brand = inst.user_ext_id, inst.ext_brand_id
+        key = user_key(brand, user)
         for patch in step.state_patches:
-            current = self.states.get(user, {})
+            current = self.states.get(key, {})
             brand_now = current.get("ext_brand_id", brand)
-            self.states[user] = self.changed[user] = apply_update(current, patch, user, brand_now)
+            self.states[key] = self.changed[key] = apply_update(current, patch, user, brand_now)
         settings = self.engine.settings
         for planned in step.webhooks:
             origin = Origin(
@@ -402,6 +413,7 @@ class _Batch:
                 planned.webhook_id,
                 journey.id,
                 inst.id,
+                brand_text(brand),
             )
             self.deliveries.append(
                 plan_delivery(
@@ -433,19 +445,27 @@ class _Batch:
 
     def _state_after(self, event: Event) -> dict[str, Any]:
         user, brand = event.user_ext_id, event.ext_brand_id
-        current = self.states.get(user)
+        key = user_key(brand, user)
+        current = self.states.get(key)
         if event.event_type == UPDATE_PROFILE:
             state = apply_update(current or {}, event.payload, user, brand)
-        elif current is None or (brand is not None and current.get("ext_brand_id") != brand):
-            state = with_identity(dict(current or {}), user, brand)
+        elif current is None:
+            state = with_identity({}, user, brand)
         else:
+            # The same brand as text (5 and "5" are one user): the state keeps its own form.
             return current
-        self.states[user] = self.changed[user] = state
+        self.states[key] = self.changed[key] = state
         return state
 
     def _delivery(self, rule: CompiledRule, event: Event, context: dict[str, Any]) -> Delivery:
         settings = self.engine.settings
-        origin = Origin(event.id, event.user_ext_id, rule.rule.id, rule.rule.webhook_id)
+        origin = Origin(
+            event.id,
+            event.user_ext_id,
+            rule.rule.id,
+            rule.rule.webhook_id,
+            ext_brand_id=brand_text(event.ext_brand_id),
+        )
         return plan_delivery(
             new_id("dlv", self.now),
             rule.webhook,

@@ -35,6 +35,7 @@ from hookline.journeys import (
     stop,
 )
 from hookline.rules import SavedWebhook
+from hookline.state import UserKey, user_key
 from hookline.store import journey_sql as jsql
 
 if TYPE_CHECKING:
@@ -152,15 +153,15 @@ class JourneyBatch:
         self,
         index: JourneyIndex,
         instances: Sequence[Instance],
-        ever: set[tuple[str, str]],
+        ever: set[tuple[str, UserKey]],
         now: int,
     ) -> None:
         self.index = index
         self.now = now
         self.ever = ever
-        self.by_user: dict[str, list[Instance]] = {}
+        self.by_user: dict[UserKey, list[Instance]] = {}
         for inst in instances:
-            self.by_user.setdefault(inst.user_ext_id, []).append(inst)
+            self.by_user.setdefault(inst.user, []).append(inst)
         self.changed: dict[str, Instance] = {}
         self.counts: dict[tuple[str, str], tuple[int, int]] = {}
         self.timers_set = False
@@ -170,11 +171,11 @@ class JourneyBatch:
         cls,
         index: JourneyIndex,
         conn: AsyncConnection,
-        users: Sequence[str],
+        users: Sequence[UserKey],
         now: int,
     ) -> JourneyBatch:
         instances = await jsql.load_active(conn, users) if users else []
-        ever: set[tuple[str, str]] = set()
+        ever: set[tuple[str, UserKey]] = set()
         if index.lifetime_ids and users:
             ever = await jsql.entered_ever(conn, users, index.lifetime_ids)
         return cls(index, instances, ever, now)
@@ -182,7 +183,7 @@ class JourneyBatch:
     def _record(self, journey: CompiledJourney, step: Step) -> Applied:
         inst = step.instance
         self.changed[inst.id] = inst
-        users = self.by_user.setdefault(inst.user_ext_id, [])
+        users = self.by_user.setdefault(inst.user, [])
         users[:] = [i for i in users if i.id != inst.id]
         if inst.status is InstanceStatus.ACTIVE:
             users.append(inst)
@@ -201,7 +202,8 @@ class JourneyBatch:
     def on_event(self, event: Event, scope: dict[str, Any], state: dict[str, Any]) -> list[Applied]:
         """Advance the user's instances on this event, then enter the journeys it triggers."""
         applied: list[Applied] = []
-        user = event.user_ext_id
+        user = user_key(event.ext_brand_id, event.user_ext_id)
+        brand = user[0]
         for inst in list(self.by_user.get(user, ())):
             journey = self.index.version(inst.journey_id, inst.version)
             if journey is None:
@@ -212,6 +214,9 @@ class JourneyBatch:
                 state = _with_patches(state, step)
         context = {"event": scope, "state": state}
         for journey in self.index.by_trigger.get(event.event_type, ()):
+            own = journey.journey.ext_brand_id
+            if own is not None and str(own) != brand:
+                continue  # a journey of one brand is entered by that brand's users only
             running = any(i.journey_id == journey.id for i in self.by_user.get(user, ()))
             ever = (journey.id, user) in self.ever
             try:
@@ -223,13 +228,15 @@ class JourneyBatch:
                 continue
             self.ever.add((journey.id, user))
             instance_id = new_id("jri", self.now)
-            step = enter(journey, instance_id, user, event.ext_brand_id, scope, state, self.now)
+            step = enter(
+                journey, instance_id, event.user_ext_id, event.ext_brand_id, scope, state, self.now
+            )
             applied.append(self._record(journey, step))
             state = _with_patches(state, step)
         return applied
 
     def on_timers(
-        self, timers: Sequence[tuple[str, str]], states: dict[str, dict[str, Any]]
+        self, timers: Sequence[tuple[str, UserKey]], states: dict[UserKey, dict[str, Any]]
     ) -> list[Applied]:
         applied: list[Applied] = []
         for instance_id, user in timers:

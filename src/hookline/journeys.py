@@ -24,6 +24,7 @@ from hookline.conditions import JOURNEY_SCOPES as CONDITION_SCOPES
 from hookline.conditions import Predicate, always_true, compile_conditions
 from hookline.errors import Conflict, InvalidInput
 from hookline.rules import SavedWebhook
+from hookline.state import UserKey, user_key
 from hookline.templates import JOURNEY_SCOPES, Template, TemplateMode, compile_template
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
 
@@ -647,6 +648,11 @@ class Instance:
     finished_at: int | None = None
     converted_at: int | None = None
     block_since: int | None = None
+
+    @property
+    def user(self) -> UserKey:
+        """Whose walk this is: (brand, user), as state.user_key."""
+        return user_key(self.ext_brand_id, self.user_ext_id)
 
     def as_dict(self) -> dict[str, Any]:
         return {

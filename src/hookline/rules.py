@@ -28,6 +28,8 @@ class SavedWebhook:
     version: int = 0
     # Why the stored webhook cannot be read (its spec is then a placeholder); None when fine.
     problem: str | None = None
+    # The brand it belongs to, as text (keys.brand_text); None: every brand.
+    ext_brand_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = {
@@ -38,6 +40,8 @@ class SavedWebhook:
             "updated_at": self.updated_at,
             "version": self.version,
         }
+        if self.ext_brand_id is not None:  # absent: every brand (answers keep their shape)
+            data["ext_brand_id"] = self.ext_brand_id
         if self.problem is not None:
             data["problem"] = self.problem
         return data
@@ -61,6 +65,8 @@ class Rule:
     version: int = 0
     # Why the stored rule cannot be read (conditions and webhook are then None); None when fine.
     problem: str | None = None
+    # Only events of this brand (as text, keys.brand_text) fire it; None: every brand.
+    ext_brand_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         activity: dict[str, Any] = {"type": "webhook"}
@@ -80,6 +86,8 @@ class Rule:
             "updated_at": self.updated_at,
             "version": self.version,
         }
+        if self.ext_brand_id is not None:  # absent: every brand (answers keep their shape)
+            data["ext_brand_id"] = self.ext_brand_id
         if self.problem is not None:
             data["problem"] = self.problem
         return data
@@ -131,15 +139,34 @@ def compile_rule(rule: Rule, webhooks: Mapping[str, SavedWebhook]) -> CompiledRu
 
 @dataclass
 class RuleIndex:
-    """Enabled rules by event type, so an event only ever looks at its own rules."""
+    """Enabled rules by event type, so an event only ever looks at its own rules.
+
+    Rules of one brand sit among the others; only an event type that has any (in
+    ``branded``) pays for checking brands, so brandless set-ups match as fast as before.
+    """
 
     by_type: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict)
+    branded: frozenset[str] = frozenset()
     # Stored rules and saved webhooks that could not be loaded, by id, for /healthz.
     problems: dict[str, Problem] = field(default_factory=dict)
     _cache: dict[str, tuple[int, int, CompiledRule]] = field(default_factory=dict, repr=False)
 
-    def match(self, event_type: str) -> tuple[CompiledRule, ...]:
-        return self.by_type.get(event_type, ())
+    def match(self, event_type: str, ext_brand_id: Any = None) -> tuple[CompiledRule, ...]:
+        """The enabled rules of ``event_type`` that fire for an event of ``ext_brand_id``."""
+        rules = self.by_type.get(event_type, ())
+        if event_type not in self.branded:
+            return rules
+        brand = None if ext_brand_id is None else str(ext_brand_id)  # as keys.brand_text
+        return tuple(
+            c for c in rules if c.rule.ext_brand_id is None or c.rule.ext_brand_id == brand
+        )
+
+    def _mark(self, event_type: str) -> None:
+        """Note whether ``event_type`` has any rule of one brand."""
+        if any(c.rule.ext_brand_id is not None for c in self.by_type.get(event_type, ())):
+            self.branded = self.branded | {event_type}
+        else:
+            self.branded = self.branded - {event_type}
 
     def rebuild(self, rules: Iterable[Rule], webhooks: Mapping[str, SavedWebhook]) -> None:
         """Recompile only rules (or their saved webhooks) that changed since the last build.
@@ -187,6 +214,9 @@ class RuleIndex:
             grouped.setdefault(rule.event_type, []).append(compiled)
         self._cache = cache
         self.by_type = {k: tuple(v) for k, v in grouped.items()}
+        self.branded = frozenset(
+            k for k, v in grouped.items() if any(c.rule.ext_brand_id is not None for c in v)
+        )
         self.problems = problems
 
     def put(self, compiled: CompiledRule, webhook_version: int = 0) -> None:
@@ -209,6 +239,7 @@ class RuleIndex:
             kept = list(self.by_type.get(rule.event_type, ()))
             kept.insert(len(kept) if position is None else position, compiled)
             self.by_type[rule.event_type] = tuple(kept)
+            self._mark(rule.event_type)
 
     def remove(self, rule_id: str) -> None:
         self.problems.pop(rule_id, None)
@@ -221,6 +252,7 @@ class RuleIndex:
             self.by_type[event_type] = kept
         else:
             self.by_type.pop(event_type, None)
+        self._mark(event_type)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_type.values())

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 from hookline.errors import InvalidInput
 from hookline.values import check_depth
 
 # Always present and owned by hookline: a patch cannot change who the state belongs to.
 RESERVED = ("user_ext_id", "ext_brand_id")
+
+# A user is (brand, user_ext_id): the same user_ext_id in two brands is two users. The
+# brand is its text (5 and "5" are one brand), and "" stands for "no brand".
+UserKey: TypeAlias = tuple[str, str]
+NO_BRAND = ""
+
+
+def user_key(ext_brand_id: Any, user_ext_id: str) -> UserKey:
+    """The key of a user's state, journeys and deliveries (see keys.brand_text)."""
+    return (NO_BRAND if ext_brand_id is None else str(ext_brand_id), user_ext_id)
 
 
 def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from hookline.api._json import JSON, read_json
-from hookline.api.auth import check_event_brands, principal
+from hookline.api.auth import KeyDep, check_event_brands, principal
+from hookline.api.brands import require_visible
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import EventOut, EventsAccepted
 from hookline.errors import NotFound
@@ -72,8 +73,9 @@ async def post_events(request: Request, runtime: RuntimeDep) -> JSON:
 
 
 @router.get("/{event_id}", summary="Get a stored event", response_model=EventOut)
-async def get_event(event_id: str, runtime: RuntimeDep) -> JSON:
+async def get_event(event_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
     event = await runtime.store.get_event(event_id)
     if event is None:
         raise NotFound(f"no event {event_id!r}", field="event_id")
+    require_visible(key, event.ext_brand_id, f"no event {event_id!r}", "event_id")
     return JSON(event.as_dict())

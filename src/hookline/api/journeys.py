@@ -8,6 +8,8 @@ from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from hookline.api._json import JSON, JSONRoute
+from hookline.api.auth import KeyDep
+from hookline.api.brands import BrandQuery, may_own, only_visible, require_visible
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import FreeObject, _Strict
 from hookline.errors import Conflict, NotFound, StoreError
@@ -20,6 +22,7 @@ from hookline.journeys import (
     JourneyStatus,
     compile_journey,
 )
+from hookline.keys import ApiKey
 from hookline.runtime import Runtime
 from hookline.store.journey_sql import JourneyStore
 
@@ -72,10 +75,13 @@ def _definition(data: dict[str, Any]) -> dict[str, Any]:
     return {k: data[k] for k in DEFINITION_KEYS if data.get(k) is not None}
 
 
-async def _journey(store: JourneyStore, journey_id: str) -> Journey:
+async def _journey(store: JourneyStore, journey_id: str, key: ApiKey) -> Journey:
+    """The journey, if ``key`` sees its brand (another brand's is, for it, not there)."""
     journey = await store.get_journey(journey_id)
+    missing = f"no journey {journey_id!r}"
     if journey is None:
-        raise NotFound(f"no journey {journey_id!r}", field="journey_id")
+        raise NotFound(missing, field="journey_id")
+    require_visible(key, journey.ext_brand_id, missing, "journey_id")
     return journey
 
 
@@ -113,7 +119,8 @@ def _next_version(current: Journey, definition: dict[str, Any]) -> int:
 
 
 @router.post("", status_code=201, summary="Create a journey")
-async def create_journey(body: JourneyIn, runtime: RuntimeDep) -> JSON:
+async def create_journey(body: JourneyIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
+    may_own(key, body.ext_brand_id)
     now = now_ms()
     data = body.model_dump()
     journey = Journey(
@@ -131,21 +138,24 @@ async def create_journey(body: JourneyIn, runtime: RuntimeDep) -> JSON:
 
 
 @router.get("", summary="List journeys")
-async def list_journeys(runtime: RuntimeDep, status: Status | None = None) -> JSON:
-    journeys = await _store(runtime).list_journeys()
+async def list_journeys(runtime: RuntimeDep, key: KeyDep, status: Status | None = None) -> JSON:
+    journeys = only_visible(key, await _store(runtime).list_journeys(), lambda j: j.ext_brand_id)
     if status is not None:
         journeys = [j for j in journeys if j.status.value == status]
     return JSON({"data": [j.as_dict() for j in journeys]})
 
 
 @router.get("/{journey_id}", summary="Get a journey")
-async def get_journey(journey_id: str, runtime: RuntimeDep) -> JSON:
-    return JSON((await _journey(_store(runtime), journey_id)).as_dict())
+async def get_journey(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
+    return JSON((await _journey(_store(runtime), journey_id, key)).as_dict())
 
 
 @router.put("/{journey_id}", summary="Replace a journey (a new version if it has run)")
-async def replace_journey(journey_id: str, body: JourneyIn, runtime: RuntimeDep) -> JSON:
-    current = await _journey(_store(runtime), journey_id)
+async def replace_journey(
+    journey_id: str, body: JourneyIn, runtime: RuntimeDep, key: KeyDep
+) -> JSON:
+    current = await _journey(_store(runtime), journey_id, key)
+    may_own(key, body.ext_brand_id)
     definition = _definition(body.model_dump())
     journey = Journey(
         id=journey_id,
@@ -162,16 +172,20 @@ async def replace_journey(journey_id: str, body: JourneyIn, runtime: RuntimeDep)
 
 
 @router.patch("/{journey_id}", summary="Change some fields of a journey (e.g. status)")
-async def patch_journey(journey_id: str, body: JourneyPatch, runtime: RuntimeDep) -> JSON:
-    current = await _journey(_store(runtime), journey_id)
+async def patch_journey(
+    journey_id: str, body: JourneyPatch, runtime: RuntimeDep, key: KeyDep
+) -> JSON:
+    current = await _journey(_store(runtime), journey_id, key)
     given = {k: getattr(body, k) for k in body.model_fields_set}
+    if "ext_brand_id" in given:
+        may_own(key, given["ext_brand_id"])
     definition = dict(current.definition)
-    for key in DEFINITION_KEYS:
-        if key in given:
-            if given[key] is None:
-                definition.pop(key, None)
+    for name in DEFINITION_KEYS:
+        if name in given:
+            if given[name] is None:
+                definition.pop(name, None)
             else:
-                definition[key] = given[key]
+                definition[name] = given[name]
     status = given.get("status") or current.status.value
     journey = Journey(
         id=journey_id,
@@ -188,9 +202,9 @@ async def patch_journey(journey_id: str, body: JourneyPatch, runtime: RuntimeDep
 
 
 @router.delete("/{journey_id}", status_code=204, summary="Delete a journey and its instances")
-async def delete_journey(journey_id: str, runtime: RuntimeDep) -> Response:
+async def delete_journey(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> Response:
     store = _store(runtime)
-    await _journey(store, journey_id)
+    await _journey(store, journey_id, key)
     await runtime.engine.stop_journey(journey_id)  # campaign_finished for those inside
     async with runtime.engine.rules_lock:
         await store.delete_journey(journey_id)
@@ -202,22 +216,29 @@ async def delete_journey(journey_id: str, runtime: RuntimeDep) -> Response:
 async def list_instances(
     journey_id: str,
     runtime: RuntimeDep,
+    key: KeyDep,
     user_ext_id: str | None = Query(default=None, max_length=MAX_ID_LENGTH),
+    ext_brand_id: BrandQuery = None,
     status: InstanceStatus | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> JSON:
+    """With ``user_ext_id``, the user is (``ext_brand_id``, user): absent, the one of no brand."""
     store = _store(runtime)
-    await _journey(store, journey_id)
+    await _journey(store, journey_id, key)
     found = await store.list_instances(
-        journey_id=journey_id, user_ext_id=user_ext_id, status=status, limit=limit
+        journey_id=journey_id,
+        user_ext_id=user_ext_id,
+        ext_brand_id=ext_brand_id,
+        status=status,
+        limit=limit,
     )
     return JSON({"data": [i.as_dict() for i in found]})
 
 
 @router.get("/{journey_id}/stats", summary="Entered, active, finished, converted, per block")
-async def journey_stats(journey_id: str, runtime: RuntimeDep) -> JSON:
+async def journey_stats(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
     store = _store(runtime)
-    journey = await _journey(store, journey_id)
+    journey = await _journey(store, journey_id, key)
     stats = await store.stats(journey_id)
     return JSON({"journey_id": journey.id, "version": journey.version, **stats})
 
@@ -226,10 +247,15 @@ async def journey_stats(journey_id: str, runtime: RuntimeDep) -> JSON:
 async def user_journeys(
     user_ext_id: str,
     runtime: RuntimeDep,
+    key: KeyDep,
+    ext_brand_id: BrandQuery = None,
     status: InstanceStatus | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> JSON:
+    """The user is (``ext_brand_id``, ``user_ext_id``); absent, the user of no brand."""
+    missing = f"no user {user_ext_id!r}"
+    require_visible(key, ext_brand_id, missing, "user_ext_id")
     found = await _store(runtime).list_instances(
-        user_ext_id=user_ext_id, status=status, limit=limit
+        user_ext_id=user_ext_id, ext_brand_id=ext_brand_id, status=status, limit=limit
     )
     return JSON({"data": [i.as_dict() for i in found]})

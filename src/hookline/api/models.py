@@ -58,6 +58,24 @@ def error_location(error: Mapping[str, Any]) -> tuple[Any, ...]:
     return loc
 
 
+def _brand(value: str | int | None) -> str | None:
+    # Stored as text: 5 and "5" are one brand (keys.brand_text).
+    if value is None:
+        return None
+    text = str(value)
+    if not text or len(text) > MAX_ID_LENGTH:
+        raise ValueError(f"a brand is 1-{MAX_ID_LENGTH} characters")
+    return text
+
+
+# The brand a rule, saved webhook or journey belongs to; none: every brand.
+BrandIn = Annotated[
+    str | int | None,
+    AfterValidator(_brand),
+    Field(description="The brand it belongs to (compared as text); none: every brand."),
+]
+
+
 class _Strict(BaseModel):
     # allow_inf_nan: a float field must not turn the string "nan" or "inf" into a number.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -104,6 +122,7 @@ class WebhookFields(_Strict):
 
 class WebhookIn(WebhookFields):
     name: str = Field(min_length=1, max_length=200)
+    ext_brand_id: BrandIn = None
 
 
 class Activity(_Strict):
@@ -134,6 +153,7 @@ class RuleIn(_Strict):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     enabled: bool = True
+    ext_brand_id: BrandIn = None
     trigger: Trigger
     conditions: FreeObject | None = None
     activity: Activity
@@ -145,6 +165,7 @@ class RulePatch(_Strict):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
     enabled: bool | None = None
+    ext_brand_id: BrandIn = None
     trigger: Trigger | None = None
     conditions: FreeObject | None = None
     activity: Activity | None = None

@@ -5,6 +5,7 @@ Answers carry the rule's ``version`` and an ETag; writes take If-Match (see _eta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -12,6 +13,8 @@ from fastapi import APIRouter, Response
 
 from hookline.api._etag import IfMatch, precondition, versioned
 from hookline.api._json import JSON, JSONRoute
+from hookline.api.auth import KeyDep
+from hookline.api.brands import may_own, only_visible, require_visible
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import (
     Activity,
@@ -25,7 +28,9 @@ from hookline.api.models import (
 from hookline.errors import InvalidInput, NotFound
 from hookline.events import now_ms
 from hookline.ids import new_id
+from hookline.keys import ApiKey, brand_text
 from hookline.rules import Rule
+from hookline.runtime import Runtime
 from hookline.webhooks import WebhookSpec, compile_webhook
 
 router = APIRouter(prefix="/api/v1/rules", tags=["rules"], route_class=JSONRoute)
@@ -76,40 +81,74 @@ def _from_input(body: RuleIn, rule_id: str, created_at: int, now: int) -> Rule:
         webhook_id=webhook_id,
         created_at=created_at,
         updated_at=now,
+        ext_brand_id=brand_text(body.ext_brand_id),
     )
 
 
+def _owned(key: ApiKey, rule_id: str) -> Callable[[Rule], None]:
+    """The check of the rule as stored, in the write's lock: another brand's is not there."""
+
+    def check(current: Rule) -> None:
+        require_visible(key, current.ext_brand_id, f"no rule {rule_id!r}", "rule_id")
+
+    return check
+
+
+async def _may_save(key: ApiKey, runtime: Runtime, rule: Rule) -> None:
+    """Forbidden unless ``key`` may own the rule's brand; its saved webhook must be visible."""
+    may_own(key, rule.ext_brand_id)
+    await _may_use(key, runtime, rule.webhook_id)
+
+
+async def _may_use(key: ApiKey, runtime: Runtime, webhook_id: str | None) -> None:
+    """A saved webhook another brand's key cannot see is, for it, one that does not exist."""
+    if webhook_id is None or key.all_brands:
+        return
+    saved = await runtime.store.get_webhook(webhook_id)
+    if saved is not None and not key.sees(saved.ext_brand_id):
+        raise InvalidInput(
+            f"no saved webhook {webhook_id!r}; create it at /api/v1/webhooks first",
+            field="activity.webhook_id",
+        )
+
+
 @router.post("", status_code=201, summary="Create a rule", response_model=RuleSaved)
-async def create_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
+async def create_rule(body: RuleIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
     now = now_ms()
-    rule = await runtime.catalog.create_rule(_from_input(body, new_id("rule"), now, now))
+    rule = _from_input(body, new_id("rule"), now, now)
+    await _may_save(key, runtime, rule)
+    rule = await runtime.catalog.create_rule(rule)
     return _saved(rule, status_code=201)
 
 
 @router.get("", summary="List rules", response_model=RuleList)
-async def list_rules(runtime: RuntimeDep, event_type: str | None = None) -> JSON:
-    rules = await runtime.store.list_rules()
+async def list_rules(runtime: RuntimeDep, key: KeyDep, event_type: str | None = None) -> JSON:
+    rules = only_visible(key, await runtime.store.list_rules(), lambda r: r.ext_brand_id)
     if event_type is not None:
         rules = [r for r in rules if r.event_type == event_type]
     return JSON({"data": [r.as_dict() for r in rules]})
 
 
 @router.get("/{rule_id}", summary="Get a rule", response_model=RuleOut)
-async def get_rule(rule_id: str, runtime: RuntimeDep) -> JSON:
+async def get_rule(rule_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
     rule = await runtime.store.get_rule(rule_id)
     if rule is None:
         raise NotFound(f"no rule {rule_id!r}", field="rule_id")
+    _owned(key, rule_id)(rule)
     return versioned(rule.as_dict(), rule.version)
 
 
 @router.put("/{rule_id}", summary="Replace a rule", response_model=RuleSaved)
 async def replace_rule(
-    rule_id: str, body: RuleIn, runtime: RuntimeDep, if_match: IfMatch = None
+    rule_id: str, body: RuleIn, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
 ) -> JSON:
     when = precondition(if_match)
     new = _from_input(body, rule_id, 0, 0)
+    await _may_save(key, runtime, new)
+    owned = _owned(key, rule_id)
 
     def change(current: Rule) -> Rule:
+        owned(current)
         return replace(new, created_at=current.created_at, updated_at=_later(current.updated_at))
 
     rule = await runtime.catalog.change_rule(rule_id, change, when)
@@ -122,7 +161,7 @@ async def replace_rule(
     response_model=RuleSaved,
 )
 async def patch_rule(
-    rule_id: str, body: RulePatch, runtime: RuntimeDep, if_match: IfMatch = None
+    rule_id: str, body: RulePatch, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
 ) -> JSON:
     when = precondition(if_match)
     changes: dict[str, Any] = {}
@@ -139,8 +178,14 @@ async def patch_rule(
         changes["conditions"] = body.conditions
     if "activity" in fields and body.activity is not None:
         changes["webhook"], changes["webhook_id"] = activity_spec(body.activity)
+    if "ext_brand_id" in fields:
+        changes["ext_brand_id"] = brand_text(body.ext_brand_id)
+        may_own(key, changes["ext_brand_id"])
+    await _may_use(key, runtime, changes.get("webhook_id"))
+    owned = _owned(key, rule_id)
 
     def change(current: Rule) -> Rule:
+        owned(current)
         # Only the fields given change, on the rule as it is now (not as first read).
         return replace(current, **changes, updated_at=_later(current.updated_at))
 
@@ -149,8 +194,10 @@ async def patch_rule(
 
 
 @router.delete("/{rule_id}", status_code=204, summary="Delete a rule")
-async def delete_rule(rule_id: str, runtime: RuntimeDep, if_match: IfMatch = None) -> Response:
-    await runtime.catalog.delete_rule(rule_id, precondition(if_match))
+async def delete_rule(
+    rule_id: str, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
+) -> Response:
+    await runtime.catalog.delete_rule(rule_id, precondition(if_match), _owned(key, rule_id))
     return Response(status_code=204)
 
 
@@ -163,13 +210,14 @@ _SERVER_SET = ("id", "version", "created_at", "updated_at")
     summary="Check a rule exactly as a save would, without saving it",
     response_model=RuleValidation,
 )
-async def validate_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
+async def validate_rule(body: RuleIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
     """The rule as it would be stored (defaults filled, numbers normalised), or the error.
 
     ``hookline rules apply`` checks every rule of a file here before it writes any, and
     compares this answer with the stored rule to report what would change.
     """
     rule = _from_input(body, "rule_validate", 0, 0)
+    await _may_save(key, runtime, rule)
     await runtime.catalog.check_rule(rule)
     stored = {k: v for k, v in rule.as_dict().items() if k not in _SERVER_SET}
     return JSON({"valid": True, "rule": stored, "warnings": _warnings(rule)})

@@ -12,9 +12,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 
 from hookline.api._json import JSON, read_json
+from hookline.api.auth import KeyDep
+from hookline.api.brands import BrandQuery, require_visible
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import UserState
-from hookline.errors import NotFound
+from hookline.errors import Forbidden, NotFound
 from hookline.events import MAX_ID_LENGTH
 from hookline.state import check_patch
 
@@ -32,10 +34,16 @@ UserId = Annotated[
 
 
 @router.get("/{user_ext_id:path}/state", summary="Read a user's state", response_model=UserState)
-async def get_state(user_ext_id: UserId, runtime: RuntimeDep) -> JSON:
-    state = await runtime.store.get_state(user_ext_id)
+async def get_state(
+    user_ext_id: UserId, runtime: RuntimeDep, key: KeyDep, ext_brand_id: BrandQuery = None
+) -> JSON:
+    missing = f"no state for user {user_ext_id!r}"
+    if ext_brand_id is not None:
+        missing += f" of brand {ext_brand_id!r}"
+    require_visible(key, ext_brand_id, missing, "user_ext_id")
+    state = await runtime.store.get_state(user_ext_id, ext_brand_id)
     if state is None:
-        raise NotFound(f"no state for user {user_ext_id!r}", field="user_ext_id")
+        raise NotFound(missing, field="user_ext_id")
     return JSON(state)
 
 
@@ -57,7 +65,21 @@ _PATCH_BODY: dict[str, Any] = {
     openapi_extra=_PATCH_BODY,
     response_model=UserState,
 )
-async def patch_state(user_ext_id: UserId, request: Request, runtime: RuntimeDep) -> JSON:
+async def patch_state(
+    user_ext_id: UserId,
+    request: Request,
+    runtime: RuntimeDep,
+    key: KeyDep,
+    ext_brand_id: BrandQuery = None,
+) -> JSON:
+    if not key.sees(ext_brand_id):
+        # As for events: an ingest key sends for its brands only (before the body is read).
+        brand = "no ext_brand_id" if ext_brand_id is None else repr(ext_brand_id)
+        raise Forbidden(
+            f"this key may change users of its brands only ({', '.join(key.brands)}), "
+            f"and this request has {brand}",
+            field="ext_brand_id",
+        )
     data, _ = await read_json(request, runtime.settings.max_event_bytes)
     patch = check_patch(data)
-    return JSON(await runtime.engine.patch_state(user_ext_id, patch))
+    return JSON(await runtime.engine.patch_state(user_ext_id, patch, ext_brand_id))

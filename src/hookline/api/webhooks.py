@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -9,6 +10,8 @@ from fastapi import APIRouter, Response
 
 from hookline.api._etag import IfMatch, precondition, versioned
 from hookline.api._json import JSON, JSONRoute
+from hookline.api.auth import KeyDep
+from hookline.api.brands import may_own, only_visible, require_visible
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import (
     Preview,
@@ -22,6 +25,7 @@ from hookline.api.models import (
 from hookline.errors import Conflict, InvalidInput, NotFound
 from hookline.events import Event, now_ms
 from hookline.ids import new_id
+from hookline.keys import ApiKey, brand_text
 from hookline.rules import SavedWebhook
 from hookline.runtime import Runtime
 from hookline.sender import Request
@@ -32,13 +36,24 @@ router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], route_class=JSO
 
 
 def _spec(body: Any) -> WebhookSpec:
-    return WebhookSpec.from_dict(body.model_dump(exclude={"name"}, exclude_none=True))
+    fields = body.model_dump(exclude={"name", "ext_brand_id"}, exclude_none=True)
+    return WebhookSpec.from_dict(fields)
 
 
-async def _get(runtime: Runtime, webhook_id: str) -> SavedWebhook:
+def _owned(key: ApiKey, webhook_id: str) -> Callable[[SavedWebhook], None]:
+    """Another brand's saved webhook is, for a brand-scoped key, one that does not exist."""
+
+    def check(current: SavedWebhook) -> None:
+        require_visible(key, current.ext_brand_id, f"no webhook {webhook_id!r}", "webhook_id")
+
+    return check
+
+
+async def _get(runtime: Runtime, key: ApiKey, webhook_id: str) -> SavedWebhook:
     saved = await runtime.store.get_webhook(webhook_id)
     if saved is None:
         raise NotFound(f"no webhook {webhook_id!r}", field="webhook_id")
+    _owned(key, webhook_id)(saved)
     return saved
 
 
@@ -54,21 +69,24 @@ def _saved(saved: SavedWebhook, status_code: int = 200) -> JSON:
     summary="Save a webhook that rules can reference",
     response_model=SavedWebhookSaved,
 )
-async def create_webhook(body: WebhookIn, runtime: RuntimeDep) -> JSON:
+async def create_webhook(body: WebhookIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
     now = now_ms()
-    saved = SavedWebhook(new_id("wh"), body.name, _spec(body), now, now)
+    brand = brand_text(body.ext_brand_id)
+    may_own(key, brand)
+    saved = SavedWebhook(new_id("wh"), body.name, _spec(body), now, now, ext_brand_id=brand)
     saved = await runtime.catalog.create_webhook(saved)
     return _saved(saved, status_code=201)
 
 
 @router.get("", summary="List saved webhooks", response_model=WebhookList)
-async def list_webhooks(runtime: RuntimeDep) -> JSON:
-    return JSON({"data": [w.as_dict() for w in await runtime.store.list_webhooks()]})
+async def list_webhooks(runtime: RuntimeDep, key: KeyDep) -> JSON:
+    webhooks = only_visible(key, await runtime.store.list_webhooks(), lambda w: w.ext_brand_id)
+    return JSON({"data": [w.as_dict() for w in webhooks]})
 
 
 @router.get("/{webhook_id}", summary="Get a saved webhook", response_model=SavedWebhookOut)
-async def get_webhook(webhook_id: str, runtime: RuntimeDep) -> JSON:
-    saved = await _get(runtime, webhook_id)
+async def get_webhook(webhook_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
+    saved = await _get(runtime, key, webhook_id)
     return versioned(saved.as_dict(), saved.version)
 
 
@@ -78,14 +96,18 @@ async def get_webhook(webhook_id: str, runtime: RuntimeDep) -> JSON:
     response_model=SavedWebhookSaved,
 )
 async def replace_webhook(
-    webhook_id: str, body: WebhookIn, runtime: RuntimeDep, if_match: IfMatch = None
+    webhook_id: str, body: WebhookIn, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
 ) -> JSON:
     when = precondition(if_match)
     spec = _spec(body)
+    brand = brand_text(body.ext_brand_id)
+    may_own(key, brand)
+    owned = _owned(key, webhook_id)
 
     def change(current: SavedWebhook) -> SavedWebhook:
+        owned(current)
         later = max(now_ms(), current.updated_at + 1)
-        return replace(current, name=body.name, spec=spec, updated_at=later)
+        return replace(current, name=body.name, spec=spec, updated_at=later, ext_brand_id=brand)
 
     saved = await runtime.catalog.change_webhook(webhook_id, change, when)
     return _saved(saved)
@@ -95,13 +117,17 @@ async def replace_webhook(
     "/{webhook_id}", status_code=204, summary="Delete a saved webhook (409 while rules use it)"
 )
 async def delete_webhook(
-    webhook_id: str, runtime: RuntimeDep, if_match: IfMatch = None
+    webhook_id: str, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
 ) -> Response:
-    await runtime.catalog.delete_webhook(webhook_id, precondition(if_match))
+    await runtime.catalog.delete_webhook(
+        webhook_id, precondition(if_match), _owned(key, webhook_id)
+    )
     return Response(status_code=204)
 
 
-async def _render(body: PreviewIn, runtime: Runtime) -> tuple[CompiledWebhook, RenderedRequest]:
+async def _render(
+    body: PreviewIn, runtime: Runtime, key: ApiKey
+) -> tuple[CompiledWebhook, RenderedRequest]:
     given = [name for name in ("webhook", "webhook_id", "rule_id") if getattr(body, name)]
     if len(given) != 1:
         raise InvalidInput(
@@ -111,15 +137,17 @@ async def _render(body: PreviewIn, runtime: Runtime) -> tuple[CompiledWebhook, R
     if body.webhook is not None:
         compiled = compile_webhook(_spec(body.webhook), field="webhook")
     elif body.webhook_id is not None:
-        saved = await _get(runtime, body.webhook_id)
+        saved = await _get(runtime, key, body.webhook_id)
         if saved.problem is not None:
             raise Conflict(saved.problem, field="webhook_id")
         compiled = compile_webhook(saved.spec)
     else:
         assert body.rule_id is not None
         rule = await runtime.store.get_rule(body.rule_id)
+        missing = f"no rule {body.rule_id!r}"
         if rule is None:
-            raise NotFound(f"no rule {body.rule_id!r}", field="rule_id")
+            raise NotFound(missing, field="rule_id")
+        require_visible(key, rule.ext_brand_id, missing, "rule_id")
         # Its webhook as a save compiles it: inline, or the saved one it names.
         compiled = (await runtime.catalog.check_rule(rule))[0].webhook
     sample = body.event
@@ -143,8 +171,8 @@ async def _render(body: PreviewIn, runtime: Runtime) -> tuple[CompiledWebhook, R
     summary="Render the exact request for a sample event, without sending",
     response_model=Preview,
 )
-async def preview(body: PreviewIn, runtime: RuntimeDep) -> JSON:
-    compiled, request = await _render(body, runtime)
+async def preview(body: PreviewIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
+    compiled, request = await _render(body, runtime, key)
     timeout = compiled.spec.timeout or runtime.settings.default_timeout
     return JSON({**request.as_dict(), "timeout": timeout, "warnings": compiled.warnings})
 
@@ -154,8 +182,8 @@ async def preview(body: PreviewIn, runtime: RuntimeDep) -> JSON:
     summary="Render and send once; answers with the receiver's response",
     response_model=SentOnce,
 )
-async def test(body: PreviewIn, runtime: RuntimeDep) -> JSON:
-    compiled, request = await _render(body, runtime)
+async def test(body: PreviewIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
+    compiled, request = await _render(body, runtime, key)
     timeout = compiled.spec.timeout or runtime.settings.default_timeout
     exchange = await runtime.dispatcher.send_once(
         Request(request.method, request.url, request.headers, request.body, timeout, new_id("dlv"))

@@ -14,6 +14,7 @@ from hookline.deliveries import Attempt, Delivery, DeliveryStatus
 from hookline.events import Event
 from hookline.keys import ApiKey
 from hookline.rules import Rule, SavedWebhook
+from hookline.state import UserKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,10 @@ class DeliveryFilter:
     since: int | None = None
     until: int | None = None
     journey_id: str | None = None
+    # As text (keys.brand_text). With user_ext_id, None means the user of no brand.
+    ext_brand_id: str | None = None
+    # Only these brands (a brand-scoped key's); None: every brand, and none.
+    brands: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +62,11 @@ class IngestTransaction(Protocol):
     async def delivery_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
         """The ids of the deliveries each stored event caused, oldest first."""
 
-    async def load_states(self, users: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+    async def load_states(self, users: Sequence[UserKey]) -> dict[UserKey, dict[str, Any]]: ...
 
     async def insert_events(self, events: Sequence[Event]) -> None: ...
 
-    async def save_states(self, states: dict[str, dict[str, Any]], now: int) -> None: ...
+    async def save_states(self, states: dict[UserKey, dict[str, Any]], now: int) -> None: ...
 
     async def insert_deliveries(
         self, deliveries: Sequence[Delivery], lease_from: int | None = None
@@ -94,7 +99,10 @@ class Store(KeyStore, Protocol):
     def ingest(self) -> AbstractAsyncContextManager[IngestTransaction]: ...
 
     # user state
-    async def get_state(self, user_ext_id: str) -> dict[str, Any] | None: ...
+    async def get_state(
+        self, user_ext_id: str, ext_brand_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The state of the user (``ext_brand_id``, ``user_ext_id``); None: no brand."""
 
     async def get_event(self, event_id: str) -> Event | None: ...
 

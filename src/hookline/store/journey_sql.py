@@ -6,6 +6,7 @@ instance moves in the same commit as the event or timer that moved it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hookline.errors import Conflict, StoreError
 from hookline.journeys import FinishReason, Instance, InstanceStatus, Journey, JourneyStatus
+from hookline.state import NO_BRAND, UserKey, user_key
 from hookline.store import schema as t
 
 _CHUNK = 500
@@ -96,39 +98,64 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
 # --- inside the ingest transaction -------------------------------------------------------
 
 
-async def load_active(conn: AsyncConnection, users: Sequence[str]) -> list[Instance]:
+def _ids(users: Sequence[UserKey]) -> list[str]:
+    return sorted({user for _, user in users})
+
+
+def brand_forms(brand: str) -> list[bytes]:
+    """The stored (JSON) forms of a brand given as text: "5" is stored as "5" or as 5."""
+    forms = [orjson.dumps(brand)]
+    with contextlib.suppress(ValueError):
+        if str(int(brand)) == brand:
+            forms.append(orjson.dumps(int(brand)))
+    return forms
+
+
+def _brand_is(brand: str | None) -> Any:
+    """A condition on an instance's brand, given as text (None: no brand)."""
+    if brand is None or brand == NO_BRAND:
+        return _I.c.ext_brand_id.is_(None)
+    return _I.c.ext_brand_id.in_(brand_forms(brand))
+
+
+async def load_active(conn: AsyncConnection, users: Sequence[UserKey]) -> list[Instance]:
     """The active instances of these users (the one place that knows the user key)."""
     found: list[Instance] = []
-    for part in _chunks(users):
+    wanted = set(users)
+    for part in _chunks(_ids(users)):
         rows = await conn.execute(
             select(_I).where(_I.c.user_ext_id.in_(part), _I.c.status == "active")
         )
-        found.extend(_instance(r) for r in rows)
+        found.extend(i for i in map(_instance, rows) if i.user in wanted)
     return found
 
 
 async def entered_ever(
-    conn: AsyncConnection, users: Sequence[str], journey_ids: Sequence[str]
-) -> set[tuple[str, str]]:
+    conn: AsyncConnection, users: Sequence[UserKey], journey_ids: Sequence[str]
+) -> set[tuple[str, UserKey]]:
     """(journey id, user) pairs that have any instance, finished ones too."""
-    pairs: set[tuple[str, str]] = set()
-    for part in _chunks(users):
+    pairs: set[tuple[str, UserKey]] = set()
+    wanted = set(users)
+    for part in _chunks(_ids(users)):
         rows = await conn.execute(
-            select(_I.c.journey_id, _I.c.user_ext_id)
+            select(_I.c.journey_id, _I.c.user_ext_id, _I.c.ext_brand_id)
             .where(_I.c.user_ext_id.in_(part), _I.c.journey_id.in_(journey_ids))
             .distinct()
         )
-        pairs.update((r.journey_id, r.user_ext_id) for r in rows)
+        for r in rows:
+            key = user_key(_brand(r.ext_brand_id), r.user_ext_id)
+            if key in wanted:
+                pairs.add((r.journey_id, key))
     return pairs
 
 
-async def active_users_of(conn: AsyncConnection, journey_id: str) -> list[str]:
+async def active_users_of(conn: AsyncConnection, journey_id: str) -> list[UserKey]:
     rows = await conn.execute(
-        select(_I.c.user_ext_id)
+        select(_I.c.user_ext_id, _I.c.ext_brand_id)
         .where(_I.c.journey_id == journey_id, _I.c.status == "active")
         .distinct()
     )
-    return [r.user_ext_id for r in rows]
+    return list({user_key(_brand(r.ext_brand_id), r.user_ext_id) for r in rows})
 
 
 async def save_instances(conn: AsyncConnection, instances: Iterable[Instance]) -> None:
@@ -282,14 +309,19 @@ class JourneyStore:
         *,
         journey_id: str | None = None,
         user_ext_id: str | None = None,
+        ext_brand_id: str | None = None,
         status: InstanceStatus | None = None,
         limit: int = 100,
     ) -> list[Instance]:
+        """Newest first. A user is (brand, user): with ``user_ext_id``, a None brand is none."""
         where = []
         if journey_id is not None:
             where.append(_I.c.journey_id == journey_id)
         if user_ext_id is not None:
             where.append(_I.c.user_ext_id == user_ext_id)
+            where.append(_brand_is(ext_brand_id))
+        elif ext_brand_id is not None:
+            where.append(_brand_is(ext_brand_id))
         if status is not None:
             where.append(_I.c.status == status.value)
         query = select(_I).order_by(_I.c.id.desc()).limit(limit)
@@ -298,16 +330,16 @@ class JourneyStore:
         async with self._read() as conn:
             return [_instance(r) for r in await conn.execute(query)]
 
-    async def due(self, now: int, limit: int) -> list[tuple[str, str]]:
+    async def due(self, now: int, limit: int) -> list[tuple[str, UserKey]]:
         """(instance id, user) of instances whose timer is due, oldest first."""
         async with self._read() as conn:
             rows = await conn.execute(
-                select(_I.c.id, _I.c.user_ext_id)
+                select(_I.c.id, _I.c.user_ext_id, _I.c.ext_brand_id)
                 .where(_I.c.due_at.is_not(None), _I.c.due_at <= now)
                 .order_by(_I.c.due_at)
                 .limit(limit)
             )
-            return [(r.id, r.user_ext_id) for r in rows]
+            return [(r.id, user_key(_brand(r.ext_brand_id), r.user_ext_id)) for r in rows]
 
     async def next_due_at(self) -> int | None:
         async with self._read() as conn:

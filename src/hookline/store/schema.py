@@ -23,7 +23,8 @@ from sqlalchemy import (
 )
 
 # 2: rules and webhooks carry a version; a rule's webhook_id must name a saved webhook.
-SCHEMA_VERSION = 2
+# 3: a user is (ext_brand_id, user_ext_id): the users table's key is the pair.
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -50,6 +51,8 @@ events = Table(
 users = Table(
     "users",
     metadata,
+    # The brand as text, "" for no brand (state.user_key): a key column cannot be NULL.
+    Column("ext_brand_id", String(256), primary_key=True, server_default=text("''")),
     Column("user_ext_id", String(256), primary_key=True),
     Column("state", LargeBinary, nullable=False),
     Column("updated_at", Integer, nullable=False),
@@ -64,6 +67,8 @@ webhooks = Table(
     Column("created_at", Integer, nullable=False),
     Column("updated_at", Integer, nullable=False),
     Column("version", Integer, nullable=False, server_default=text("1")),
+    # The brand it belongs to, as text; NULL: every brand (added later: ADDED_COLUMNS).
+    Column("ext_brand_id", String(256), nullable=True),
 )
 
 rules = Table(
@@ -81,6 +86,8 @@ rules = Table(
     Column("created_at", Integer, nullable=False),
     Column("updated_at", Integer, nullable=False),
     Column("version", Integer, nullable=False, server_default=text("1")),
+    # Only events of this brand (as text) fire it; NULL: every brand (ADDED_COLUMNS).
+    Column("ext_brand_id", String(256), nullable=True),
 )
 
 deliveries = Table(
@@ -109,6 +116,8 @@ deliveries = Table(
     # Set when a journey's webhook block caused the delivery (added later: ADDED_COLUMNS).
     Column("journey_id", String(40), nullable=True),
     Column("instance_id", String(40), nullable=True),
+    # The brand of its user, as text; NULL: no brand (added later: ADDED_COLUMNS).
+    Column("ext_brand_id", String(256), nullable=True),
     # Only active deliveries carry next_attempt_at, so this index stays small.
     Index(
         "ix_deliveries_due",
@@ -246,7 +255,13 @@ ADDED_COLUMNS = (
     (attempts, "warning"),
     (deliveries, "journey_id"),
     (deliveries, "instance_id"),
+    (deliveries, "ext_brand_id"),
+    (rules, "ext_brand_id"),
+    (webhooks, "ext_brand_id"),
 )
+
+# Indexes on ADDED_COLUMNS: create_all makes them only with a new table.
+ADDED_INDEXES = (Index("ix_deliveries_brand", deliveries.c.ext_brand_id, deliveries.c.id),)
 
 
 def add_missing_columns(conn: Connection) -> None:
@@ -258,3 +273,5 @@ def add_missing_columns(conn: Connection) -> None:
         column = table.c[name]
         kind = column.type.compile(dialect=conn.dialect)
         conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))
+    for index in ADDED_INDEXES:
+        index.create(conn, checkfirst=True)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Row
@@ -34,6 +35,7 @@ from hookline.errors import Conflict, HooklineError, InvalidInput, NotFound, Sto
 from hookline.events import Event
 from hookline.keys import ApiKey, Role
 from hookline.rules import Rule, SavedWebhook
+from hookline.state import UserKey, user_key
 from hookline.store import schema as t
 from hookline.store.base import DeliveryFilter, EchoRecord, Outcome
 from hookline.webhooks import WebhookSpec
@@ -124,15 +126,20 @@ class SqlIngest:
                 found.setdefault(row.event_id, []).append(row.id)
         return {event_id: tuple(ids) for event_id, ids in found.items()}
 
-    async def load_states(self, users: Sequence[str]) -> dict[str, dict[str, Any]]:
-        states: dict[str, dict[str, Any]] = {}
-        for part in _chunks(users):
+    async def load_states(self, users: Sequence[UserKey]) -> dict[UserKey, dict[str, Any]]:
+        states: dict[UserKey, dict[str, Any]] = {}
+        wanted = set(users)
+        u = t.users
+        for part in _chunks(sorted({user for _, user in users})):
             rows = await self._conn.execute(
-                select(t.users.c.user_ext_id, t.users.c.state).where(
-                    t.users.c.user_ext_id.in_(part)
+                select(u.c.ext_brand_id, u.c.user_ext_id, u.c.state).where(
+                    u.c.user_ext_id.in_(part)
                 )
             )
-            states.update({row.user_ext_id: _state(row.state, row.user_ext_id) for row in rows})
+            for row in rows:
+                key = (row.ext_brand_id, row.user_ext_id)
+                if key in wanted:  # the same user id in another brand is another user
+                    states[key] = _state(row.state, row.user_ext_id)
         return states
 
     async def insert_events(self, events: Sequence[Event]) -> None:
@@ -155,15 +162,15 @@ class SqlIngest:
             ],
         )
 
-    async def save_states(self, states: dict[str, dict[str, Any]], now: int) -> None:
+    async def save_states(self, states: dict[UserKey, dict[str, Any]], now: int) -> None:
         if not states:
             return
-        marks = ", ".join(_marks(self._conn, 3))
+        marks = ", ".join(_marks(self._conn, 4))
         await self._conn.exec_driver_sql(
-            f"INSERT INTO {t.users.name} (user_ext_id, state, updated_at) VALUES ({marks}) "
-            "ON CONFLICT (user_ext_id) DO UPDATE SET "
+            f"INSERT INTO {t.users.name} (ext_brand_id, user_ext_id, state, updated_at) "
+            f"VALUES ({marks}) ON CONFLICT (ext_brand_id, user_ext_id) DO UPDATE SET "
             "state = excluded.state, updated_at = excluded.updated_at",
-            [(u, _dumps(s), now) for u, s in states.items()],
+            [(b, u, _dumps(s), now) for (b, u), s in states.items()],
         )
 
     async def insert_deliveries(
@@ -198,6 +205,7 @@ def _delivery_row(d: Delivery, lease_from: int | None = None) -> dict[str, Any]:
         "last_error": d.last_error,
         "journey_id": d.journey_id,
         "instance_id": d.instance_id,
+        "ext_brand_id": d.ext_brand_id,
     }
 
 
@@ -302,6 +310,7 @@ def _read_delivery(row: Row[Any]) -> tuple[Delivery, str | None]:
         last_error=row.last_error,
         journey_id=row.journey_id,
         instance_id=row.instance_id,
+        ext_brand_id=row.ext_brand_id,
     )
     return delivery, None
 
@@ -338,6 +347,7 @@ def _rule(row: Row[Any]) -> Rule:
         updated_at=row.updated_at,
         version=row.version,
         problem=problem,
+        ext_brand_id=row.ext_brand_id,
     )
 
 
@@ -356,6 +366,7 @@ def _webhook(row: Row[Any]) -> SavedWebhook:
         updated_at=row.updated_at,
         version=row.version,
         problem=problem,
+        ext_brand_id=row.ext_brand_id,
     )
 
 
@@ -434,6 +445,41 @@ async def migrate(conn: AsyncConnection, version: int) -> None:
             f"INSERT INTO rules ({columns}, version) SELECT {columns}, 1 FROM rules_v1"
         )
         await conn.exec_driver_sql("DROP TABLE rules_v1")
+    if version < 3:
+        await _users_by_brand(conn)
+
+
+async def _users_by_brand(conn: AsyncConnection) -> None:
+    """Key users by (brand, user): each row takes the brand its state was made with.
+
+    Rebuilt (SQLite cannot change a primary key) and copied in Python: the brand is inside
+    the JSON state, and 5 and "5" must both become the text "5".
+    """
+    await conn.exec_driver_sql("ALTER TABLE users RENAME TO users_v2")
+    await conn.run_sync(t.users.create)
+    result = await conn.execute(text("SELECT user_ext_id, state, updated_at FROM users_v2"))
+    while rows := result.fetchmany(_CHUNK):
+        await conn.execute(
+            insert(t.users),
+            [
+                {
+                    "ext_brand_id": user_key(_state_brand(r.state), r.user_ext_id)[0],
+                    "user_ext_id": r.user_ext_id,
+                    "state": r.state,
+                    "updated_at": r.updated_at,
+                }
+                for r in rows
+            ],
+        )
+    await conn.exec_driver_sql("DROP TABLE users_v2")
+
+
+def _state_brand(raw: bytes) -> Any:
+    try:
+        state = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None  # kept as the user of no brand; unreadable either way
+    return state.get("ext_brand_id") if isinstance(state, dict) else None
 
 
 def _api_key(row: Row[Any]) -> ApiKey:
@@ -544,10 +590,15 @@ class SqlStore:
 
     # --- user state and events -------------------------------------------------------
 
-    async def get_state(self, user_ext_id: str) -> dict[str, Any] | None:
+    async def get_state(
+        self, user_ext_id: str, ext_brand_id: str | None = None
+    ) -> dict[str, Any] | None:
+        brand, user = user_key(ext_brand_id, user_ext_id)
         async with self._read() as conn:
             raw = await conn.scalar(
-                select(t.users.c.state).where(t.users.c.user_ext_id == user_ext_id)
+                select(t.users.c.state).where(
+                    t.users.c.ext_brand_id == brand, t.users.c.user_ext_id == user
+                )
             )
         return _state(raw, user_ext_id) if raw is not None else None
 
@@ -596,6 +647,7 @@ class SqlStore:
             "webhook": _dumps(rule.webhook.as_dict()) if rule.webhook is not None else None,
             "webhook_id": rule.webhook_id,
             "updated_at": rule.updated_at,
+            "ext_brand_id": rule.ext_brand_id,
         }
         try:
             async with self._write() as conn:
@@ -655,6 +707,7 @@ class SqlStore:
             "name": webhook.name,
             "spec": _dumps(webhook.spec.as_dict()),
             "updated_at": webhook.updated_at,
+            "ext_brand_id": webhook.ext_brand_id,
         }
         try:
             async with self._write() as conn:
@@ -835,6 +888,13 @@ class SqlStore:
             where.append(d.c.journey_id == flt.journey_id)
         if flt.user_ext_id is not None:
             where.append(d.c.user_ext_id == flt.user_ext_id)
+            # A user is (brand, user): naming a user without a brand names the one of none.
+            if flt.ext_brand_id is None:
+                where.append(d.c.ext_brand_id.is_(None))
+        if flt.ext_brand_id is not None:
+            where.append(d.c.ext_brand_id == flt.ext_brand_id)
+        if flt.brands is not None:
+            where.append(d.c.ext_brand_id.in_(flt.brands))
         if flt.event_id is not None:
             where.append(d.c.event_id == flt.event_id)
         if flt.status is not None:
