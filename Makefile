@@ -2,11 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 # Lint what exists: bench/ arrives with the performance work.
-PY_DIRS := $(wildcard src tests bench)
+PY_DIRS := $(wildcard src tests bench scripts)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint types pytest bench bench-quick clean
+.PHONY: run test check lint types pytest bench bench-quick mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,5 +48,16 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
+MUTATION_STAMP := $(VENV)/.mutation-installed
+
+$(MUTATION_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,mutation]'
+	touch $(MUTATION_STAMP)
+
+## mutation: mutmut on templates, conditions and deliveries, each against its own unit tests
+## (MUTATION_ARGS="--max-children 2 conditions" to pick workers and modules)
+mutation: $(MUTATION_STAMP)
+	$(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache mutants

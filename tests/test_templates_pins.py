@@ -1,0 +1,3 @@
+"""Tests that pin what templates.py does for its users, found by mutation testing."""
+
+from __future__ import annotations
