@@ -1,14 +1,14 @@
 # One venv, made by the project itself; every target installs what it needs.
 PYTHON ?= python3
 VENV := .venv
-PY_DIRS := src tests bench
+PY_DIRS := src tests bench scripts
 BIN := $(VENV)/bin
 # Running needs hookline alone; the tests also need the dev tools. One stamp each, so
 # `make run` never installs the dev tools and `make test` always has them.
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint pytest bench bench-quick clean
+.PHONY: run test check lint pytest bench bench-quick mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,5 +56,16 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
+MUTATION_STAMP := $(VENV)/.mutation-installed
+
+$(MUTATION_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,mutation]'
+	touch $(MUTATION_STAMP)
+
+## mutation: mutmut on templates, conditions and deliveries, each against its own unit tests
+## (MUTATION_ARGS="--max-children 2 conditions" to pick workers and modules)
+mutation: $(MUTATION_STAMP)
+	$(BIN)/python scripts/mutation.py $(MUTATION_ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache mutants
