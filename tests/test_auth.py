@@ -308,6 +308,21 @@ async def test_bad_key_input_is_422_naming_the_field(
     assert resp.json()["field"] == field
 
 
+async def test_a_key_body_is_read_as_strictly_as_every_other(
+    make_hookline: MakeHookline,
+) -> None:
+    h = await make_hookline()
+    misspelt = await h.client.post("/api/v1/keys", json={"role": "read", "brand": ["b1"]})
+    assert misspelt.status_code == 422, misspelt.text
+    assert misspelt.json()["field"] == "brand"
+    assert "did you mean 'brands'?" in misspelt.json()["detail"]
+    # Python's json would read it exactly and the key would name a brand no event can carry.
+    huge = await h.client.post("/api/v1/keys", json={"role": "read", "brands": [2**70]})
+    assert huge.status_code == 422, huge.text
+    assert huge.json()["field"] == "brands[0]"
+    assert await h.runtime.keys.list() == []
+
+
 async def test_no_keys_on_loopback_runs_open_and_warns(
     make_hookline: MakeHookline, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -16,6 +16,7 @@ import hookline
 from hookline.api import errors as api_errors
 from hookline.api import models
 from hookline.errors import HooklineError
+from hookline.journeys import DEFINITION_KEYS
 from tests.helpers import Hookline, Receiver, example_rule, spin_event
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -76,16 +77,24 @@ async def test_real_answers_match_their_documented_models(
 ) -> None:
     h, c = hookline, hookline.client
     saved = await _answer(
-        await h.post("/api/v1/webhooks", {"name": "crm", "url": receiver.url("/w")}),
+        # Branded, so the answers' optional fields are checked too.
+        await h.post(
+            "/api/v1/webhooks",
+            {"name": "crm", "url": receiver.url("/w"), "ext_brand_id": "brand-1"},
+        ),
         models.SavedWebhookSaved,
         201,
     )
     await _answer(await c.get(f"/api/v1/webhooks/{saved['id']}"), models.SavedWebhookOut)
     await _answer(await c.get("/api/v1/webhooks"), models.WebhookList)
-    rule = example_rule(activity={"url": receiver.url()})
+    rule = example_rule(activity={"url": receiver.url()}, ext_brand_id="brand-1")
     await _answer(await h.post("/api/v1/rules/validate", rule), models.RuleValidation)
     created = await _answer(await h.post("/api/v1/rules", rule), models.RuleSaved, 201)
-    by_ref = {**example_rule(name="ref"), "activity": {"webhook_id": saved["id"]}}
+    assert created["ext_brand_id"] == "brand-1"
+    by_ref = {
+        **example_rule(name="ref", ext_brand_id="brand-1"),
+        "activity": {"webhook_id": saved["id"]},
+    }
     await _answer(await h.post("/api/v1/rules", by_ref), models.RuleSaved, 201)
     await _answer(await c.get(f"/api/v1/rules/{created['id']}"), models.RuleOut)
     await _answer(await c.get("/api/v1/rules"), models.RuleList)
@@ -117,6 +126,73 @@ async def test_real_answers_match_their_documented_models(
     await _answer(await c.get("/healthz"), models.Health)
     error = await c.get("/api/v1/rules/rule_nope")
     await _answer(error, models.Error, 404)
+
+
+async def test_journey_answers_match_their_documented_models(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    h, c = hookline, hookline.client
+    definition = {
+        "name": "welcome",
+        "status": "active",
+        "entry": {"trigger": {"event_type": "minigame_spin_issued"}},
+        "control_group": {"percent": 0},
+        "goal": {"event_type": "deposit_made", "within": "7d"},
+        "exit_on": [{"event_type": "account_closed"}],
+        "max_duration": "30d",
+        "start": "hello",
+        "blocks": {
+            "hello": {"type": "webhook", "activity": {"url": receiver.url("/j")}, "next": "ask"},
+            "ask": {
+                "type": "wait_for_event",
+                "event_type": "deposit_made",
+                "timeout": "1d",
+                "next": "done",
+                "on_timeout": "done",
+            },
+            "done": {"type": "exit"},
+        },
+    }
+    created = await _answer(await h.post("/api/v1/journeys", definition), models.JourneyOut, 201)
+    assert set(DEFINITION_KEYS) <= set(created)  # the optional keys are answered, and checked
+    journey_id = created["id"]
+    await _answer(await c.get(f"/api/v1/journeys/{journey_id}"), models.JourneyOut)
+    await _answer(await c.get("/api/v1/journeys"), models.JourneyList)
+    await _answer(await h.post("/api/v1/events", spin_event()), models.EventsAccepted, 202)
+    await receiver.wait_for(1, "/j")
+    await h.idle()
+    instances = f"/api/v1/journeys/{journey_id}/instances"
+    (waiting,) = (await _answer(await c.get(instances), models.InstanceList))["data"]
+    assert waiting["waiting_for"] == "deposit_made" and waiting["due_at"] is not None
+    await _answer(await c.get("/api/v1/users/u-1/journeys"), models.InstanceList)
+    page = await _answer(
+        await c.get("/api/v1/deliveries", params={"journey_id": journey_id}), models.DeliveryList
+    )
+    assert [d["instance_id"] for d in page["data"]] == [waiting["id"]]
+    await _answer(await c.get(f"/api/v1/journeys/{journey_id}/stats"), models.JourneyStats)
+    replaced = {**definition, "max_duration": 3600}
+    await _answer(await c.put(f"/api/v1/journeys/{journey_id}", json=replaced), models.JourneyOut)
+    stopped = await c.patch(f"/api/v1/journeys/{journey_id}", json={"status": "stopped"})
+    await _answer(stopped, models.JourneyOut)
+    (left,) = (await _answer(await c.get(instances), models.InstanceList))["data"]
+    assert left["finish_reason"] == "stopped"
+    stats = await _answer(await c.get(f"/api/v1/journeys/{journey_id}/stats"), models.JourneyStats)
+    assert stats["treatment"]["finished"] == {"stopped": 1}
+    assert stats["blocks"]["hello"] == {"entered": 1, "passed": 1, "waiting": 0}
+
+
+async def test_key_answers_match_their_documented_models(hookline: Hookline) -> None:
+    c = hookline.client
+    made = await c.post("/api/v1/keys", json={"role": "admin", "name": "root"})
+    root = await _answer(made, models.KeyCreated, 201)
+    auth = {"authorization": f"Bearer {root['key']}"}
+    scoped = await c.post("/api/v1/keys", json={"role": "read", "brands": ["b1", 7]}, headers=auth)
+    read = await _answer(scoped, models.KeyCreated, 201)
+    assert read["brands"] == ["b1", "7"]
+    # KeyOut has no `key`: a list or a revocation that held a key would fail here.
+    await _answer(await c.get("/api/v1/keys", headers=auth), models.KeyList)
+    revoked = await c.delete(f"/api/v1/keys/{read['id']}", headers=auth)
+    assert (await _answer(revoked, models.KeyOut))["revoked_at"] is not None
 
 
 def _answerable_codes() -> set[str]:

@@ -11,7 +11,14 @@ from hookline.api._json import JSON, JSONRoute
 from hookline.api.auth import KeyDep
 from hookline.api.brands import BrandQuery, may_own, only_visible, require_visible
 from hookline.api.deps import RuntimeDep
-from hookline.api.models import FreeObject, _Strict
+from hookline.api.models import (
+    FreeObject,
+    InstanceList,
+    JourneyList,
+    JourneyOut,
+    JourneyStats,
+    _Strict,
+)
 from hookline.errors import Conflict, NotFound, StoreError
 from hookline.events import MAX_ID_LENGTH, now_ms
 from hookline.ids import new_id
@@ -118,7 +125,7 @@ def _next_version(current: Journey, definition: dict[str, Any]) -> int:
     return current.version + 1
 
 
-@router.post("", status_code=201, summary="Create a journey")
+@router.post("", status_code=201, summary="Create a journey", response_model=JourneyOut)
 async def create_journey(body: JourneyIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
     may_own(key, body.ext_brand_id)
     now = now_ms()
@@ -137,7 +144,7 @@ async def create_journey(body: JourneyIn, runtime: RuntimeDep, key: KeyDep) -> J
     return JSON(saved.as_dict(), status_code=201)
 
 
-@router.get("", summary="List journeys")
+@router.get("", summary="List journeys", response_model=JourneyList)
 async def list_journeys(runtime: RuntimeDep, key: KeyDep, status: Status | None = None) -> JSON:
     journeys = only_visible(key, await _store(runtime).list_journeys(), lambda j: j.ext_brand_id)
     if status is not None:
@@ -145,12 +152,16 @@ async def list_journeys(runtime: RuntimeDep, key: KeyDep, status: Status | None 
     return JSON({"data": [j.as_dict() for j in journeys]})
 
 
-@router.get("/{journey_id}", summary="Get a journey")
+@router.get("/{journey_id}", summary="Get a journey", response_model=JourneyOut)
 async def get_journey(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
     return JSON((await _journey(_store(runtime), journey_id, key)).as_dict())
 
 
-@router.put("/{journey_id}", summary="Replace a journey (a new version if it has run)")
+@router.put(
+    "/{journey_id}",
+    summary="Replace a journey (a new version if it has run)",
+    response_model=JourneyOut,
+)
 async def replace_journey(
     journey_id: str, body: JourneyIn, runtime: RuntimeDep, key: KeyDep
 ) -> JSON:
@@ -171,7 +182,11 @@ async def replace_journey(
     return JSON((await _save(runtime, journey, current)).as_dict())
 
 
-@router.patch("/{journey_id}", summary="Change some fields of a journey (e.g. status)")
+@router.patch(
+    "/{journey_id}",
+    summary="Change some fields of a journey (e.g. status)",
+    response_model=JourneyOut,
+)
 async def patch_journey(
     journey_id: str, body: JourneyPatch, runtime: RuntimeDep, key: KeyDep
 ) -> JSON:
@@ -212,7 +227,9 @@ async def delete_journey(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> R
     return Response(status_code=204)
 
 
-@router.get("/{journey_id}/instances", summary="Where users are in a journey")
+@router.get(
+    "/{journey_id}/instances", summary="Where users are in a journey", response_model=InstanceList
+)
 async def list_instances(
     journey_id: str,
     runtime: RuntimeDep,
@@ -235,7 +252,11 @@ async def list_instances(
     return JSON({"data": [i.as_dict() for i in found]})
 
 
-@router.get("/{journey_id}/stats", summary="Entered, active, finished, converted, per block")
+@router.get(
+    "/{journey_id}/stats",
+    summary="Entered, active, finished, converted, per block",
+    response_model=JourneyStats,
+)
 async def journey_stats(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
     store = _store(runtime)
     journey = await _journey(store, journey_id, key)
@@ -243,7 +264,11 @@ async def journey_stats(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JS
     return JSON({"journey_id": journey.id, "version": journey.version, **stats})
 
 
-@users_router.get("/{user_ext_id}/journeys", summary="The journeys a user is or was in")
+@users_router.get(
+    "/{user_ext_id}/journeys",
+    summary="The journeys a user is or was in",
+    response_model=InstanceList,
+)
 async def user_journeys(
     user_ext_id: str,
     runtime: RuntimeDep,

@@ -25,6 +25,8 @@ from hookline.events import (
     MIN_EVENT_DATE,
     seconds_not_milliseconds,
 )
+from hookline.journeys import FinishReason, InstanceStatus, JourneyStatus
+from hookline.keys import MAX_NAME, Role
 from hookline.values import check_json
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -208,6 +210,19 @@ class PreviewIn(_Strict):
     state: FreeObject = Field(default_factory=dict)
 
 
+class KeyIn(_Strict):
+    """A new API key: its role, the brands it is limited to, and what it is for."""
+
+    role: Role = Field(description="admin: everything; ingest: send events and state; read")
+    # Checked by check_brands, so an error names the brand: brands[2].
+    brands: list[Any] = Field(
+        default_factory=list,
+        description="Only events and data of these brands (ext_brand_id); none: every brand",
+        json_schema_extra={"items": {"type": ["string", "integer"]}},
+    )
+    name: str = Field(default="", max_length=MAX_NAME, description="What the key is for")
+
+
 # --- answers ----------------------------------------------------------------------------
 # Documentation of what each route answers, for the OpenAPI document and generated clients.
 # Routes build their answers as orjson responses: these models are never run on a request.
@@ -260,6 +275,9 @@ class SavedWebhookOut(WebhookOut):
     updated_at: int
     version: int = Field(description="1 when created, one more on every change; the ETag.")
     problem: str | None = Field(default=None, description="Why a stored one cannot be used.")
+    ext_brand_id: str | None = Field(
+        default=None, description="The brand it belongs to; absent: every brand."
+    )
 
 
 class SavedWebhookSaved(SavedWebhookOut):
@@ -294,6 +312,9 @@ class RuleDraft(_Answer):
     trigger: Trigger
     conditions: dict[str, Any] | None
     activity: ActivityOut
+    ext_brand_id: str | None = Field(
+        default=None, description="The brand it belongs to; absent: every brand."
+    )
 
 
 class RuleOut(RuleDraft):
@@ -405,6 +426,13 @@ class DeliveryOut(_Answer):
     updated_at: int
     last_status_code: int | None
     last_error: str | None
+    journey_id: str | None = Field(
+        description="The journey whose webhook block caused it; null for a rule's delivery."
+    )
+    instance_id: str | None = Field(
+        description="The user's walk through that journey (an instance); null for a rule's."
+    )
+    ext_brand_id: str | None = Field(description="The brand of the user it was sent for.")
     request: DeliveryRequest
 
 
@@ -457,6 +485,107 @@ class EchoList(_Answer):
 class EchoCleared(_Answer):
     secret: str
     deleted: int
+
+
+class KeyOut(_Answer):
+    """An API key as listed: never the key itself, only its first characters."""
+
+    id: str = Field(examples=["key_01J..."])
+    name: str
+    role: Role
+    brands: list[str] = Field(description="The brands it sees, as text; none: every brand.")
+    key_prefix: str = Field(
+        examples=["hlk_AbCdEfGh"], description="The key's first characters, to tell keys apart."
+    )
+    created_at: int
+    revoked_at: int | None = Field(description="When it stopped working; null while it works.")
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(
+        examples=["hlk_..."],
+        description="The key itself: in this answer only. hookline keeps its hash, never it.",
+    )
+
+
+class KeyList(_Answer):
+    data: list[KeyOut] = Field(description="Every key, revoked ones too, oldest first.")
+
+
+class JourneyOut(_Answer):
+    """A journey as stored: its fields, and its definition as written (validated on save)."""
+
+    id: str = Field(examples=["jrn_01J..."])
+    name: str
+    description: str
+    status: JourneyStatus
+    version: int = Field(
+        description="1 when created; one more when the definition of a journey that ran changes."
+    )
+    ext_brand_id: str | int | None
+    # The definition's keys, as JourneyIn takes them; the optional ones only when set.
+    entry: dict[str, Any] = Field(description="The trigger, conditions, audience and mode.")
+    control_group: dict[str, Any] | None = None
+    goal: dict[str, Any] | None = None
+    exit_on: list[dict[str, Any]] | None = None
+    max_duration: str | float | None = Field(default=None, description="e.g. 30d, or seconds.")
+    start: str = Field(description="The block a user enters first.")
+    blocks: dict[str, Any] = Field(description="The blocks by name: type, fields and exits.")
+    created_at: int
+    updated_at: int
+
+
+class JourneyList(_Answer):
+    data: list[JourneyOut]
+
+
+class InstanceOut(_Answer):
+    """One user's walk through one version of a journey."""
+
+    id: str
+    journey_id: str
+    version: int = Field(description="The journey version the user walks, kept to the end.")
+    user_ext_id: str
+    ext_brand_id: str | int | None
+    status: InstanceStatus
+    block: str | None = Field(description="The block the user is in.")
+    block_since: int | None
+    entered_at: int
+    updated_at: int
+    due_at: int | None = Field(description="When a delay or a wait's timeout moves it on.")
+    waiting_for: str | None = Field(description="The event type a wait_for_event expects.")
+    control_group: bool = Field(description="Held out: it runs no block, yet may convert.")
+    converted_at: int | None
+    finish_reason: FinishReason | None
+    finished_at: int | None
+
+
+class InstanceList(_Answer):
+    data: list[InstanceOut] = Field(description="Instances, newest first.")
+
+
+class GroupStats(_Answer):
+    entered: int
+    active: int
+    finished: dict[FinishReason, int] = Field(description="Finished instances by reason.")
+    converted: int
+    conversion_rate: float | None = Field(description="converted / entered; null if none entered.")
+
+
+class BlockStats(_Answer):
+    entered: int
+    passed: int
+    waiting: int = Field(description="Users in the block now.")
+
+
+class JourneyStats(_Answer):
+    journey_id: str
+    version: int
+    treatment: GroupStats
+    control: GroupStats = Field(description="The control group: held out of every block.")
+    entered: int
+    active: int
+    blocks: dict[str, BlockStats]
 
 
 class LoadProblem(_Answer):
