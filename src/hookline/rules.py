@@ -9,6 +9,7 @@ from typing import Any
 
 from hookline.conditions import Predicate, compile_conditions
 from hookline.errors import HooklineError, InvalidInput
+from hookline.signing import Signing
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
 
 log = logging.getLogger("hookline.rules")
@@ -26,12 +27,16 @@ class SavedWebhook:
     # Set by the store in the write's transaction: 1 when created, one more on every change
     # (0 before it is stored). Times can tie; versions order the changes of one webhook.
     version: int = 0
+    # Generated when created (by the catalog), kept across changes, replaced by a rotation.
+    signing: Signing | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The answer: secret headers masked; the signing secret shown (see show_secrets)."""
         return {
             "id": self.id,
             "name": self.name,
-            **self.spec.as_dict(),
+            **self.spec.shown(),
+            "signing_secret": self.signing.secret if self.signing is not None else None,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "version": self.version,
@@ -54,13 +59,19 @@ class Rule:
     description: str = ""
     # As for SavedWebhook: assigned by the store, one more on every change; orders changes.
     version: int = 0
+    # The inline webhook's secrets: generated when the rule is created, they sign only while
+    # its webhook is inline (a saved webhook signs with its own).
+    signing: Signing | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The answer: secret headers masked; an inline webhook's signing secret shown."""
         activity: dict[str, Any] = {"type": "webhook"}
         if self.webhook_id is not None:
             activity["webhook_id"] = self.webhook_id
         if self.webhook is not None:
-            activity.update(self.webhook.as_dict())
+            activity.update(self.webhook.shown())
+            if self.signing is not None:
+                activity["signing_secret"] = self.signing.secret
         return {
             "id": self.id,
             "name": self.name,

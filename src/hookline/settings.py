@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hookline.errors import ConfigError
+from hookline.netguard import IPNetwork, parse_networks
 
 DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 MIB = 1024 * 1024
@@ -59,6 +60,8 @@ class Settings:
     # None (unset) means one per core beyond the first, at most one: ingest keeps a core.
     sender_processes: int | None = None
     log_level: str = "info"
+    # Private ranges webhooks may reach on purpose (the SSRF guard blocks them otherwise).
+    allowed_networks: tuple[IPNetwork, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -138,6 +141,8 @@ def _convert(name: str, key: str, raw: str) -> Any:
             return None if raw.strip().lower() in ("", "auto") else int(raw)
         if name == "default_timeout":
             return float(raw)
+        if name == "allowed_networks":
+            return parse_networks(raw, setting=key)
     except ValueError:
         raise ConfigError(f"{key} has an invalid value {raw!r}", field=key) from None
     return raw

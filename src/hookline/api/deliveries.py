@@ -50,7 +50,8 @@ async def get_delivery(delivery_id: str, runtime: RuntimeDep) -> JSON:
     if delivery is None:
         raise NotFound(f"no delivery {delivery_id!r}", field="delivery_id")
     attempts = await runtime.store.list_attempts(delivery_id)
-    return JSON({**_for_people(delivery), "attempts": [a.as_dict() for a in attempts]})
+    shown = [a.as_dict(delivery.secret_headers) for a in attempts]
+    return JSON({**_for_people(delivery), "attempts": shown})
 
 
 @router.post("/{delivery_id}/retry", status_code=202, summary="Send again now (same webhook-id)")

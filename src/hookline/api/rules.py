@@ -1,6 +1,8 @@
 """/api/v1/rules: automation rules, compiled and indexed as soon as they are saved.
 
 Answers carry the rule's ``version`` and an ETag; writes take If-Match (see _etag).
+Secret header values are shown as ``***``; an inline webhook's ``signing_secret`` is shown
+to admins (see :func:`hookline.redaction.show_secrets`).
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from hookline.api._etag import IfMatch, precondition, versioned
 from hookline.api._json import JSON
@@ -17,6 +19,7 @@ from hookline.api.models import Activity, RuleIn, RulePatch
 from hookline.errors import InvalidInput, NotFound
 from hookline.events import now_ms
 from hookline.ids import new_id
+from hookline.redaction import MASK, secret_names, show_secrets
 from hookline.rules import Rule
 from hookline.webhooks import WebhookSpec
 
@@ -36,6 +39,12 @@ def activity_spec(activity: Activity) -> tuple[WebhookSpec | None, str | None]:
     if "url" not in inline:
         raise InvalidInput("the activity needs a url or a webhook_id", field="activity.url")
     return WebhookSpec.from_dict(inline), None
+
+
+def shown(rule: Rule, *, admin: bool = True) -> dict[str, Any]:
+    """A rule as answers show it; ``admin`` sees the signing secret (every caller, for now)."""
+    answer: dict[str, Any] = show_secrets(rule.as_dict(), admin=admin)
+    return answer
 
 
 def _later(updated_at: int) -> int:
@@ -63,7 +72,7 @@ def _from_input(body: RuleIn, rule_id: str, created_at: int, now: int) -> Rule:
 async def create_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
     now = now_ms()
     rule = await runtime.catalog.create_rule(_from_input(body, new_id("rule"), now, now))
-    return versioned(rule.as_dict(), rule.version, status_code=201)
+    return versioned(shown(rule), rule.version, status_code=201)
 
 
 @router.get("", summary="List rules")
@@ -71,7 +80,7 @@ async def list_rules(runtime: RuntimeDep, event_type: str | None = None) -> JSON
     rules = await runtime.store.list_rules()
     if event_type is not None:
         rules = [r for r in rules if r.event_type == event_type]
-    return JSON({"data": [r.as_dict() for r in rules]})
+    return JSON({"data": [shown(r) for r in rules]})
 
 
 @router.get("/{rule_id}", summary="Get a rule")
@@ -79,7 +88,7 @@ async def get_rule(rule_id: str, runtime: RuntimeDep) -> JSON:
     rule = await runtime.store.get_rule(rule_id)
     if rule is None:
         raise NotFound(f"no rule {rule_id!r}", field="rule_id")
-    return versioned(rule.as_dict(), rule.version)
+    return versioned(shown(rule), rule.version)
 
 
 @router.put("/{rule_id}", summary="Replace a rule")
@@ -93,7 +102,7 @@ async def replace_rule(
         return replace(new, created_at=current.created_at, updated_at=_later(current.updated_at))
 
     rule = await runtime.catalog.change_rule(rule_id, change, when)
-    return versioned(rule.as_dict(), rule.version)
+    return versioned(shown(rule), rule.version)
 
 
 @router.patch("/{rule_id}", summary="Change some fields of a rule (e.g. enabled)")
@@ -121,7 +130,7 @@ async def patch_rule(
         return replace(current, **changes, updated_at=_later(current.updated_at))
 
     rule = await runtime.catalog.change_rule(rule_id, change, when)
-    return versioned(rule.as_dict(), rule.version)
+    return versioned(shown(rule), rule.version)
 
 
 @router.delete("/{rule_id}", status_code=204, summary="Delete a rule")
@@ -130,18 +139,49 @@ async def delete_rule(rule_id: str, runtime: RuntimeDep, if_match: IfMatch = Non
     return Response(status_code=204)
 
 
+@router.post(
+    "/{rule_id}/rotate-secret",
+    summary="New signing secret for the inline webhook; the old one signs for 24 h more",
+)
+async def rotate_secret(rule_id: str, runtime: RuntimeDep, if_match: IfMatch = None) -> JSON:
+    """Both secrets sign every request for 24 hours (two signatures, space-separated), so
+    the receiver can switch to the new one without refusing a delivery; then only the new.
+    """
+    rule = await runtime.catalog.rotate_rule_secret(rule_id, precondition(if_match))
+    return versioned(shown(rule), rule.version)
+
+
 # Fields the server sets; a validated rule has none of them yet.
-_SERVER_SET = ("id", "created_at", "updated_at")
+_SERVER_SET = ("id", "created_at", "updated_at", "version")
+# A secret header value that differs from the stored rule's (see validate_rule).
+CHANGED_SECRET = f"{MASK} (changed)"
 
 
 @router.post("/validate", summary="Check a rule exactly as a save would, without saving it")
-async def validate_rule(body: RuleIn, runtime: RuntimeDep) -> JSON:
+async def validate_rule(
+    body: RuleIn,
+    runtime: RuntimeDep,
+    compare_to: str | None = Query(
+        default=None,
+        description="A stored rule's id: secret header values that differ from its own "
+        f"are shown as {CHANGED_SECRET!r} instead of {MASK!r}.",
+    ),
+) -> JSON:
     """The rule as it would be stored (defaults filled, numbers normalised), or the error.
 
     ``hookline rules apply`` checks every rule of a file here before it writes any, and
-    compares this answer with the stored rule to report what would change.
+    compares this answer with the stored rule to report what would change. Secret header
+    values are masked on both sides, so ``compare_to`` lets the server say which differ.
     """
     rule = _from_input(body, "rule_validate", 0, 0)
     await runtime.catalog.check_rule(rule)
-    stored = {k: v for k, v in rule.as_dict().items() if k not in _SERVER_SET}
+    stored = {k: v for k, v in shown(rule).items() if k not in _SERVER_SET}
+    if compare_to is not None and rule.webhook is not None:
+        current = await runtime.store.get_rule(compare_to)
+        before = current.webhook.headers if current and current.webhook else {}
+        secret = secret_names(rule.webhook.secret_headers)
+        headers = stored["activity"]["headers"]
+        for name, value in rule.webhook.headers.items():
+            if name.lower() in secret and before.get(name) != value:
+                headers[name] = CHANGED_SECRET
     return JSON({"valid": True, "rule": stored})

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from hookline.deliveries import Attempt, Delivery, DeliveryStatus
 from hookline.events import Event
 from hookline.rules import Rule, SavedWebhook
+from hookline.signing import Signing
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,9 @@ class Store(Protocol):
     ) -> bool: ...
 
     async def rules_using_webhook(self, webhook_id: str) -> list[Rule]: ...
+
+    async def list_signing(self) -> dict[str, Signing]:
+        """Every rule's and saved webhook's signing secrets, by its id."""
 
     # deliveries
     async def claim_due(

@@ -64,6 +64,8 @@ webhooks = Table(
     Column("created_at", Integer, nullable=False),
     Column("updated_at", Integer, nullable=False),
     Column("version", Integer, nullable=False, server_default=text("1")),
+    # {"secret", "previous": [[secret, until_ms], ...]}; added later: see ADDED_COLUMNS.
+    Column("signing", LargeBinary, nullable=True),
 )
 
 rules = Table(
@@ -81,6 +83,7 @@ rules = Table(
     Column("created_at", Integer, nullable=False),
     Column("updated_at", Integer, nullable=False),
     Column("version", Integer, nullable=False, server_default=text("1")),
+    Column("signing", LargeBinary, nullable=True),  # as webhooks.signing
 )
 
 deliveries = Table(
@@ -106,6 +109,8 @@ deliveries = Table(
     Column("updated_at", Integer, nullable=False),
     Column("last_status_code", Integer, nullable=True),
     Column("last_error", Text, nullable=True),
+    # JSON list of the webhook's secret_headers, NULL when none; added later (ADDED_COLUMNS).
+    Column("secret_headers", LargeBinary, nullable=True),
     # Only active deliveries carry next_attempt_at, so this index stays small.
     Index(
         "ix_deliveries_due",
@@ -154,8 +159,14 @@ echo_requests = Table(
 # Columns added to a table after it first shipped. create_all makes a missing table whole but
 # leaves an existing one as it is, so each of these is added to an older database on open.
 # Nullable additions only: an older hookline still reads and writes the database (it names
-# its columns), so they need no new schema version.
-ADDED_COLUMNS = ((attempts, "warning"),)
+# its columns), so they need no new schema version. A rule or webhook that an older hookline
+# writes without a signing secret gets one the next time this one opens the database.
+ADDED_COLUMNS = (
+    (attempts, "warning"),
+    (webhooks, "signing"),
+    (rules, "signing"),
+    (deliveries, "secret_headers"),
+)
 
 
 def add_missing_columns(conn: Connection) -> None:

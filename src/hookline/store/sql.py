@@ -31,6 +31,7 @@ from hookline.deliveries import Attempt, Delivery, DeliveryStatus
 from hookline.errors import Conflict, HooklineError, InvalidInput, NotFound, StoreError
 from hookline.events import Event
 from hookline.rules import Rule, SavedWebhook
+from hookline.signing import Signing
 from hookline.store import schema as t
 from hookline.store.base import DeliveryFilter, EchoRecord, Outcome
 from hookline.webhooks import WebhookSpec
@@ -178,6 +179,7 @@ def _delivery_row(d: Delivery, lease_from: int | None = None) -> dict[str, Any]:
         "updated_at": d.updated_at,
         "last_status_code": d.last_status_code,
         "last_error": d.last_error,
+        "secret_headers": _dumps(d.secret_headers) if d.secret_headers else None,
     }
 
 
@@ -201,7 +203,28 @@ def _delivery(row: Row[Any]) -> Delivery:
         updated_at=row.updated_at,
         last_status_code=row.last_status_code,
         last_error=row.last_error,
+        secret_headers=tuple(orjson.loads(row.secret_headers)) if row.secret_headers else (),
     )
+
+
+def _signing(raw: bytes | None) -> Signing | None:
+    return Signing.from_json(orjson.loads(raw)) if raw is not None else None
+
+
+def _signing_value(signing: Signing | None) -> bytes | None:
+    return _dumps(signing.as_json()) if signing is not None else None
+
+
+async def _fill_signing(conn: AsyncConnection) -> None:
+    """Give every rule and webhook without a signing secret one (written by an older hookline)."""
+    for table in (t.rules, t.webhooks):
+        rows = await conn.execute(select(table.c.id).where(table.c.signing.is_(None)))
+        for key in [r.id for r in rows]:
+            await conn.execute(
+                update(table)
+                .where(table.c.id == key, table.c.signing.is_(None))
+                .values(signing=_signing_value(Signing.new()))
+            )
 
 
 def _rule(row: Row[Any]) -> Rule:
@@ -219,6 +242,7 @@ def _rule(row: Row[Any]) -> Rule:
         created_at=row.created_at,
         updated_at=row.updated_at,
         version=row.version,
+        signing=_signing(row.signing),
     )
 
 
@@ -230,6 +254,7 @@ def _webhook(row: Row[Any]) -> SavedWebhook:
         created_at=row.created_at,
         updated_at=row.updated_at,
         version=row.version,
+        signing=_signing(row.signing),
     )
 
 
@@ -368,6 +393,7 @@ class SqlStore:
                 .where(t.meta.c.key == "schema_version")
                 .values(value=str(t.SCHEMA_VERSION))
             )
+        await _fill_signing(conn)
 
     async def _before_migrations(self, conn: AsyncConnection) -> None:
         """Prepare the connection that creates or migrates tables (outside a transaction)."""
@@ -458,6 +484,8 @@ class SqlStore:
             "webhook_id": rule.webhook_id,
             "updated_at": rule.updated_at,
         }
+        if rule.signing is not None:  # None keeps what is stored (the catalog always sets it)
+            values["signing"] = _signing_value(rule.signing)
         try:
             async with self._write() as conn:
                 # Checked in the write's own transaction, so a webhook deleted a moment
@@ -517,6 +545,8 @@ class SqlStore:
             "spec": _dumps(webhook.spec.as_dict()),
             "updated_at": webhook.updated_at,
         }
+        if webhook.signing is not None:  # as in save_rule
+            values["signing"] = _signing_value(webhook.signing)
         try:
             async with self._write() as conn:
                 if create:
@@ -557,6 +587,20 @@ class SqlStore:
             async with self._read() as conn:
                 raise _in_use(await _names_using(conn, webhook_id)) from None
         return bool(result.rowcount)
+
+    async def list_signing(self) -> dict[str, Signing]:
+        """Every rule's and saved webhook's signing secrets, by its id (for the key ring)."""
+        found: dict[str, Signing] = {}
+        async with self._read() as conn:
+            for table in (t.rules, t.webhooks):
+                rows = await conn.execute(
+                    select(table.c.id, table.c.signing).where(table.c.signing.is_not(None))
+                )
+                for row in rows:
+                    signing = _signing(row.signing)
+                    if signing is not None:
+                        found[row.id] = signing
+        return found
 
     async def rules_using_webhook(self, webhook_id: str) -> list[Rule]:
         async with self._read() as conn:
