@@ -7,6 +7,7 @@ an injected clock: no test waits 24 hours, or any time at all.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -352,3 +353,28 @@ async def test_an_upgraded_server_signs_what_the_old_one_left_pending(
     await h.post("/api/v1/events", {"event_type": "t", "user_ext_id": "u"})
     (from_saved,) = await receiver.wait_for(1, "/saved")
     assert verifies(saved["signing_secret"], from_saved)
+
+
+# --- the README's receiver -----------------------------------------------------------------
+
+
+def _readme_receiver() -> str:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("### Verifying signatures") :]
+    (code,) = re.findall(r"```python\n(.*?)```", section[: section.index("\n### ")], re.S)
+    return code
+
+
+async def test_the_readme_receiver_fits_in_five_lines_and_verifies_a_real_delivery(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    code = _readme_receiver()
+    assert len([line for line in code.splitlines() if line.strip()]) <= 5
+    rule = await hookline.create_rule(activity={"url": receiver.url()})
+    await hookline.post("/api/v1/events", spin_event())
+    (got,) = await receiver.wait_for(1)
+    scope: dict[str, Any] = {}
+    exec(code.replace("whsec_...", rule["activity"]["signing_secret"]), scope)
+    scope["receive"](got.body, got.headers)
+    with pytest.raises(WebhookVerificationError):
+        scope["receive"](got.body + b" ", got.headers)
