@@ -21,6 +21,7 @@ from hookline.sender import GuardedResolver
 from hookline.settings import Settings
 from tests.conftest import LOOPBACK, netsafety
 from tests.helpers import Hookline, Receiver, example_rule, spin_event
+from tests.test_netguard import BLOCKED
 
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
 NOTHING_ALLOWED: tuple[Any, ...] = ()
@@ -112,6 +113,14 @@ async def test_the_resolver_answers_only_checked_addresses_of_the_family_asked()
     assert [r["host"] for r in both] == ["127.0.0.1", "::1"]
     with pytest.raises(OSError, match=r"destination_blocked: bad\.test resolved to 10\.0\.0\.1"):
         await resolver.resolve("bad.test", 80, socket.AF_UNSPEC)
+
+
+@pytest.mark.parametrize("address", BLOCKED)
+async def test_every_blocked_range_is_refused_by_the_resolver_aiohttp_uses(address: str) -> None:
+    resolver = GuardedResolver(NetworkPolicy(), stub({"inside.test": [[address]]}))
+    with pytest.raises(OSError, match=r"^destination_blocked: inside\.test resolved to ") as err:
+        await resolver.resolve("inside.test", 443, socket.AF_UNSPEC)
+    assert "HOOKLINE_ALLOWED_NETWORKS=" in str(err.value)
 
 
 # --- literal addresses: checked before sending, refused when saved ---------------------------
