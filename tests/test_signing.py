@@ -362,7 +362,7 @@ def _readme_receiver() -> str:
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = text[text.index("### Verifying signatures") :]
     (code,) = re.findall(r"```python\n(.*?)```", section[: section.index("\n### ")], re.S)
-    return code
+    return str(code)
 
 
 async def test_the_readme_receiver_fits_in_five_lines_and_verifies_a_real_delivery(
