@@ -248,6 +248,9 @@ def test_own_addresses_cover_loopback_when_bound_to_a_wildcard_or_loopback() -> 
     assert not policy.is_own_echo("http://127.0.0.1:8080/echo-send/abcdefgh/../../api/v1/x")
     assert not policy.is_own_echo("http://127.0.0.1:8080/echo-send/%2e%2e/")
     assert not policy.is_own_echo("https://127.0.0.1:8080/echo-send/abcdefgh/")
+    assert policy.is_own_echo("http://127.0.0.1:8080/echo-send/{{state.x}}-e/", saved=True)
+    assert not policy.is_own_echo("http://127.0.0.1:8080/echo-send/../", saved=True)
+    assert not policy.is_own_echo("http://127.0.0.1:8080/echo-send/{{state.x}}-e/")
     assert NetworkPolicy.from_json(policy.as_json()) == policy
 
 

@@ -151,9 +151,10 @@ class NetworkPolicy:
                 raise DestinationBlocked(host, address, why)
 
 
-# The echo routes, and no other: a secret is 8-128 of A-Za-z0-9_- (see hookline.echo).
+# The echo routes, and no other: a secret is made of A-Za-z0-9_- (the route checks its
+# length). When saved, parts of it may be tags, whose rendering is checked when sent.
 _ECHO_PATH: Final = re.compile(r"/echo-send/[A-Za-z0-9_-]{1,128}/?")
-_SAVED_ECHO_PATH: Final = re.compile(r"/echo-send/[^/]{1,1024}/?")
+_SAVED_ECHO_PATH: Final = re.compile(r"/echo-send/(?:[A-Za-z0-9_-]|\{\{[^{}/]{1,200}\}\}){1,128}/?")
 _WILDCARDS: Final = frozenset({"0.0.0.0", "::", ""})
 _LOOPBACK_NAMES: Final = ("127.0.0.1", "::1", "localhost")
 
