@@ -38,6 +38,7 @@ from hookline.deliveries import (
 from hookline.events import now_ms
 from hookline.netguard import (
     DestinationBlocked,
+    IPAddress,
     Lookup,
     NetworkPolicy,
     literal_address,
@@ -167,7 +168,8 @@ class HttpSender:
         self._session: aiohttp.ClientSession | None = None
         # hookline's own echo service, which the guard does not apply to (own_echo).
         self._own: aiohttp.ClientSession | None = None
-        self._judged: dict[str, DestinationBlocked | None] = {}
+        # Literal hosts judged already: the blocked address and why, or None if allowed.
+        self._judged: dict[str, tuple[IPAddress, str] | None] = {}
 
     def _new_session(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
@@ -208,21 +210,17 @@ class HttpSender:
             return self._own
         host = url.raw_host or ""
         if host in self._judged:
-            blocked = self._judged[host]
+            verdict = self._judged[host]
         else:
             # aiohttp connects to an IP literal without asking the resolver: judge it here.
-            blocked = None
             address = literal_address(host)
-            if address is not None:
-                try:
-                    self.policy.check([address], host)
-                except DestinationBlocked as exc:
-                    blocked = exc
+            why = self.policy.blocked_reason(address) if address is not None else None
+            verdict = (address, why) if address is not None and why is not None else None
             if len(self._judged) >= MAX_JUDGED_HOSTS:
                 self._judged.clear()
-            self._judged[host] = blocked
-        if blocked is not None:
-            raise blocked
+            self._judged[host] = verdict
+        if verdict is not None:
+            raise DestinationBlocked(host, *verdict)
         assert self._session is not None, "the sender is not started"
         return self._session
 
