@@ -117,6 +117,8 @@ class HooklineServer:
             "HOOKLINE_LOG_LEVEL": "warning",
             "HOOKLINE_MAX_CONCURRENCY": concurrency,
             "HOOKLINE_MAX_PER_HOST": concurrency,
+            # The receiver listens on loopback, which the SSRF guard blocks by default.
+            "HOOKLINE_ALLOWED_NETWORKS": "127.0.0.0/8",
         }
         self.child = Child(
             f"hookline-{self.port}", hookline_argv(self.port, self.data_dir), self.log_dir, env

@@ -1,13 +1,46 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+import importlib.util
+import os
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hookline.netguard import parse_networks
 from hookline.settings import Settings
 from tests.helpers import Hookline, Receiver, serve
+
+# The receivers of the tests listen on 127.0.0.1, which the SSRF guard blocks by default:
+# the tests allow it on purpose, as an operator would with HOOKLINE_ALLOWED_NETWORKS.
+# Tests of the guard itself pass allowed_networks=() to see the default.
+LOOPBACK = parse_networks("127.0.0.0/8")
+
+# The safety net (tests/netsafety/sitecustomize.py): in this process, and in every Python
+# process a test starts (PYTHONPATH makes Python import it at start-up).
+_NETSAFETY = Path(__file__).resolve().parent / "netsafety"
+os.environ["NETSAFETY_LOOPBACK_ONLY"] = "1"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(_NETSAFETY), os.environ.get("PYTHONPATH")) if p
+)
+_spec = importlib.util.spec_from_file_location(
+    "hookline_test_netsafety", _NETSAFETY / "sitecustomize.py"
+)
+assert _spec is not None and _spec.loader is not None
+netsafety = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(netsafety)
+netsafety.install()
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only() -> Iterator[None]:
+    """Fail any test during which something tried to reach beyond loopback."""
+    netsafety.violations.clear()
+    yield
+    tried = list(netsafety.violations)
+    netsafety.violations.clear()
+    assert not tried, f"a test tried to leave loopback: {tried}"
 
 
 @pytest.fixture
@@ -21,7 +54,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     # Fast retries so tests see the whole schedule without waiting.
-    return Settings(data_dir=tmp_path / "data", retry_schedule=(0, 0.01, 0.01))
+    return Settings(
+        data_dir=tmp_path / "data", retry_schedule=(0, 0.01, 0.01), allowed_networks=LOOPBACK
+    )
 
 
 @pytest.fixture
@@ -30,15 +65,16 @@ async def make_hookline(
 ) -> AsyncIterator[Callable[..., Coroutine[Any, Any, Hookline]]]:
     started: list[Hookline] = []
 
-    async def make(**overrides: Any) -> Hookline:
+    async def make(*, lookup: Any = None, clock: Any = None, **overrides: Any) -> Hookline:
         base: dict[str, Any] = {
             "data_dir": tmp_path / "data",
             "retry_schedule": (0, 0.01, 0.01),
             # Sending in-process starts faster; test_e2e and the subprocess tests cover both.
             "sender_processes": 0,
+            "allowed_networks": LOOPBACK,
         }
         base.update(overrides)
-        h = await serve(Settings(**base))
+        h = await serve(Settings(**base), lookup=lookup, clock=clock)
         started.append(h)
         return h
 

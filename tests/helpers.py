@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import uvicorn
 from aiohttp import web
 
 from hookline.api import create_app
+from hookline.netguard import Lookup
 from hookline.runtime import Runtime, build_runtime
 from hookline.settings import Settings
 
@@ -150,15 +152,23 @@ class Hookline:
         await self.task
 
 
-async def serve(settings: Settings) -> Hookline:
-    runtime = build_runtime(settings)
-    app = create_app(runtime)
+async def serve(
+    settings: Settings, *, lookup: Lookup | None = None, clock: Callable[[], int] | None = None
+) -> Hookline:
+    """Serve on a free 127.0.0.1 port; ``lookup`` stubs the resolver, ``clock`` signing time.
+
+    The settings get the real port, so hookline knows its own echo address as it does when
+    `hookline serve` runs.
+    """
     # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that say so, and
     # without it every answer waited ~40 ms for a delayed ACK (Nagle).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    settings = dataclasses.replace(settings, host="127.0.0.1", port=port)
+    runtime = build_runtime(settings, lookup=lookup, clock=clock)
+    app = create_app(runtime)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -46,7 +46,7 @@ async def test_removing_conditions_and_headers_from_the_file_clears_them(
     assert (await _apply(hookline, path)).exit_code == 0
     stored = (await _stored(hookline))["spin-to-crm"]
     assert stored["conditions"] is not None
-    assert stored["activity"]["headers"] == {"X-Api-Key": "k-123"}
+    assert stored["activity"]["headers"] == {"X-Api-Key": "***"}  # stored, never shown
 
     rule = example_rule()
     del rule["conditions"]
@@ -144,13 +144,32 @@ async def test_dry_run_shows_the_diff_and_writes_nothing(
     assert result.exit_code == 0, result.output
     assert _lines(result) == [
         f"update    spin-to-crm ({before['spin-to-crm']['id']})",
-        '    activity.headers.X-Api-Key: "k-123" -> "k-456"',
+        # The console never shows a secret header's value, old or new, only that it changed.
+        '    activity.headers.X-Api-Key: "***" -> "*** (changed)"',
         "    enabled: true -> false",
         "create    new",
         f"delete    gone ({before['gone']['id']})",
         "dry run, nothing written: 1 create, 1 update, 0 unchanged, 1 delete",
     ]
     assert await _stored(hookline) == before
+
+
+async def test_a_new_secret_header_value_is_a_change_though_answers_mask_it(
+    hookline: Hookline, tmp_path: Path
+) -> None:
+    path = _write(tmp_path / "rules.yaml", [example_rule()])
+    assert (await _apply(hookline, path)).exit_code == 0
+    assert _lines(await _apply(hookline, path))[0].startswith("unchanged spin-to-crm")
+
+    changed = example_rule()
+    changed["activity"]["headers"] = {"X-Api-Key": "k-456"}
+    result = await _apply(hookline, _write(path, [changed]))
+    assert result.exit_code == 0, result.output
+    assert _lines(result)[0].endswith(": activity.headers.X-Api-Key")
+    assert "k-456" not in result.output and "k-123" not in result.output
+    (rule,) = await hookline.runtime.store.list_rules()
+    assert rule.webhook is not None and rule.webhook.headers == {"X-Api-Key": "k-456"}
+    assert _lines(await _apply(hookline, path))[0].startswith("unchanged spin-to-crm")
 
 
 async def test_prune_deletes_what_the_file_leaves_out_and_only_then(

@@ -167,6 +167,7 @@ class Server:
         for key in [k for k in env if k.startswith("HOOKLINE_")]:
             del env[key]
         env["HOOKLINE_RETRY_SCHEDULE"] = RETRY_SCHEDULE
+        env["HOOKLINE_ALLOWED_NETWORKS"] = "127.0.0.0/8"  # the receiver is on loopback
         env["HOOKLINE_LOG_LEVEL"] = "info"
         env["PYTHONUNBUFFERED"] = "1"
         if self._log is None:

@@ -153,6 +153,7 @@ async def test_debug_shows_hookline_decisions_not_driver_traces(tmp_path: Path) 
         "HOOKLINE_DATA_DIR": str(tmp_path / "d"),
         "HOOKLINE_LOG_LEVEL": "debug",
         "HOOKLINE_RETRY_SCHEDULE": "0,0.05",
+        "HOOKLINE_ALLOWED_NETWORKS": "127.0.0.0/8",  # the closed port is on loopback
     }
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as out:

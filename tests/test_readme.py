@@ -70,6 +70,8 @@ async def test_the_walkthrough_works_as_written_on_another_port(tmp_path: Path) 
     blocks = walkthrough_blocks()
     prelude = blocks[0].replace(PORT_LINE, f"PORT={port}")
     env = {**os.environ, "HOOKLINE_PORT": str(port), "HOOKLINE_DATA_DIR": str(tmp_path / "d")}
+    # As written: the echo service on hookline's own address needs no allowed network.
+    env.pop("HOOKLINE_ALLOWED_NETWORKS", None)
     log = (tmp_path / "serve.log").open("wb")
     # `make run` is `.venv/bin/hookline serve`; the test starts that itself.
     proc = await asyncio.create_subprocess_exec(*SERVE, env=env, stdout=log, stderr=log)

@@ -10,11 +10,15 @@ from typing import Any
 
 import pytest
 
+from hookline.netguard import NetworkPolicy
 from hookline.sender import Request
 from hookline.sender_process import ProcessSender, _Child
+from tests.conftest import LOOPBACK
 from tests.helpers import Hookline, Receiver, spin_event
 
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
+# The receiver listens on loopback, which the guard blocks unless allowed.
+ALLOW_LOOPBACK = NetworkPolicy(LOOPBACK)
 
 
 def _request(url: str, webhook_id: str = "dlv_1") -> Request:
@@ -22,7 +26,7 @@ def _request(url: str, webhook_id: str = "dlv_1") -> Request:
 
 
 async def test_answers_come_back_from_the_child(receiver: Receiver) -> None:
-    sender = ProcessSender(2, 64, 8)
+    sender = ProcessSender(2, 64, 8, ALLOW_LOOPBACK)
     await sender.start()
     try:
         answers = await asyncio.gather(
@@ -40,7 +44,7 @@ async def test_answers_come_back_from_the_child(receiver: Receiver) -> None:
 
 async def test_errors_are_answers_too(receiver: Receiver) -> None:
     receiver.script["/fail"] = [503]
-    sender = ProcessSender(1, 8, 8)
+    sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK)
     await sender.start()
     try:
         failed = await sender.exchange(_request(receiver.url("/fail")))
@@ -53,7 +57,7 @@ async def test_errors_are_answers_too(receiver: Receiver) -> None:
 
 
 async def test_children_exit_when_the_parent_closes() -> None:
-    sender = ProcessSender(2, 8, 8)
+    sender = ProcessSender(2, 8, 8, ALLOW_LOOPBACK)
     await sender.start()
     processes = [c.process for c in sender._children]
     await sender.close()
@@ -93,7 +97,7 @@ async def test_a_child_that_fails_to_start_is_tried_again(
     receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("hookline.sender_process.RESTART_DELAY", 0)
-    sender = ProcessSender(1, 8, 8)
+    sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK)
     await sender.start()
     try:
         (child,) = sender._children

@@ -11,8 +11,10 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
+from hookline.netguard import NetworkPolicy
 from hookline.sender import HttpSender, Request
 from hookline.sender_errors import describe
+from tests.conftest import LOOPBACK
 from tests.helpers import Hookline, spin_event
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -20,7 +22,8 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 @pytest.fixture
 async def sender() -> AsyncIterator[HttpSender]:
-    s = HttpSender(max_concurrency=4, max_per_host=4)
+    # The servers here listen on loopback, which the guard blocks unless allowed.
+    s = HttpSender(max_concurrency=4, max_per_host=4, policy=NetworkPolicy(LOOPBACK))
     await s.start()
     yield s
     await s.close()

@@ -8,6 +8,11 @@ versions and references again inside each transaction, for writers outside this 
 
 Journeys are meant to follow the same pattern: read, check the precondition, change,
 save at the version read, then change what is held in memory.
+
+Signing secrets live here too: every rule and saved webhook gets one when created, keeps it
+across changes, and replaces it only by a rotation. After each commit the key ring (what
+the dispatcher signs with) learns the new secrets, in the same order as the index.
+A URL whose host is a literal address the SSRF guard blocks is refused when saved.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from dataclasses import dataclass, replace
 
 from hookline.engine import Engine
 from hookline.errors import Conflict, HooklineError, NotFound, PreconditionFailed
+from hookline.events import now_ms
+from hookline.netguard import NetworkPolicy, check_literal_url
 from hookline.rules import CompiledRule, Rule, SavedWebhook, compile_rule
+from hookline.signing import SecretRing, Signing
 from hookline.store.base import Store
 from hookline.webhooks import compile_webhook
 
@@ -47,24 +55,65 @@ ANY_VERSION = Precondition()
 class Catalog:
     """The one way rules and saved webhooks change while hookline runs."""
 
-    def __init__(self, store: Store, engine: Engine) -> None:
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        keyring: SecretRing | None = None,
+        policy: NetworkPolicy | None = None,
+    ) -> None:
         self.store = store
         self.engine = engine
+        self.keyring = keyring if keyring is not None else SecretRing()
+        self.policy = policy if policy is not None else NetworkPolicy()
+
+    async def load_keys(self) -> None:
+        """Fill the key ring from the store (at start, before the dispatcher sends)."""
+        async with self.engine.rules_lock:
+            self.keyring.load(await self.store.list_signing())
 
     # --- rules -------------------------------------------------------------------------
 
     async def create_rule(self, rule: Rule) -> Rule:
         async with self.engine.rules_lock:
-            return await self._save_rule(rule, None)
+            return await self._save_rule(replace(rule, signing=Signing.new()), None)
 
     async def change_rule(
         self, rule_id: str, change: Callable[[Rule], Rule], precondition: Precondition
     ) -> Rule:
-        """Apply ``change`` to the rule as it is now, atomically with respect to other writes."""
+        """Apply ``change`` to the rule as it is now, atomically with respect to other writes.
+
+        The rule keeps its signing secrets unless ``change`` sets others (a rotation).
+        """
         async with self.engine.rules_lock:
             current = await self._rule(rule_id)
             precondition.check("rule", current.version)
-            return await self._save_rule(change(current), current.version)
+            changed = change(current)
+            if changed.signing is None:
+                changed = replace(changed, signing=current.signing or Signing.new())
+            return await self._save_rule(changed, current.version)
+
+    async def rotate_rule_secret(self, rule_id: str, precondition: Precondition) -> Rule:
+        """A new signing secret for the rule's inline webhook; the old one signs for 24 h more."""
+
+        def rotate(current: Rule) -> Rule:
+            if current.webhook_id is not None:
+                raise Conflict(
+                    f"this rule calls the saved webhook {current.webhook_id}, which signs with "
+                    f"its own secret: rotate it at /api/v1/webhooks/{current.webhook_id}"
+                    "/rotate-secret",
+                    field="rule_id",
+                )
+            return replace(
+                current, signing=self._rotated(current.signing), updated_at=_later(current)
+            )
+
+        return await self.change_rule(rule_id, rotate, precondition)
+
+    def _rotated(self, signing: Signing | None) -> Signing:
+        if signing is None:
+            return Signing.new()
+        return signing.rotated(self.keyring.clock())
 
     async def delete_rule(
         self,
@@ -81,6 +130,7 @@ class Catalog:
             if not await self.store.delete_rule(rule_id, expected_version=current.version):
                 raise NotFound(f"no rule {rule_id!r}", field="rule_id")
             self.engine.remove_rule(rule_id)
+            self.keyring.remove(rule_id)
 
     async def _rule(self, rule_id: str) -> Rule:
         rule = await self.store.get_rule(rule_id)
@@ -91,8 +141,11 @@ class Catalog:
     async def check_rule(self, rule: Rule) -> tuple[CompiledRule, int]:
         """Compile ``rule`` as a save would; the saved webhook's version it was compiled with.
 
-        Refuses what cannot run, naming the field and position; writes nothing.
+        Refuses what cannot run, naming the field and position, and an inline URL whose host
+        is a literal address the SSRF guard blocks; writes nothing.
         """
+        if rule.webhook is not None:
+            check_literal_url(rule.webhook.url, self.policy, field="activity.url")
         webhooks = {}
         webhook_version = 0
         if rule.webhook_id is not None:
@@ -109,14 +162,23 @@ class Catalog:
             rule, create=expected_version is None, expected_version=expected_version
         )
         self.engine.put_rule(replace(compiled, rule=stored), webhook_version)
+        self.keyring.put(stored.id, stored.signing)
         return stored
 
     # --- saved webhooks ------------------------------------------------------------------
 
-    async def create_webhook(self, webhook: SavedWebhook) -> SavedWebhook:
+    def check_webhook(self, webhook: SavedWebhook) -> None:
+        """Refuse a webhook that cannot run or whose URL names a blocked address."""
         compile_webhook(webhook.spec)
+        check_literal_url(webhook.spec.url, self.policy, field="url")
+
+    async def create_webhook(self, webhook: SavedWebhook) -> SavedWebhook:
+        webhook = replace(webhook, signing=Signing.new())
+        self.check_webhook(webhook)
         async with self.engine.rules_lock:
-            return await self.store.save_webhook(webhook, create=True)
+            stored = await self.store.save_webhook(webhook, create=True)
+            self.keyring.put(stored.id, stored.signing)
+            return stored
 
     async def change_webhook(
         self,
@@ -124,12 +186,17 @@ class Catalog:
         change: Callable[[SavedWebhook], SavedWebhook],
         precondition: Precondition,
     ) -> SavedWebhook:
-        """Apply ``change`` to the webhook as it is now; the rules using it follow at once."""
+        """Apply ``change`` to the webhook as it is now; the rules using it follow at once.
+
+        It keeps its signing secrets unless ``change`` sets others (a rotation).
+        """
         async with self.engine.rules_lock:
             current = await self._webhook(webhook_id)
             precondition.check("webhook", current.version)
             webhook = change(current)
-            compile_webhook(webhook.spec)
+            if webhook.signing is None:
+                webhook = replace(webhook, signing=current.signing or Signing.new())
+            self.check_webhook(webhook)
             using = await self.store.rules_using_webhook(webhook_id)
             for rule in using:
                 _same_brand(rule, webhook)
@@ -143,7 +210,20 @@ class Catalog:
                     self.engine.remove_rule(rule_id)
                 else:
                     self.engine.put_rule(compiled, stored.version)
+            self.keyring.put(stored.id, stored.signing)
             return stored
+
+    async def rotate_webhook_secret(
+        self, webhook_id: str, precondition: Precondition
+    ) -> SavedWebhook:
+        """A new signing secret for a saved webhook; the old one signs for 24 h more."""
+
+        def rotate(current: SavedWebhook) -> SavedWebhook:
+            return replace(
+                current, signing=self._rotated(current.signing), updated_at=_later(current)
+            )
+
+        return await self.change_webhook(webhook_id, rotate, precondition)
 
     async def delete_webhook(
         self,
@@ -160,6 +240,7 @@ class Catalog:
             if not await self.store.delete_webhook(webhook_id, expected_version=current.version):
                 raise NotFound(f"no webhook {webhook_id!r}", field="webhook_id")
             self.engine.index.problems.pop(webhook_id, None)  # a broken one is gone for good
+            self.keyring.remove(webhook_id)
 
     async def _webhook(self, webhook_id: str) -> SavedWebhook:
         saved = await self.store.get_webhook(webhook_id)
@@ -177,6 +258,11 @@ def _same_brand(rule: Rule, webhook: SavedWebhook) -> None:
             f"rule {rule.name!r} fires for {rule_brand}: give them the same ext_brand_id",
             field="ext_brand_id",
         )
+
+
+def _later(current: Rule | SavedWebhook) -> int:
+    """A change's time: now, but never before the last change (versions order them)."""
+    return max(now_ms(), current.updated_at + 1)
 
 
 def _compile_users(

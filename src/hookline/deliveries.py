@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from hookline.errors import HooklineError
+from hookline.redaction import SECRET_RESPONSE_HEADERS, redact_headers
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -62,6 +63,13 @@ class Delivery:
     instance_id: str | None = None
     # The brand of the user it was sent for, as text (None: no brand); reads filter on it.
     ext_brand_id: str | None = None
+    # The webhook's secret_headers when the delivery was made: its answers mask them.
+    secret_headers: tuple[str, ...] = ()
+
+    @property
+    def signer(self) -> str | None:
+        """Whose secrets sign it: the saved webhook it used, else its rule's inline webhook."""
+        return self.webhook_id or self.rule_id
 
     @property
     def destination(self) -> str:
@@ -92,7 +100,7 @@ class Delivery:
             "request": {
                 "method": self.method,
                 "url": self.url,
-                "headers": dict(self.headers),
+                "headers": redact_headers(self.headers, self.secret_headers),
                 "body": self.body.decode("utf-8", "replace") if self.body is not None else None,
                 "timeout": self.timeout,
             },
@@ -120,7 +128,8 @@ class Attempt:
     succeeded: bool
     warning: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, secret_headers: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The answer; credentials an answer handed out (a cookie) are masked."""
         return {
             "id": self.id,
             "delivery_id": self.delivery_id,
@@ -128,7 +137,9 @@ class Attempt:
             "started_at": self.started_at,
             "latency_ms": round(self.latency_ms, 3),
             "status_code": self.status_code,
-            "response_headers": dict(self.response_headers),
+            "response_headers": redact_headers(
+                self.response_headers, secret_headers, SECRET_RESPONSE_HEADERS
+            ),
             "response_body": self.response_body,
             "error": self.error,
             "warning": self.warning,
@@ -235,6 +246,7 @@ def plan_delivery(
         "attempts": 0,
         "created_at": now,
         "updated_at": now,
+        "secret_headers": spec.secret_headers,
     }
     try:
         request = webhook.render(context)

@@ -8,6 +8,12 @@ one slow host never holds slots that other hosts could use.
 
 A :class:`~hookline.sender.Sender` does the HTTP, in this process or in sender
 processes; outcomes are recorded here, in batches.
+
+Each attempt carries the signing keys its webhook has at that moment, from the key ring
+that the catalog keeps current (no database read per delivery). A delivery whose rule or
+webhook was deleted has no keys left: it is sent unsigned (still with ``webhook-id`` and
+``webhook-timestamp``), and its attempt says so in ``warning``. Deleting a webhook revokes
+its secret; a receiver that verifies refuses such a request, as it should.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from hookline.ids import new_id
 from hookline.queue import WorkSignal
 from hookline.sender import Exchange, Request, Sender
 from hookline.settings import Settings
+from hookline.signing import SecretRing
 from hookline.store.base import Outcome, Store
 
 log = logging.getLogger("hookline.dispatcher")
@@ -55,12 +62,18 @@ class Dispatcher:
     """Sends deliveries until stopped; ``idle()`` lets tests wait without sleeping."""
 
     def __init__(
-        self, store: Store, settings: Settings, signal: WorkSignal, sender: Sender
+        self,
+        store: Store,
+        settings: Settings,
+        signal: WorkSignal,
+        sender: Sender,
+        keyring: SecretRing | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.signal = signal
         self.sender = sender
+        self.keyring = keyring if keyring is not None else SecretRing()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._per_host: Counter[str] = Counter()  # in flight, by destination
         # Waiting to be sent, by destination; destinations with work and room, in turn.
@@ -277,6 +290,7 @@ class Dispatcher:
 
     async def _attempt(self, delivery: Delivery) -> Outcome:
         number = delivery.attempts + 1
+        keys = self.keyring.keys(delivery.signer)
         request = Request(
             delivery.method,
             delivery.url,
@@ -284,6 +298,7 @@ class Dispatcher:
             delivery.body,
             delivery.timeout,
             delivery.id,
+            keys or (),
         )
         try:
             ex = await self.sender.exchange(request)
@@ -302,7 +317,7 @@ class Dispatcher:
             response_body=ex.body,
             error=ex.error,
             succeeded=ok,
-            warning=ex.warning,
+            warning=ex.warning if keys is not None else _unsigned(delivery, ex.warning),
         )
         if ok:
             return Outcome(attempt, DeliveryStatus.SUCCEEDED, None)
@@ -342,6 +357,16 @@ class Dispatcher:
                 await asyncio.sleep(0.2 * (attempt + 1))
         # The leases expire and the deliveries are sent again: at least once, never zero.
         log.error("gave up recording %d attempts; they will be retried", len(batch))
+
+
+def _unsigned(delivery: Delivery, warning: str | None) -> str:
+    """The warning of an attempt sent without a signature: its webhook is gone."""
+    if delivery.signer is None:
+        note = "sent unsigned: it belongs to no rule or webhook that has a signing secret"
+    else:
+        kind = "webhook" if delivery.webhook_id else "rule"
+        note = f"sent unsigned: its {kind} {delivery.signer} was deleted, and its secret with it"
+    return f"{warning}; {note}" if warning else note
 
 
 def _count(n: int) -> str:

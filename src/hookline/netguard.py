@@ -7,16 +7,20 @@ NAT64, 6to4, Teredo). ``HOOKLINE_ALLOWED_NETWORKS`` opens ranges on purpose.
 
 The check runs on the addresses a name resolves to at send time, and the sender connects
 to those very addresses, so a name that changes its answer (DNS rebinding) cannot slip past.
+
+hookline's own echo service, on the address hookline itself listens on, is always reachable
+(``NetworkPolicy.own_echo``): the walk-through sends to it on loopback with no setting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from hookline.errors import ConfigError, InvalidInput
@@ -74,9 +78,49 @@ _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 
 @dataclass(frozen=True)
 class NetworkPolicy:
-    """What the guard lets through: global addresses, plus ``allowed`` ranges."""
+    """What the guard lets through: global addresses, plus ``allowed`` ranges.
+
+    ``own_echo`` lists the ``(host, port)`` pairs of hookline's own listening address: a
+    request to ``/echo-send/<secret>/`` there is always allowed.
+    """
 
     allowed: tuple[IPNetwork, ...] = ()
+    own_echo: frozenset[tuple[str, int]] = frozenset()
+
+    def as_json(self) -> dict[str, Any]:
+        """A plain form, to hand the policy to a sender process."""
+        return {
+            "allowed": [str(net) for net in self.allowed],
+            "own_echo": sorted([host, port] for host, port in self.own_echo),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NetworkPolicy:
+        return cls(
+            tuple(ipaddress.ip_network(net) for net in data.get("allowed", ())),
+            frozenset((str(host), int(port)) for host, port in data.get("own_echo", ())),
+        )
+
+    def is_own_echo(self, url: str, *, saved: bool = False) -> bool:
+        """Whether ``url`` is hookline's own echo service on hookline's own address.
+
+        At send time the path must be exactly ``/echo-send/<secret>/`` (nothing else of
+        hookline's own API is reachable this way); when a URL is saved, the secret may
+        still be a template.
+        """
+        if not self.own_echo:
+            return False
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return False
+        path = _SAVED_ECHO_PATH if saved else _ECHO_PATH
+        return (
+            parts.scheme == "http"
+            and (parts.hostname or "", port) in self.own_echo
+            and path.fullmatch(parts.path) is not None
+        )
 
     def blocked_reason(self, address: IPAddress) -> str | None:
         """Why ``address`` may not be reached, or None when it may."""
@@ -105,6 +149,27 @@ class NetworkPolicy:
             why = self.blocked_reason(address)
             if why is not None:
                 raise DestinationBlocked(host, address, why)
+
+
+# The echo routes, and no other: a secret is made of A-Za-z0-9_- (the route checks its
+# length). When saved, parts of it may be tags, whose rendering is checked when sent.
+_ECHO_PATH: Final = re.compile(r"/echo-send/[A-Za-z0-9_-]{1,128}/?")
+_SAVED_ECHO_PATH: Final = re.compile(r"/echo-send/(?:[A-Za-z0-9_-]|\{\{[^{}/]{1,200}\}\}){1,128}/?")
+_WILDCARDS: Final = frozenset({"0.0.0.0", "::", ""})
+_LOOPBACK_NAMES: Final = ("127.0.0.1", "::1", "localhost")
+
+
+def own_addresses(host: str, port: int) -> frozenset[tuple[str, int]]:
+    """The ``(host, port)`` pairs that reach a server listening on ``host:port``.
+
+    A server on a loopback or wildcard address is reached through loopback too.
+    """
+    bound = host.strip("[]").lower()
+    pairs = {(bound, port)}
+    literal = literal_address(bound)
+    if bound in _WILDCARDS or bound == "localhost" or (literal is not None and literal.is_loopback):
+        pairs.update((name, port) for name in _LOOPBACK_NAMES)
+    return frozenset(pairs)
 
 
 class DestinationBlocked(OSError):
@@ -167,7 +232,12 @@ def literal_address(host: str) -> IPAddress | None:
 
 
 def check_literal_url(url: str, policy: NetworkPolicy, *, field: str = "url") -> None:
-    """Refuse, when saved, a URL whose host is a literal blocked address."""
+    """Refuse, when saved, a URL whose host is a literal blocked address.
+
+    hookline's own echo service on its own address is allowed (see ``own_echo``).
+    """
+    if policy.is_own_echo(url, saved=True):
+        return
     try:
         host = urlsplit(url).hostname
     except ValueError:

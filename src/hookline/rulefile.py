@@ -22,6 +22,8 @@ from hookline.values import MAX_DEPTH, check_json
 
 # The keys of a rule as written; the server adds id, created_at, updated_at (and may add more).
 RULE_KEYS = ("name", "description", "enabled", "trigger", "conditions", "activity")
+# Keys the server adds inside the activity: never written in a file, never a change.
+SERVER_ACTIVITY_KEYS = ("signing_secret",)
 
 
 class ChangeKind(StrEnum):
@@ -179,7 +181,8 @@ def plan(
 
     ``wanted`` pairs each rule as written (what is sent) with the server's normalised form
     of it (what it would store); ``stored`` is the server's list. Only the keys of a rule as
-    written are compared, so a field the server adds never reads as a change.
+    written are compared, so a field the server adds never reads as a change. Secret header
+    values are masked on both sides; the server marks those that differ (``compare_to``).
     """
     by_name = {r["name"]: r for r in stored}
     changes: list[Change] = []
@@ -198,4 +201,8 @@ def plan(
 
 
 def _rule_part(rule: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: rule.get(k) for k in RULE_KEYS}
+    part = {k: rule.get(k) for k in RULE_KEYS}
+    activity = part.get("activity")
+    if isinstance(activity, Mapping):
+        part["activity"] = {k: v for k, v in activity.items() if k not in SERVER_ACTIVITY_KEYS}
+    return part

@@ -9,6 +9,7 @@ from typing import Any
 
 from hookline.conditions import Predicate, compile_conditions
 from hookline.errors import Conflict, HooklineError, InvalidInput
+from hookline.signing import Signing
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
 
 log = logging.getLogger("hookline.rules")
@@ -31,11 +32,16 @@ class SavedWebhook:
     # The brand it belongs to, as text (keys.brand_text); None: every brand.
     ext_brand_id: str | None = None
 
+    # Generated when created (by the catalog), kept across changes, replaced by a rotation.
+    signing: Signing | None = None
+
     def as_dict(self) -> dict[str, Any]:
+        """The answer: secret headers masked; the signing secret shown (see show_secrets)."""
         data = {
             "id": self.id,
             "name": self.name,
-            **self.spec.as_dict(),
+            **self.spec.shown(),
+            "signing_secret": self.signing.secret if self.signing is not None else None,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "version": self.version,
@@ -67,13 +73,19 @@ class Rule:
     problem: str | None = None
     # Only events of this brand (as text, keys.brand_text) fire it; None: every brand.
     ext_brand_id: str | None = None
+    # The inline webhook's secrets: generated when the rule is created, they sign only while
+    # its webhook is inline (a saved webhook signs with its own).
+    signing: Signing | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The answer: secret headers masked; an inline webhook's signing secret shown."""
         activity: dict[str, Any] = {"type": "webhook"}
         if self.webhook_id is not None:
             activity["webhook_id"] = self.webhook_id
         if self.webhook is not None:
-            activity.update(self.webhook.as_dict())
+            activity.update(self.webhook.shown())
+            if self.signing is not None:
+                activity["signing_secret"] = self.signing.secret
         data = {
             "id": self.id,
             "name": self.name,

@@ -6,6 +6,7 @@ API and dispatcher are roles; today both run in one process on the embedded stor
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hookline.catalog import Catalog
@@ -13,10 +14,12 @@ from hookline.dispatcher import Dispatcher
 from hookline.echo import Echo
 from hookline.engine import Engine
 from hookline.keyring import KeyRing
+from hookline.netguard import Lookup, NetworkPolicy, own_addresses, system_lookup
 from hookline.queue.embedded import LocalSignal
 from hookline.sender import HttpSender, Sender
 from hookline.sender_process import ProcessSender
 from hookline.settings import Settings
+from hookline.signing import SecretRing
 from hookline.store.base import Store
 from hookline.store.journey_sql import JourneyStore
 from hookline.store.sqlite import open_sqlite
@@ -43,6 +46,7 @@ class Runtime:
         await self.store.open()
         await self.keys.load()
         await self.engine.start()
+        await self.catalog.load_keys()  # before the dispatcher sends anything
         await self.dispatcher.start()
         self.started = True
         log.info(
@@ -62,16 +66,39 @@ class Runtime:
         log.info("stopped")
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    """Wire the embedded default: SQLite store, in-process signal."""
+def network_policy(settings: Settings) -> NetworkPolicy:
+    """The SSRF guard's policy: the allowed ranges, and hookline's own echo service."""
+    return NetworkPolicy(settings.allowed_networks, own_addresses(settings.host, settings.port))
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    lookup: Lookup | None = None,
+    clock: Callable[[], int] | None = None,
+) -> Runtime:
+    """Wire the embedded default: SQLite store, in-process signal.
+
+    ``lookup`` replaces the system resolver (tests map names to loopback with it; it cannot
+    cross to sender processes, so it needs ``sender_processes=0``); ``clock`` (ms) decides
+    when a rotated signing secret stops signing.
+    """
+    if lookup is not None and settings.senders:
+        raise ValueError("a lookup stub works only with sender_processes=0 (in-process)")
     store = open_sqlite(settings.database_path, synchronous=settings.sqlite_synchronous)
     signal = LocalSignal()
+    policy = network_policy(settings)
+    secrets = SecretRing(clock) if clock is not None else SecretRing()
     sender: Sender
     if settings.senders:
-        sender = ProcessSender(settings.senders, settings.max_concurrency, settings.max_per_host)
+        sender = ProcessSender(
+            settings.senders, settings.max_concurrency, settings.max_per_host, policy
+        )
     else:
-        sender = HttpSender(settings.max_concurrency, settings.max_per_host)
-    dispatcher = Dispatcher(store, settings, signal, sender)
+        sender = HttpSender(
+            settings.max_concurrency, settings.max_per_host, policy, lookup or system_lookup
+        )
+    dispatcher = Dispatcher(store, settings, signal, sender, secrets)
     journeys = JourneyStore(store.engine, store.read_engine)
     engine = Engine(store, settings, signal, handoff=dispatcher, journey_store=journeys)
     return Runtime(
@@ -80,7 +107,7 @@ def build_runtime(settings: Settings) -> Runtime:
         engine=engine,
         dispatcher=dispatcher,
         echo=Echo(store, settings.echo_keep),
-        catalog=Catalog(store, engine),
+        catalog=Catalog(store, engine, secrets, policy),
         keys=KeyRing(store),
         journeys=journeys,
     )

@@ -3,15 +3,28 @@
 :class:`HttpSender` sends from this process with one pooled aiohttp session (keep-alive).
 The dispatcher schedules and records; a sender only sends, so the sending can move to
 other processes (:mod:`hookline.sender_process`) without the dispatcher noticing.
+
+A sender also signs and guards, at the moment it sends:
+
+- The ``webhook-timestamp`` is taken right before the request goes out, and the
+  ``webhook-signature`` is computed from it with the keys that came with the request (the
+  dispatcher picks them at send time, so a retry after a rotation carries the new secret).
+  Signing here rather than in the dispatcher keeps the HMAC work off the ingest core.
+- The SSRF guard (:mod:`hookline.netguard`) checks every address a destination resolves to,
+  through a resolver that hands aiohttp only the checked addresses, so the connection goes
+  to an address that was checked (no second lookup). aiohttp does not resolve IP literals,
+  so those are checked here before sending. A blocked destination is a final error.
 """
 
 from __future__ import annotations
 
+import socket
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, TypeVar
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.http_exceptions import BadStatusLine
 from yarl import URL
 
@@ -23,9 +36,25 @@ from hookline.deliveries import (
     parse_retry_after,
 )
 from hookline.events import now_ms
+from hookline.netguard import (
+    DestinationBlocked,
+    IPAddress,
+    Lookup,
+    NetworkPolicy,
+    literal_address,
+    resolve_checked,
+    system_lookup,
+)
+from hookline.redaction import SECRET_RESPONSE_HEADERS, redact_headers
 from hookline.sender_errors import describe
+from hookline.signing import sign
+
+_E = TypeVar("_E", bound=BaseException)
 
 USER_AGENT = f"hookline/{__version__}"
+# Literal hosts already judged by the guard (the policy never changes while a sender runs);
+# cleared when full, so a stream of distinct hosts cannot grow it without bound.
+MAX_JUDGED_HOSTS: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +67,8 @@ class Request:
     body: bytes | None
     timeout: float
     webhook_id: str
+    # The keys that sign it, current first; none: sent unsigned. Never printed.
+    signing_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
 
 @dataclass(slots=True)
@@ -63,7 +94,7 @@ class Exchange:
     def as_dict(self) -> dict[str, Any]:
         return {
             "status_code": self.status_code,
-            "headers": dict(self.headers),
+            "headers": redact_headers(self.headers, base=SECRET_RESPONSE_HEADERS),
             "body": self.body,
             "error": self.error,
             "warning": self.warning,
@@ -82,41 +113,135 @@ class Sender(Protocol):
     async def exchange(self, request: Request) -> Exchange: ...
 
 
-class HttpSender:
-    """Sends from this process: one aiohttp session with keep-alive pools per destination."""
+class GuardedResolver(AbstractResolver):
+    """Resolves through the SSRF guard: aiohttp connects only to the addresses it answers."""
 
-    def __init__(self, max_concurrency: int, max_per_host: int) -> None:
+    def __init__(self, policy: NetworkPolicy, lookup: Lookup = system_lookup) -> None:
+        self.policy = policy
+        self.lookup = lookup
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        # Every answer is checked, all of them before any is used: one blocked address
+        # among good ones is what rebinding looks like (DestinationBlocked, an OSError).
+        addresses = await resolve_checked(host, port, self.policy, self.lookup)
+        wanted = {socket.AF_INET: 4, socket.AF_INET6: 6}.get(family)
+        if wanted is not None:
+            addresses = [a for a in addresses if a.version == wanted]
+            if not addresses:
+                raise OSError(f"{host} has no IPv{wanted} address")
+        return [
+            {
+                "hostname": host,
+                "host": str(address),
+                "port": port,
+                "family": socket.AF_INET if address.version == 4 else socket.AF_INET6,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            }
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+class HttpSender:
+    """Sends from this process: one aiohttp session with keep-alive pools per destination.
+
+    ``policy`` is the SSRF guard's (everything private blocked unless allowed); ``lookup``
+    resolves names (a stub in tests, so no test needs DNS).
+    """
+
+    def __init__(
+        self,
+        max_concurrency: int,
+        max_per_host: int,
+        policy: NetworkPolicy | None = None,
+        lookup: Lookup = system_lookup,
+    ) -> None:
         self.max_concurrency = max_concurrency
         self.max_per_host = max_per_host
+        self.policy = policy if policy is not None else NetworkPolicy()
+        self.lookup = lookup
         self._session: aiohttp.ClientSession | None = None
+        # hookline's own echo service, which the guard does not apply to (own_echo).
+        self._own: aiohttp.ClientSession | None = None
+        # Literal hosts judged already: the blocked address and why, or None if allowed.
+        self._judged: dict[str, tuple[IPAddress, str] | None] = {}
 
-    async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.max_concurrency, limit_per_host=self.max_per_host, ttl_dns_cache=60
-        )
-        self._session = aiohttp.ClientSession(
+    def _new_session(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
             connector=connector,
             headers={"user-agent": USER_AGENT},
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding",),
         )
 
+    async def start(self) -> None:
+        # No DNS cache: every new connection resolves through the guard, so a name that
+        # changes its answer is checked again. A keep-alive connection is reused only to
+        # the address it was opened to, which was checked then.
+        connector = aiohttp.TCPConnector(
+            limit=self.max_concurrency,
+            limit_per_host=self.max_per_host,
+            resolver=GuardedResolver(self.policy, self.lookup),
+            use_dns_cache=False,
+        )
+        self._session = self._new_session(connector)
+        if self.policy.own_echo:
+            own = aiohttp.TCPConnector(limit=self.max_per_host, limit_per_host=self.max_per_host)
+            self._own = self._new_session(own)
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._own):
+            if session is not None:
+                await session.close()
+        self._session = self._own = None
+
+    def _session_for(self, request: Request, url: URL) -> aiohttp.ClientSession:
+        """The guarded session, or the own-echo one; DestinationBlocked for a literal host."""
+        if (
+            self._own is not None
+            and "/echo-send/" in request.url
+            and self.policy.is_own_echo(request.url)
+        ):
+            return self._own
+        host = url.raw_host or ""
+        if host in self._judged:
+            verdict = self._judged[host]
+        else:
+            # aiohttp connects to an IP literal without asking the resolver: judge it here.
+            address = literal_address(host)
+            why = self.policy.blocked_reason(address) if address is not None else None
+            verdict = (address, why) if address is not None and why is not None else None
+            if len(self._judged) >= MAX_JUDGED_HOSTS:
+                self._judged.clear()
+            self._judged[host] = verdict
+        if verdict is not None:
+            raise DestinationBlocked(host, *verdict)
+        assert self._session is not None, "the sender is not started"
+        return self._session
 
     async def exchange(self, request: Request) -> Exchange:
         assert self._session is not None, "the sender is not started"
         sent = dict(request.headers)
         sent["webhook-id"] = request.webhook_id
-        sent["webhook-timestamp"] = str(int(time.time()))
+        timestamp = int(time.time())
+        sent["webhook-timestamp"] = str(timestamp)
+        if request.signing_keys:
+            sent["webhook-signature"] = sign(
+                request.signing_keys, request.webhook_id, timestamp, request.body
+            )
         ex = Exchange(started_at=now_ms())
         t0 = time.perf_counter()
         try:
-            async with self._session.request(
+            url = _wire_url(request.url)
+            session = self._session_for(request, url)
+            async with session.request(
                 request.method,
-                _wire_url(request.url),
+                url,
                 data=request.body,
                 headers=sent,
                 allow_redirects=False,
@@ -128,13 +253,18 @@ class HttpSender:
                 if not 100 <= resp.status < 200:  # a 1xx (101 switches protocols) has no body
                     head, ex.warning = await _read_head(resp)
                     ex.body = head.decode("utf-8", "replace")
+        except DestinationBlocked as exc:
+            ex.error, ex.final = str(exc), True
         except TimeoutError:
             ex.error = f"timed out after {request.timeout:g} s"
         except aiohttp.InvalidURL as exc:
             ex.error, ex.final = f"invalid request: {exc.__class__.__name__}: {exc}", True
         except aiohttp.ClientError as exc:
             ex.error = describe(exc, request.url)
-            if _caused_by(exc, BadStatusLine):
+            blocked = _cause(exc, DestinationBlocked)
+            if blocked is not None:  # raised by the resolver, wrapped by aiohttp
+                ex.error, ex.final = str(blocked), True
+            elif _caused_by(exc, BadStatusLine):
                 ex.error = f"the answer is not valid HTTP (bad status line): {exc}"
                 ex.final = True
         except ValueError as exc:  # a URL or header aiohttp refuses: it always will
@@ -155,14 +285,19 @@ class HttpSender:
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     """Whether ``kind`` is in the chain of causes (aiohttp wraps its parser's errors)."""
+    return _cause(exc, kind) is not None
+
+
+def _cause(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first exception of ``kind`` in the chain of causes, if any."""
     seen: BaseException | None = exc
     for _ in range(8):  # a chain is short; a cycle must not loop
         if seen is None:
-            return False
+            return None
         if isinstance(seen, kind):
-            return True
+            return seen
         seen = seen.__cause__
-    return False
+    return None
 
 
 def _wire_url(url: str) -> URL:

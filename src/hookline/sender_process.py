@@ -8,6 +8,9 @@ back. A destination always goes to the same child, so its keep-alive pool stays 
 A child that dies fails its in-flight requests with an error (they are retried like any
 network error: at least once, never zero times) and is started again. A child exits
 when its socket closes, so it never outlives the parent, even after a SIGKILL.
+
+Each child applies the SSRF guard itself: the parent hands it the network policy when it
+starts it. Signing keys travel with each request, and the child signs right before sending.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from dataclasses import astuple
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+
 from hookline.events import now_ms
+from hookline.netguard import NetworkPolicy
 from hookline.sender import Exchange, HttpSender, Request
 
 log = logging.getLogger("hookline.sender")
@@ -67,9 +73,12 @@ class _Batcher:
 class _Child:
     """One sender process, seen from the parent."""
 
-    def __init__(self, number: int, max_concurrency: int, max_per_host: int) -> None:
+    def __init__(
+        self, number: int, max_concurrency: int, max_per_host: int, policy: NetworkPolicy
+    ) -> None:
         self.number = number
         self.limits = (max_concurrency, max_per_host)
+        self.policy = policy
         self.pending: dict[int, asyncio.Future[Exchange]] = {}
         self.process: asyncio.subprocess.Process | None = None
         self.batcher: _Batcher | None = None
@@ -85,6 +94,7 @@ class _Child:
                 "hookline.sender_process",
                 str(theirs.fileno()),
                 *map(str, self.limits),
+                orjson.dumps(self.policy.as_json()).decode(),
                 pass_fds=(theirs.fileno(),),
             )
         reader, writer = await asyncio.open_unix_connection(sock=ours)
@@ -127,10 +137,21 @@ class _Child:
 
 
 class ProcessSender:
-    """Spreads requests over ``count`` child processes by destination."""
+    """Spreads requests over ``count`` child processes by destination.
 
-    def __init__(self, count: int, max_concurrency: int, max_per_host: int) -> None:
-        self._children = [_Child(i, max_concurrency, max_per_host) for i in range(count)]
+    ``policy`` is the SSRF guard's, applied in each child (the default blocks every
+    private range).
+    """
+
+    def __init__(
+        self,
+        count: int,
+        max_concurrency: int,
+        max_per_host: int,
+        policy: NetworkPolicy | None = None,
+    ) -> None:
+        policy = policy if policy is not None else NetworkPolicy()
+        self._children = [_Child(i, max_concurrency, max_per_host, policy) for i in range(count)]
         self._next_id = 0
         self._closing = False
         self._restarts: set[asyncio.Task[None]] = set()
@@ -197,8 +218,8 @@ class ProcessSender:
 # --- the child ------------------------------------------------------------------------
 
 
-async def _serve(fd: int, max_concurrency: int, max_per_host: int) -> None:
-    sender = HttpSender(max_concurrency, max_per_host)
+async def _serve(fd: int, max_concurrency: int, max_per_host: int, policy: NetworkPolicy) -> None:
+    sender = HttpSender(max_concurrency, max_per_host, policy)
     await sender.start()
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
     answers = _Batcher(writer)
@@ -231,10 +252,11 @@ def main(argv: list[str]) -> None:
     # (by closing the socket) after its in-flight sends have their answers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    fd, max_concurrency, max_per_host = (int(a) for a in argv)
+    fd, max_concurrency, max_per_host = (int(a) for a in argv[:3])
+    policy = NetworkPolicy.from_json(orjson.loads(argv[3]))
     import uvloop  # comes with uvicorn[standard], like the server's own loop
 
-    uvloop.run(_serve(fd, max_concurrency, max_per_host))
+    uvloop.run(_serve(fd, max_concurrency, max_per_host, policy))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any
 
 from hookline.errors import ConfigError
 from hookline.keys import AuthMode
+from hookline.netguard import IPNetwork, parse_networks
 
 DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 MIB = 1024 * 1024
@@ -69,6 +70,8 @@ class Settings:
     log_level: str = "info"
     # auto: API keys once one exists; until then open on loopback, refused elsewhere.
     auth: str = "auto"
+    # Private ranges webhooks may reach on purpose (the SSRF guard blocks them otherwise).
+    allowed_networks: tuple[IPNetwork, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -159,6 +162,8 @@ def _convert(name: str, key: str, raw: str) -> Any:
         return int(_number(_INTEGER, key, raw, "a whole number above 0"))
     if name == "default_timeout":
         return float(_number(_DECIMAL, key, raw, "seconds such as 15 or 2.5"))
+    if name == "allowed_networks":
+        return parse_networks(raw, setting=key)
     return raw
 
 

@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from hookline.errors import InvalidInput, RenderError
+from hookline.redaction import redact_headers
 from hookline.templates import SCOPES, Template, TemplateMode, compile_template
 
 
@@ -64,6 +65,8 @@ class WebhookSpec:
     body: str | None = None
     timeout: float | None = None
     retry_schedule: tuple[float, ...] | None = None
+    # Headers whose values are credentials: sent as written, shown as *** (see redaction).
+    secret_headers: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WebhookSpec:
@@ -81,9 +84,11 @@ class WebhookSpec:
             body=body,
             timeout=data.get("timeout"),
             retry_schedule=tuple(schedule) if schedule is not None else None,
+            secret_headers=tuple(data.get("secret_headers") or ()),
         )
 
     def as_dict(self) -> dict[str, Any]:
+        """Every field as written, secrets included: what the store keeps."""
         return {
             "url": self.url,
             "method": self.method,
@@ -93,7 +98,12 @@ class WebhookSpec:
             "body": self.body,
             "timeout": self.timeout,
             "retry_schedule": list(self.retry_schedule) if self.retry_schedule else None,
+            "secret_headers": list(self.secret_headers),
         }
+
+    def shown(self) -> dict[str, Any]:
+        """As :meth:`as_dict`, with secret header values masked: what answers show."""
+        return {**self.as_dict(), "headers": redact_headers(self.headers, self.secret_headers)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +116,14 @@ class RenderedRequest:
     body: bytes | None
     timeout: float | None
     retry_schedule: tuple[float, ...] | None
+    secret_headers: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
+        """The request as shown (a preview, a test send): secret header values masked."""
         return {
             "method": self.method,
             "url": self.url,
-            "headers": dict(self.headers),
+            "headers": redact_headers(self.headers, self.secret_headers),
             "body": self.body.decode("utf-8", "replace") if self.body is not None else None,
         }
 
@@ -194,6 +206,7 @@ class CompiledWebhook:
             body,
             self.spec.timeout,
             self.spec.retry_schedule,
+            self.spec.secret_headers,
         )
 
 
@@ -218,6 +231,17 @@ def _describe(char: str) -> str:
     """A control character, named for a message."""
     names = {"\r": "a line break (CR)", "\n": "a line break (LF)", "\t": "a tab"}
     return names.get(char) or f"the control character U+{ord(char):04X}"
+
+
+def _check_secret_headers(spec: WebhookSpec, prefix: str) -> None:
+    """Each name must be one of the webhook's headers: a typo would leave a secret shown."""
+    written = {name.lower() for name in spec.headers}
+    for index, name in enumerate(spec.secret_headers):
+        if name.lower() not in written:
+            raise InvalidInput(
+                f"secret_headers names {name!r}, which is not one of the webhook's headers",
+                field=f"{prefix}secret_headers[{index}]",
+            )
 
 
 def compile_webhook(
@@ -253,6 +277,7 @@ def compile_webhook(
         urlsplit(spec.url).port  # noqa: B018 - parsing the port is the check
     except ValueError as exc:
         raise InvalidInput(f"the url cannot be parsed: {exc}", field=p + "url") from None
+    _check_secret_headers(spec, p)
     if spec.timeout is not None and not (
         _is_number(spec.timeout) and 0 < spec.timeout <= MAX_TIMEOUT
     ):

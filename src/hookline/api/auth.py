@@ -76,6 +76,8 @@ RIGHTS: Final[dict[tuple[str, str], Right | None]] = {
     ("PATCH", "/api/v1/journeys/{journey_id}"): Right.ADMIN,
     ("DELETE", "/api/v1/journeys/{journey_id}"): Right.ADMIN,
     ("POST", "/api/v1/webhooks"): Right.ADMIN,
+    ("POST", "/api/v1/webhooks/{webhook_id}/rotate-secret"): Right.ADMIN,
+    ("POST", "/api/v1/rules/{rule_id}/rotate-secret"): Right.ADMIN,
     ("PUT", "/api/v1/webhooks/{webhook_id}"): Right.ADMIN,
     ("DELETE", "/api/v1/webhooks/{webhook_id}"): Right.ADMIN,
     ("POST", "/api/v1/webhooks/test"): Right.ADMIN,

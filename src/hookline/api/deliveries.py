@@ -74,7 +74,8 @@ async def get_delivery(delivery_id: str, runtime: RuntimeDep, key: KeyDep) -> JS
     require_visible(key, delivery.ext_brand_id, missing, "delivery_id")
     attempts = await runtime.store.list_attempts(delivery_id)
     # ``attempts`` stays the count, as in the list; the attempts themselves are the log.
-    return JSON({**_for_people(delivery), "attempt_log": [a.as_dict() for a in attempts]})
+    shown = [a.as_dict(delivery.secret_headers) for a in attempts]
+    return JSON({**_for_people(delivery), "attempt_log": shown})
 
 
 @router.post(

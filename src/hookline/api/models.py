@@ -115,6 +115,12 @@ class WebhookFields(_Strict):
     retry_schedule: list[float] | None = Field(
         default=None, description="Seconds before each attempt, e.g. [0, 5, 300]."
     )
+    secret_headers: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Headers whose values are credentials: sent as written, shown as ***. "
+        "Authorization, Cookie and X-Api-Key always are.",
+    )
 
     @field_validator("method", mode="before")
     @classmethod
@@ -140,6 +146,7 @@ class Activity(_Strict):
     body: Body = None
     timeout: float | None = Field(default=None, gt=0, le=300)
     retry_schedule: list[float] | None = None
+    secret_headers: list[str] | None = Field(default=None, max_length=100)
 
     @field_validator("method", mode="before")
     @classmethod

@@ -1,6 +1,8 @@
 """/api/v1/rules: automation rules, compiled and indexed as soon as they are saved.
 
 Answers carry the rule's ``version`` and an ETag; writes take If-Match (see _etag).
+Secret header values are shown as ``***``; an inline webhook's ``signing_secret`` is shown
+to admins (see :func:`hookline.redaction.show_secrets`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from hookline.api._etag import IfMatch, precondition, versioned
 from hookline.api._json import JSON, JSONRoute
@@ -29,6 +31,7 @@ from hookline.errors import InvalidInput, NotFound
 from hookline.events import now_ms
 from hookline.ids import new_id
 from hookline.keys import ApiKey, brand_text
+from hookline.redaction import MASK, secret_names, show_secrets
 from hookline.rules import Rule
 from hookline.runtime import Runtime
 from hookline.webhooks import WebhookSpec, compile_webhook
@@ -51,9 +54,15 @@ def activity_spec(activity: Activity) -> tuple[WebhookSpec | None, str | None]:
     return WebhookSpec.from_dict(inline), None
 
 
+def shown(rule: Rule, *, admin: bool = True) -> dict[str, Any]:
+    """A rule as answers show it; ``admin`` sees the signing secret (every caller, for now)."""
+    answer: dict[str, Any] = show_secrets(rule.as_dict(), admin=admin)
+    return answer
+
+
 def _saved(rule: Rule, status_code: int = 200) -> JSON:
     """A save's answer: the rule, and ``warnings`` about its inline webhook's templates."""
-    return versioned({**rule.as_dict(), "warnings": _warnings(rule)}, rule.version, status_code)
+    return versioned({**shown(rule), "warnings": _warnings(rule)}, rule.version, status_code)
 
 
 def _warnings(rule: Rule) -> list[dict[str, str]]:
@@ -126,7 +135,7 @@ async def list_rules(runtime: RuntimeDep, key: KeyDep, event_type: str | None = 
     rules = only_visible(key, await runtime.store.list_rules(), lambda r: r.ext_brand_id)
     if event_type is not None:
         rules = [r for r in rules if r.event_type == event_type]
-    return JSON({"data": [r.as_dict() for r in rules]})
+    return JSON({"data": [shown(r) for r in rules]})
 
 
 @router.get("/{rule_id}", summary="Get a rule", response_model=RuleOut)
@@ -135,7 +144,7 @@ async def get_rule(rule_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
     if rule is None:
         raise NotFound(f"no rule {rule_id!r}", field="rule_id")
     _owned(key, rule_id)(rule)
-    return versioned(rule.as_dict(), rule.version)
+    return versioned(shown(rule), rule.version)
 
 
 @router.put("/{rule_id}", summary="Replace a rule", response_model=RuleSaved)
@@ -201,8 +210,28 @@ async def delete_rule(
     return Response(status_code=204)
 
 
+@router.post(
+    "/{rule_id}/rotate-secret",
+    summary="New signing secret for the inline webhook; the old one signs for 24 h more",
+    response_model=RuleOut,
+)
+async def rotate_secret(
+    rule_id: str, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
+) -> JSON:
+    """Both secrets sign every request for 24 hours (two signatures, space-separated), so
+    the receiver can switch to the new one without refusing a delivery; then only the new.
+    """
+    current = await runtime.store.get_rule(rule_id)
+    if current is not None:  # another brand's rule is not there for this key
+        _owned(key, rule_id)(current)
+    rule = await runtime.catalog.rotate_rule_secret(rule_id, precondition(if_match))
+    return versioned(shown(rule), rule.version)
+
+
 # Fields the server sets; a validated rule has none of them yet.
 _SERVER_SET = ("id", "version", "created_at", "updated_at")
+# A secret header value that differs from the stored rule's (see validate_rule).
+CHANGED_SECRET = f"{MASK} (changed)"
 
 
 @router.post(
@@ -210,14 +239,34 @@ _SERVER_SET = ("id", "version", "created_at", "updated_at")
     summary="Check a rule exactly as a save would, without saving it",
     response_model=RuleValidation,
 )
-async def validate_rule(body: RuleIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
+async def validate_rule(
+    body: RuleIn,
+    runtime: RuntimeDep,
+    key: KeyDep,
+    compare_to: str | None = Query(
+        default=None,
+        description="A stored rule's id: secret header values that differ from its own "
+        f"are shown as {CHANGED_SECRET!r} instead of {MASK!r}.",
+    ),
+) -> JSON:
     """The rule as it would be stored (defaults filled, numbers normalised), or the error.
 
     ``hookline rules apply`` checks every rule of a file here before it writes any, and
-    compares this answer with the stored rule to report what would change.
+    compares this answer with the stored rule to report what would change. Secret header
+    values are masked on both sides, so ``compare_to`` lets the server say which differ.
     """
     rule = _from_input(body, "rule_validate", 0, 0)
     await _may_save(key, runtime, rule)
     await runtime.catalog.check_rule(rule)
-    stored = {k: v for k, v in rule.as_dict().items() if k not in _SERVER_SET}
+    stored = {k: v for k, v in shown(rule).items() if k not in _SERVER_SET}
+    if compare_to is not None and rule.webhook is not None:
+        current = await runtime.store.get_rule(compare_to)
+        if current is not None and not key.sees(current.ext_brand_id):
+            current = None  # another brand's rule is, for this key, not there
+        before = current.webhook.headers if current and current.webhook else {}
+        secret = secret_names(rule.webhook.secret_headers)
+        headers = stored["activity"]["headers"]
+        for name, value in rule.webhook.headers.items():
+            if name.lower() in secret and before.get(name) != value:
+                headers[name] = CHANGED_SECRET
     return JSON({"valid": True, "rule": stored, "warnings": _warnings(rule)})

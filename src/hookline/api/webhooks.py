@@ -1,4 +1,9 @@
-"""/api/v1/webhooks: saved webhooks, plus preview (render only) and test (send once)."""
+"""/api/v1/webhooks: saved webhooks, plus preview (render only) and test (send once).
+
+Secret header values are shown as ``***``; the ``signing_secret`` is shown to admins (see
+:func:`hookline.redaction.show_secrets`). A URL whose host is a literal address the SSRF
+guard blocks is refused (422), for saved webhooks and for previews and test sends alike.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ from hookline.errors import Conflict, InvalidInput, NotFound
 from hookline.events import Event, now_ms
 from hookline.ids import new_id
 from hookline.keys import ApiKey, brand_text
+from hookline.netguard import check_literal_url
+from hookline.redaction import show_secrets
 from hookline.rules import SavedWebhook
 from hookline.runtime import Runtime
 from hookline.sender import Request
@@ -38,6 +45,12 @@ router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], route_class=JSO
 def _spec(body: Any) -> WebhookSpec:
     fields = body.model_dump(exclude={"name", "ext_brand_id"}, exclude_none=True)
     return WebhookSpec.from_dict(fields)
+
+
+def shown(saved: SavedWebhook, *, admin: bool = True) -> dict[str, Any]:
+    """A saved webhook as answers show it; ``admin`` sees the signing secret (all, for now)."""
+    answer: dict[str, Any] = show_secrets(saved.as_dict(), admin=admin)
+    return answer
 
 
 def _owned(key: ApiKey, webhook_id: str) -> Callable[[SavedWebhook], None]:
@@ -60,7 +73,7 @@ async def _get(runtime: Runtime, key: ApiKey, webhook_id: str) -> SavedWebhook:
 def _saved(saved: SavedWebhook, status_code: int = 200) -> JSON:
     """A save's answer: the webhook, and ``warnings`` about its templates."""
     warnings = compile_webhook(saved.spec).warnings  # saves are rare: compile again
-    return versioned({**saved.as_dict(), "warnings": warnings}, saved.version, status_code)
+    return versioned({**shown(saved), "warnings": warnings}, saved.version, status_code)
 
 
 @router.post(
@@ -81,13 +94,13 @@ async def create_webhook(body: WebhookIn, runtime: RuntimeDep, key: KeyDep) -> J
 @router.get("", summary="List saved webhooks", response_model=WebhookList)
 async def list_webhooks(runtime: RuntimeDep, key: KeyDep) -> JSON:
     webhooks = only_visible(key, await runtime.store.list_webhooks(), lambda w: w.ext_brand_id)
-    return JSON({"data": [w.as_dict() for w in webhooks]})
+    return JSON({"data": [shown(w) for w in webhooks]})
 
 
 @router.get("/{webhook_id}", summary="Get a saved webhook", response_model=SavedWebhookOut)
 async def get_webhook(webhook_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
     saved = await _get(runtime, key, webhook_id)
-    return versioned(saved.as_dict(), saved.version)
+    return versioned(shown(saved), saved.version)
 
 
 @router.put(
@@ -113,6 +126,22 @@ async def replace_webhook(
     return _saved(saved)
 
 
+@router.post(
+    "/{webhook_id}/rotate-secret",
+    summary="New signing secret; the old one signs for 24 h more",
+    response_model=SavedWebhookOut,
+)
+async def rotate_secret(
+    webhook_id: str, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
+) -> JSON:
+    """Both secrets sign every request for 24 hours (two signatures, space-separated), so
+    the receiver can switch to the new one without refusing a delivery; then only the new.
+    """
+    await _get(runtime, key, webhook_id)  # another brand's is not there for this key
+    saved = await runtime.catalog.rotate_webhook_secret(webhook_id, precondition(if_match))
+    return versioned(shown(saved), saved.version)
+
+
 @router.delete(
     "/{webhook_id}", status_code=204, summary="Delete a saved webhook (409 while rules use it)"
 )
@@ -136,6 +165,7 @@ async def _render(
         )
     if body.webhook is not None:
         compiled = compile_webhook(_spec(body.webhook), field="webhook")
+        check_literal_url(compiled.spec.url, runtime.catalog.policy, field="webhook.url")
     elif body.webhook_id is not None:
         saved = await _get(runtime, key, body.webhook_id)
         if saved.problem is not None:
@@ -183,10 +213,24 @@ async def preview(body: PreviewIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
     response_model=SentOnce,
 )
 async def test(body: PreviewIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
+    """A saved webhook's test is signed with its secrets; an inline one has none: unsigned."""
     compiled, request = await _render(body, runtime, key)
     timeout = compiled.spec.timeout or runtime.settings.default_timeout
+    signer = body.webhook_id
+    if body.rule_id is not None:  # a rule signs with its saved webhook's secrets, or its own
+        rule = await runtime.store.get_rule(body.rule_id)
+        signer = (rule.webhook_id or rule.id) if rule is not None else None
+    keys = runtime.catalog.keyring.keys(signer) or ()
     exchange = await runtime.dispatcher.send_once(
-        Request(request.method, request.url, request.headers, request.body, timeout, new_id("dlv"))
+        Request(
+            request.method,
+            request.url,
+            request.headers,
+            request.body,
+            timeout,
+            new_id("dlv"),
+            keys,
+        )
     )
     return JSON(
         {

@@ -14,6 +14,7 @@ from hookline.deliveries import Attempt, Delivery, DeliveryStatus
 from hookline.events import Event
 from hookline.keys import ApiKey
 from hookline.rules import Rule, SavedWebhook
+from hookline.signing import Signing
 from hookline.state import UserKey
 
 
@@ -133,6 +134,9 @@ class Store(KeyStore, Protocol):
     ) -> bool: ...
 
     async def rules_using_webhook(self, webhook_id: str) -> list[Rule]: ...
+
+    async def list_signing(self) -> dict[str, Signing]:
+        """Every rule's and saved webhook's signing secrets, by its id."""
 
     # deliveries
     async def claim_due(

@@ -69,6 +69,8 @@ webhooks = Table(
     Column("version", Integer, nullable=False, server_default=text("1")),
     # The brand it belongs to, as text; NULL: every brand (added later: ADDED_COLUMNS).
     Column("ext_brand_id", String(256), nullable=True),
+    # {"secret", "previous": [[secret, until_ms], ...]}; added later: see ADDED_COLUMNS.
+    Column("signing", LargeBinary, nullable=True),
 )
 
 rules = Table(
@@ -88,6 +90,7 @@ rules = Table(
     Column("version", Integer, nullable=False, server_default=text("1")),
     # Only events of this brand (as text) fire it; NULL: every brand (ADDED_COLUMNS).
     Column("ext_brand_id", String(256), nullable=True),
+    Column("signing", LargeBinary, nullable=True),  # as webhooks.signing
 )
 
 deliveries = Table(
@@ -118,6 +121,8 @@ deliveries = Table(
     Column("instance_id", String(40), nullable=True),
     # The brand of its user, as text; NULL: no brand (added later: ADDED_COLUMNS).
     Column("ext_brand_id", String(256), nullable=True),
+    # JSON list of the webhook's secret_headers, NULL when none; added later (ADDED_COLUMNS).
+    Column("secret_headers", LargeBinary, nullable=True),
     # Only active deliveries carry next_attempt_at, so this index stays small.
     Index(
         "ix_deliveries_due",
@@ -250,7 +255,8 @@ journey_block_counts = Table(
 # Columns added to a table after it first shipped. create_all makes a missing table whole but
 # leaves an existing one as it is, so each of these is added to an older database on open.
 # Nullable additions only: an older hookline still reads and writes the database (it names
-# its columns), so they need no new schema version.
+# its columns), so they need no new schema version. A rule or webhook that an older hookline
+# writes without a signing secret gets one the next time this one opens the database.
 ADDED_COLUMNS = (
     (attempts, "warning"),
     (deliveries, "journey_id"),
@@ -258,6 +264,9 @@ ADDED_COLUMNS = (
     (deliveries, "ext_brand_id"),
     (rules, "ext_brand_id"),
     (webhooks, "ext_brand_id"),
+    (webhooks, "signing"),
+    (rules, "signing"),
+    (deliveries, "secret_headers"),
 )
 
 # Indexes on ADDED_COLUMNS: create_all makes them only with a new table.

@@ -35,6 +35,7 @@ from hookline.errors import Conflict, HooklineError, InvalidInput, NotFound, Sto
 from hookline.events import Event
 from hookline.keys import ApiKey, Role
 from hookline.rules import Rule, SavedWebhook
+from hookline.signing import Signing
 from hookline.state import UserKey, user_key
 from hookline.store import schema as t
 from hookline.store.base import DeliveryFilter, EchoRecord, Outcome
@@ -206,6 +207,7 @@ def _delivery_row(d: Delivery, lease_from: int | None = None) -> dict[str, Any]:
         "journey_id": d.journey_id,
         "instance_id": d.instance_id,
         "ext_brand_id": d.ext_brand_id,
+        "secret_headers": _dumps(d.secret_headers) if d.secret_headers else None,
     }
 
 
@@ -311,6 +313,7 @@ def _read_delivery(row: Row[Any]) -> tuple[Delivery, str | None]:
         journey_id=row.journey_id,
         instance_id=row.instance_id,
         ext_brand_id=row.ext_brand_id,
+        secret_headers=tuple(orjson.loads(row.secret_headers)) if row.secret_headers else (),
     )
     return delivery, None
 
@@ -322,6 +325,26 @@ def _seconds(value: Any) -> bool:
 # Reading a stored rule or webhook never raises: one that cannot be read (changed by hand,
 # written by another version) is returned with its problem, so hookline still starts and the
 # API can still list, replace and delete it.
+
+
+def _signing(raw: bytes | None) -> Signing | None:
+    return Signing.from_json(orjson.loads(raw)) if raw is not None else None
+
+
+def _signing_value(signing: Signing | None) -> bytes | None:
+    return _dumps(signing.as_json()) if signing is not None else None
+
+
+async def _fill_signing(conn: AsyncConnection) -> None:
+    """Give every rule and webhook without a signing secret one (written by an older hookline)."""
+    for table in (t.rules, t.webhooks):
+        rows = await conn.execute(select(table.c.id).where(table.c.signing.is_(None)))
+        for key in [r.id for r in rows]:
+            await conn.execute(
+                update(table)
+                .where(table.c.id == key, table.c.signing.is_(None))
+                .values(signing=_signing_value(Signing.new()))
+            )
 
 
 def _rule(row: Row[Any]) -> Rule:
@@ -348,6 +371,7 @@ def _rule(row: Row[Any]) -> Rule:
         version=row.version,
         problem=problem,
         ext_brand_id=row.ext_brand_id,
+        signing=_signing(row.signing),
     )
 
 
@@ -367,6 +391,7 @@ def _webhook(row: Row[Any]) -> SavedWebhook:
         version=row.version,
         problem=problem,
         ext_brand_id=row.ext_brand_id,
+        signing=_signing(row.signing),
     )
 
 
@@ -553,6 +578,7 @@ class SqlStore:
                 .where(t.meta.c.key == "schema_version")
                 .values(value=str(t.SCHEMA_VERSION))
             )
+        await _fill_signing(conn)
 
     async def _before_migrations(self, conn: AsyncConnection) -> None:
         """Prepare the connection that creates or migrates tables (outside a transaction)."""
@@ -649,6 +675,8 @@ class SqlStore:
             "updated_at": rule.updated_at,
             "ext_brand_id": rule.ext_brand_id,
         }
+        if rule.signing is not None:  # None keeps what is stored (the catalog always sets it)
+            values["signing"] = _signing_value(rule.signing)
         try:
             async with self._write() as conn:
                 # Checked in the write's own transaction, so a webhook deleted a moment
@@ -709,6 +737,8 @@ class SqlStore:
             "updated_at": webhook.updated_at,
             "ext_brand_id": webhook.ext_brand_id,
         }
+        if webhook.signing is not None:  # as in save_rule
+            values["signing"] = _signing_value(webhook.signing)
         try:
             async with self._write() as conn:
                 if create:
@@ -749,6 +779,20 @@ class SqlStore:
             async with self._read() as conn:
                 raise _in_use(await _names_using(conn, webhook_id)) from None
         return bool(result.rowcount)
+
+    async def list_signing(self) -> dict[str, Signing]:
+        """Every rule's and saved webhook's signing secrets, by its id (for the key ring)."""
+        found: dict[str, Signing] = {}
+        async with self._read() as conn:
+            for table in (t.rules, t.webhooks):
+                rows = await conn.execute(
+                    select(table.c.id, table.c.signing).where(table.c.signing.is_not(None))
+                )
+                for row in rows:
+                    signing = _signing(row.signing)
+                    if signing is not None:
+                        found[row.id] = signing
+        return found
 
     async def rules_using_webhook(self, webhook_id: str) -> list[Rule]:
         async with self._read() as conn:

@@ -1,0 +1,59 @@
+"""What answers, the command line and logs show of secrets: never their values.
+
+A header value that carries a credential (``Authorization``, ``Cookie``, ``X-Api-Key``, and
+any header a webhook lists in ``secret_headers``) is stored and sent as written, but shown
+as ``***``. A webhook's signing secret is shown to admins only (:func:`show_secrets`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+MASK: Final = "***"
+# Request headers whose values are credentials whatever the webhook says.
+SECRET_HEADERS: Final = frozenset({"authorization", "cookie", "x-api-key"})
+# An answer may hand out credentials too (a session cookie).
+SECRET_RESPONSE_HEADERS: Final = SECRET_HEADERS | {"set-cookie", "proxy-authorization"}
+# Where a signing secret appears in an answer: a saved webhook's own field, or the
+# activity of a rule with an inline webhook.
+SIGNING_SECRET: Final = "signing_secret"
+
+
+def secret_names(
+    extra: Iterable[str] = (), base: frozenset[str] = SECRET_HEADERS
+) -> frozenset[str]:
+    """The lower-cased names of the headers to mask: ``base`` plus a webhook's own list."""
+    return base | {name.lower() for name in extra}
+
+
+def redact_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    extra: Iterable[str] = (),
+    base: frozenset[str] = SECRET_HEADERS,
+) -> dict[str, str]:
+    """The headers as a dict, with the value of each secret one replaced by ``***``."""
+    names = secret_names(extra, base)
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return {name: MASK if name.lower() in names else value for name, value in pairs}
+
+
+def show_secrets(answer: Any, *, admin: bool) -> Any:
+    """``answer`` with every signing secret masked, unless the reader is an admin.
+
+    Takes one resource, a list of them, or a page (``{"data": [...]}``); the one place that
+    decides who sees signing secrets, so a route only says who is asking.
+    """
+    if admin:
+        return answer
+    if isinstance(answer, list):
+        return [show_secrets(item, admin=False) for item in answer]
+    if not isinstance(answer, dict):
+        return answer
+    shown = {
+        key: show_secrets(value, admin=False) if key in ("data", "activity", "rule") else value
+        for key, value in answer.items()
+    }
+    if shown.get(SIGNING_SECRET) is not None:
+        shown[SIGNING_SECRET] = MASK
+    return shown
