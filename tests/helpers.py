@@ -166,7 +166,9 @@ async def serve(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    settings = dataclasses.replace(settings, host="127.0.0.1", port=port)
+    # The real port; the host stays as given (the socket is on loopback either way), so a
+    # test can ask how hookline behaves when told it listens elsewhere.
+    settings = dataclasses.replace(settings, port=port)
     runtime = build_runtime(settings, lookup=lookup, clock=clock)
     app = create_app(runtime)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")

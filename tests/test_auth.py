@@ -332,7 +332,8 @@ async def test_no_keys_on_loopback_runs_open_and_warns(
     (warning,) = [r for r in caplog.records if r.name == "hookline.auth"]
     assert warning.levelno == logging.WARNING
     message = warning.getMessage()
-    assert "no API keys: the API is open to anyone who can reach 127.0.0.1:8080" in message
+    reach = f"127.0.0.1:{h.runtime.settings.port}"
+    assert f"no API keys: the API is open to anyone who can reach {reach}" in message
     assert "hookline keys create --role admin --data-dir" in message
 
 

@@ -99,6 +99,8 @@ def _bodies(receiver: Receiver) -> dict[tuple[str, str], Any]:
         ("PATCH", "/api/v1/journeys/{journey_id}"): {"status": "paused"},
         ("DELETE", "/api/v1/journeys/{journey_id}"): None,
         ("POST", "/api/v1/deliveries/{delivery_id}/retry"): None,
+        ("POST", "/api/v1/rules/{rule_id}/rotate-secret"): None,
+        ("POST", "/api/v1/webhooks/{webhook_id}/rotate-secret"): None,
         ("PATCH", "/api/v1/users/{user_ext_id}/state"): {"tag": "stolen"},
     }
 

@@ -65,7 +65,7 @@ async def test_a_name_resolving_to_loopback_is_blocked_by_default_and_final(
     await h.create_rule(activity={"url": named_url(receiver)})
     detail = await _only_delivery(h, await h.post("/api/v1/events", spin_event()))
     assert detail["status"] == "dead"
-    (attempt,) = detail["attempts"]  # final: not retried
+    (attempt,) = detail["attempt_log"]  # final: not retried
     assert attempt["error"].startswith("destination_blocked: hooks.test resolved to 127.0.0.1")
     assert "HOOKLINE_ALLOWED_NETWORKS=127.0.0.1/32" in attempt["error"]
     assert detail["last_error"] == attempt["error"]
@@ -95,7 +95,7 @@ async def test_rebinding_is_caught_on_the_next_attempt(
     await h.create_rule(activity={"url": named_url(receiver, name="rebind.test")})
     detail = await _only_delivery(h, await h.post("/api/v1/events", spin_event()))
     assert detail["status"] == "dead"
-    first, second = detail["attempts"]
+    first, second = detail["attempt_log"]
     assert first["status_code"] == 503
     assert second["error"].startswith(
         "destination_blocked: rebind.test resolved to 169.254.169.254, which is link-local"
@@ -137,7 +137,7 @@ async def test_a_literal_loopback_url_saved_while_allowed_is_blocked_once_not(
     h = await make_hookline(sender_processes=senders, allowed_networks=NOTHING_ALLOWED)
     detail = await _only_delivery(h, await h.post("/api/v1/events", spin_event()))
     assert detail["status"] == "dead"
-    (attempt,) = detail["attempts"]
+    (attempt,) = detail["attempt_log"]
     assert attempt["error"] == (
         "destination_blocked: 127.0.0.1, which is loopback 127.0.0.0/8; "
         "allow it on purpose with HOOKLINE_ALLOWED_NETWORKS=127.0.0.1/32"

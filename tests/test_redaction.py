@@ -142,7 +142,7 @@ async def test_deliveries_and_attempts_mask_request_and_response_credentials(
     listed = await hookline.client.get("/api/v1/deliveries")
     _masked(detail.json()["request"]["headers"])
     _masked(listed.json()["data"][0]["request"]["headers"])
-    (attempt,) = detail.json()["attempts"]
+    (attempt,) = detail.json()["attempt_log"]
     assert attempt["response_headers"]["Set-Cookie"] == MASK
     assert attempt["response_headers"]["X-Seen"] == "yes"
     _no_secret_in(detail.text + listed.text)

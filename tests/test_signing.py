@@ -254,8 +254,8 @@ async def test_a_delivery_whose_rule_was_deleted_goes_unsigned_and_says_so(
     assert second.headers["webhook-id"] == delivery_id and "webhook-timestamp" in second.headers
     await hookline.idle()
     detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")).json()
-    assert detail["attempts"][0]["warning"] is None
-    assert detail["attempts"][1]["warning"] == (
+    assert detail["attempt_log"][0]["warning"] is None
+    assert detail["attempt_log"][1]["warning"] == (
         f"sent unsigned: its rule {rule['id']} was deleted, and its secret with it"
     )
 

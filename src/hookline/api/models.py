@@ -273,9 +273,16 @@ class WebhookOut(_Answer):
     body: str | None
     timeout: float | None
     retry_schedule: list[float] | None
+    secret_headers: list[str] = Field(
+        description="Headers whose values answers show as *** (stored and sent as written)."
+    )
 
 
 class SavedWebhookOut(WebhookOut):
+    signing_secret: str | None = Field(
+        default=None,
+        description="whsec_... that signs its requests (Standard Webhooks); admins only.",
+    )
     id: str = Field(examples=["wh_01J..."])
     name: str
     created_at: int
@@ -308,6 +315,13 @@ class ActivityOut(_Answer):
     body: str | None = None
     timeout: float | None = None
     retry_schedule: list[float] | None = None
+    secret_headers: list[str] | None = Field(
+        default=None, description="Headers whose values answers show as ***."
+    )
+    signing_secret: str | None = Field(
+        default=None,
+        description="whsec_... that signs the inline webhook's requests; admins only.",
+    )
 
 
 class RuleDraft(_Answer):
