@@ -163,6 +163,9 @@ def test_the_api_shows_a_delivery_with_its_request_and_schedule_progress() -> No
         "updated_at": 1_500,
         "last_status_code": 503,
         "last_error": "HTTP 503",
+        "journey_id": None,
+        "instance_id": None,
+        "ext_brand_id": None,
         "request": {
             "method": "POST",
             "url": "http://receiver.test/hook",
