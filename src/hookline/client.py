@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -19,7 +20,8 @@ class ApiError(Exception):
         detail = body.get("detail") if isinstance(body, dict) else body
         field = body.get("field") if isinstance(body, dict) else None
         where = f" [{field}]" if field else ""
-        super().__init__(f"HTTP {status}: {detail}{where}")
+        # Status 0 means no answer at all: "HTTP 0" would read as if the server had said 0.
+        super().__init__(f"HTTP {status}: {detail}{where}" if status else f"{detail}{where}")
 
 
 class Client:
@@ -48,5 +50,17 @@ class Client:
                 parsed = payload.decode("utf-8", "replace")
             raise ApiError(exc.code, parsed) from None
         except urllib.error.URLError as exc:
-            raise ApiError(0, f"cannot reach {self.base_url}: {exc.reason}") from None
+            raise ApiError(0, _unreachable(self.base_url, exc.reason)) from None
         return orjson.loads(payload) if payload else None
+
+
+def _unreachable(base_url: str, reason: object) -> str:
+    """The same words a failed delivery attempt uses (``cannot connect to 127.0.0.1:18099:
+    connection refused``), not urllib's ``<urlopen error [Errno 111] ...>``."""
+    try:
+        parts = urllib.parse.urlsplit(base_url)
+        where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    except ValueError:
+        where = base_url
+    text = reason.strerror if isinstance(reason, OSError) and reason.strerror else str(reason)
+    return f"cannot connect to {where}: {text[:1].lower() + text[1:]}"
