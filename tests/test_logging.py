@@ -187,5 +187,8 @@ async def test_debug_shows_hookline_decisions_not_driver_traces(tmp_path: Path) 
     for line in ("starting: opening", "hookline ready: 0 enabled rules", "stopping:", "stopped"):
         assert line in text
     assert 'HTTP/1.1"' not in text  # uvicorn's own access log is off: one line per request
+    # uvicorn's start-up lines share hookline's format, not uvicorn's "INFO:     ..." one.
+    assert "INFO:     " not in text
+    assert "INFO uvicorn.error: Application startup complete" in text
     for library in ("aiosqlite", "sqlalchemy", "asyncio"):
         assert f" {library}" not in text, library

@@ -146,6 +146,7 @@ def serve(
         http="httptools",
         log_level=logs.uvicorn_level(settings.log_level),
         access_log=False,  # hookline.access logs one line per request
+        log_config=None,  # uvicorn's lines in hookline's format, not its own "INFO:     ..."
         timeout_graceful_shutdown=15,
     )
     server = uvicorn.Server(config)
