@@ -125,3 +125,31 @@ async def test_a_child_that_fails_to_start_is_tried_again(
         assert failures == 0
     finally:
         await sender.close()
+
+
+async def test_a_child_is_ready_only_once_it_says_so(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """start() waits for each child's hello; one that never says it is not counted ready."""
+    sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK)
+    await sender.start()
+    try:
+        (child,) = sender._children
+        assert child.ready.is_set() and child.batcher is not None
+    finally:
+        await sender.close()
+
+    real = asyncio.create_subprocess_exec
+
+    async def exits_at_once(program: str, *args: Any, **kwargs: Any) -> Any:
+        return await real("/bin/true", **kwargs)  # a child that dies before its hello
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", exits_at_once)
+    mute = ProcessSender(1, 8, 8, ALLOW_LOOPBACK)
+    try:
+        await mute.start()  # serving goes on: no exception, the child is tried again
+        (child,) = mute._children
+        assert not child.ready.is_set()
+        assert any("did not start" in r.getMessage() for r in caplog.records)
+    finally:
+        await mute.close()

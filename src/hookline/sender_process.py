@@ -38,6 +38,9 @@ log = logging.getLogger("hookline.sender")
 
 _HEADER = struct.Struct("!I")
 RESTART_DELAY = 0.5
+# A child says it is ready (an empty frame) once its sender runs; "hookline ready" waits
+# for that, so the first delivery after a start does not wait for a child to import.
+STARTUP_TIMEOUT = 30.0
 MAX_RESTART_DELAY = 30.0
 
 
@@ -98,6 +101,14 @@ class _Child:
                 pass_fds=(theirs.fileno(),),
             )
         reader, writer = await asyncio.open_unix_connection(sock=ours)
+        try:
+            await asyncio.wait_for(_read_frame(reader), STARTUP_TIMEOUT)  # its hello
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
+            writer.close()
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            await self.process.wait()
+            raise OSError(f"sender process {self.number} did not say it was ready") from None
         self.batcher = _Batcher(writer)
         self.reader_task = asyncio.create_task(self._read(reader, on_exit))
         self.ready.set()
@@ -158,7 +169,12 @@ class ProcessSender:
 
     async def start(self) -> None:
         for child in self._children:
-            await child.start(self._exited)
+            try:
+                await child.start(self._exited)
+            except Exception:
+                # Serving goes on; its deliveries wait for the child that is tried again.
+                log.exception("sender process %d did not start; trying again", child.number)
+                self._exited(child)
 
     async def close(self) -> None:
         self._closing = True
@@ -222,6 +238,7 @@ async def _serve(fd: int, max_concurrency: int, max_per_host: int, policy: Netwo
     sender = HttpSender(max_concurrency, max_per_host, policy)
     await sender.start()
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
+    writer.write(_frame([]))  # hello: the parent counts this child ready from now on
     answers = _Batcher(writer)
     tasks: set[asyncio.Task[None]] = set()
 
