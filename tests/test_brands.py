@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +312,30 @@ def test_the_rule_index_checks_brands_only_where_a_rule_has_one(brand: Any) -> N
     index.put(compile_rule(rule("d", "u", "b1"), {}))
     assert index.branded == frozenset({"u"})
     assert [c.rule.id for c in index.match("u", None)] == ["c"]
+
+
+async def test_only_admins_see_signing_secrets(hookline: Hookline, receiver: Receiver) -> None:
+    """A read key (a dashboard) must not be able to forge signed webhooks."""
+    h = hookline
+    world = await _world(h, receiver)
+    _, reader = await h.runtime.keys.create(Role.READ, (), "")
+    _, admin = await h.runtime.keys.create(Role.ADMIN, (), "")
+    webhook_id = world["b1"]["webhook_id"]
+    inline = example_rule(name="inline", activity={"url": receiver.url()})
+    created = await h.client.post("/api/v1/rules", json=inline, headers=_auth(admin))
+    rule_id = created.json()["id"]
+
+    def first(rows: list[dict[str, Any]], wanted: str) -> dict[str, Any]:
+        return next(r for r in rows if r["id"] == wanted)
+
+    reads: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+        f"/api/v1/rules/{rule_id}": lambda a: a["activity"],
+        "/api/v1/rules": lambda a: first(a["data"], rule_id)["activity"],
+        f"/api/v1/webhooks/{webhook_id}": lambda a: a,
+        "/api/v1/webhooks": lambda a: first(a["data"], webhook_id),
+    }
+    for path, where in reads.items():
+        as_reader = where((await h.client.get(path, headers=_auth(reader))).json())
+        as_admin = where((await h.client.get(path, headers=_auth(admin))).json())
+        assert str(as_admin.get("signing_secret", "")).startswith("whsec_"), path
+        assert not str(as_reader.get("signing_secret") or "").startswith("whsec_"), path

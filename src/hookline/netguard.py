@@ -49,6 +49,7 @@ BLOCKED_RANGES: Final[tuple[tuple[str, IPNetwork], ...]] = tuple(
         ("reserved", "240.0.0.0/4"),
         ("unspecified", "::/128"),
         ("loopback", "::1/128"),
+        ("reserved (IETF)", "::/8"),
         ("discard-only", "100::/64"),
         ("IETF protocol assignments", "2001::/23"),
         ("documentation", "2001:db8::/32"),
@@ -64,7 +65,10 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     """The IPv4 address an IPv6 form carries (mapped, NAT64, 6to4, Teredo), if any."""
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
-    if address in _NAT64:
+    compatible = address in _IPV4_COMPATIBLE and int(address) > 1  # not :: or ::1
+    if address in _NAT64 or address in _NAT64_LOCAL or compatible:
+        # NAT64 (well-known and local-use prefixes) and the deprecated IPv4-compatible form
+        # (::a.b.c.d) all carry the IPv4 address in their last 32 bits.
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if address.sixtofour is not None:
         return address.sixtofour
@@ -74,6 +78,9 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
 
 
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL: Final = ipaddress.ip_network("64:ff9b:1::/48")
+# ::a.b.c.d, the deprecated IPv4-compatible form (:: and ::1 are not: BLOCKED_RANGES names them).
+_IPV4_COMPATIBLE: Final = ipaddress.ip_network("::/96")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from hookline.api.models import (
 from hookline.errors import InvalidInput, NotFound
 from hookline.events import now_ms
 from hookline.ids import new_id
-from hookline.keys import ApiKey, brand_text
+from hookline.keys import ApiKey, Right, brand_text
 from hookline.redaction import MASK, secret_names, show_secrets
 from hookline.rules import Rule
 from hookline.runtime import Runtime
@@ -54,15 +54,17 @@ def activity_spec(activity: Activity) -> tuple[WebhookSpec | None, str | None]:
     return WebhookSpec.from_dict(inline), None
 
 
-def shown(rule: Rule, *, admin: bool = True) -> dict[str, Any]:
-    """A rule as answers show it; ``admin`` sees the signing secret (every caller, for now)."""
+def shown(rule: Rule, *, admin: bool) -> dict[str, Any]:
+    """A rule as answers show it; the signing secret only when ``admin`` reads it."""
     answer: dict[str, Any] = show_secrets(rule.as_dict(), admin=admin)
     return answer
 
 
 def _saved(rule: Rule, status_code: int = 200) -> JSON:
     """A save's answer: the rule, and ``warnings`` about its inline webhook's templates."""
-    return versioned({**shown(rule), "warnings": _warnings(rule)}, rule.version, status_code)
+    return versioned(
+        {**shown(rule, admin=True), "warnings": _warnings(rule)}, rule.version, status_code
+    )
 
 
 def _warnings(rule: Rule) -> list[dict[str, str]]:
@@ -135,7 +137,7 @@ async def list_rules(runtime: RuntimeDep, key: KeyDep, event_type: str | None = 
     rules = only_visible(key, await runtime.store.list_rules(), lambda r: r.ext_brand_id)
     if event_type is not None:
         rules = [r for r in rules if r.event_type == event_type]
-    return JSON({"data": [shown(r) for r in rules]})
+    return JSON({"data": [shown(r, admin=key.can(Right.ADMIN)) for r in rules]})
 
 
 @router.get("/{rule_id}", summary="Get a rule", response_model=RuleOut)
@@ -144,7 +146,7 @@ async def get_rule(rule_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
     if rule is None:
         raise NotFound(f"no rule {rule_id!r}", field="rule_id")
     _owned(key, rule_id)(rule)
-    return versioned(shown(rule), rule.version)
+    return versioned(shown(rule, admin=key.can(Right.ADMIN)), rule.version)
 
 
 @router.put("/{rule_id}", summary="Replace a rule", response_model=RuleSaved)
@@ -225,7 +227,7 @@ async def rotate_secret(
     if current is not None:  # another brand's rule is not there for this key
         _owned(key, rule_id)(current)
     rule = await runtime.catalog.rotate_rule_secret(rule_id, precondition(if_match))
-    return versioned(shown(rule), rule.version)
+    return versioned(shown(rule, admin=True), rule.version)
 
 
 # Fields the server sets; a validated rule has none of them yet.
@@ -258,7 +260,7 @@ async def validate_rule(
     rule = _from_input(body, "rule_validate", 0, 0)
     await _may_save(key, runtime, rule)
     await runtime.catalog.check_rule(rule)
-    stored = {k: v for k, v in shown(rule).items() if k not in _SERVER_SET}
+    stored = {k: v for k, v in shown(rule, admin=True).items() if k not in _SERVER_SET}
     if compare_to is not None and rule.webhook is not None:
         current = await runtime.store.get_rule(compare_to)
         if current is not None and not key.sees(current.ext_brand_id):

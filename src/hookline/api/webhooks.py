@@ -30,7 +30,7 @@ from hookline.api.models import (
 from hookline.errors import Conflict, InvalidInput, NotFound
 from hookline.events import Event, now_ms
 from hookline.ids import new_id
-from hookline.keys import ApiKey, brand_text
+from hookline.keys import ApiKey, Right, brand_text
 from hookline.netguard import check_literal_url
 from hookline.redaction import show_secrets
 from hookline.rules import SavedWebhook
@@ -47,8 +47,8 @@ def _spec(body: Any) -> WebhookSpec:
     return WebhookSpec.from_dict(fields)
 
 
-def shown(saved: SavedWebhook, *, admin: bool = True) -> dict[str, Any]:
-    """A saved webhook as answers show it; ``admin`` sees the signing secret (all, for now)."""
+def shown(saved: SavedWebhook, *, admin: bool) -> dict[str, Any]:
+    """A saved webhook as answers show it; the signing secret only when ``admin`` reads it."""
     answer: dict[str, Any] = show_secrets(saved.as_dict(), admin=admin)
     return answer
 
@@ -73,7 +73,7 @@ async def _get(runtime: Runtime, key: ApiKey, webhook_id: str) -> SavedWebhook:
 def _saved(saved: SavedWebhook, status_code: int = 200) -> JSON:
     """A save's answer: the webhook, and ``warnings`` about its templates."""
     warnings = compile_webhook(saved.spec).warnings  # saves are rare: compile again
-    return versioned({**shown(saved), "warnings": warnings}, saved.version, status_code)
+    return versioned({**shown(saved, admin=True), "warnings": warnings}, saved.version, status_code)
 
 
 @router.post(
@@ -94,13 +94,13 @@ async def create_webhook(body: WebhookIn, runtime: RuntimeDep, key: KeyDep) -> J
 @router.get("", summary="List saved webhooks", response_model=WebhookList)
 async def list_webhooks(runtime: RuntimeDep, key: KeyDep) -> JSON:
     webhooks = only_visible(key, await runtime.store.list_webhooks(), lambda w: w.ext_brand_id)
-    return JSON({"data": [shown(w) for w in webhooks]})
+    return JSON({"data": [shown(w, admin=key.can(Right.ADMIN)) for w in webhooks]})
 
 
 @router.get("/{webhook_id}", summary="Get a saved webhook", response_model=SavedWebhookOut)
 async def get_webhook(webhook_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
     saved = await _get(runtime, key, webhook_id)
-    return versioned(shown(saved), saved.version)
+    return versioned(shown(saved, admin=key.can(Right.ADMIN)), saved.version)
 
 
 @router.put(
@@ -139,7 +139,7 @@ async def rotate_secret(
     """
     await _get(runtime, key, webhook_id)  # another brand's is not there for this key
     saved = await runtime.catalog.rotate_webhook_secret(webhook_id, precondition(if_match))
-    return versioned(shown(saved), saved.version)
+    return versioned(shown(saved, admin=True), saved.version)
 
 
 @router.delete(
