@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from hookline.engine import Engine
 from hookline.errors import Conflict, HooklineError, NotFound, PreconditionFailed
-from hookline.events import now_ms
+from hookline.events import later_than
 from hookline.netguard import NetworkPolicy, check_literal_url
 from hookline.rules import CompiledRule, Rule, SavedWebhook, compile_rule
 from hookline.signing import SecretRing, Signing
@@ -105,7 +105,9 @@ class Catalog:
                     field="rule_id",
                 )
             return replace(
-                current, signing=self._rotated(current.signing), updated_at=_later(current)
+                current,
+                signing=self._rotated(current.signing),
+                updated_at=later_than(current.updated_at),
             )
 
         return await self.change_rule(rule_id, rotate, precondition)
@@ -220,7 +222,9 @@ class Catalog:
 
         def rotate(current: SavedWebhook) -> SavedWebhook:
             return replace(
-                current, signing=self._rotated(current.signing), updated_at=_later(current)
+                current,
+                signing=self._rotated(current.signing),
+                updated_at=later_than(current.updated_at),
             )
 
         return await self.change_webhook(webhook_id, rotate, precondition)
@@ -258,11 +262,6 @@ def _same_brand(rule: Rule, webhook: SavedWebhook) -> None:
             f"rule {rule.name!r} fires for {rule_brand}: give them the same ext_brand_id",
             field="ext_brand_id",
         )
-
-
-def _later(current: Rule | SavedWebhook) -> int:
-    """A change's time: now, but never before the last change (versions order them)."""
-    return max(now_ms(), current.updated_at + 1)
 
 
 def _compile_users(

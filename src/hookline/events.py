@@ -84,6 +84,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def later_than(updated_at: int) -> int:
+    """A change's time: now, but never before the last change (ids and answers order them)."""
+    return max(now_ms(), updated_at + 1)
+
+
 def parse_events(
     data: Any, *, max_events: int, max_event_bytes: int, body_bytes: int
 ) -> list[EventInput]:

@@ -20,7 +20,7 @@ from hookline.api.models import (
     _Strict,
 )
 from hookline.errors import Conflict, NotFound, StoreError
-from hookline.events import MAX_ID_LENGTH, now_ms
+from hookline.events import MAX_ID_LENGTH, later_than, now_ms
 from hookline.ids import new_id
 from hookline.journeys import (
     DEFINITION_KEYS,
@@ -176,7 +176,7 @@ async def replace_journey(
         definition=definition,
         ext_brand_id=body.ext_brand_id,
         created_at=current.created_at,
-        updated_at=max(now_ms(), current.updated_at + 1),
+        updated_at=later_than(current.updated_at),
         version=_next_version(current, definition),
     )
     return JSON((await _save(runtime, journey, current)).as_dict())
@@ -210,7 +210,7 @@ async def patch_journey(
         definition=definition,
         ext_brand_id=given.get("ext_brand_id", current.ext_brand_id),
         created_at=current.created_at,
-        updated_at=max(now_ms(), current.updated_at + 1),
+        updated_at=later_than(current.updated_at),
         version=_next_version(current, definition),
     )
     return JSON((await _save(runtime, journey, current)).as_dict())

@@ -28,7 +28,7 @@ from hookline.api.models import (
     RuleValidation,
 )
 from hookline.errors import InvalidInput, NotFound
-from hookline.events import now_ms
+from hookline.events import later_than, now_ms
 from hookline.ids import new_id
 from hookline.keys import ApiKey, Right, brand_text
 from hookline.redaction import MASK, secret_names, show_secrets
@@ -72,11 +72,6 @@ def _warnings(rule: Rule) -> list[dict[str, str]]:
     if rule.webhook is None:
         return []
     return compile_webhook(rule.webhook, field="activity").warnings
-
-
-def _later(updated_at: int) -> int:
-    """A change's time: now, but never before the last change (versions order them)."""
-    return max(now_ms(), updated_at + 1)
 
 
 def _from_input(body: RuleIn, rule_id: str, created_at: int, now: int) -> Rule:
@@ -160,7 +155,9 @@ async def replace_rule(
 
     def change(current: Rule) -> Rule:
         owned(current)
-        return replace(new, created_at=current.created_at, updated_at=_later(current.updated_at))
+        return replace(
+            new, created_at=current.created_at, updated_at=later_than(current.updated_at)
+        )
 
     rule = await runtime.catalog.change_rule(rule_id, change, when)
     return _saved(rule)
@@ -198,7 +195,7 @@ async def patch_rule(
     def change(current: Rule) -> Rule:
         owned(current)
         # Only the fields given change, on the rule as it is now (not as first read).
-        return replace(current, **changes, updated_at=_later(current.updated_at))
+        return replace(current, **changes, updated_at=later_than(current.updated_at))
 
     rule = await runtime.catalog.change_rule(rule_id, change, when)
     return _saved(rule)

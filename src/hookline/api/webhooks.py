@@ -28,7 +28,7 @@ from hookline.api.models import (
     WebhookList,
 )
 from hookline.errors import Conflict, InvalidInput, NotFound
-from hookline.events import Event, now_ms
+from hookline.events import Event, later_than, now_ms
 from hookline.ids import new_id
 from hookline.keys import ApiKey, Right, brand_text
 from hookline.netguard import check_literal_url
@@ -119,7 +119,7 @@ async def replace_webhook(
 
     def change(current: SavedWebhook) -> SavedWebhook:
         owned(current)
-        later = max(now_ms(), current.updated_at + 1)
+        later = later_than(current.updated_at)
         return replace(current, name=body.name, spec=spec, updated_at=later, ext_brand_id=brand)
 
     saved = await runtime.catalog.change_webhook(webhook_id, change, when)
