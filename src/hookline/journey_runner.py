@@ -80,6 +80,23 @@ class JourneyIndex:
         self.problems.pop(compiled.id, None)
         self._derive()
 
+    def refresh(self, compiled: Iterable[CompiledJourney]) -> None:
+        """Replace versions already indexed (recompiled after a saved webhook changed)."""
+        for journey in compiled:
+            key = (journey.id, journey.version)
+            if key not in self.versions:
+                continue
+            self.versions[key] = journey
+            if self.current.get(journey.id) is not None and (
+                self.current[journey.id].version == journey.version
+            ):
+                self.current[journey.id] = journey
+        self._derive()
+
+    def using(self, webhook_id: str) -> list[CompiledJourney]:
+        """The indexed versions whose webhook blocks call this saved webhook."""
+        return [j for j in self.versions.values() if webhook_id in j.webhook_ids]
+
     def remove(self, journey_id: str) -> None:
         self.current.pop(journey_id, None)
         for key in [k for k in self.versions if k[0] == journey_id]:

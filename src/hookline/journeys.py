@@ -100,7 +100,11 @@ DEFINITION_KEYS: Final = (
 
 @dataclass(frozen=True)
 class Journey:
-    """A journey as stored: its definition is the JSON the user wrote (validated on save)."""
+    """A journey as stored: its definition is the JSON the user wrote (validated on save).
+
+    ``version`` names a definition (instances walk the version they entered; a status change
+    is no new one); ``revision`` rises by one on every write, so it is the journey's ETag.
+    """
 
     id: str
     name: str
@@ -111,6 +115,7 @@ class Journey:
     version: int = 1
     description: str = ""
     ext_brand_id: str | int | None = None
+    revision: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +124,7 @@ class Journey:
             "description": self.description,
             "status": self.status.value,
             "version": self.version,
+            "revision": self.revision,
             "ext_brand_id": self.ext_brand_id,
             **{k: self.definition[k] for k in DEFINITION_KEYS if k in self.definition},
             "created_at": self.created_at,
@@ -270,6 +276,41 @@ def compile_journey(journey: Journey, webhooks: Mapping[str, SavedWebhook]) -> C
         blocks=blocks,
         webhook_ids=frozenset(webhook_ids),
     )
+
+
+def successor(current: Journey, proposed: Journey) -> Journey:
+    """``proposed`` as the write that follows ``current``, at the version it must have.
+
+    A changed definition of a journey that has run is a new version (users inside finish on
+    theirs); a draft is edited in place. A journey that has run cannot go back to draft.
+    """
+    if current.status is not JourneyStatus.DRAFT and proposed.status is JourneyStatus.DRAFT:
+        raise Conflict(
+            "a journey that has run cannot go back to draft; pause or stop it", field="status"
+        )
+    unchanged = dict(current.definition) == dict(proposed.definition)
+    if unchanged or current.status is JourneyStatus.DRAFT:
+        version = current.version
+    else:
+        version = current.version + 1
+    return replace(proposed, id=current.id, version=version, revision=current.revision)
+
+
+def saved_webhooks_used(definition: Mapping[str, Any]) -> frozenset[str]:
+    """The saved webhooks a definition's webhook blocks name, read without compiling it.
+
+    A stored definition may no longer compile; what it names is still in use.
+    """
+    blocks = definition.get("blocks")
+    if not isinstance(blocks, Mapping):
+        return frozenset()
+    found: set[str] = set()
+    for block in blocks.values():
+        activity = block.get("activity") if isinstance(block, Mapping) else None
+        webhook_id = activity.get("webhook_id") if isinstance(activity, Mapping) else None
+        if isinstance(webhook_id, str):
+            found.add(webhook_id)
+    return frozenset(found)
 
 
 def _short(value: Any) -> str:

@@ -543,6 +543,10 @@ class JourneyOut(_Answer):
     version: int = Field(
         description="1 when created; one more when the definition of a journey that ran changes."
     )
+    revision: int = Field(
+        description="1 when created; one more on every change (status too). The ETag, and "
+        "what If-Match names."
+    )
     ext_brand_id: str | int | None
     # The definition's keys, as JourneyIn takes them; the optional ones only when set.
     entry: dict[str, Any] = Field(description="The trigger, conditions, audience and mode.")
@@ -558,6 +562,27 @@ class JourneyOut(_Answer):
 
 class JourneyList(_Answer):
     data: list[JourneyOut]
+
+
+class JourneyDraft(_Answer):
+    """A journey as a save would store it, before the server gives it an id and versions."""
+
+    name: str
+    description: str
+    status: JourneyStatus
+    ext_brand_id: str | int | None
+    entry: dict[str, Any]
+    control_group: dict[str, Any] | None = None
+    goal: dict[str, Any] | None = None
+    exit_on: list[dict[str, Any]] | None = None
+    max_duration: str | float | None = None
+    start: str
+    blocks: dict[str, Any]
+
+
+class JourneyValidation(_Answer):
+    valid: bool
+    journey: JourneyDraft
 
 
 class InstanceOut(_Answer):

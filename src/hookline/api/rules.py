@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Response
 
-from hookline.api._etag import IfMatch, precondition, versioned
+from hookline.api._etag import IfMatch, precondition, versioned, write
 from hookline.api._json import JSON, JSONRoute
 from hookline.api.auth import KeyDep
 from hookline.api.brands import may_own, only_visible, require_visible
@@ -148,18 +148,15 @@ async def get_rule(rule_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
 async def replace_rule(
     rule_id: str, body: RuleIn, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
 ) -> JSON:
-    when = precondition(if_match)
     new = _from_input(body, rule_id, 0, 0)
     await _may_save(key, runtime, new)
-    owned = _owned(key, rule_id)
 
-    def change(current: Rule) -> Rule:
-        owned(current)
+    def edit(current: Rule) -> Rule:
         return replace(
             new, created_at=current.created_at, updated_at=later_than(current.updated_at)
         )
 
-    rule = await runtime.catalog.change_rule(rule_id, change, when)
+    rule = await write(runtime.catalog.change_rule, rule_id, if_match, _owned(key, rule_id), edit)
     return _saved(rule)
 
 
@@ -171,7 +168,7 @@ async def replace_rule(
 async def patch_rule(
     rule_id: str, body: RulePatch, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
 ) -> JSON:
-    when = precondition(if_match)
+    precondition(if_match)  # a malformed If-Match is answered before anything else
     changes: dict[str, Any] = {}
     fields = body.model_fields_set
     if "name" in fields and body.name is not None:
@@ -190,14 +187,12 @@ async def patch_rule(
         changes["ext_brand_id"] = brand_text(body.ext_brand_id)
         may_own(key, changes["ext_brand_id"])
     await _may_use(key, runtime, changes.get("webhook_id"))
-    owned = _owned(key, rule_id)
 
-    def change(current: Rule) -> Rule:
-        owned(current)
+    def edit(current: Rule) -> Rule:
         # Only the fields given change, on the rule as it is now (not as first read).
         return replace(current, **changes, updated_at=later_than(current.updated_at))
 
-    rule = await runtime.catalog.change_rule(rule_id, change, when)
+    rule = await write(runtime.catalog.change_rule, rule_id, if_match, _owned(key, rule_id), edit)
     return _saved(rule)
 
 
@@ -220,10 +215,9 @@ async def rotate_secret(
     """Both secrets sign every request for 24 hours (two signatures, space-separated), so
     the receiver can switch to the new one without refusing a delivery; then only the new.
     """
-    current = await runtime.store.get_rule(rule_id)
-    if current is not None:  # another brand's rule is not there for this key
-        _owned(key, rule_id)(current)
-    rule = await runtime.catalog.rotate_rule_secret(rule_id, precondition(if_match))
+    catalog = runtime.catalog
+    owned = _owned(key, rule_id)  # another brand's rule is not there for this key
+    rule = await write(catalog.change_rule, rule_id, if_match, owned, catalog.rotate_rule_secret)
     return versioned(shown(rule, admin=True), rule.version)
 
 

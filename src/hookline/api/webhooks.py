@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from hookline.api._etag import IfMatch, precondition, versioned
+from hookline.api._etag import IfMatch, precondition, versioned, write
 from hookline.api._json import JSON, JSONRoute
 from hookline.api.auth import KeyDep
 from hookline.api.brands import may_own, only_visible, require_visible
@@ -111,18 +111,17 @@ async def get_webhook(webhook_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON
 async def replace_webhook(
     webhook_id: str, body: WebhookIn, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
 ) -> JSON:
-    when = precondition(if_match)
+    precondition(if_match)  # a malformed If-Match is answered before anything else
     spec = _spec(body)
     brand = brand_text(body.ext_brand_id)
     may_own(key, brand)
-    owned = _owned(key, webhook_id)
 
-    def change(current: SavedWebhook) -> SavedWebhook:
-        owned(current)
+    def edit(current: SavedWebhook) -> SavedWebhook:
         later = later_than(current.updated_at)
         return replace(current, name=body.name, spec=spec, updated_at=later, ext_brand_id=brand)
 
-    saved = await runtime.catalog.change_webhook(webhook_id, change, when)
+    owned = _owned(key, webhook_id)
+    saved = await write(runtime.catalog.change_webhook, webhook_id, if_match, owned, edit)
     return _saved(saved)
 
 
@@ -137,8 +136,11 @@ async def rotate_secret(
     """Both secrets sign every request for 24 hours (two signatures, space-separated), so
     the receiver can switch to the new one without refusing a delivery; then only the new.
     """
-    await _get(runtime, key, webhook_id)  # another brand's is not there for this key
-    saved = await runtime.catalog.rotate_webhook_secret(webhook_id, precondition(if_match))
+    catalog = runtime.catalog
+    owned = _owned(key, webhook_id)  # another brand's is not there for this key
+    saved = await write(
+        catalog.change_webhook, webhook_id, if_match, owned, catalog.rotate_webhook_secret
+    )
     return versioned(shown(saved, admin=True), saved.version)
 
 

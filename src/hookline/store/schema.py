@@ -195,6 +195,8 @@ journeys = Table(
     Column("ext_brand_id", LargeBinary, nullable=True),
     Column("created_at", Integer, nullable=False),
     Column("updated_at", Integer, nullable=False),
+    # Raised by every write (the ETag); NULL, written by an older hookline, reads as 1.
+    Column("revision", Integer, nullable=True),
 )
 
 # Every version's definition, so instances finish on the version they entered.
@@ -267,6 +269,7 @@ ADDED_COLUMNS = (
     (webhooks, "signing"),
     (rules, "signing"),
     (deliveries, "secret_headers"),
+    (journeys, "revision"),
 )
 
 # Indexes on ADDED_COLUMNS: create_all makes them only with a new table.

@@ -433,10 +433,12 @@ async def _bump(
     ).first()
     if row is not None:
         return int(row.version)
-    raise _stale(await conn.scalar(select(table.c.version).where(table.c.id == key)), key, kind)
+    raise stale_write(
+        await conn.scalar(select(table.c.version).where(table.c.id == key)), key, kind
+    )
 
 
-def _stale(current: int | None, key: str, kind: str) -> HooklineError:
+def stale_write(current: int | None, key: str, kind: str) -> HooklineError:
     """Why a write to one version of a row did not apply: the row is gone, or has moved on."""
     if current is None:
         return NotFound(f"no {kind} {key!r}", field=f"{kind}_id")
@@ -712,7 +714,7 @@ class SqlStore:
                     select(t.rules.c.version).where(t.rules.c.id == rule_id)
                 )
                 if current is not None:
-                    raise _stale(current, rule_id, "rule")
+                    raise stale_write(current, rule_id, "rule")
         return bool(result.rowcount)
 
     async def list_webhooks(self) -> list[SavedWebhook]:
@@ -774,7 +776,7 @@ class SqlStore:
                 if not result.rowcount and expected_version is not None:
                     current = await conn.scalar(select(w.c.version).where(w.c.id == webhook_id))
                     if current is not None:
-                        raise _stale(current, webhook_id, "webhook")
+                        raise stale_write(current, webhook_id, "webhook")
         except IntegrityError:
             async with self._read() as conn:
                 raise _in_use(await _names_using(conn, webhook_id)) from None
