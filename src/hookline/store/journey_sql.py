@@ -336,7 +336,7 @@ class JourneyStore:
             in_use = await conn.execute(
                 select(_I.c.journey_id, _I.c.version).where(_I.c.status == "active").distinct()
             )
-            for journey_id, version in sorted(in_use.tuples()):
+            for journey_id, version in sorted((r.journey_id, r.version) for r in in_use):
                 name, now = current.get(journey_id, (journey_id, 0))
                 if version == now:
                     continue
