@@ -72,6 +72,7 @@ RIGHTS: Final[dict[tuple[str, str], Right | None]] = {
     ("PATCH", "/api/v1/rules/{rule_id}"): Right.ADMIN,
     ("DELETE", "/api/v1/rules/{rule_id}"): Right.ADMIN,
     ("POST", "/api/v1/journeys"): Right.ADMIN,
+    ("POST", "/api/v1/journeys/validate"): Right.ADMIN,
     ("PUT", "/api/v1/journeys/{journey_id}"): Right.ADMIN,
     ("PATCH", "/api/v1/journeys/{journey_id}"): Right.ADMIN,
     ("DELETE", "/api/v1/journeys/{journey_id}"): Right.ADMIN,

@@ -37,8 +37,10 @@ from hookline.keys import ApiKey, Role
 from hookline.rules import Rule, SavedWebhook
 from hookline.signing import Signing
 from hookline.state import UserKey, user_key
+from hookline.store import rows
 from hookline.store import schema as t
 from hookline.store.base import DeliveryFilter, EchoRecord, Outcome
+from hookline.store.rows import RowMapper
 from hookline.webhooks import WebhookSpec
 
 log = logging.getLogger("hookline.store")
@@ -509,33 +511,26 @@ def _state_brand(raw: bytes) -> Any:
     return state.get("ext_brand_id") if isinstance(state, dict) else None
 
 
+_API_KEY = RowMapper(
+    ApiKey,
+    {
+        "role": rows.enum(Role),
+        "brands": rows.Codec(
+            lambda brands: _dumps(list(brands)), lambda raw: tuple(orjson.loads(raw))
+        ),
+    },
+)
+_ATTEMPT = RowMapper(
+    Attempt, {"response_headers": rows.Codec(_dumps, _pairs), "succeeded": rows.BOOL}
+)
+
+
 def _api_key(row: Row[Any]) -> ApiKey:
-    return ApiKey(
-        id=row.id,
-        name=row.name,
-        role=Role(row.role),
-        brands=tuple(orjson.loads(row.brands)),
-        shown=row.shown,
-        hash=row.hash,
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
-    )
+    return _API_KEY.record(row)
 
 
 def _attempt(row: Row[Any]) -> Attempt:
-    return Attempt(
-        id=row.id,
-        delivery_id=row.delivery_id,
-        number=row.number,
-        started_at=row.started_at,
-        latency_ms=row.latency_ms,
-        status_code=row.status_code,
-        response_headers=_pairs(row.response_headers),
-        response_body=row.response_body,
-        error=row.error,
-        succeeded=bool(row.succeeded),
-        warning=row.warning,
-    )
+    return _ATTEMPT.record(row)
 
 
 class SqlStore:
@@ -868,22 +863,7 @@ class SqlStore:
             await _insert_many(
                 conn,
                 t.attempts,
-                [
-                    {
-                        "id": o.attempt.id,
-                        "delivery_id": o.attempt.delivery_id,
-                        "number": o.attempt.number,
-                        "started_at": o.attempt.started_at,
-                        "latency_ms": o.attempt.latency_ms,
-                        "status_code": o.attempt.status_code,
-                        "response_headers": _dumps(o.attempt.response_headers),
-                        "response_body": o.attempt.response_body,
-                        "error": o.attempt.error,
-                        "succeeded": o.attempt.succeeded,
-                        "warning": o.attempt.warning,
-                    }
-                    for o in outcomes
-                ],
+                [_ATTEMPT.row(o.attempt) for o in outcomes],
             )
             marks = _marks(conn, 7)
             await conn.exec_driver_sql(
@@ -1055,18 +1035,7 @@ class SqlStore:
     async def insert_key(self, key: ApiKey) -> None:
         try:
             async with self._write() as conn:
-                await conn.execute(
-                    insert(t.api_keys).values(
-                        id=key.id,
-                        name=key.name,
-                        role=key.role.value,
-                        brands=_dumps(list(key.brands)),
-                        shown=key.shown,
-                        hash=key.hash,
-                        created_at=key.created_at,
-                        revoked_at=key.revoked_at,
-                    )
-                )
+                await conn.execute(insert(t.api_keys).values(_API_KEY.row(key)))
         except IntegrityError as exc:  # a clash of 256-bit random keys: never, but say so
             raise StoreError(f"the key could not be stored: {exc.orig}") from exc
 
