@@ -19,6 +19,7 @@ from hookline.api.models import (
     JourneyStats,
     _Strict,
 )
+from hookline.api.users import UserId
 from hookline.errors import Conflict, NotFound, StoreError
 from hookline.events import MAX_ID_LENGTH, later_than, now_ms
 from hookline.ids import new_id
@@ -265,12 +266,12 @@ async def journey_stats(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JS
 
 
 @users_router.get(
-    "/{user_ext_id}/journeys",
+    "/{user_ext_id:path}/journeys",
     summary="The journeys a user is or was in",
     response_model=InstanceList,
 )
 async def user_journeys(
-    user_ext_id: str,
+    user_ext_id: UserId,
     runtime: RuntimeDep,
     key: KeyDep,
     ext_brand_id: BrandQuery = None,
