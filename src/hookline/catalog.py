@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from hookline.brands import check_webhook_use
 from hookline.engine import Engine
 from hookline.errors import Conflict, HooklineError, NotFound, PreconditionFailed
 from hookline.events import later_than
@@ -153,7 +154,7 @@ class Catalog:
         if rule.webhook_id is not None:
             saved = await self.store.get_webhook(rule.webhook_id)
             if saved is not None:
-                _same_brand(rule, saved)
+                check_webhook_use("rule", rule.name, rule.ext_brand_id, saved)
                 webhooks[saved.id] = saved
                 webhook_version = saved.version
         return compile_rule(rule, webhooks), webhook_version
@@ -201,7 +202,12 @@ class Catalog:
             self.check_webhook(webhook)
             using = await self.store.rules_using_webhook(webhook_id)
             for rule in using:
-                _same_brand(rule, webhook)
+                check_webhook_use("rule", rule.name, rule.ext_brand_id, webhook)
+            for journey in self.engine.journeys.current.values():
+                if webhook_id in journey.webhook_ids:
+                    check_webhook_use(
+                        "journey", journey.journey.name, journey.journey.ext_brand_id, webhook
+                    )
             # Compiled before the write, so nothing can fail between its commit and the index.
             users = _compile_users(using, webhook)
             stored = await self.store.save_webhook(
@@ -251,17 +257,6 @@ class Catalog:
         if saved is None:
             raise NotFound(f"no webhook {webhook_id!r}", field="webhook_id")
         return saved
-
-
-def _same_brand(rule: Rule, webhook: SavedWebhook) -> None:
-    """A webhook of one brand serves rules of that brand only (a rule of none fires for all)."""
-    if webhook.ext_brand_id is not None and rule.ext_brand_id != webhook.ext_brand_id:
-        rule_brand = "every brand" if rule.ext_brand_id is None else repr(rule.ext_brand_id)
-        raise Conflict(
-            f"the saved webhook {webhook.id!r} belongs to brand {webhook.ext_brand_id!r} and "
-            f"rule {rule.name!r} fires for {rule_brand}: give them the same ext_brand_id",
-            field="ext_brand_id",
-        )
 
 
 def _compile_users(

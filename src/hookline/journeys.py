@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from hookline.brands import check_webhook_use
 from hookline.conditions import JOURNEY_SCOPES as CONDITION_SCOPES
 from hookline.conditions import Predicate, always_true, compile_conditions
 from hookline.errors import Conflict, InvalidInput
@@ -246,6 +247,16 @@ def compile_journey(journey: Journey, webhooks: Mapping[str, SavedWebhook]) -> C
     exit_on = _exit_on(d.get("exit_on"))
     max_duration = d.get("max_duration")
     blocks, webhook_ids = _blocks(d.get("blocks"), webhooks)
+    for block in blocks.values():
+        if block.webhook_id is not None:
+            # Another brand's webhook would send with its credentials and signing secret.
+            check_webhook_use(
+                "journey",
+                journey.name,
+                journey.ext_brand_id,
+                webhooks[block.webhook_id],
+                field=f"blocks.{block.name}.activity.webhook_id",
+            )
     start = d.get("start")
     if not isinstance(start, str) or start not in blocks:
         raise InvalidInput(
@@ -270,6 +281,18 @@ def compile_journey(journey: Journey, webhooks: Mapping[str, SavedWebhook]) -> C
         blocks=blocks,
         webhook_ids=frozenset(webhook_ids),
     )
+
+
+def webhook_ids_of(definition: Mapping[str, Any]) -> frozenset[str]:
+    """The saved webhooks a stored definition's blocks name (it need not be valid)."""
+    blocks = definition.get("blocks")
+    found: set[str] = set()
+    for block in blocks.values() if isinstance(blocks, Mapping) else ():
+        activity = block.get("activity") if isinstance(block, Mapping) else None
+        webhook_id = activity.get("webhook_id") if isinstance(activity, Mapping) else None
+        if isinstance(webhook_id, str):
+            found.add(webhook_id)
+    return frozenset(found)
 
 
 def _short(value: Any) -> str:

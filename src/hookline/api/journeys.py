@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -12,6 +13,7 @@ from hookline.api.auth import KeyDep
 from hookline.api.brands import BrandQuery, may_own, only_visible, require_visible
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import (
+    BrandIn,
     FreeObject,
     InstanceList,
     JourneyList,
@@ -29,8 +31,10 @@ from hookline.journeys import (
     Journey,
     JourneyStatus,
     compile_journey,
+    webhook_ids_of,
 )
 from hookline.keys import ApiKey
+from hookline.rules import SavedWebhook
 from hookline.runtime import Runtime
 from hookline.store.journey_sql import JourneyStore
 
@@ -47,7 +51,7 @@ class JourneyIn(_Strict):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     status: Status = "draft"
-    ext_brand_id: str | int | None = None
+    ext_brand_id: BrandIn = None
     entry: FreeObject
     control_group: FreeObject | None = None
     goal: FreeObject | None = None
@@ -63,7 +67,7 @@ class JourneyPatch(_Strict):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
     status: Status | None = None
-    ext_brand_id: str | int | None = None
+    ext_brand_id: BrandIn = None
     entry: FreeObject | None = None
     control_group: FreeObject | None = None
     goal: FreeObject | None = None
@@ -93,7 +97,24 @@ async def _journey(store: JourneyStore, journey_id: str, key: ApiKey) -> Journey
     return journey
 
 
-async def _save(runtime: Runtime, journey: Journey, current: Journey | None) -> Journey:
+def _usable(
+    key: ApiKey, journey: Journey, current: Journey | None
+) -> Callable[[SavedWebhook], bool]:
+    """The saved webhooks ``key`` may name in ``journey``'s blocks.
+
+    Those it sees; another brand's is, for it, one that does not exist (the same 422 as an
+    unknown id). Blocks left as they were keep the webhooks they use, so a brand's admin can
+    pause a journey that an admin of every brand pointed at a webhook of no brand.
+    """
+    kept: frozenset[str] = frozenset()
+    if current is not None and current.definition.get("blocks") == journey.definition.get("blocks"):
+        kept = webhook_ids_of(current.definition)
+    return lambda saved: saved.id in kept or key.sees(saved.ext_brand_id)
+
+
+async def _save(
+    runtime: Runtime, key: ApiKey, journey: Journey, current: Journey | None
+) -> Journey:
     """Compile, store, index; users leave a journey that is stopped or archived."""
     engine = runtime.engine
     store = _store(runtime)
@@ -106,7 +127,8 @@ async def _save(runtime: Runtime, journey: Journey, current: Journey | None) -> 
             "a journey that has run cannot go back to draft; pause or stop it", field="status"
         )
     async with engine.rules_lock:
-        webhooks = {w.id: w for w in await runtime.store.list_webhooks()}
+        usable = _usable(key, journey, current)
+        webhooks = {w.id: w for w in await runtime.store.list_webhooks() if usable(w)}
         compiled = compile_journey(journey, webhooks)
         saved = await store.save_journey(journey, create=current is None)
         if saved.status is JourneyStatus.DRAFT:
@@ -141,7 +163,7 @@ async def create_journey(body: JourneyIn, runtime: RuntimeDep, key: KeyDep) -> J
         created_at=now,
         updated_at=now,
     )
-    saved = await _save(runtime, journey, None)
+    saved = await _save(runtime, key, journey, None)
     return JSON(saved.as_dict(), status_code=201)
 
 
@@ -180,7 +202,7 @@ async def replace_journey(
         updated_at=later_than(current.updated_at),
         version=_next_version(current, definition),
     )
-    return JSON((await _save(runtime, journey, current)).as_dict())
+    return JSON((await _save(runtime, key, journey, current)).as_dict())
 
 
 @router.patch(
@@ -214,7 +236,7 @@ async def patch_journey(
         updated_at=later_than(current.updated_at),
         version=_next_version(current, definition),
     )
-    return JSON((await _save(runtime, journey, current)).as_dict())
+    return JSON((await _save(runtime, key, journey, current)).as_dict())
 
 
 @router.delete("/{journey_id}", status_code=204, summary="Delete a journey and its instances")

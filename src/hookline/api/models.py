@@ -17,6 +17,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from hookline.api.brands import checked_brand
+from hookline.brands import brand_text
 from hookline.deliveries import DeliveryStatus
 from hookline.errors import InvalidInput, unknown_key
 from hookline.events import (
@@ -61,13 +63,8 @@ def error_location(error: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def _brand(value: str | int | None) -> str | None:
-    # Stored as text: 5 and "5" are one brand (keys.brand_text).
-    if value is None:
-        return None
-    text = str(value)
-    if not text or len(text) > MAX_ID_LENGTH:
-        raise ValueError(f"a brand is 1-{MAX_ID_LENGTH} characters")
-    return text
+    # Stored as text: 5 and "5" are one brand (brands.brand_text).
+    return brand_text(checked_brand(value))
 
 
 # The brand a rule, saved webhook or journey belongs to; none: every brand.
@@ -200,11 +197,9 @@ class SampleEvent(_Strict):
 
     @field_validator("ext_brand_id")
     @classmethod
-    def _short(cls, value: str | int | None) -> str | int | None:
+    def _brand(cls, value: str | int | None) -> str | int | None:
         # A validator, not a constrained union member: errors then name the field alone.
-        if value is not None and len(str(value)) > MAX_ID_LENGTH:
-            raise ValueError(f"at most {MAX_ID_LENGTH} characters")
-        return value
+        return checked_brand(value)
 
 
 class PreviewIn(_Strict):

@@ -27,10 +27,11 @@ from hookline.api.models import (
     RuleSaved,
     RuleValidation,
 )
+from hookline.brands import brand_text
 from hookline.errors import InvalidInput, NotFound
 from hookline.events import later_than, now_ms
 from hookline.ids import new_id
-from hookline.keys import ApiKey, Right, brand_text
+from hookline.keys import ApiKey, Right
 from hookline.redaction import MASK, secret_names, show_secrets
 from hookline.rules import Rule
 from hookline.runtime import Runtime

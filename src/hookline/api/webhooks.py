@@ -27,10 +27,11 @@ from hookline.api.models import (
     WebhookIn,
     WebhookList,
 )
+from hookline.brands import brand_text
 from hookline.errors import Conflict, InvalidInput, NotFound
 from hookline.events import Event, later_than, now_ms
 from hookline.ids import new_id
-from hookline.keys import ApiKey, Right, brand_text
+from hookline.keys import ApiKey, Right
 from hookline.netguard import check_literal_url
 from hookline.redaction import show_secrets
 from hookline.rules import SavedWebhook
