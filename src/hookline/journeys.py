@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -24,7 +24,9 @@ from hookline.brands import check_webhook_use
 from hookline.conditions import JOURNEY_SCOPES as CONDITION_SCOPES
 from hookline.conditions import Predicate, always_true, compile_conditions
 from hookline.errors import Conflict, InvalidInput
+from hookline.redaction import keep_masked, redact_headers
 from hookline.rules import SavedWebhook
+from hookline.signing import Signing
 from hookline.state import UserKey, user_key
 from hookline.templates import JOURNEY_SCOPES, Template, TemplateMode, compile_template
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
@@ -112,6 +114,8 @@ class Journey:
     version: int = 1
     description: str = ""
     ext_brand_id: str | int | None = None
+    # What its inline webhook blocks sign with; kept across versions, replaced by a rotation.
+    signing: Signing | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -122,6 +126,7 @@ class Journey:
             "version": self.version,
             "ext_brand_id": self.ext_brand_id,
             **{k: self.definition[k] for k in DEFINITION_KEYS if k in self.definition},
+            "signing_secret": self.signing.secret if self.signing is not None else None,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -293,6 +298,56 @@ def webhook_ids_of(definition: Mapping[str, Any]) -> frozenset[str]:
         if isinstance(webhook_id, str):
             found.add(webhook_id)
     return frozenset(found)
+
+
+def _with_activity_headers(
+    definition: Mapping[str, Any], change: Callable[[str, Mapping[str, Any]], dict[str, str]]
+) -> dict[str, Any]:
+    """``definition`` with each inline activity's headers replaced by ``change(block, act)``."""
+    blocks = definition.get("blocks")
+    if not isinstance(blocks, Mapping):
+        return dict(definition)
+    changed: dict[str, Any] = {}
+    for name, block in blocks.items():
+        activity = block.get("activity") if isinstance(block, Mapping) else None
+        if isinstance(activity, Mapping) and isinstance(activity.get("headers"), Mapping):
+            activity = {**activity, "headers": change(name, activity)}
+            block = {**block, "activity": activity}
+        changed[name] = block
+    return {**definition, "blocks": changed}
+
+
+def _secret_list(activity: Mapping[str, Any]) -> list[str]:
+    names = activity.get("secret_headers")
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def keeping_secrets(
+    definition: Mapping[str, Any], stored: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``definition`` with secret headers sent back as ``***`` kept from the same block of
+    ``stored`` (see :func:`hookline.redaction.keep_masked`, the merge rules use too)."""
+    before = stored.get("blocks") if stored is not None else None
+
+    def keep(name: str, activity: Mapping[str, Any]) -> dict[str, str]:
+        old = before.get(name) if isinstance(before, Mapping) else None
+        old_activity = old.get("activity") if isinstance(old, Mapping) else None
+        old_headers = old_activity.get("headers") if isinstance(old_activity, Mapping) else None
+        return keep_masked(
+            activity["headers"],
+            _secret_list(activity),
+            old_headers if isinstance(old_headers, Mapping) else None,
+            f"blocks.{name}.activity.headers",
+        )
+
+    return _with_activity_headers(definition, keep)
+
+
+def shown_definition(definition: Mapping[str, Any]) -> dict[str, Any]:
+    """``definition`` as answers show it: secret header values of its blocks as ``***``."""
+    return _with_activity_headers(
+        definition, lambda _, act: redact_headers(act["headers"], _secret_list(act))
+    )
 
 
 def _short(value: Any) -> str:

@@ -76,6 +76,7 @@ RIGHTS: Final[dict[tuple[str, str], Right | None]] = {
     ("PUT", "/api/v1/journeys/{journey_id}"): Right.ADMIN,
     ("PATCH", "/api/v1/journeys/{journey_id}"): Right.ADMIN,
     ("DELETE", "/api/v1/journeys/{journey_id}"): Right.ADMIN,
+    ("POST", "/api/v1/journeys/{journey_id}/rotate-secret"): Right.ADMIN,
     ("POST", "/api/v1/webhooks"): Right.ADMIN,
     ("POST", "/api/v1/webhooks/{webhook_id}/rotate-secret"): Right.ADMIN,
     ("POST", "/api/v1/rules/{rule_id}/rotate-secret"): Right.ADMIN,

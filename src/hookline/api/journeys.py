@@ -1,8 +1,14 @@
-"""/api/v1/journeys: campaign journeys, validated when saved, versioned while active."""
+"""/api/v1/journeys: campaign journeys, validated when saved, versioned while active.
+
+Secret header values of inline webhook blocks are shown as ``***`` (and a ``***`` sent back
+keeps the stored value); the journey's ``signing_secret``, which its inline blocks sign
+with, is shown to admins only (see :func:`hookline.redaction.show_secrets`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -31,11 +37,15 @@ from hookline.journeys import (
     Journey,
     JourneyStatus,
     compile_journey,
+    keeping_secrets,
+    shown_definition,
     webhook_ids_of,
 )
-from hookline.keys import ApiKey
+from hookline.keys import ApiKey, Right
+from hookline.redaction import show_secrets
 from hookline.rules import SavedWebhook
 from hookline.runtime import Runtime
+from hookline.signing import Signing
 from hookline.store.journey_sql import JourneyStore
 
 router = APIRouter(prefix="/api/v1/journeys", tags=["journeys"], route_class=JSONRoute)
@@ -127,6 +137,10 @@ async def _save(
             "a journey that has run cannot go back to draft; pause or stop it", field="status"
         )
     async with engine.rules_lock:
+        if journey.signing is None:  # kept across versions and changes; new when created
+            stored = await store.get_journey(journey.id) if current is not None else None
+            signing = stored.signing if stored is not None else None
+            journey = replace(journey, signing=signing or Signing.new())
         usable = _usable(key, journey, current)
         webhooks = {w.id: w for w in await runtime.store.list_webhooks() if usable(w)}
         compiled = compile_journey(journey, webhooks)
@@ -135,10 +149,18 @@ async def _save(
             engine.journeys.remove(saved.id)
         else:
             engine.journeys.put(compiled)
+        runtime.catalog.keyring.put(saved.id, saved.signing)
     leaving = (JourneyStatus.STOPPED, JourneyStatus.ARCHIVED)
     if saved.status in leaving and (current is None or current.status not in leaving):
         await engine.stop_journey(saved.id)
     return saved
+
+
+def shown(journey: Journey, *, admin: bool) -> dict[str, Any]:
+    """A journey as answers show it: secret headers masked, the signing secret for admins."""
+    answer = journey.as_dict()
+    answer.update(shown_definition({k: answer[k] for k in ("blocks",) if k in answer}))
+    return show_secrets(answer, admin=admin)  # type: ignore[no-any-return]
 
 
 def _next_version(current: Journey, definition: dict[str, Any]) -> int:
@@ -158,13 +180,13 @@ async def create_journey(body: JourneyIn, runtime: RuntimeDep, key: KeyDep) -> J
         name=body.name,
         description=body.description,
         status=JourneyStatus(body.status),
-        definition=_definition(data),
+        definition=keeping_secrets(_definition(data), None),
         ext_brand_id=body.ext_brand_id,
         created_at=now,
         updated_at=now,
     )
     saved = await _save(runtime, key, journey, None)
-    return JSON(saved.as_dict(), status_code=201)
+    return JSON(shown(saved, admin=True), status_code=201)
 
 
 @router.get("", summary="List journeys", response_model=JourneyList)
@@ -172,12 +194,14 @@ async def list_journeys(runtime: RuntimeDep, key: KeyDep, status: Status | None 
     journeys = only_visible(key, await _store(runtime).list_journeys(), lambda j: j.ext_brand_id)
     if status is not None:
         journeys = [j for j in journeys if j.status.value == status]
-    return JSON({"data": [j.as_dict() for j in journeys]})
+    admin = key.can(Right.ADMIN)
+    return JSON({"data": [shown(j, admin=admin) for j in journeys]})
 
 
 @router.get("/{journey_id}", summary="Get a journey", response_model=JourneyOut)
 async def get_journey(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
-    return JSON((await _journey(_store(runtime), journey_id, key)).as_dict())
+    journey = await _journey(_store(runtime), journey_id, key)
+    return JSON(shown(journey, admin=key.can(Right.ADMIN)))
 
 
 @router.put(
@@ -190,7 +214,7 @@ async def replace_journey(
 ) -> JSON:
     current = await _journey(_store(runtime), journey_id, key)
     may_own(key, body.ext_brand_id)
-    definition = _definition(body.model_dump())
+    definition = keeping_secrets(_definition(body.model_dump()), current.definition)
     journey = Journey(
         id=journey_id,
         name=body.name,
@@ -202,7 +226,7 @@ async def replace_journey(
         updated_at=later_than(current.updated_at),
         version=_next_version(current, definition),
     )
-    return JSON((await _save(runtime, key, journey, current)).as_dict())
+    return JSON(shown(await _save(runtime, key, journey, current), admin=True))
 
 
 @router.patch(
@@ -224,6 +248,8 @@ async def patch_journey(
                 definition.pop(name, None)
             else:
                 definition[name] = given[name]
+    if "blocks" in given:
+        definition = keeping_secrets(definition, current.definition)
     status = given.get("status") or current.status.value
     journey = Journey(
         id=journey_id,
@@ -236,7 +262,28 @@ async def patch_journey(
         updated_at=later_than(current.updated_at),
         version=_next_version(current, definition),
     )
-    return JSON((await _save(runtime, key, journey, current)).as_dict())
+    return JSON(shown(await _save(runtime, key, journey, current), admin=True))
+
+
+@router.post(
+    "/{journey_id}/rotate-secret",
+    summary="New signing secret for the inline webhook blocks; the old one signs for 24 h more",
+    response_model=JourneyOut,
+)
+async def rotate_secret(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
+    """Both secrets sign every request for 24 hours (two signatures, space-separated), so
+    the receiver can switch to the new one without refusing a delivery; then only the new.
+    Blocks that use a saved webhook sign with that webhook's secret: rotate it there.
+    """
+    current = await _journey(_store(runtime), journey_id, key)
+    keyring = runtime.catalog.keyring
+    signing = current.signing or Signing.new()
+    rotated = replace(
+        current,
+        signing=signing.rotated(keyring.clock()),
+        updated_at=later_than(current.updated_at),
+    )
+    return JSON(shown(await _save(runtime, key, rotated, current), admin=True))
 
 
 @router.delete("/{journey_id}", status_code=204, summary="Delete a journey and its instances")
@@ -247,6 +294,7 @@ async def delete_journey(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> R
     async with runtime.engine.rules_lock:
         await store.delete_journey(journey_id)
         runtime.engine.journeys.remove(journey_id)
+        runtime.catalog.keyring.remove(journey_id)
     return Response(status_code=204)
 
 

@@ -547,6 +547,11 @@ class JourneyOut(_Answer):
     max_duration: str | float | None = Field(default=None, description="e.g. 30d, or seconds.")
     start: str = Field(description="The block a user enters first.")
     blocks: dict[str, Any] = Field(description="The blocks by name: type, fields and exits.")
+    signing_secret: str | None = Field(
+        default=None,
+        description="What its inline webhook blocks sign with (whsec_...): shown to admin "
+        "keys only, *** to others.",
+    )
     created_at: int
     updated_at: int
 

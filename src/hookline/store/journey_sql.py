@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hookline.errors import Conflict, StoreError
 from hookline.journeys import FinishReason, Instance, InstanceStatus, Journey, JourneyStatus
+from hookline.signing import Signing
 from hookline.state import NO_BRAND, UserKey, user_key
 from hookline.store import schema as t
 
@@ -41,6 +42,7 @@ def _journey(row: Row[Any], definition: bytes | None = None) -> Journey:
         ext_brand_id=_brand(row.ext_brand_id),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        signing=Signing.from_json(orjson.loads(row.signing)) if row.signing is not None else None,
     )
 
 
@@ -271,6 +273,8 @@ class JourneyStore:
             "created_at": journey.created_at,
             "updated_at": journey.updated_at,
         }
+        if journey.signing is not None:  # None keeps what is stored, as for rules
+            row["signing"] = orjson.dumps(journey.signing.as_json())
         v = t.journey_versions
         try:
             async with self._write() as conn:
