@@ -85,7 +85,7 @@ _EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _TIME_OF_DAY: Final = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 _ACTIVITY_KEYS: Final = frozenset(
     {"type", "webhook_id", "url", "method", "content_type", "headers", "query", "body"}
-    | {"timeout", "retry_schedule"}
+    | {"timeout", "retry_schedule", "secret_headers"}
 )
 DEFINITION_KEYS: Final = (
     "entry",
@@ -646,6 +646,11 @@ def _activity(
         value = inline.get(key, {})
         if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
             raise InvalidInput(f"{key} is an object of strings", field=f"{path}.{key}")
+    secret = inline.get("secret_headers", [])
+    if not isinstance(secret, list) or not all(isinstance(n, str) for n in secret):
+        raise InvalidInput(
+            "secret_headers is a list of header names", field=f"{path}.secret_headers"
+        )
     schedule = inline.get("retry_schedule")
     if schedule is not None and not isinstance(schedule, list):
         raise InvalidInput("retry_schedule is a list of seconds", field=f"{path}.retry_schedule")
