@@ -455,7 +455,11 @@ async def test_a_journeys_secret_shows_to_admins_only_and_leaves_with_the_journe
     _, reader = await h.runtime.keys.create(Role.READ, (), "")
     _, admin = await h.runtime.keys.create(Role.ADMIN, (), "")
     path = f"/api/v1/journeys/{journey['id']}"
-    for url, pick in ((path, lambda a: a), ("/api/v1/journeys", lambda a: a["data"][0])):
+    reads: list[tuple[str, Callable[[Any], dict[str, Any]]]] = [
+        (path, lambda a: a),
+        ("/api/v1/journeys", lambda a: a["data"][0]),
+    ]
+    for url, pick in reads:
         as_reader = pick((await h.client.get(url, headers=_bearer(reader))).json())
         as_admin = pick((await h.client.get(url, headers=_bearer(admin))).json())
         assert as_admin["signing_secret"] == journey["signing_secret"], url
