@@ -525,3 +525,83 @@ def test_keys_create_refuses_an_empty_brand_before_anything_is_made() -> None:
     with pytest.raises(InvalidInput) as refused:
         check_brands(["b1", ""])
     assert refused.value.field == "brands[1]"
+
+
+# --- previews and test sends: the brand checks of the real routes ---------------------------
+
+PREVIEWS: list[tuple[str, str, str | None, tuple[str, ...], int]] = [
+    # (what is rendered, its brand, the sample event's brand, the key's brands, status)
+    ("webhook_id", "b2", None, ("b1",), 404),  # another brand's webhook: not there
+    ("webhook_id", "b2", "b1", ("b1",), 404),
+    ("rule_id", "b2", None, ("b1",), 404),
+    ("webhook_id", "b1", "b2", ("b1",), 403),  # an event of another brand: as posting one
+    ("webhook", "", "b2", ("b1",), 403),
+    ("webhook", "", None, ("b1",), 403),  # an event of no brand is every brand's
+    ("webhook_id", "b1", None, ("b1",), 200),  # the sample takes the webhook's brand
+    ("rule_id", "b1", "b1", ("b1",), 200),
+    ("webhook_id", "b1", "b2", (), 409),  # never sent for another brand's event
+    ("rule_id", "b1", "b2", (), 409),
+    ("rule_id", "b1", None, (), 200),
+]
+
+
+@pytest.mark.parametrize("route", ["preview", "test"])
+async def test_previews_and_test_sends_check_brands_as_the_real_routes_do(
+    hookline: Hookline, receiver: Receiver, route: str
+) -> None:
+    h = hookline
+    world = await _world(h, receiver)
+    keys = {
+        scope: (await h.runtime.keys.create(Role.ADMIN, scope, ""))[1] for scope in ((), ("b1",))
+    }
+    wrong = []
+    for what, brand, sample_brand, scope, status in PREVIEWS:
+        body: dict[str, Any] = {"event": {"event_type": "spin", **_brand(sample_brand)}}
+        if what == "webhook":
+            body["webhook"] = {"url": receiver.url("/inline")}
+        else:
+            body[what] = world[brand][what]
+        resp = await h.post(f"/api/v1/webhooks/{route}", body, headers=_auth(keys[scope]))
+        if resp.status_code != status:
+            wrong.append(f"{what} {brand} {sample_brand} {scope}: {resp.status_code} {resp.text}")
+        elif status in (403, 409):
+            assert resp.json()["field"] == "event.ext_brand_id"
+    assert wrong == []
+
+
+async def test_a_read_key_reads_a_user_whose_id_has_slashes(hookline: Hookline) -> None:
+    """{user_ext_id:path}: the gate and the router agree, so no admin key is needed."""
+    h = hookline
+    patch = await h.client.patch("/api/v1/users/a%2Fb%2Fc/state", json={"x": 1})
+    assert patch.status_code == 200, patch.text
+    _, reader = await h.runtime.keys.create(Role.READ, (), "")
+    _, ingest = await h.runtime.keys.create(Role.INGEST, (), "")
+    state = await h.client.get("/api/v1/users/a%2Fb%2Fc/state", headers=_auth(reader))
+    assert state.status_code == 200, state.text
+    assert state.json()["user_ext_id"] == "a/b/c" and state.json()["x"] == 1
+    journeys = await h.client.get("/api/v1/users/a%2Fb%2Fc/journeys", headers=_auth(reader))
+    assert journeys.status_code == 200, journeys.text
+    again = await h.client.patch(
+        "/api/v1/users/a%2Fb%2Fc/state", json={"x": 2}, headers=_auth(ingest)
+    )
+    assert again.status_code == 200, again.text
+
+
+async def test_another_brands_user_is_404_to_a_state_patch_whether_or_not_it_exists(
+    hookline: Hookline,
+) -> None:
+    h = hookline
+    await h.client.patch("/api/v1/users/real/state", params={"ext_brand_id": "b2"}, json={"a": 1})
+    _, ingest = await h.runtime.keys.create(Role.INGEST, ("b1",), "")
+    for user in ("real", "never-seen"):
+        resp = await h.client.patch(
+            f"/api/v1/users/{user}/state",
+            params={"ext_brand_id": "b2"},
+            json={"a": 2},
+            headers=_auth(ingest),
+        )
+        assert resp.status_code == 404, resp.text
+        assert resp.json()["field"] == "user_ext_id"
+    # Creating for another brand is what a 403 says: an event of a foreign brand.
+    event = {"event_type": "t", "user_ext_id": "u", "ext_brand_id": "b2"}
+    assert (await h.post("/api/v1/events", event, headers=_auth(ingest))).status_code == 403
