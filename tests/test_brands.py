@@ -551,9 +551,8 @@ async def test_previews_and_test_sends_check_brands_as_the_real_routes_do(
 ) -> None:
     h = hookline
     world = await _world(h, receiver)
-    keys = {
-        scope: (await h.runtime.keys.create(Role.ADMIN, scope, ""))[1] for scope in ((), ("b1",))
-    }
+    scopes: tuple[tuple[str, ...], ...] = ((), ("b1",))
+    keys = {scope: (await h.runtime.keys.create(Role.ADMIN, scope, ""))[1] for scope in scopes}
     wrong = []
     for what, brand, sample_brand, scope, status in PREVIEWS:
         body: dict[str, Any] = {"event": {"event_type": "spin", **_brand(sample_brand)}}
