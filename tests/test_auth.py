@@ -423,3 +423,28 @@ async def test_keys_never_appear_in_logs(
         for secret in (admin, ingest["key"], wrong):
             assert secret not in text, record.name
             assert secret[12:] not in text, record.name
+
+
+async def test_healthz_lists_load_problems_only_to_a_key_of_every_brand(
+    make_hookline: MakeHookline,
+) -> None:
+    """/healthz is public; a problem names another brand's rule, so only its count is."""
+    from hookline.rules import Problem
+
+    h = await make_hookline()
+    problem = Problem("rule", "rule_b2", "rule 'b2-secret-campaign' is skipped")
+    h.runtime.engine.index.problems["rule_b2"] = problem
+    opened = (await h.client.get("/healthz")).json()  # no keys: open, shows everything
+    assert opened["problem_count"] == 1 and opened["problems"][0]["id"] == "rule_b2"
+    _, every = await h.runtime.keys.create(Role.READ, (), "")
+    _, brand = await h.runtime.keys.create(Role.ADMIN, ("b1",), "")
+    for headers, listed in (
+        ({}, False),
+        (_headers("hlk_not-a-key"), False),
+        (_headers(brand), False),
+        (_headers(every), True),
+    ):
+        resp = await h.client.get("/healthz", headers=headers)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["problem_count"] == 1
+        assert ("b2-secret-campaign" in resp.text) is listed, headers

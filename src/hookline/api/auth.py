@@ -264,6 +264,23 @@ class Gate:
         return key
 
 
+async def sees_everything(request: Request, runtime: Runtime) -> bool:
+    """Whether a public route's caller may see data of every brand (read key of all brands).
+
+    True while hookline runs without keys; otherwise only for a valid key, sent as on any
+    other route, that may read and is limited to no brand.
+    """
+    ring = runtime.keys
+    await ring.refresh()
+    if not keys_required(runtime.settings.auth_mode, runtime.settings.host, ring.active):
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    key = await ring.find(token.strip())
+    return key is not None and key.all_brands and key.can(Right.READ)
+
+
 def principal(request: Request) -> ApiKey:
     """The key the request was let in with (``OPEN`` while hookline runs without keys).
 

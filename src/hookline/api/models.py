@@ -619,5 +619,8 @@ class Health(_Answer):
     status: Literal["ok", "starting"]
     version: str | None = None
     problems: list[LoadProblem] = Field(
-        default_factory=list, description="Stored rules and webhooks skipped at load."
+        default_factory=list,
+        description="Stored rules and webhooks skipped at load; listed only while hookline "
+        "runs without keys, or for a read or admin key of every brand.",
     )
+    problem_count: int = Field(default=0, description="How many were skipped, to anyone.")
