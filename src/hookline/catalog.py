@@ -23,11 +23,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
+from hookline.brands import check_webhook_use
 from hookline.engine import Engine
 from hookline.errors import Conflict, HooklineError, NotFound, PreconditionFailed, StoreError
 from hookline.events import later_than
-from hookline.journeys import CompiledJourney, Journey, JourneyStatus, compile_journey, successor
+from hookline.journeys import (
+    CompiledJourney,
+    Journey,
+    JourneyStatus,
+    compile_journey,
+    saved_webhooks_used,
+    successor,
+)
 from hookline.netguard import NetworkPolicy, check_literal_url
 from hookline.rules import CompiledRule, Rule, SavedWebhook, compile_rule
 from hookline.signing import SecretRing, Signing
@@ -55,6 +64,13 @@ class Precondition:
 
 
 ANY_VERSION = Precondition()
+
+# Which brands' saved webhooks a writer may name: a key's ``sees``.
+Sees = Callable[[Any], bool]
+
+
+def _every_brand(brand: Any) -> bool:
+    return True
 
 
 class Catalog:
@@ -157,7 +173,7 @@ class Catalog:
         if rule.webhook_id is not None:
             saved = await self.store.get_webhook(rule.webhook_id)
             if saved is not None:
-                _same_brand(rule, saved)
+                check_webhook_use("rule", rule.name, rule.ext_brand_id, saved)
                 webhooks[saved.id] = saved
                 webhook_version = saved.version
         return compile_rule(rule, webhooks), webhook_version
@@ -205,7 +221,12 @@ class Catalog:
             self.check_webhook(webhook)
             using = await self.store.rules_using_webhook(webhook_id)
             for rule in using:
-                _same_brand(rule, webhook)
+                check_webhook_use("rule", rule.name, rule.ext_brand_id, webhook)
+            for journey in self.engine.journeys.current.values():
+                if webhook_id in journey.webhook_ids:
+                    check_webhook_use(
+                        "journey", journey.journey.name, journey.journey.ext_brand_id, webhook
+                    )
             # Compiled before the write, so nothing can fail between its commit and the index.
             users = _compile_users(using, webhook)
             journeys = await self._recompile_journeys(webhook)
@@ -291,22 +312,45 @@ class Catalog:
             raise StoreError("journeys are not available on this store")
         return self.engine.journey_store
 
-    async def create_journey(self, journey: Journey) -> Journey:
+    async def create_journey(self, journey: Journey, sees: Sees = _every_brand) -> Journey:
+        """Save a new journey with a new signing secret; ``sees`` as in :meth:`check_journey`."""
         async with self.engine.rules_lock:
-            saved = await self._save_journey(journey, None)
+            saved = await self._save_journey(replace(journey, signing=Signing.new()), None, sees)
         await self._leave_if_stopped(saved, None)
         return saved
 
     async def change_journey(
-        self, journey_id: str, change: Callable[[Journey], Journey], precondition: Precondition
+        self,
+        journey_id: str,
+        change: Callable[[Journey], Journey],
+        precondition: Precondition,
+        sees: Sees = _every_brand,
     ) -> Journey:
-        """Apply ``change`` to the journey as it is now (see :func:`journeys.successor`)."""
+        """Apply ``change`` to the journey as it is now (see :func:`journeys.successor`).
+
+        The journey keeps its signing secrets unless ``change`` sets others (a rotation).
+        """
         async with self.engine.rules_lock:
             current = await self._journey(journey_id)
             precondition.check("journey", current.revision)
-            saved = await self._save_journey(successor(current, change(current)), current)
+            changed = change(current)
+            if changed.signing is None:
+                changed = replace(changed, signing=current.signing or Signing.new())
+            saved = await self._save_journey(successor(current, changed), current, sees)
         await self._leave_if_stopped(saved, current)
         return saved
+
+    def rotate_journey_secret(self, current: Journey) -> Journey:
+        """The journey with a new secret for its inline webhook blocks; the old one signs for
+        24 h more. Blocks that call a saved webhook sign with that webhook's secret.
+
+        A change for :meth:`change_journey`.
+        """
+        return replace(
+            current,
+            signing=self._rotated(current.signing),
+            updated_at=later_than(current.updated_at),
+        )
 
     async def delete_journey(
         self,
@@ -326,10 +370,28 @@ class Catalog:
             if not await self.journeys.delete_journey(journey_id, current.revision):
                 raise NotFound(f"no journey {journey_id!r}", field="journey_id")
             self.engine.journeys.remove(journey_id)
+            self.keyring.remove(journey_id)
 
-    async def check_journey(self, journey: Journey) -> CompiledJourney:
-        """Compile ``journey`` as a save would (its saved webhooks as they are now)."""
-        webhooks = {w.id: w for w in await self.store.list_webhooks()}
+    async def check_journey(
+        self, journey: Journey, sees: Sees = _every_brand, current: Journey | None = None
+    ) -> CompiledJourney:
+        """Compile ``journey`` as a save would (its saved webhooks as they are now).
+
+        The saved webhooks it may name are those of a brand ``sees`` admits (a writer's key:
+        another brand's webhook is, for it, one that does not exist). Blocks left as they
+        were keep the webhooks they call, so a brand's admin can pause a journey that an
+        admin of every brand pointed at a webhook of no brand.
+        """
+        kept: frozenset[str] = frozenset()
+        if current is not None and current.definition.get("blocks") == journey.definition.get(
+            "blocks"
+        ):
+            kept = saved_webhooks_used(current.definition)
+        webhooks = {
+            w.id: w
+            for w in await self.store.list_webhooks()
+            if w.id in kept or sees(w.ext_brand_id)
+        }
         return compile_journey(journey, webhooks)
 
     async def _journey(self, journey_id: str) -> Journey:
@@ -338,8 +400,8 @@ class Catalog:
             raise NotFound(f"no journey {journey_id!r}", field="journey_id")
         return journey
 
-    async def _save_journey(self, journey: Journey, current: Journey | None) -> Journey:
-        compiled = await self.check_journey(journey)
+    async def _save_journey(self, journey: Journey, current: Journey | None, sees: Sees) -> Journey:
+        compiled = await self.check_journey(journey, sees, current)
         saved = await self.journeys.save_journey(
             journey,
             create=current is None,
@@ -349,6 +411,7 @@ class Catalog:
             self.engine.journeys.remove(saved.id)
         else:
             self.engine.journeys.put(replace(compiled, journey=saved))
+        self.keyring.put(saved.id, saved.signing)
         return saved
 
     async def _leave_if_stopped(self, saved: Journey, current: Journey | None) -> None:
@@ -356,17 +419,6 @@ class Catalog:
         leaving = (JourneyStatus.STOPPED, JourneyStatus.ARCHIVED)
         if saved.status in leaving and (current is None or current.status not in leaving):
             await self.engine.stop_journey(saved.id)
-
-
-def _same_brand(rule: Rule, webhook: SavedWebhook) -> None:
-    """A webhook of one brand serves rules of that brand only (a rule of none fires for all)."""
-    if webhook.ext_brand_id is not None and rule.ext_brand_id != webhook.ext_brand_id:
-        rule_brand = "every brand" if rule.ext_brand_id is None else repr(rule.ext_brand_id)
-        raise Conflict(
-            f"the saved webhook {webhook.id!r} belongs to brand {webhook.ext_brand_id!r} and "
-            f"rule {rule.name!r} fires for {rule_brand}: give them the same ext_brand_id",
-            field="ext_brand_id",
-        )
 
 
 def _compile_users(

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hookline.brands import brand_text
 from hookline.deliveries import LEASE_MARGIN_MS, Delivery, Origin, plan_delivery
 from hookline.errors import HooklineError, StoreError
 from hookline.events import UPDATE_PROFILE, Event, EventInput, now_ms
@@ -27,7 +28,6 @@ from hookline.journey_runner import (
     JourneyTimer,
     load_index,
 )
-from hookline.keys import brand_text
 from hookline.queue import Handoff, WorkSignal
 from hookline.rules import CompiledRule, RuleIndex
 from hookline.settings import Settings

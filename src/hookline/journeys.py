@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -20,10 +20,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from hookline.brands import check_webhook_use
 from hookline.conditions import JOURNEY_SCOPES as CONDITION_SCOPES
 from hookline.conditions import Predicate, always_true, compile_conditions
 from hookline.errors import Conflict, InvalidInput
+from hookline.redaction import keep_masked, redact_headers
 from hookline.rules import SavedWebhook
+from hookline.signing import Signing
 from hookline.state import UserKey, user_key
 from hookline.templates import JOURNEY_SCOPES, Template, TemplateMode, compile_template
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
@@ -82,7 +85,7 @@ _EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _TIME_OF_DAY: Final = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 _ACTIVITY_KEYS: Final = frozenset(
     {"type", "webhook_id", "url", "method", "content_type", "headers", "query", "body"}
-    | {"timeout", "retry_schedule"}
+    | {"timeout", "retry_schedule", "secret_headers"}
 )
 DEFINITION_KEYS: Final = (
     "entry",
@@ -116,6 +119,8 @@ class Journey:
     description: str = ""
     ext_brand_id: str | int | None = None
     revision: int = 1
+    # What its inline webhook blocks sign with; kept across versions, replaced by a rotation.
+    signing: Signing | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -127,6 +132,7 @@ class Journey:
             "revision": self.revision,
             "ext_brand_id": self.ext_brand_id,
             **{k: self.definition[k] for k in DEFINITION_KEYS if k in self.definition},
+            "signing_secret": self.signing.secret if self.signing is not None else None,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -252,6 +258,16 @@ def compile_journey(journey: Journey, webhooks: Mapping[str, SavedWebhook]) -> C
     exit_on = _exit_on(d.get("exit_on"))
     max_duration = d.get("max_duration")
     blocks, webhook_ids = _blocks(d.get("blocks"), webhooks)
+    for block in blocks.values():
+        if block.webhook_id is not None:
+            # Another brand's webhook would send with its credentials and signing secret.
+            check_webhook_use(
+                "journey",
+                journey.name,
+                journey.ext_brand_id,
+                webhooks[block.webhook_id],
+                field=f"blocks.{block.name}.activity.webhook_id",
+            )
     start = d.get("start")
     if not isinstance(start, str) or start not in blocks:
         raise InvalidInput(
@@ -311,6 +327,56 @@ def saved_webhooks_used(definition: Mapping[str, Any]) -> frozenset[str]:
         if isinstance(webhook_id, str):
             found.add(webhook_id)
     return frozenset(found)
+
+
+def _with_activity_headers(
+    definition: Mapping[str, Any], change: Callable[[str, Mapping[str, Any]], dict[str, str]]
+) -> dict[str, Any]:
+    """``definition`` with each inline activity's headers replaced by ``change(block, act)``."""
+    blocks = definition.get("blocks")
+    if not isinstance(blocks, Mapping):
+        return dict(definition)
+    changed: dict[str, Any] = {}
+    for name, block in blocks.items():
+        activity = block.get("activity") if isinstance(block, Mapping) else None
+        if isinstance(activity, Mapping) and isinstance(activity.get("headers"), Mapping):
+            activity = {**activity, "headers": change(name, activity)}
+            block = {**block, "activity": activity}
+        changed[name] = block
+    return {**definition, "blocks": changed}
+
+
+def _secret_list(activity: Mapping[str, Any]) -> list[str]:
+    names = activity.get("secret_headers")
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def keeping_secrets(
+    definition: Mapping[str, Any], stored: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``definition`` with secret headers sent back as ``***`` kept from the same block of
+    ``stored`` (see :func:`hookline.redaction.keep_masked`, the merge rules use too)."""
+    before = stored.get("blocks") if stored is not None else None
+
+    def keep(name: str, activity: Mapping[str, Any]) -> dict[str, str]:
+        old = before.get(name) if isinstance(before, Mapping) else None
+        old_activity = old.get("activity") if isinstance(old, Mapping) else None
+        old_headers = old_activity.get("headers") if isinstance(old_activity, Mapping) else None
+        return keep_masked(
+            activity["headers"],
+            _secret_list(activity),
+            old_headers if isinstance(old_headers, Mapping) else None,
+            f"blocks.{name}.activity.headers",
+        )
+
+    return _with_activity_headers(definition, keep)
+
+
+def shown_definition(definition: Mapping[str, Any]) -> dict[str, Any]:
+    """``definition`` as answers show it: secret header values of its blocks as ``***``."""
+    return _with_activity_headers(
+        definition, lambda _, act: redact_headers(act["headers"], _secret_list(act))
+    )
 
 
 def _short(value: Any) -> str:
@@ -609,6 +675,11 @@ def _activity(
         value = inline.get(key, {})
         if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
             raise InvalidInput(f"{key} is an object of strings", field=f"{path}.{key}")
+    secret = inline.get("secret_headers", [])
+    if not isinstance(secret, list) or not all(isinstance(n, str) for n in secret):
+        raise InvalidInput(
+            "secret_headers is a list of header names", field=f"{path}.secret_headers"
+        )
     schedule = inline.get("retry_schedule")
     if schedule is not None and not isinstance(schedule, list):
         raise InvalidInput("retry_schedule is a list of seconds", field=f"{path}.retry_schedule")

@@ -1,9 +1,15 @@
-"""/api/v1/journeys: campaign journeys, validated when saved, versioned while active."""
+"""/api/v1/journeys: campaign journeys, validated when saved, versioned while active.
+
+Secret header values of inline webhook blocks are shown as ``***`` (and a ``***`` sent back
+keeps the stored value); the journey's ``signing_secret``, which its inline blocks sign
+with, is shown to admins only (see :func:`hookline.redaction.show_secrets`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -15,6 +21,7 @@ from hookline.api.auth import KeyDep
 from hookline.api.brands import BrandQuery, may_own, only_visible, require_visible
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import (
+    BrandIn,
     FreeObject,
     InstanceList,
     JourneyList,
@@ -23,6 +30,7 @@ from hookline.api.models import (
     JourneyValidation,
     _Strict,
 )
+from hookline.api.users import UserId
 from hookline.errors import NotFound, StoreError
 from hookline.events import MAX_ID_LENGTH, later_than, now_ms
 from hookline.ids import new_id
@@ -31,9 +39,12 @@ from hookline.journeys import (
     InstanceStatus,
     Journey,
     JourneyStatus,
+    keeping_secrets,
+    shown_definition,
     successor,
 )
-from hookline.keys import ApiKey
+from hookline.keys import ApiKey, Right
+from hookline.redaction import show_secrets
 from hookline.runtime import Runtime
 from hookline.store.journey_sql import JourneyStore
 
@@ -50,7 +61,7 @@ class JourneyIn(_Strict):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     status: Status = "draft"
-    ext_brand_id: str | int | None = None
+    ext_brand_id: BrandIn = None
     entry: FreeObject
     control_group: FreeObject | None = None
     goal: FreeObject | None = None
@@ -66,7 +77,7 @@ class JourneyPatch(_Strict):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
     status: Status | None = None
-    ext_brand_id: str | int | None = None
+    ext_brand_id: BrandIn = None
     entry: FreeObject | None = None
     control_group: FreeObject | None = None
     goal: FreeObject | None = None
@@ -104,18 +115,29 @@ async def _journey(store: JourneyStore, journey_id: str, key: ApiKey) -> Journey
     return journey
 
 
-def _answer(journey: Journey, status_code: int = 200) -> JSON:
-    """One journey, with its revision as the ETag."""
-    return versioned(journey.as_dict(), journey.revision, status_code)
+def shown(journey: Journey, *, admin: bool) -> dict[str, Any]:
+    """A journey as answers show it: secret headers masked, the signing secret for admins."""
+    answer = journey.as_dict()
+    answer.update(shown_definition({k: answer[k] for k in ("blocks",) if k in answer}))
+    return show_secrets(answer, admin=admin)  # type: ignore[no-any-return]
 
 
-def _from_input(body: JourneyIn, journey_id: str, now: int) -> Journey:
+def _answer(journey: Journey, key: ApiKey, status_code: int = 200) -> JSON:
+    """One journey as ``key`` may see it, with its revision as the ETag."""
+    return versioned(shown(journey, admin=key.can(Right.ADMIN)), journey.revision, status_code)
+
+
+def _from_input(
+    body: JourneyIn, journey_id: str, now: int, stored: Journey | None = None
+) -> Journey:
+    """The journey ``body`` describes; a ``***`` secret header keeps ``stored``'s value."""
+    definition = _definition(body.model_dump())
     return Journey(
         id=journey_id,
         name=body.name,
         description=body.description,
         status=JourneyStatus(body.status),
-        definition=_definition(body.model_dump()),
+        definition=keeping_secrets(definition, stored.definition if stored else None),
         ext_brand_id=body.ext_brand_id,
         created_at=now,
         updated_at=now,
@@ -126,8 +148,9 @@ def _from_input(body: JourneyIn, journey_id: str, now: int) -> Journey:
 async def create_journey(body: JourneyIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
     may_own(key, body.ext_brand_id)
     now = now_ms()
-    saved = await runtime.catalog.create_journey(_from_input(body, new_id("jrn", now), now))
-    return _answer(saved, status_code=201)
+    journey = _from_input(body, new_id("jrn", now), now)
+    saved = await runtime.catalog.create_journey(journey, sees=key.sees)
+    return _answer(saved, key, status_code=201)
 
 
 @router.get("", summary="List journeys", response_model=JourneyList)
@@ -135,12 +158,13 @@ async def list_journeys(runtime: RuntimeDep, key: KeyDep, status: Status | None 
     journeys = only_visible(key, await _store(runtime).list_journeys(), lambda j: j.ext_brand_id)
     if status is not None:
         journeys = [j for j in journeys if j.status.value == status]
-    return JSON({"data": [j.as_dict() for j in journeys]})
+    admin = key.can(Right.ADMIN)
+    return JSON({"data": [shown(j, admin=admin) for j in journeys]})
 
 
 @router.get("/{journey_id}", summary="Get a journey", response_model=JourneyOut)
 async def get_journey(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
-    return _answer(await _journey(_store(runtime), journey_id, key))
+    return _answer(await _journey(_store(runtime), journey_id, key), key)
 
 
 @router.put(
@@ -153,15 +177,14 @@ async def replace_journey(
 ) -> JSON:
     precondition(if_match)  # a malformed If-Match is answered before anything else
     may_own(key, body.ext_brand_id)
-    new = _from_input(body, journey_id, 0)
 
     def edit(current: Journey) -> Journey:
+        new = _from_input(body, journey_id, 0, stored=current)
         later = later_than(current.updated_at)
         return replace(new, created_at=current.created_at, updated_at=later)
 
-    owned = _owned(key, journey_id)
-    saved = await write(runtime.catalog.change_journey, journey_id, if_match, owned, edit)
-    return _answer(saved)
+    saved = await _write(runtime, key, journey_id, if_match, edit)
+    return _answer(saved, key)
 
 
 @router.patch(
@@ -186,6 +209,8 @@ async def patch_journey(
                     definition.pop(name, None)
                 else:
                     definition[name] = given[name]
+        if "blocks" in given:
+            definition = keeping_secrets(definition, current.definition)
         return replace(
             current,
             name=given.get("name") or current.name,
@@ -196,9 +221,36 @@ async def patch_journey(
             updated_at=later_than(current.updated_at),
         )
 
-    owned = _owned(key, journey_id)
-    saved = await write(runtime.catalog.change_journey, journey_id, if_match, owned, edit)
-    return _answer(saved)
+    saved = await _write(runtime, key, journey_id, if_match, edit)
+    return _answer(saved, key)
+
+
+@router.post(
+    "/{journey_id}/rotate-secret",
+    summary="New signing secret for the inline webhook blocks; the old one signs for 24 h more",
+    response_model=JourneyOut,
+)
+async def rotate_secret(
+    journey_id: str, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
+) -> JSON:
+    """Both secrets sign every request for 24 hours (two signatures, space-separated), so
+    the receiver can switch to the new one without refusing a delivery; then only the new.
+    Blocks that use a saved webhook sign with that webhook's secret: rotate it there.
+    """
+    edit = runtime.catalog.rotate_journey_secret
+    return _answer(await _write(runtime, key, journey_id, if_match, edit), key)
+
+
+async def _write(
+    runtime: Runtime,
+    key: ApiKey,
+    journey_id: str,
+    if_match: str | None,
+    edit: Callable[[Journey], Journey],
+) -> Journey:
+    """A change of one journey by ``key``: its brand's journeys, its brand's webhooks."""
+    change = partial(runtime.catalog.change_journey, sees=key.sees)
+    return await write(change, journey_id, if_match, _owned(key, journey_id), edit)
 
 
 @router.delete("/{journey_id}", status_code=204, summary="Delete a journey and its instances")
@@ -212,7 +264,7 @@ async def delete_journey(
 
 
 # Fields the server sets; a validated journey has none of them yet.
-_SERVER_SET = ("id", "version", "revision", "created_at", "updated_at")
+_SERVER_SET = ("id", "version", "revision", "signing_secret", "created_at", "updated_at")
 
 
 @router.post(
@@ -236,13 +288,17 @@ async def validate_journey(
     and compares this answer with the stored journey to report what would change.
     """
     may_own(key, body.ext_brand_id)
-    journey = _from_input(body, "jrn_validate", 0)
-    await runtime.catalog.check_journey(journey)
+    current = None
     if compare_to is not None:
         current = await _store(runtime).get_journey(compare_to)
-        if current is not None and key.sees(current.ext_brand_id):
-            successor(current, journey)
-    stored = {k: v for k, v in journey.as_dict().items() if k not in _SERVER_SET}
+        if current is not None and not key.sees(current.ext_brand_id):
+            current = None
+    journey = _from_input(body, "jrn_validate", 0, stored=current)
+    await runtime.catalog.check_journey(journey, key.sees, current)
+    if current is not None:
+        successor(current, journey)
+    shown_journey = shown(journey, admin=key.can(Right.ADMIN))
+    stored = {k: v for k, v in shown_journey.items() if k not in _SERVER_SET}
     return JSON({"valid": True, "journey": stored})
 
 
@@ -284,12 +340,12 @@ async def journey_stats(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JS
 
 
 @users_router.get(
-    "/{user_ext_id}/journeys",
+    "/{user_ext_id:path}/journeys",
     summary="The journeys a user is or was in",
     response_model=InstanceList,
 )
 async def user_journeys(
-    user_ext_id: str,
+    user_ext_id: UserId,
     runtime: RuntimeDep,
     key: KeyDep,
     ext_brand_id: BrandQuery = None,

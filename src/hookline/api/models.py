@@ -17,6 +17,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from hookline.api.brands import checked_brand
+from hookline.brands import brand_text
 from hookline.deliveries import DeliveryStatus
 from hookline.errors import InvalidInput, unknown_key
 from hookline.events import (
@@ -61,13 +63,8 @@ def error_location(error: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def _brand(value: str | int | None) -> str | None:
-    # Stored as text: 5 and "5" are one brand (keys.brand_text).
-    if value is None:
-        return None
-    text = str(value)
-    if not text or len(text) > MAX_ID_LENGTH:
-        raise ValueError(f"a brand is 1-{MAX_ID_LENGTH} characters")
-    return text
+    # Stored as text: 5 and "5" are one brand (brands.brand_text).
+    return brand_text(checked_brand(value))
 
 
 # The brand a rule, saved webhook or journey belongs to; none: every brand.
@@ -200,11 +197,9 @@ class SampleEvent(_Strict):
 
     @field_validator("ext_brand_id")
     @classmethod
-    def _short(cls, value: str | int | None) -> str | int | None:
+    def _brand(cls, value: str | int | None) -> str | int | None:
         # A validator, not a constrained union member: errors then name the field alone.
-        if value is not None and len(str(value)) > MAX_ID_LENGTH:
-            raise ValueError(f"at most {MAX_ID_LENGTH} characters")
-        return value
+        return checked_brand(value)
 
 
 class PreviewIn(_Strict):
@@ -556,6 +551,11 @@ class JourneyOut(_Answer):
     max_duration: str | float | None = Field(default=None, description="e.g. 30d, or seconds.")
     start: str = Field(description="The block a user enters first.")
     blocks: dict[str, Any] = Field(description="The blocks by name: type, fields and exits.")
+    signing_secret: str | None = Field(
+        default=None,
+        description="What its inline webhook blocks sign with (whsec_...): shown to admin "
+        "keys only, *** to others.",
+    )
     created_at: int
     updated_at: int
 
@@ -644,5 +644,8 @@ class Health(_Answer):
     status: Literal["ok", "starting"]
     version: str | None = None
     problems: list[LoadProblem] = Field(
-        default_factory=list, description="Stored rules and webhooks skipped at load."
+        default_factory=list,
+        description="Stored rules and webhooks skipped at load; listed only while hookline "
+        "runs without keys, or for a read or admin key of every brand.",
     )
+    problem_count: int = Field(default=0, description="How many were skipped, to anyone.")

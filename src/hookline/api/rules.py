@@ -27,10 +27,11 @@ from hookline.api.models import (
     RuleSaved,
     RuleValidation,
 )
+from hookline.brands import brand_text
 from hookline.errors import InvalidInput, NotFound
 from hookline.events import later_than, now_ms
 from hookline.ids import new_id
-from hookline.keys import ApiKey, Right, brand_text
+from hookline.keys import ApiKey, Right
 from hookline.redaction import MASK, secret_names, show_secrets
 from hookline.rules import Rule
 from hookline.runtime import Runtime
@@ -91,6 +92,14 @@ def _from_input(body: RuleIn, rule_id: str, created_at: int, now: int) -> Rule:
     )
 
 
+def _kept_secrets(rule: Rule, current: Rule | None) -> Rule:
+    """``rule`` with the secret headers a read showed as ``***`` kept from ``current``."""
+    if rule.webhook is None:
+        return rule
+    stored = current.webhook if current is not None else None
+    return replace(rule, webhook=rule.webhook.keeping_secrets(stored, "activity.headers"))
+
+
 def _owned(key: ApiKey, rule_id: str) -> Callable[[Rule], None]:
     """The check of the rule as stored, in the write's lock: another brand's is not there."""
 
@@ -121,7 +130,7 @@ async def _may_use(key: ApiKey, runtime: Runtime, webhook_id: str | None) -> Non
 @router.post("", status_code=201, summary="Create a rule", response_model=RuleSaved)
 async def create_rule(body: RuleIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
     now = now_ms()
-    rule = _from_input(body, new_id("rule"), now, now)
+    rule = _kept_secrets(_from_input(body, new_id("rule"), now, now), None)
     await _may_save(key, runtime, rule)
     rule = await runtime.catalog.create_rule(rule)
     return _saved(rule, status_code=201)
@@ -153,7 +162,9 @@ async def replace_rule(
 
     def edit(current: Rule) -> Rule:
         return replace(
-            new, created_at=current.created_at, updated_at=later_than(current.updated_at)
+            _kept_secrets(new, current),
+            created_at=current.created_at,
+            updated_at=later_than(current.updated_at),
         )
 
     rule = await write(runtime.catalog.change_rule, rule_id, if_match, _owned(key, rule_id), edit)
@@ -190,7 +201,8 @@ async def patch_rule(
 
     def edit(current: Rule) -> Rule:
         # Only the fields given change, on the rule as it is now (not as first read).
-        return replace(current, **changes, updated_at=later_than(current.updated_at))
+        changed = replace(current, **changes, updated_at=later_than(current.updated_at))
+        return _kept_secrets(changed, current)
 
     rule = await write(runtime.catalog.change_rule, rule_id, if_match, _owned(key, rule_id), edit)
     return _saved(rule)
@@ -248,14 +260,15 @@ async def validate_rule(
     compares this answer with the stored rule to report what would change. Secret header
     values are masked on both sides, so ``compare_to`` lets the server say which differ.
     """
-    rule = _from_input(body, "rule_validate", 0, 0)
+    current = await runtime.store.get_rule(compare_to) if compare_to is not None else None
+    if current is not None and not key.sees(current.ext_brand_id):
+        current = None  # another brand's rule is, for this key, not there
+    # As a save would: a *** sent back keeps compare_to's value, and without one is refused.
+    rule = _kept_secrets(_from_input(body, "rule_validate", 0, 0), current)
     await _may_save(key, runtime, rule)
     await runtime.catalog.check_rule(rule)
     stored = {k: v for k, v in shown(rule, admin=True).items() if k not in _SERVER_SET}
     if compare_to is not None and rule.webhook is not None:
-        current = await runtime.store.get_rule(compare_to)
-        if current is not None and not key.sees(current.ext_brand_id):
-            current = None  # another brand's rule is, for this key, not there
         before = current.webhook.headers if current and current.webhook else {}
         secret = secret_names(rule.webhook.secret_headers)
         headers = stored["activity"]["headers"]

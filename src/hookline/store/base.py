@@ -136,7 +136,7 @@ class Store(KeyStore, Protocol):
     async def rules_using_webhook(self, webhook_id: str) -> list[Rule]: ...
 
     async def list_signing(self) -> dict[str, Signing]:
-        """Every rule's and saved webhook's signing secrets, by its id."""
+        """Every rule's, saved webhook's and journey's signing secrets, by its id."""
 
     # deliveries
     async def claim_due(

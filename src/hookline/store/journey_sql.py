@@ -27,6 +27,7 @@ from hookline.journeys import (
     JourneyStatus,
     saved_webhooks_used,
 )
+from hookline.signing import Signing
 from hookline.state import NO_BRAND, UserKey, user_key
 from hookline.store import rows
 from hookline.store import schema as t
@@ -48,6 +49,10 @@ _JOURNEY = RowMapper(
         "definition": rows.JSON,
         "ext_brand_id": rows.JSON_OR_NULL,
         "revision": rows.Codec(load=lambda raw: 1 if raw is None else raw),
+        "signing": rows.Codec(
+            dump=lambda s: None if s is None else orjson.dumps(s.as_json()),
+            load=lambda raw: None if raw is None else Signing.from_json(orjson.loads(raw)),
+        ),
     },
 )
 _INSTANCE = RowMapper(
@@ -261,6 +266,8 @@ class JourneyStore:
         """
         row = _JOURNEY.row(journey)
         del row["id"], row["revision"]
+        if journey.signing is None:  # None keeps what is stored, as for rules
+            del row["signing"]
         v = t.journey_versions
         j = t.journeys
         revision = func.coalesce(j.c.revision, 1)

@@ -197,6 +197,8 @@ journeys = Table(
     Column("updated_at", Integer, nullable=False),
     # Raised by every write (the ETag); NULL, written by an older hookline, reads as 1.
     Column("revision", Integer, nullable=True),
+    # As webhooks.signing: what its inline webhook blocks sign with (ADDED_COLUMNS).
+    Column("signing", LargeBinary, nullable=True),
 )
 
 # Every version's definition, so instances finish on the version they entered.
@@ -258,7 +260,8 @@ journey_block_counts = Table(
 # leaves an existing one as it is, so each of these is added to an older database on open.
 # Nullable additions only: an older hookline still reads and writes the database (it names
 # its columns), so they need no new schema version. A rule or webhook that an older hookline
-# writes without a signing secret gets one the next time this one opens the database.
+# writes without a signing secret gets one the next time this one opens the database (so
+# does a journey).
 ADDED_COLUMNS = (
     (attempts, "warning"),
     (deliveries, "journey_id"),
@@ -270,6 +273,7 @@ ADDED_COLUMNS = (
     (rules, "signing"),
     (deliveries, "secret_headers"),
     (journeys, "revision"),
+    (journeys, "signing"),
 )
 
 # Indexes on ADDED_COLUMNS: create_all makes them only with a new table.

@@ -338,8 +338,8 @@ def _signing_value(signing: Signing | None) -> bytes | None:
 
 
 async def _fill_signing(conn: AsyncConnection) -> None:
-    """Give every rule and webhook without a signing secret one (written by an older hookline)."""
-    for table in (t.rules, t.webhooks):
+    """Give every rule, webhook and journey without a signing secret one (an older hookline's)."""
+    for table in (t.rules, t.webhooks, t.journeys):
         rows = await conn.execute(select(table.c.id).where(table.c.signing.is_(None)))
         for key in [r.id for r in rows]:
             await conn.execute(
@@ -778,10 +778,10 @@ class SqlStore:
         return bool(result.rowcount)
 
     async def list_signing(self) -> dict[str, Signing]:
-        """Every rule's and saved webhook's signing secrets, by its id (for the key ring)."""
+        """Every rule's, saved webhook's and journey's signing secrets, by its id (key ring)."""
         found: dict[str, Signing] = {}
         async with self._read() as conn:
-            for table in (t.rules, t.webhooks):
+            for table in (t.rules, t.webhooks, t.journeys):
                 rows = await conn.execute(
                     select(table.c.id, table.c.signing).where(table.c.signing.is_not(None))
                 )
