@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios
+from bench import journey_scenarios, report, scenarios
 from bench.hookline_run import HooklineServer, HooklineSetup
 from bench.procs import free_port_range
 
@@ -80,7 +80,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--single-connections", type=int, default=128)
     parser.add_argument("--memory-with-rule", action="store_true", help="memory run delivers too")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
-    parser.add_argument("--skip", default="", help="comma list: limit,celery,scaling,memory")
+    parser.add_argument(
+        "--skip", default="", help="comma list: limit,celery,e2e,scaling,memory,journeys"
+    )
+    for name in asdict(journey_scenarios.JourneyCounts()):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     return parser.parse_args(argv)
 
 
@@ -90,6 +94,12 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 
 def counts_from(args: argparse.Namespace) -> Counts:
     counts = QUICK if args.quick else Counts()
+    given = {k: getattr(args, k) for k in asdict(counts) if getattr(args, k) is not None}
+    return replace(counts, **given)
+
+
+def journey_counts_from(args: argparse.Namespace) -> journey_scenarios.JourneyCounts:
+    counts = journey_scenarios.QUICK if args.quick else journey_scenarios.JourneyCounts()
     given = {k: getattr(args, k) for k in asdict(counts) if getattr(args, k) is not None}
     return replace(counts, **given)
 
@@ -113,6 +123,7 @@ def main(argv: list[str]) -> int:
         "command": shlex.join(["python", "-m", "bench", *argv]),
         "quick": args.quick,
         "counts": asdict(counts),
+        "journey_counts": asdict(journey_counts_from(args)),
         "concurrency": concurrency,
         "users": args.users,
         "failures": [],
@@ -188,7 +199,7 @@ def run_all(
 
     base = HooklineSetup(users=args.users)
     half_rate = 0.0
-    for mode in args.modes.split(","):
+    for mode in args.modes.split(",") if "e2e" not in skip else ():
         setup = replace(base, synchronous=mode)
         no_rule = replace(setup, dests=0)
         key = mode.lower()
@@ -316,6 +327,11 @@ def run_all(
                 mem_setup,
                 lambda hl: scenarios.memory(bench, hl, counts.memory_events, 100, batch_c, "mem"),
             ),
+        )
+
+    if "journeys" not in skip:
+        journey_scenarios.run_all(
+            bench, journey_counts_from(args), args.users, batch_c, step, on_server
         )
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from bench import journey_scenarios
+
 # Keys holding long per-sample lists: left out of summaries (latencies also of the JSON).
 SERIES_KEYS = {
     "latencies_ms",
@@ -155,7 +157,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 f"at end ({mem['growth_after_warmup_pct']:+.1f}%)",
             )
         )
-    return out
+    return out + journey_scenarios.rows(results)
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
@@ -238,7 +240,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 mem["growth_after_warmup_pct"] <= 10,
             )
         )
-    return out
+    return out + journey_scenarios.targets(results)
 
 
 def table(results: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ instance moves in the same commit as the event or timer that moved it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -382,20 +382,31 @@ class JourneyStore:
         async with self._read() as conn:
             return [_instance(r) for r in await conn.execute(query)]
 
-    async def due(self, now: int, limit: int) -> list[tuple[str, UserKey]]:
-        """(instance id, user) of instances whose timer is due, oldest first."""
+    async def due(
+        self, now: int, limit: int, skip: Collection[str] = ()
+    ) -> list[tuple[str, UserKey]]:
+        """(instance id, user) of up to ``limit`` instances whose timer is due, oldest first.
+
+        ``skip``: instances already handed to the writer and not yet committed.
+        """
         async with self._read() as conn:
             rows = await conn.execute(
                 select(_I.c.id, _I.c.user_ext_id, _I.c.ext_brand_id)
                 .where(_I.c.due_at.is_not(None), _I.c.due_at <= now)
                 .order_by(_I.c.due_at)
-                .limit(limit)
+                .limit(limit + len(skip))
             )
-            return [(r.id, user_key(_brand(r.ext_brand_id), r.user_ext_id)) for r in rows]
+            found = [
+                (r.id, user_key(_brand(r.ext_brand_id), r.user_ext_id))
+                for r in rows
+                if r.id not in skip
+            ]
+        return found[:limit]
 
     async def next_due_at(self) -> int | None:
         async with self._read() as conn:
-            value = await conn.scalar(select(func.min(_I.c.due_at)))
+            # The condition lets the partial index on due_at answer (not a table scan).
+            value = await conn.scalar(select(func.min(_I.c.due_at)).where(_I.c.due_at.is_not(None)))
         return int(value) if value is not None else None
 
     async def stats(self, journey_id: str) -> dict[str, Any]:
