@@ -118,7 +118,7 @@ async def test_the_walkthrough_works_as_written_on_another_port(tmp_path: Path) 
     ]
     # Converting emitted campaign_converted, and the rule on it called the echo service.
     assert converted_echo["requests"][0]["json"] == {"journey": "spin-welcome", "user": "user-42"}
-    (stats,) = (json.loads(o) for o in outputs if "\"treatment\"" in o)
+    (stats,) = (json.loads(o) for o in outputs if '"treatment"' in o)
     assert stats["treatment"]["entered"] == 1
     assert stats["treatment"]["converted"] == 1
     assert stats["treatment"]["finished"] == {"goal": 1}

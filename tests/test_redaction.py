@@ -222,7 +222,15 @@ async def test_no_secret_reaches_the_log(
 
 # --- a *** sent back keeps the stored secret: GET, then PUT/PATCH what it showed ------------
 
-_SERVER_FIELDS = {"id", "version", "revision", "created_at", "updated_at", "signing_secret", "warnings"}
+_SERVER_FIELDS = {
+    "id",
+    "version",
+    "revision",
+    "created_at",
+    "updated_at",
+    "signing_secret",
+    "warnings",
+}
 
 
 def _writable(answer: dict[str, Any]) -> dict[str, Any]:
