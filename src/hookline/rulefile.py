@@ -21,7 +21,10 @@ from hookline.errors import ConfigError, HooklineError, InvalidInput
 from hookline.values import MAX_DEPTH, check_json
 
 # The keys of a rule as written; the server adds id, created_at, updated_at (and may add more).
-RULE_KEYS = ("name", "description", "enabled", "trigger", "conditions", "activity")
+RULE_KEYS = (
+    *("name", "description", "enabled", "trigger", "conditions"),
+    *("once_per_user", "frequency", "accumulate", "activity"),
+)
 # Keys the server adds inside the activity: never written in a file, never a change.
 SERVER_ACTIVITY_KEYS = ("signing_secret",)
 
@@ -107,7 +110,7 @@ def check(rules: Sequence[Mapping[str, Any]]) -> list[str]:
     from pydantic import ValidationError
 
     from hookline.api.models import RuleIn, error_location
-    from hookline.api.rules import activity_spec
+    from hookline.api.rules import activity_spec, limits_of
     from hookline.conditions import compile_conditions
     from hookline.webhooks import compile_webhook
 
@@ -129,6 +132,7 @@ def check(rules: Sequence[Mapping[str, Any]]) -> list[str]:
             continue
         try:
             compile_conditions(rule.conditions, field="conditions")
+            limits_of(rule)
             spec, _ = activity_spec(rule.activity)
             if spec is not None:
                 compile_webhook(spec, field="activity")

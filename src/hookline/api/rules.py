@@ -19,7 +19,9 @@ from hookline.api.auth import KeyDep
 from hookline.api.brands import may_own, only_visible, require_visible
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import (
+    AccumulateIn,
     Activity,
+    FrequencyIn,
     RuleIn,
     RuleList,
     RuleOut,
@@ -27,6 +29,7 @@ from hookline.api.models import (
     RuleSaved,
     RuleValidation,
 )
+from hookline.counters import Limits, parse_accumulate, parse_frequency, parse_limits
 from hookline.errors import InvalidInput, NotFound
 from hookline.events import later_than, now_ms
 from hookline.ids import new_id
@@ -52,6 +55,15 @@ def activity_spec(activity: Activity) -> tuple[WebhookSpec | None, str | None]:
     if "url" not in inline:
         raise InvalidInput("the activity needs a url or a webhook_id", field="activity.url")
     return WebhookSpec.from_dict(inline), None
+
+
+def _written(part: FrequencyIn | AccumulateIn | None) -> dict[str, Any] | None:
+    return None if part is None else part.model_dump(exclude_none=True)
+
+
+def limits_of(body: RuleIn) -> Limits:
+    """The rule's limits, checked (InvalidInput naming the field, e.g. ``frequency.max``)."""
+    return parse_limits(body.once_per_user, _written(body.frequency), _written(body.accumulate))
 
 
 def shown(rule: Rule, *, admin: bool) -> dict[str, Any]:
@@ -88,6 +100,7 @@ def _from_input(body: RuleIn, rule_id: str, created_at: int, now: int) -> Rule:
         created_at=created_at,
         updated_at=now,
         ext_brand_id=brand_text(body.ext_brand_id),
+        limits=limits_of(body),
     )
 
 
@@ -189,13 +202,21 @@ async def patch_rule(
     if "ext_brand_id" in fields:
         changes["ext_brand_id"] = brand_text(body.ext_brand_id)
         may_own(key, changes["ext_brand_id"])
+    limits: dict[str, Any] = {}
+    if "once_per_user" in fields and body.once_per_user is not None:
+        limits["once_per_user"] = body.once_per_user
+    if "frequency" in fields:  # null removes it
+        limits["frequency"] = parse_frequency(_written(body.frequency))
+    if "accumulate" in fields:
+        limits["accumulate"] = parse_accumulate(_written(body.accumulate))
     await _may_use(key, runtime, changes.get("webhook_id"))
     owned = _owned(key, rule_id)
 
     def change(current: Rule) -> Rule:
         owned(current)
         # Only the fields given change, on the rule as it is now (not as first read).
-        return replace(current, **changes, updated_at=later_than(current.updated_at))
+        changed = replace(current, **changes, updated_at=later_than(current.updated_at))
+        return replace(changed, limits=replace(current.limits, **limits)) if limits else changed
 
     rule = await runtime.catalog.change_rule(rule_id, change, when)
     return _saved(rule)
