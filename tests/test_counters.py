@@ -296,7 +296,8 @@ def test_frequency_never_exceeds_max_in_any_window_and_holds_back_only_at_the_ca
 ) -> None:
     per = 2 * HOUR
     lim = limits(frequency={"max": cap, "per": per // 1000})
-    counter, at, fire_times = Counter(), T0, []
+    counter, at = Counter(), T0
+    fire_times: list[int] = []
     for gap in gaps:
         at += gap  # some go back in time: they count at the clock
         before = counter
