@@ -217,7 +217,7 @@ async def test_limits_that_cannot_run_are_refused_when_saved_naming_the_field(
 async def test_validate_and_answers_show_the_limits_as_written(
     hookline: Hookline, receiver: Receiver
 ) -> None:
-    limits = {
+    limits: dict[str, Any] = {
         "once_per_user": False,
         "frequency": {"max": 2, "per": "1d"},
         "accumulate": {"sum": "event.amount", "reach": 99.5, "window": 3600},
