@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from hookline.events import now_ms
-from hookline.rulefile import check
+from hookline.rulefile import ChangeKind, check, plan
 from tests.helpers import Hookline, Receiver, example_rule
 
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
@@ -331,3 +331,24 @@ def test_rules_apply_checks_limits_without_a_server() -> None:
     (problem,) = check([rule])
     assert problem.startswith('rule "spin-to-crm": frequency.max:')
     assert check([example_rule(accumulate={"count": 3, "window": "7d"}, once_per_user=True)]) == []
+
+
+async def test_rules_apply_sees_a_changed_limit_and_nothing_else(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    written = counting_rule(receiver, frequency={"max": 2, "per": "1d"}, once_per_user=True)
+    assert (await hookline.post("/api/v1/rules", written)).status_code == 201
+
+    async def changes(rule: dict[str, Any]) -> list[Any]:
+        normal = (await hookline.post("/api/v1/rules/validate", rule)).json()["rule"]
+        stored = (await hookline.client.get("/api/v1/rules")).json()["data"]
+        return plan([(rule, normal)], stored, prune=False)
+
+    (same,) = await changes(written)
+    assert same.kind == ChangeKind.UNCHANGED
+    (longer,) = await changes({**written, "frequency": {"max": 2, "per": "2d"}})
+    assert longer.kind == ChangeKind.UPDATE
+    assert [(f.path, f.old, f.new) for f in longer.fields] == [("frequency.per", "1d", "2d")]
+    left_out = {k: v for k, v in written.items() if k != "frequency"}
+    (removed,) = await changes(left_out)
+    assert [(f.path, f.new) for f in removed.fields] == [("frequency", None)]
