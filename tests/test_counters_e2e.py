@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from hookline.api.models import RuleOut, RuleValidation
 from hookline.events import now_ms
 from hookline.rulefile import ChangeKind, check, plan
 from tests.helpers import Hookline, Receiver, example_rule
@@ -225,9 +226,11 @@ async def test_validate_and_answers_show_the_limits_as_written(
     resp = await hookline.post("/api/v1/rules/validate", counting_rule(receiver, **limits))
     assert resp.status_code == 200, resp.text
     assert {k: resp.json()["rule"][k] for k in limits} == limits
+    RuleValidation.model_validate(resp.json())  # as OpenAPI documents it
     created = (await hookline.post("/api/v1/rules", counting_rule(receiver, **limits))).json()
     stored = (await hookline.client.get(f"/api/v1/rules/{created['id']}")).json()
     assert {k: stored[k] for k in limits} == limits
+    RuleOut.model_validate(stored)
 
 
 async def test_changing_accumulate_restarts_counts_other_changes_keep_them(
@@ -352,3 +355,22 @@ async def test_rules_apply_sees_a_changed_limit_and_nothing_else(
     left_out = {k: v for k, v in written.items() if k != "frequency"}
     (removed,) = await changes(left_out)
     assert [(f.path, f.new) for f in removed.fields] == [("frequency", None)]
+
+
+async def test_a_rule_whose_stored_limits_cannot_be_read_is_skipped_and_reported(
+    make_hookline: MakeHookline, receiver: Receiver, base: int, tmp_path: Path
+) -> None:
+    h = await make_hookline()
+    rule = counting_rule(receiver, frequency={"max": 2, "per": "1d"})
+    created = (await h.post("/api/v1/rules", rule)).json()
+    await h.stop()
+    with sqlite3.connect(tmp_path / "data" / "hookline.db") as db:
+        broken = b'{"frequency": {"max": 0, "per": "1d"}}'
+        assert db.execute("UPDATE rules SET limits = ?", (broken,)).rowcount == 1
+    db.close()
+    h = await make_hookline()
+    health = (await h.client.get("/healthz")).json()
+    assert [p["id"] for p in health["problems"]] == [created["id"]]
+    assert "max is a whole number from 1 to 1,000" in health["problems"][0]["detail"]
+    assert await send(h, deposit(base)) == [0]  # skipped, not fired without its cap
+    assert (await h.client.delete(f"/api/v1/rules/{created['id']}")).status_code == 204
