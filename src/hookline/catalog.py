@@ -112,6 +112,11 @@ class Catalog:
             changed = change(current)
             if changed.signing is None:
                 changed = replace(changed, signing=current.signing or Signing.new())
+            # Counts made under another frequency or accumulate mean something else: a new
+            # epoch starts them over (lazily, user by user; see counters.Counter.under).
+            restart = current.problem is not None or current.limits.restarts(changed.limits)
+            epoch = current.counting_epoch + 1 if restart else current.counting_epoch
+            changed = replace(changed, counting_epoch=epoch)
             return await self._save_rule(changed, current.version)
 
     def rotate_rule_secret(self, current: Rule) -> Rule:

@@ -29,6 +29,7 @@ from hookline.rules import SavedWebhook
 from hookline.signing import Signing
 from hookline.state import UserKey, user_key
 from hookline.templates import JOURNEY_SCOPES, Template, TemplateMode, compile_template
+from hookline.times import parse_duration
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
 
 
@@ -76,10 +77,6 @@ CAMPAIGN_FINISHED: Final = "campaign_finished"
 # Blocks whose outgoing edges may close a cycle: they always wait for time or an event.
 WAITING_BLOCKS: Final = frozenset({BlockType.DELAY, BlockType.WAIT_FOR_EVENT})
 MAX_BLOCKS: Final = 200
-MAX_DURATION_MS: Final = 10 * 366 * 86_400_000  # ten years: anything longer is a typo
-_DURATION: Final = re.compile(r"([0-9]{1,9})(ms|s|m|h|d|w)")
-_UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_UNIT_MS["w"] = 7 * _UNIT_MS["d"]
 _BLOCK_NAME: Final = re.compile(r"[A-Za-z0-9_\-?!]{1,64}")
 _EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _TIME_OF_DAY: Final = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
@@ -225,22 +222,6 @@ class CompiledJourney:
         types.update(b.event_type for b in self.blocks.values() if b.event_type is not None)
         types.discard("")
         return frozenset(t for t in types if t)
-
-
-def parse_duration(value: Any, field: str) -> int:
-    """Milliseconds from seconds (a number) or text such as ``90s``, ``5m``, ``2h``, ``7d``."""
-    ms: int | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-        ms = int(value * 1000) if 0 <= value < 1e12 else None
-    elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())):
-        ms = int(m[1]) * _UNIT_MS[m[2]]
-    if ms is None or not 0 < ms <= MAX_DURATION_MS:
-        raise InvalidInput(
-            "a duration is a positive number of seconds or text such as '90s', '5m', '2h', "
-            f"'7d' (at most ten years); got {_short(value)}",
-            field=field,
-        )
-    return ms
 
 
 def compile_journey(journey: Journey, webhooks: Mapping[str, SavedWebhook]) -> CompiledJourney:

@@ -16,7 +16,10 @@ from hookline.errors import HooklineError
 __all__ = ["RULES", "check", "diff", "same"]
 
 # The keys of a rule as written; the server adds id, created_at, updated_at (and may add more).
-RULE_KEYS = ("name", "description", "enabled", "trigger", "conditions", "activity")
+RULE_KEYS = (
+    *("name", "description", "enabled", "trigger", "conditions"),
+    *("once_per_user", "frequency", "accumulate", "activity"),
+)
 # Keys the server adds inside the activity: never written in a file, never a change.
 SERVER_ACTIVITY_KEYS = ("signing_secret",)
 
@@ -31,7 +34,7 @@ def check(rules: Sequence[Mapping[str, Any]]) -> list[str]:
     from pydantic import ValidationError
 
     from hookline.api.models import RuleIn, error_location
-    from hookline.api.rules import activity_spec
+    from hookline.api.rules import activity_spec, limits_of
     from hookline.conditions import compile_conditions
     from hookline.webhooks import compile_webhook
 
@@ -47,6 +50,7 @@ def check(rules: Sequence[Mapping[str, Any]]) -> list[str]:
             continue
         try:
             compile_conditions(rule.conditions, field="conditions")
+            limits_of(rule)
             spec, _ = activity_spec(rule.activity)
             if spec is not None:
                 compile_webhook(spec, field="activity")

@@ -12,6 +12,10 @@ from pydantic import (
     ConfigDict,
     Field,
     RootModel,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     field_validator,
     model_validator,
 )
@@ -19,6 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from hookline.api.brands import checked_brand
 from hookline.brands import brand_text
+from hookline.counters import MAX_COUNT, MAX_FIRES, MAX_REACH
 from hookline.deliveries import DeliveryStatus
 from hookline.errors import InvalidInput, unknown_key
 from hookline.events import (
@@ -155,6 +160,45 @@ class Trigger(_Strict):
     event_type: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
 
 
+# Strict types: a duration or a count must not be read from true, nor a count from 2.5; the
+# ranges are checked by hookline.counters, whose messages name the field and the bounds.
+Duration = Annotated[
+    StrictInt | StrictFloat | StrictStr,
+    Field(description="Seconds, or text such as '90s', '5m', '2h', '7d' (at most ten years)."),
+]
+
+
+class FrequencyIn(_Strict):
+    """At most ``max`` fires per user within any ``per`` (a sliding window)."""
+
+    max: StrictInt = Field(json_schema_extra={"minimum": 1, "maximum": MAX_FIRES})
+    per: Duration
+
+
+class AccumulateIn(_Strict):
+    """Fire when a user's count of events, or sum of an event field, reaches a threshold."""
+
+    count: StrictInt | None = Field(
+        default=None,
+        description="Fire on every count-th event; not with sum.",
+        json_schema_extra={"minimum": 1, "maximum": MAX_COUNT},
+    )
+    sum: StrictStr | None = Field(
+        default=None,
+        max_length=1000,
+        examples=["event.amount"],
+        description="An event field to add up (a missing or non-numeric one does not count).",
+    )
+    reach: StrictInt | StrictFloat | None = Field(
+        default=None,
+        description="With sum: fire when the total reaches it.",
+        json_schema_extra={"exclusiveMinimum": 0, "maximum": MAX_REACH},
+    )
+    window: Duration | None = Field(
+        default=None, description="Start over when this much passed since the first event counted."
+    )
+
+
 class RuleIn(_Strict):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
@@ -162,6 +206,11 @@ class RuleIn(_Strict):
     ext_brand_id: BrandIn = None
     trigger: Trigger
     conditions: FreeObject | None = None
+    once_per_user: StrictBool = Field(
+        default=False, description="Fire at most once in each user's lifetime."
+    )
+    frequency: FrequencyIn | None = None
+    accumulate: AccumulateIn | None = None
     activity: Activity
 
 
@@ -174,6 +223,9 @@ class RulePatch(_Strict):
     ext_brand_id: BrandIn = None
     trigger: Trigger | None = None
     conditions: FreeObject | None = None
+    once_per_user: StrictBool | None = None
+    frequency: FrequencyIn | None = Field(default=None, description="null removes it.")
+    accumulate: AccumulateIn | None = Field(default=None, description="null removes it.")
     activity: Activity | None = None
 
 
@@ -327,6 +379,9 @@ class RuleDraft(_Answer):
     enabled: bool
     trigger: Trigger
     conditions: dict[str, Any] | None
+    once_per_user: bool = False
+    frequency: FrequencyIn | None = None
+    accumulate: AccumulateIn | None = None
     activity: ActivityOut
     ext_brand_id: str | None = Field(
         default=None, description="The brand it belongs to; absent: every brand."

@@ -19,7 +19,9 @@ from hookline.api.auth import KeyDep
 from hookline.api.brands import may_own, only_visible, require_visible
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import (
+    AccumulateIn,
     Activity,
+    FrequencyIn,
     RuleIn,
     RuleList,
     RuleOut,
@@ -28,6 +30,7 @@ from hookline.api.models import (
     RuleValidation,
 )
 from hookline.brands import brand_text
+from hookline.counters import Limits, parse_accumulate, parse_frequency, parse_limits
 from hookline.errors import InvalidInput, NotFound
 from hookline.events import later_than, now_ms
 from hookline.ids import new_id
@@ -53,6 +56,15 @@ def activity_spec(activity: Activity) -> tuple[WebhookSpec | None, str | None]:
     if "url" not in inline:
         raise InvalidInput("the activity needs a url or a webhook_id", field="activity.url")
     return WebhookSpec.from_dict(inline), None
+
+
+def _written(part: FrequencyIn | AccumulateIn | None) -> dict[str, Any] | None:
+    return None if part is None else part.model_dump(exclude_none=True)
+
+
+def limits_of(body: RuleIn) -> Limits:
+    """The rule's limits, checked (InvalidInput naming the field, e.g. ``frequency.max``)."""
+    return parse_limits(body.once_per_user, _written(body.frequency), _written(body.accumulate))
 
 
 def shown(rule: Rule, *, admin: bool) -> dict[str, Any]:
@@ -89,6 +101,7 @@ def _from_input(body: RuleIn, rule_id: str, created_at: int, now: int) -> Rule:
         created_at=created_at,
         updated_at=now,
         ext_brand_id=brand_text(body.ext_brand_id),
+        limits=limits_of(body),
     )
 
 
@@ -197,12 +210,20 @@ async def patch_rule(
     if "ext_brand_id" in fields:
         changes["ext_brand_id"] = brand_text(body.ext_brand_id)
         may_own(key, changes["ext_brand_id"])
+    limits: dict[str, Any] = {}
+    if "once_per_user" in fields and body.once_per_user is not None:
+        limits["once_per_user"] = body.once_per_user
+    if "frequency" in fields:  # null removes it
+        limits["frequency"] = parse_frequency(_written(body.frequency))
+    if "accumulate" in fields:
+        limits["accumulate"] = parse_accumulate(_written(body.accumulate))
     await _may_use(key, runtime, changes.get("webhook_id"))
 
     def edit(current: Rule) -> Rule:
         # Only the fields given change, on the rule as it is now (not as first read).
         changed = replace(current, **changes, updated_at=later_than(current.updated_at))
-        return _kept_secrets(changed, current)
+        changed = _kept_secrets(changed, current)
+        return replace(changed, limits=replace(current.limits, **limits)) if limits else changed
 
     rule = await write(runtime.catalog.change_rule, rule_id, if_match, _owned(key, rule_id), edit)
     return _saved(rule)

@@ -91,6 +91,25 @@ rules = Table(
     # Only events of this brand (as text) fire it; NULL: every brand (ADDED_COLUMNS).
     Column("ext_brand_id", String(256), nullable=True),
     Column("signing", LargeBinary, nullable=True),  # as webhooks.signing
+    # Once per user, frequency, accumulate (counters.Limits.as_dict); NULL: none (ADDED_COLUMNS).
+    Column("limits", LargeBinary, nullable=True),
+    # The rule's counting epoch (Rule.counting_epoch); NULL reads as 0 (ADDED_COLUMNS).
+    Column("counting_epoch", Integer, nullable=True),
+)
+
+# A user's counts for a rule that counts (hookline.counters), written in the same commit as
+# the event that moved them. Keyed by user first: one read finds a group's users' counters.
+rule_counters = Table(
+    "rule_counters",
+    metadata,
+    Column("user_ext_id", String(256), primary_key=True),
+    # As users.ext_brand_id: the brand as text, "" for no brand.
+    Column("ext_brand_id", String(256), primary_key=True),
+    Column("rule_id", String(40), primary_key=True),
+    Column("epoch", Integer, nullable=False),
+    Column("state", LargeBinary, nullable=False),  # counters.Counter.as_json
+    Column("updated_at", Integer, nullable=False),
+    Index("ix_rule_counters_rule", "rule_id"),
 )
 
 deliveries = Table(
@@ -274,6 +293,8 @@ ADDED_COLUMNS = (
     (deliveries, "secret_headers"),
     (journeys, "revision"),
     (journeys, "signing"),
+    (rules, "limits"),
+    (rules, "counting_epoch"),
 )
 
 # Indexes on ADDED_COLUMNS: create_all makes them only with a new table.

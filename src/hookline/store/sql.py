@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -30,6 +30,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hookline.counters import Counter, limits_from_dict
 from hookline.deliveries import Attempt, Delivery, DeliveryStatus
 from hookline.errors import Conflict, HooklineError, InvalidInput, NotFound, StoreError
 from hookline.events import Event
@@ -39,7 +40,7 @@ from hookline.signing import Signing
 from hookline.state import UserKey, user_key
 from hookline.store import rows
 from hookline.store import schema as t
-from hookline.store.base import DeliveryFilter, EchoRecord, Outcome
+from hookline.store.base import CounterKey, DeliveryFilter, EchoRecord, Outcome
 from hookline.store.rows import RowMapper
 from hookline.webhooks import WebhookSpec
 
@@ -145,6 +146,35 @@ class SqlIngest:
                     states[key] = _state(row.state, row.user_ext_id)
         return states
 
+    async def load_counters(self, users: Sequence[UserKey]) -> dict[CounterKey, Counter]:
+        counters: dict[CounterKey, Counter] = {}
+        wanted = set(users)
+        c = t.rule_counters
+        for part in _chunks(sorted({user for _, user in users})):
+            rows = await self._conn.execute(select(c).where(c.c.user_ext_id.in_(part)))
+            for row in rows:
+                key = (row.ext_brand_id, row.user_ext_id)
+                if key in wanted:
+                    counter = _counter(row)
+                    if counter is not None:
+                        counters[(row.rule_id, key)] = counter
+        return counters
+
+    async def save_counters(self, counters: Mapping[CounterKey, Counter], now: int) -> None:
+        if not counters:
+            return
+        marks = ", ".join(_marks(self._conn, 6))
+        await self._conn.exec_driver_sql(
+            f"INSERT INTO {t.rule_counters.name} "
+            "(user_ext_id, ext_brand_id, rule_id, epoch, state, updated_at) "
+            f"VALUES ({marks}) ON CONFLICT (user_ext_id, ext_brand_id, rule_id) DO UPDATE SET "
+            "epoch = excluded.epoch, state = excluded.state, updated_at = excluded.updated_at",
+            [
+                (u, b, rule_id, counter.epoch, _dumps(counter.as_json()), now)
+                for (rule_id, (b, u)), counter in counters.items()
+            ],
+        )
+
     async def insert_events(self, events: Sequence[Event]) -> None:
         await _insert_many(
             self._conn,
@@ -231,6 +261,26 @@ def _state(raw: Any, user_ext_id: str) -> dict[str, Any]:
         raw[:1000],
     )
     return {}
+
+
+def _counter(row: Row[Any]) -> Counter | None:
+    """A stored counter; one that cannot be read counts as none (logged, replaced on write).
+
+    As with state: refusing the user's events for ever would be worse than counting anew.
+    """
+    try:
+        return Counter.from_json(row.epoch, orjson.loads(row.state))
+    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        log.error(
+            "the counter of rule %s for user %r (brand %r) cannot be read and counts as empty "
+            "(%s); it was: %r",
+            row.rule_id,
+            row.user_ext_id,
+            row.ext_brand_id,
+            exc,
+            row.state[:1000] if isinstance(row.state, bytes | str) else row.state,
+        )
+        return None
 
 
 def _stored_json(raw: Any, event_id: str, unreadable: Any) -> Any:
@@ -356,8 +406,9 @@ def _rule(row: Row[Any]) -> Rule:
         webhook = (
             WebhookSpec.from_dict(orjson.loads(row.webhook)) if row.webhook is not None else None
         )
+        limits = limits_from_dict(orjson.loads(row.limits) if row.limits is not None else None)
     except Exception as exc:
-        conditions, webhook = None, None
+        conditions, webhook, limits = None, None, limits_from_dict(None)
         problem = f"the stored rule cannot be read: {exc.__class__.__name__}: {exc}"
     return Rule(
         id=row.id,
@@ -374,6 +425,8 @@ def _rule(row: Row[Any]) -> Rule:
         problem=problem,
         ext_brand_id=row.ext_brand_id,
         signing=_signing(row.signing),
+        limits=limits,
+        counting_epoch=row.counting_epoch or 0,
     )
 
 
@@ -671,6 +724,8 @@ class SqlStore:
             "webhook_id": rule.webhook_id,
             "updated_at": rule.updated_at,
             "ext_brand_id": rule.ext_brand_id,
+            "limits": _dumps(rule.limits.as_dict()) if rule.limits.counting else None,
+            "counting_epoch": rule.counting_epoch,
         }
         if rule.signing is not None:  # None keeps what is stored (the catalog always sets it)
             values["signing"] = _signing_value(rule.signing)
@@ -710,7 +765,25 @@ class SqlStore:
                 )
                 if current is not None:
                     raise stale_write(current, rule_id, "rule")
+            # Its users' counters go with it, in the same commit.
+            await conn.execute(delete(t.rule_counters).where(t.rule_counters.c.rule_id == rule_id))
         return bool(result.rowcount)
+
+    async def get_counter(
+        self, rule_id: str, user_ext_id: str, ext_brand_id: str | None = None
+    ) -> Counter | None:
+        """The user's counter for the rule as stored (None: none, or unreadable)."""
+        brand, user = user_key(ext_brand_id, user_ext_id)
+        c = t.rule_counters
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    select(c).where(
+                        c.c.rule_id == rule_id, c.c.ext_brand_id == brand, c.c.user_ext_id == user
+                    )
+                )
+            ).first()
+        return _counter(row) if row is not None else None
 
     async def list_webhooks(self) -> list[SavedWebhook]:
         async with self._read() as conn:
