@@ -3,7 +3,8 @@
 The parent keeps everything that matters (scheduling, limits, the record of attempts);
 each child only runs a local sender (:func:`hookline.sender.local_sender`). They talk
 over a private socket pair in length-prefixed pickle frames holding batches: many requests
-per write, many answers back. A destination always goes to the same child, so its keep-alive pool stays warm.
+per write, many answers back. A destination always goes to the same child, so its
+keep-alive pool stays warm.
 
 A child that dies fails its in-flight requests with an error (they are retried like any
 network error: at least once, never zero times) and is started again. A child exits
