@@ -11,6 +11,7 @@ to back. It prints one line per figure; ``bench/`` stays the benchmark of record
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -20,6 +21,18 @@ from typing import Any, ClassVar
 from bench import scenarios
 from bench.hookline_run import HooklineServer, HooklineSetup
 from bench.procs import free_port_range
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time (user + system) of ``pid`` and of each of its children, by role."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def one(p: int) -> float:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {"server": one(pid), "senders": sum(one(int(c)) for c in children)}
 
 
 class DefaultsServer(HooklineServer):
@@ -77,13 +90,24 @@ def main() -> None:
             batch_rate = 0.0
             if "batch" not in skip:
                 with server() as hl:
+                    before = cpu_seconds(hl.pid)
                     got = scenarios.hookline_e2e(bench, hl, args.events, 100, 16, "fb-batch")
+                    after = cpu_seconds(hl.pid)
                 batch_rate = got["deliveries_per_s_steady"]
                 note("batch deliveries/s", batch_rate)
+                # CPU per delivery is steadier than a rate on a machine shared with others.
+                for role in before:
+                    used = after[role] - before[role]
+                    note(f"batch {role} CPU us/delivery", used * 1e6 / args.events)
             if "single" not in skip:
                 with server() as hl:
+                    before = cpu_seconds(hl.pid)
                     got = scenarios.hookline_e2e(bench, hl, args.single, 1, 128, "fb-single")
+                    after = cpu_seconds(hl.pid)
                 note("single deliveries/s", got["deliveries_per_s_steady"])
+                for role in before:
+                    used = after[role] - before[role]
+                    note(f"single {role} CPU us/delivery", used * 1e6 / args.single)
             if "reaction" not in skip and batch_rate:
                 with server() as hl:
                     got = scenarios.reaction(
