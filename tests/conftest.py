@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hookline.netguard import parse_networks
-from hookline.settings import Settings
+from hookline.settings import SENDERS, Settings
 from tests.helpers import Hookline, Receiver, serve
 
 # The receivers of the tests listen on 127.0.0.1, which the SSRF guard blocks by default:
@@ -60,8 +60,25 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def sender_kind() -> str:
+    """The HTTP client the tests' hookline sends with: the default.
+
+    A module of contract tests runs every sender by defining its own ``sender_kind`` over
+    ``params=SENDERS`` (see ``each_sender``).
+    """
+    return Settings().sender
+
+
+def each_sender(request: pytest.FixtureRequest) -> str:
+    """The body of a module's ``sender_kind`` fixture that runs its tests with every sender."""
+    kind: str = request.param
+    assert kind in SENDERS
+    return kind
+
+
+@pytest.fixture
 async def make_hookline(
-    tmp_path: Path,
+    tmp_path: Path, sender_kind: str
 ) -> AsyncIterator[Callable[..., Coroutine[Any, Any, Hookline]]]:
     started: list[Hookline] = []
 
@@ -72,6 +89,7 @@ async def make_hookline(
             # Sending in-process starts faster; test_e2e and the subprocess tests cover both.
             "sender_processes": 0,
             "allowed_networks": LOOPBACK,
+            "sender": sender_kind,
         }
         base.update(overrides)
         h = await serve(Settings(**base), lookup=lookup, clock=clock)

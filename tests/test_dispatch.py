@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 
 from hookline.events import now_ms
+from hookline.settings import SENDERS
+from tests.conftest import each_sender
 from tests.helpers import Hookline, Receiver, spin_event
+
+
+@pytest.fixture(params=SENDERS)
+def sender_kind(request: pytest.FixtureRequest) -> str:
+    """Contract tests: every test here runs with each sender (reqwest and aiohttp)."""
+    return each_sender(request)
+
 
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
 

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from hookline.events import now_ms
+from hookline.settings import SENDERS
+from tests.conftest import each_sender
 from tests.helpers import Hookline, Receiver, example_rule, spin_event
+
+
+@pytest.fixture(params=SENDERS)
+def sender_kind(request: pytest.FixtureRequest) -> str:
+    """Contract tests: every test here runs with each sender (reqwest and aiohttp)."""
+    return each_sender(request)
 
 
 @pytest.fixture(params=[0, 1], ids=["in-process", "sender-process"])

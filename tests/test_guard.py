@@ -18,10 +18,17 @@ import pytest
 from hookline.errors import ConfigError
 from hookline.netguard import IPAddress, NetworkPolicy, own_addresses, parse_networks
 from hookline.sender import GuardedResolver
-from hookline.settings import Settings
-from tests.conftest import LOOPBACK, netsafety
+from hookline.settings import SENDERS, Settings
+from tests.conftest import LOOPBACK, each_sender, netsafety
 from tests.helpers import Hookline, Receiver, example_rule, spin_event
 from tests.test_netguard import BLOCKED
+
+
+@pytest.fixture(params=SENDERS)
+def sender_kind(request: pytest.FixtureRequest) -> str:
+    """Contract tests: every test here runs with each sender (reqwest and aiohttp)."""
+    return each_sender(request)
+
 
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
 NOTHING_ALLOWED: tuple[Any, ...] = ()

@@ -13,8 +13,16 @@ import pytest
 from hookline.netguard import NetworkPolicy
 from hookline.sender import Request
 from hookline.sender_process import ProcessSender, _Child
-from tests.conftest import LOOPBACK
+from hookline.settings import SENDERS
+from tests.conftest import LOOPBACK, each_sender
 from tests.helpers import Hookline, Receiver, spin_event
+
+
+@pytest.fixture(params=SENDERS)
+def sender_kind(request: pytest.FixtureRequest) -> str:
+    """Contract tests: every test here runs with each sender (reqwest and aiohttp)."""
+    return each_sender(request)
+
 
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
 # The receiver listens on loopback, which the guard blocks unless allowed.
@@ -25,8 +33,8 @@ def _request(url: str, webhook_id: str = "dlv_1") -> Request:
     return Request("POST", url, (("content-type", "application/json"),), b'{"a": 1}', 5, webhook_id)
 
 
-async def test_answers_come_back_from_the_child(receiver: Receiver) -> None:
-    sender = ProcessSender(2, 64, 8, ALLOW_LOOPBACK)
+async def test_answers_come_back_from_the_child(receiver: Receiver, sender_kind: str) -> None:
+    sender = ProcessSender(2, 64, 8, ALLOW_LOOPBACK, kind=sender_kind)
     await sender.start()
     try:
         answers = await asyncio.gather(
@@ -42,9 +50,9 @@ async def test_answers_come_back_from_the_child(receiver: Receiver) -> None:
     assert {r.headers["user-agent"].split("/")[0] for r in receiver.requests} == {"hookline"}
 
 
-async def test_errors_are_answers_too(receiver: Receiver) -> None:
+async def test_errors_are_answers_too(receiver: Receiver, sender_kind: str) -> None:
     receiver.script["/fail"] = [503]
-    sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK)
+    sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK, kind=sender_kind)
     await sender.start()
     try:
         failed = await sender.exchange(_request(receiver.url("/fail")))
@@ -56,8 +64,8 @@ async def test_errors_are_answers_too(receiver: Receiver) -> None:
     assert refused.error == "cannot connect to 127.0.0.1:9: connection refused"
 
 
-async def test_children_exit_when_the_parent_closes() -> None:
-    sender = ProcessSender(2, 8, 8, ALLOW_LOOPBACK)
+async def test_children_exit_when_the_parent_closes(sender_kind: str) -> None:
+    sender = ProcessSender(2, 8, 8, ALLOW_LOOPBACK, kind=sender_kind)
     await sender.start()
     processes = [c.process for c in sender._children]
     await sender.close()
@@ -94,10 +102,10 @@ async def test_a_killed_child_fails_its_requests_and_comes_back(
 
 
 async def test_a_child_that_fails_to_start_is_tried_again(
-    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, sender_kind: str
 ) -> None:
     monkeypatch.setattr("hookline.sender_process.RESTART_DELAY", 0)
-    sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK)
+    sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK, kind=sender_kind)
     await sender.start()
     try:
         (child,) = sender._children
@@ -128,10 +136,10 @@ async def test_a_child_that_fails_to_start_is_tried_again(
 
 
 async def test_a_child_is_ready_only_once_it_says_so(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, sender_kind: str
 ) -> None:
     """start() waits for each child's hello; one that never says it is not counted ready."""
-    sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK)
+    sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK, kind=sender_kind)
     await sender.start()
     try:
         (child,) = sender._children
@@ -145,7 +153,7 @@ async def test_a_child_is_ready_only_once_it_says_so(
         return await real("/bin/true", **kwargs)  # a child that dies before its hello
 
     monkeypatch.setattr(asyncio, "create_subprocess_exec", exits_at_once)
-    mute = ProcessSender(1, 8, 8, ALLOW_LOOPBACK)
+    mute = ProcessSender(1, 8, 8, ALLOW_LOOPBACK, kind=sender_kind)
     try:
         await mute.start()  # serving goes on: no exception, the child is tried again
         (child,) = mute._children

@@ -12,18 +12,26 @@ import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
 from hookline.netguard import NetworkPolicy
-from hookline.sender import HttpSender, Request
+from hookline.sender import Request, Sender, local_sender
 from hookline.sender_errors import describe
-from tests.conftest import LOOPBACK
+from hookline.settings import SENDERS
+from tests.conftest import LOOPBACK, each_sender
 from tests.helpers import Hookline, spin_event
+
+
+@pytest.fixture(params=SENDERS)
+def sender_kind(request: pytest.FixtureRequest) -> str:
+    """Contract tests: every test here runs with each sender (reqwest and aiohttp)."""
+    return each_sender(request)
+
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 @pytest.fixture
-async def sender() -> AsyncIterator[HttpSender]:
+async def sender(sender_kind: str) -> AsyncIterator[Sender]:
     # The servers here listen on loopback, which the guard blocks unless allowed.
-    s = HttpSender(max_concurrency=4, max_per_host=4, policy=NetworkPolicy(LOOPBACK))
+    s = local_sender(sender_kind, 4, 4, NetworkPolicy(LOOPBACK))
     await s.start()
     yield s
     await s.close()
@@ -35,7 +43,7 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _error(sender: HttpSender, url: str) -> str | None:
+async def _error(sender: Sender, url: str) -> str | None:
     ex = await sender.exchange(Request("POST", url, (), b"{}", 5.0, "dlv_test"))
     return ex.error
 
@@ -45,13 +53,13 @@ async def _server(handler: Handler) -> tuple[asyncio.Server, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-async def test_connection_refused_names_the_address(sender: HttpSender) -> None:
+async def test_connection_refused_names_the_address(sender: Sender) -> None:
     port = _closed_port()
     error = await _error(sender, f"http://127.0.0.1:{port}/hook")
     assert error == f"cannot connect to 127.0.0.1:{port}: connection refused"
 
 
-async def test_connection_reset_names_the_address(sender: HttpSender) -> None:
+async def test_connection_reset_names_the_address(sender: Sender) -> None:
     async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         sock = writer.get_extra_info("socket")
@@ -64,7 +72,7 @@ async def test_connection_reset_names_the_address(sender: HttpSender) -> None:
     assert error == f"connection reset by 127.0.0.1:{port}"
 
 
-async def test_a_close_without_an_answer_says_so(sender: HttpSender) -> None:
+async def test_a_close_without_an_answer_says_so(sender: Sender) -> None:
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.close()

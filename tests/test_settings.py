@@ -69,3 +69,18 @@ def test_sender_processes(
 
 def test_parse_schedule() -> None:
     assert parse_schedule("0,5,300") == (0.0, 5.0, 300.0)
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"), [(None, "reqwest"), ("aiohttp", "aiohttp"), (" ReqWest ", "reqwest")]
+)
+def test_the_sender_is_reqwest_unless_aiohttp_is_asked_for(raw: str | None, kind: str) -> None:
+    env = {} if raw is None else {"HOOKLINE_SENDER": raw}
+    assert Settings.from_env(env).sender == kind
+
+
+def test_an_unknown_sender_is_refused_naming_the_setting_and_the_choices() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"HOOKLINE_SENDER": "httpx"})
+    assert info.value.field == "HOOKLINE_SENDER"
+    assert info.value.detail == "HOOKLINE_SENDER must be one of reqwest, aiohttp, not 'httpx'"

@@ -17,6 +17,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from hookline.events import now_ms
+from hookline.settings import SENDERS
 from hookline.signing import (
     ROTATION_OVERLAP_MS,
     SecretRing,
@@ -26,7 +27,15 @@ from hookline.signing import (
     sign,
 )
 from hookline.store.sqlite import open_sqlite
+from tests.conftest import each_sender
 from tests.helpers import Hookline, Received, Receiver, example_rule, spin_event
+
+
+@pytest.fixture(params=SENDERS)
+def sender_kind(request: pytest.FixtureRequest) -> str:
+    """Contract tests: every test here runs with each sender (reqwest and aiohttp)."""
+    return each_sender(request)
+
 
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
 

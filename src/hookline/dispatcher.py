@@ -53,6 +53,10 @@ CLAIM_AHEAD = 4
 # The engine hands over at most this many rounds of a destination's limit: a destination
 # that hangs until its timeouts cannot take every place in memory from the others.
 HELD_ROUNDS = 16
+# ... and at least this share of MAX_HELD. At the default limit (32) sixteen rounds are 512,
+# fewer than one burst of batched events brings to one destination; the rest went to the
+# outbox and were claimed back, row by row, at about a sixth of the ingest core's time.
+HELD_SHARE = 8
 MAX_IDLE_WAIT = 5.0
 # Failed attempts in a row to one destination before the log says so, once per streak.
 FAILING_STREAK = 5
@@ -160,7 +164,9 @@ class Dispatcher:
         return delivery_id in self._held
 
     def room(self, destination: str) -> int:
-        return max(0, self.settings.max_per_host * HELD_ROUNDS - self._held_for(destination))
+        """How many more deliveries to ``destination`` the engine may hand over now."""
+        share = max(self.settings.max_per_host * HELD_ROUNDS, MAX_HELD // HELD_SHARE)
+        return max(0, share - self._held_for(destination))
 
     def _held_for(self, destination: str) -> int:
         """Deliveries to ``destination`` in flight or waiting here."""

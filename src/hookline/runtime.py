@@ -16,7 +16,7 @@ from hookline.engine import Engine
 from hookline.keyring import KeyRing
 from hookline.netguard import Lookup, NetworkPolicy, own_addresses, system_lookup
 from hookline.queue.embedded import LocalSignal
-from hookline.sender import HttpSender, Sender
+from hookline.sender import Sender, local_sender
 from hookline.sender_process import ProcessSender
 from hookline.settings import Settings
 from hookline.signing import SecretRing
@@ -92,11 +92,19 @@ def build_runtime(
     sender: Sender
     if settings.senders:
         sender = ProcessSender(
-            settings.senders, settings.max_concurrency, settings.max_per_host, policy
+            settings.senders,
+            settings.max_concurrency,
+            settings.max_per_host,
+            policy,
+            kind=settings.sender,
         )
     else:
-        sender = HttpSender(
-            settings.max_concurrency, settings.max_per_host, policy, lookup or system_lookup
+        sender = local_sender(
+            settings.sender,
+            settings.max_concurrency,
+            settings.max_per_host,
+            policy,
+            lookup or system_lookup,
         )
     dispatcher = Dispatcher(store, settings, signal, sender, secrets)
     journeys = JourneyStore(store.engine, store.read_engine)

@@ -1,6 +1,8 @@
 """One HTTP exchange: a request out, the answer (or the error) back. Nothing is recorded here.
 
-:class:`HttpSender` sends from this process with one pooled aiohttp session (keep-alive).
+:class:`Sender` is the contract; :class:`HttpSender` sends from this process with one pooled
+aiohttp session (keep-alive), :class:`hookline.sender_reqwest.ReqwestSender` (the default,
+``HOOKLINE_SENDER``) with reqwest; :func:`local_sender` picks one.
 The dispatcher schedules and records; a sender only sends, so the sending can move to
 other processes (:mod:`hookline.sender_process`) without the dispatcher noticing.
 
@@ -226,14 +228,7 @@ class HttpSender:
 
     async def exchange(self, request: Request) -> Exchange:
         assert self._session is not None, "the sender is not started"
-        sent = dict(request.headers)
-        sent["webhook-id"] = request.webhook_id
-        timestamp = int(time.time())
-        sent["webhook-timestamp"] = str(timestamp)
-        if request.signing_keys:
-            sent["webhook-signature"] = sign(
-                request.signing_keys, request.webhook_id, timestamp, request.body
-            )
+        sent = signed_headers(request)
         ex = Exchange(started_at=now_ms())
         t0 = time.perf_counter()
         try:
@@ -270,17 +265,52 @@ class HttpSender:
         except ValueError as exc:  # a URL or header aiohttp refuses: it always will
             ex.error, ex.final = f"invalid request: {exc}", True
         ex.latency_ms = (time.perf_counter() - t0) * 1000
-        code = ex.status_code
-        if code is not None and not is_success(code):
-            if not is_valid_status(code):
-                ex.error = f"HTTP {code} is not a valid HTTP status (100-599); not retried"
-            elif code < 200:
-                ex.error = f"HTTP {code} is an interim status, not an answer; not retried"
-            elif 300 <= code < 400:
-                ex.error = f"HTTP {code} (redirects are not followed)"
-            else:
-                ex.error = f"HTTP {code}"
-        return ex
+        return judge_status(ex)
+
+
+def signed_headers(request: Request) -> dict[str, str]:
+    """The request's headers with ``webhook-id``, a fresh ``webhook-timestamp``, and the
+    ``webhook-signature`` when the request has keys: signed right before it goes out."""
+    sent = dict(request.headers)
+    sent["webhook-id"] = request.webhook_id
+    timestamp = int(time.time())
+    sent["webhook-timestamp"] = str(timestamp)
+    if request.signing_keys:
+        sent["webhook-signature"] = sign(
+            request.signing_keys, request.webhook_id, timestamp, request.body
+        )
+    return sent
+
+
+def judge_status(ex: Exchange) -> Exchange:
+    """Name the error of an answer that is not a success (every sender words it alike)."""
+    code = ex.status_code
+    if code is not None and not is_success(code):
+        if not is_valid_status(code):
+            ex.error = f"HTTP {code} is not a valid HTTP status (100-599); not retried"
+        elif code < 200:
+            ex.error = f"HTTP {code} is an interim status, not an answer; not retried"
+        elif 300 <= code < 400:
+            ex.error = f"HTTP {code} (redirects are not followed)"
+        else:
+            ex.error = f"HTTP {code}"
+    return ex
+
+
+def local_sender(
+    kind: str,
+    max_concurrency: int,
+    max_per_host: int,
+    policy: NetworkPolicy,
+    lookup: Lookup = system_lookup,
+) -> Sender:
+    """The sender that sends from this process with the client ``kind`` names (a setting)."""
+    if kind == "aiohttp":
+        return HttpSender(max_concurrency, max_per_host, policy, lookup)
+    # Imported here: the reqwest sender builds on this module's contract.
+    from hookline.sender_reqwest import ReqwestSender
+
+    return ReqwestSender(max_concurrency, max_per_host, policy, lookup)
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:

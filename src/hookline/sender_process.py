@@ -1,9 +1,10 @@
 """Sending from child processes, so the HTTP work runs on other cores than ingest.
 
 The parent keeps everything that matters (scheduling, limits, the record of attempts);
-each child only runs an :class:`HttpSender`. They talk over a private socket pair in
-length-prefixed pickle frames holding batches: many requests per write, many answers
-back. A destination always goes to the same child, so its keep-alive pool stays warm.
+each child only runs a local sender (:func:`hookline.sender.local_sender`). They talk
+over a private socket pair in length-prefixed pickle frames holding batches: many requests
+per write, many answers back. A destination always goes to the same child, so its
+keep-alive pool stays warm.
 
 A child that dies fails its in-flight requests with an error (they are retried like any
 network error: at least once, never zero times) and is started again. A child exits
@@ -32,7 +33,7 @@ import orjson
 
 from hookline.events import now_ms
 from hookline.netguard import NetworkPolicy
-from hookline.sender import Exchange, HttpSender, Request
+from hookline.sender import Exchange, Request, local_sender
 
 log = logging.getLogger("hookline.sender")
 
@@ -77,11 +78,17 @@ class _Child:
     """One sender process, seen from the parent."""
 
     def __init__(
-        self, number: int, max_concurrency: int, max_per_host: int, policy: NetworkPolicy
+        self,
+        number: int,
+        max_concurrency: int,
+        max_per_host: int,
+        policy: NetworkPolicy,
+        kind: str = "reqwest",
     ) -> None:
         self.number = number
         self.limits = (max_concurrency, max_per_host)
         self.policy = policy
+        self.kind = kind
         self.pending: dict[int, asyncio.Future[Exchange]] = {}
         self.process: asyncio.subprocess.Process | None = None
         self.batcher: _Batcher | None = None
@@ -98,6 +105,7 @@ class _Child:
                 str(theirs.fileno()),
                 *map(str, self.limits),
                 orjson.dumps(self.policy.as_json()).decode(),
+                self.kind,
                 pass_fds=(theirs.fileno(),),
             )
         reader, writer = await asyncio.open_unix_connection(sock=ours)
@@ -160,9 +168,13 @@ class ProcessSender:
         max_concurrency: int,
         max_per_host: int,
         policy: NetworkPolicy | None = None,
+        *,
+        kind: str = "reqwest",
     ) -> None:
         policy = policy if policy is not None else NetworkPolicy()
-        self._children = [_Child(i, max_concurrency, max_per_host, policy) for i in range(count)]
+        self._children = [
+            _Child(i, max_concurrency, max_per_host, policy, kind) for i in range(count)
+        ]
         self._next_id = 0
         self._closing = False
         self._restarts: set[asyncio.Task[None]] = set()
@@ -234,8 +246,10 @@ class ProcessSender:
 # --- the child ------------------------------------------------------------------------
 
 
-async def _serve(fd: int, max_concurrency: int, max_per_host: int, policy: NetworkPolicy) -> None:
-    sender = HttpSender(max_concurrency, max_per_host, policy)
+async def _serve(
+    fd: int, max_concurrency: int, max_per_host: int, policy: NetworkPolicy, kind: str
+) -> None:
+    sender = local_sender(kind, max_concurrency, max_per_host, policy)
     await sender.start()
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
     writer.write(_frame([]))  # hello: the parent counts this child ready from now on
@@ -271,9 +285,10 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd, max_concurrency, max_per_host = (int(a) for a in argv[:3])
     policy = NetworkPolicy.from_json(orjson.loads(argv[3]))
+    kind = argv[4]
     import uvloop  # comes with uvicorn[standard], like the server's own loop
 
-    uvloop.run(_serve(fd, max_concurrency, max_per_host, policy))
+    uvloop.run(_serve(fd, max_concurrency, max_per_host, policy, kind))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from hookline.errors import ConfigError
 from hookline.keys import AuthMode
 from hookline.netguard import IPNetwork, parse_networks
 
+# The HTTP clients a sender can use (HOOKLINE_SENDER); the first is the default.
+SENDERS: tuple[str, ...] = ("reqwest", "aiohttp")
 DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 MIB = 1024 * 1024
 
@@ -67,6 +69,8 @@ class Settings:
     # Processes that send the HTTP requests; 0 sends from the server process itself.
     # None (unset) means one per core beyond the first, at most one: ingest keeps a core.
     sender_processes: int | None = None
+    # The HTTP client that sends webhooks: reqwest (Rust, the default) or aiohttp.
+    sender: str = "reqwest"
     log_level: str = "info"
     # auto: API keys once one exists; until then open on loopback, refused elsewhere.
     auth: str = "auto"
@@ -119,6 +123,11 @@ class Settings:
                 "HOOKLINE_SQLITE_SYNCHRONOUS must be FULL (power-loss safe), EXTRA or NORMAL",
                 field="HOOKLINE_SQLITE_SYNCHRONOUS",
             )
+        if self.sender not in SENDERS:
+            raise ConfigError(
+                f"HOOKLINE_SENDER must be one of {', '.join(SENDERS)}, not {self.sender!r}",
+                field="HOOKLINE_SENDER",
+            )
         if self.auth.strip().lower() not in set(AuthMode):
             raise ConfigError(
                 "HOOKLINE_AUTH must be auto (keys once one exists; open only on loopback "
@@ -164,6 +173,8 @@ def _convert(name: str, key: str, raw: str) -> Any:
         return float(_number(_DECIMAL, key, raw, "seconds such as 15 or 2.5"))
     if name == "allowed_networks":
         return parse_networks(raw, setting=key)
+    if name == "sender":
+        return raw.strip().lower()
     return raw
 
 

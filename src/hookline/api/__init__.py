@@ -103,6 +103,8 @@ def create_app(runtime: Runtime) -> FastAPI:
             }
         )
 
+    # Innermost: the body limit, the gate and the access log all run around the ingest path.
+    app.add_middleware(events.IngestPath, runtime=runtime)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_request_bytes)
     auth.install(app, runtime)  # every path's right in auth.RIGHTS; checked before BodyLimit
     app.add_middleware(AccessLog)  # added last, so outermost: it times and logs every answer
