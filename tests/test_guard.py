@@ -283,3 +283,24 @@ def test_the_safety_net_refuses_a_connection_beyond_loopback() -> None:
         socket.getaddrinfo("example.com", 80)
     assert len(netsafety.violations) == 2
     netsafety.violations.clear()  # expected here; any other test that does this fails
+
+
+async def test_the_safety_net_refuses_a_reqwest_client_beyond_loopback() -> None:
+    """reqwest connects from native code: its clients are judged by the address they pin."""
+    from hookline.sender import Request
+    from hookline.sender_reqwest import ReqwestSender
+
+    allow_all = NetworkPolicy(allowed=parse_networks("0.0.0.0/0"))
+    lookup = stub({"far.test": [["192.0.2.7"]]})
+    sender = ReqwestSender(8, 8, policy=allow_all, lookup=lookup)
+    await sender.start()
+    try:
+        for url in ("http://far.test:80/hook", "http://192.0.2.8:80/hook"):
+            request = Request("POST", url, (), b"{}", timeout=5.0, webhook_id="msg_net")
+            exchange = await sender.exchange(request)
+            assert exchange.status_code is None and exchange.error is not None
+    finally:
+        await sender.close()
+    assert [v for v in netsafety.violations if "192.0.2.7" in v or "192.0.2.8" in v]
+    assert len(netsafety.violations) == 2
+    netsafety.violations.clear()  # expected here; any other test that does this fails

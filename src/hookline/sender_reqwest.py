@@ -19,6 +19,7 @@ limit.
 from __future__ import annotations
 
 import ipaddress
+import sys
 import time
 from collections import OrderedDict
 from datetime import timedelta
@@ -53,6 +54,8 @@ MAX_CLIENTS: Final = 4096
 MAX_ANSWERS: Final = 10_000
 
 _ClientKey = tuple[str, IPAddress | None]
+# Audited with (origin, pinned address or None) before a client that will connect is made.
+CONNECT_EVENT: Final = "hookline.sender.connect"
 
 
 class ReqwestSender:
@@ -125,6 +128,9 @@ class ReqwestSender:
     def _client(self, key: _ClientKey, pin: tuple[str, IPAddress, int] | None) -> Client:
         client = self._clients.get(key)
         if client is None:
+            # reqwest connects from native code, which Python's socket audit events do not
+            # see: say where this client will connect (an audit hook may refuse it).
+            sys.audit(CONNECT_EVENT, key[0], key[1])
             if len(self._clients) >= MAX_CLIENTS:
                 # Dropped, not closed: requests still in flight on it finish on their own.
                 self._clients.popitem(last=False)

@@ -4,7 +4,9 @@ Installed by tests/conftest.py in the test process, and in every Python process 
 start (sender processes, ``hookline serve``, the CLI) through PYTHONPATH, where Python
 imports it as ``sitecustomize`` at start-up. It is an audit hook (PEP 578): it sees every
 ``socket.connect``/``connect_ex``, whichever library or event loop (asyncio, uvloop) calls
-it, and refuses any destination that is not a loopback address.
+it, and refuses any destination that is not a loopback address. The reqwest sender connects
+from native code, out of the audit hook's sight, so it raises its own audit event with the
+address each client will connect to, and the same rule applies to it.
 """
 
 from __future__ import annotations
@@ -56,8 +58,22 @@ def _refuse(what: str) -> None:
     raise PermissionError(message)
 
 
+def _origin_host(origin: Any) -> str:
+    """The host of an origin such as ``http://127.0.0.1:8080`` or ``https://[::1]:443``."""
+    rest = str(origin).split("://", 1)[-1]
+    if rest.startswith("["):
+        return rest[1 : rest.find("]")]
+    return rest.rsplit(":", 1)[0] if ":" in rest else rest
+
+
 def _hook(event: str, args: tuple[Any, ...]) -> None:
-    if event == "socket.connect":
+    if event == "hookline.sender.connect":
+        # The reqwest sender connects from native code: it names its destination here.
+        origin, pinned = args
+        host = str(pinned) if pinned is not None else _origin_host(origin)
+        if not (_loopback(host) or host.lower() == "localhost"):
+            _refuse(f"a client for {origin} (address {host}) refused")
+    elif event == "socket.connect":
         address = args[1]
         if isinstance(address, tuple) and not _loopback(address[0]):
             _refuse(f"connection to {address[0]}:{address[1]} refused")
