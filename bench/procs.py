@@ -192,13 +192,21 @@ class ReceiverRemote:
         path.unlink()
         return found
 
-    def wait_for(self, expected: int, timeout: float) -> tuple[int, float]:
-        """Poll until ``expected`` distinct seqs arrived or ``timeout``; (requests, waited)."""
-        started = time.monotonic()
+    def wait_for(
+        self, expected: int, timeout: float, stall: float | None = None
+    ) -> tuple[int, float]:
+        """Poll until ``expected`` distinct seqs arrived, ``timeout`` passed, or (with
+        ``stall``) nothing new arrived for ``stall`` seconds; (requests, waited)."""
+        started = last_progress = time.monotonic()
+        seen = -1
         while True:
             requests, _, distinct = self.count()
-            waited = time.monotonic() - started
-            if distinct >= expected or waited > timeout:
+            now = time.monotonic()
+            if distinct != seen:
+                seen, last_progress = distinct, now
+            waited = now - started
+            stalled = stall is not None and now - last_progress > stall
+            if distinct >= expected or waited > timeout or stalled:
                 return requests, waited
             time.sleep(0.05)
 
