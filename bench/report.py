@@ -68,7 +68,8 @@ def summary(value: dict[str, Any]) -> str:
             )
         else:
             parts.append("INCOMPLETE")
-    parts.append(f"({value.get('wall_s', 0)} s)")
+    if "wall_s" in value:
+        parts.append(f"({value['wall_s']} s)")
     return " ".join(parts)
 
 
@@ -94,6 +95,7 @@ def _ok(run: Any) -> TypeGuard[dict[str, Any]]:
 
 CLIENTS = ("aiohttp", "pyreqwest")
 MODES = ("full", "normal")
+MODE_COLOURS = {"full": "tab:blue", "normal": "tab:green"}
 
 
 def defaults_line(results: dict[str, Any]) -> str:
@@ -442,8 +444,10 @@ def table(results: dict[str, Any]) -> str:
             lines.append(row)
         else:
             a, b, c = row
-            lines.append(f"  {a:<{w1}}  {b:>{w2}}  {c}")
+            lines.append(f"  {a:<{w1}}  {b:>{w2}}  {c}".rstrip())
     checks = targets(results)
+    first = {t.settings: i for i, t in reversed(list(enumerate(checks)))}
+    checks.sort(key=lambda t: first[t.settings])
     w = max((len(t.target) for t in checks), default=10)
     wm = max((len(t.measured) for t in checks), default=10)
     heading = None
@@ -491,22 +495,29 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (runs, curves, reaction) = plt.subplots(1, 3, figsize=(19, 5.5))
+    fig, (runs, curves, reaction) = plt.subplots(1, 3, figsize=(19, 7))
     best = {c: _get(results, f"limit_{c}", "deliveries_per_s_steady") for c in CLIENTS}
-    colours = {"aiohttp": "tab:red", "pyreqwest": "tab:purple"}
+    colours = {"aiohttp": "tab:red", "pyreqwest": "tab:purple", **MODE_COLOURS}
     for mode in MODES:
         for kind, style in (("batch", "-"), ("single", ":")):
             run = results.get(f"e2e_{kind}_{mode}")
             if not _ok(run):
                 continue
-            label = f"{kind}, {run.get('settings', mode)}"
+            label = f"{kind}, {_short(run.get('settings', mode))}"
             series = run["deliveries_per_second_series"]
-            runs.plot(range(len(series)), series, linestyle=style, label=f"delivered/s ({label})")
+            runs.plot(
+                range(len(series)),
+                series,
+                color=colours[mode],
+                linestyle=style,
+                label=f"delivered/s ({label})",
+            )
             if kind == "batch":
                 accepted = run["accepted_per_second_series"]
                 runs.plot(
                     range(len(accepted)),
                     accepted,
+                    color=colours[mode],
                     linestyle="--",
                     alpha=0.6,
                     label=f"accepted/s ({label})",
@@ -520,7 +531,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     runs.set_xlabel("seconds since the load started")
     runs.set_ylabel("per second")
     runs.set_ylim(bottom=0)
-    runs.legend(fontsize="small")
+    _legend_below(runs)
 
     for client in CLIENTS:
         sweep = results.get(f"limit_{client}")
@@ -536,7 +547,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     e2e = _get(results, "e2e_batch_full", "deliveries_per_s_steady")
     if e2e:
         settings = _settings_of(results, "e2e_batch_full")
-        curves.axhline(e2e, color="tab:blue", linestyle="--", label=f"hookline e2e ({settings})")
+        curves.axhline(
+            e2e, color="tab:blue", linestyle="--", label=f"hookline e2e, batch, {_short(settings)}"
+        )
     curves.set_xscale("log", base=2)
     ticks = [int(p) for c in CLIENTS for p in (_get(results, f"limit_{c}", "curve") or {})]
     if ticks:
@@ -545,7 +558,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     curves.set_xlabel("requests in flight")
     curves.set_ylabel("requests/s")
     curves.set_ylim(bottom=0)
-    curves.legend(fontsize="small")
+    _legend_below(curves)
 
     for mode in MODES:
         run = results.get(f"reaction_{mode}")
@@ -560,15 +573,30 @@ def plot(results: dict[str, Any], path: Path) -> None:
             if values:
                 share = [100 * (i + 1) / len(values) for i in range(len(values))]
                 reaction.plot(
-                    values, share, linestyle=style, label=f"{what}, {run['settings']}, {rate}"
+                    values,
+                    share,
+                    color=colours[mode],
+                    linestyle=style,
+                    label=f"{what}, {_short(run['settings'])}, {rate}",
                 )
-    reaction.axvline(5, color="green", linestyle=":", label="p50 target 5 ms")
-    reaction.axvline(25, color="red", linestyle=":", label="p99 target 25 ms")
+    reaction.axvline(5, color="grey", linestyle="--", label="p50 target 5 ms")
+    reaction.axvline(25, color="black", linestyle="--", label="p99 target 25 ms")
     reaction.set_xscale("symlog", linthresh=1)
     reaction.set_title("reaction time: request sent -> webhook arrival (CDF)")
     reaction.set_xlabel("ms")
     reaction.set_ylabel("% of events")
-    reaction.legend(fontsize="small")
+    _legend_below(reaction)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _short(settings: str) -> str:
+    """A settings label short enough for a legend."""
+    if settings == "default settings":
+        return "defaults"
+    return settings.replace(" (not the default)", "").replace("HOOKLINE_", "")
+
+
+def _legend_below(axes: Any) -> None:
+    axes.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
