@@ -7,6 +7,7 @@ here. Results: a table on stdout, JSON and a PNG under bench/results/.
 from __future__ import annotations
 
 import argparse
+import random
 import shlex
 import shutil
 import sys
@@ -176,7 +177,9 @@ def main(argv: list[str]) -> int:
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir()
     work_dir = Path(tempfile.mkdtemp(prefix="hookline-bench-"))
-    first_port = free_port_range(max(counts.many_dests, 1))
+    # A random start, so that two benches started at once on a shared machine (each checks
+    # before its receiver binds) rarely pick the same ports; below the ephemeral range.
+    first_port = free_port_range(max(counts.many_dests, 1), 21000 + random.randrange(10_000))
     started = time.monotonic()
     results: dict[str, Any] = {
         "machine": report.machine(),
@@ -185,7 +188,8 @@ def main(argv: list[str]) -> int:
         "partial": skipped.partial,
         "counts": asdict(counts),
         "hookline_defaults": hookline_defaults(),
-        "hookline_env": {**NEEDED_ENV, **args.overrides},
+        "hookline_env": NEEDED_ENV,
+        "hookline_overrides": args.overrides,
         "users": args.users,
         "failures": [],
     }

@@ -99,18 +99,25 @@ MODE_COLOURS = {"full": "tab:blue", "normal": "tab:green"}
 
 
 def defaults_line(results: dict[str, Any]) -> str:
-    """What "default settings" means in this run, in one line."""
+    """What "default settings" means in this run, and what the bench changes."""
     d = results.get("hookline_defaults") or {}
-    env = results.get("hookline_env") or {}
-    return (
+    needed = results.get("hookline_env") or {}
+    overrides = results.get("hookline_overrides") or {}
+    line = (
         f"default settings = hookline serve with none given: {d.get('max_concurrency')} "
         f"requests in flight, {d.get('max_per_host')} per destination, "
         f"{d.get('sender_processes')} sender process(es), "
         f"synchronous={d.get('sqlite_synchronous')}, log level {d.get('log_level')}; "
         "the bench adds only "
-        + ", ".join(f"{k}={v}" for k, v in env.items())
+        + ", ".join(f"{k}={v}" for k, v in needed.items())
         + " (the receiver is on loopback)"
     )
+    if overrides:
+        line += "\nevery hookline of this run also has " + ", ".join(
+            f"{k}={v}" for k, v in overrides.items()
+        )
+        line += " (--hookline-env): none of its figures is at default settings"
+    return line
 
 
 def reference_rows(results: dict[str, Any]) -> list[str]:
@@ -367,7 +374,7 @@ def _scale_targets(results: dict[str, Any]) -> list[Target]:
             Target(
                 settings,
                 f"{count:,} {noun} cost <= 10%{short}",
-                f"{_num(cost, 1)}%",
+                "-" if cost is None else f"{cost:.1f}%",
                 reference,
                 None if cost is None else cost <= 10,
             )
@@ -599,4 +606,6 @@ def _short(settings: str) -> str:
 
 
 def _legend_below(axes: Any) -> None:
+    if not axes.get_legend_handles_labels()[0]:
+        return
     axes.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)

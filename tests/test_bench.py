@@ -197,3 +197,10 @@ def test_hookline_children_do_not_inherit_the_shells_hookline_settings(
 
 def test_a_counted_burst_sends_exactly_its_events_in_batches() -> None:
     assert list(first_seqs(10, 250, 100, seconds=0.0)) == [10, 110, 210]
+
+
+def test_a_run_with_hookline_env_says_none_of_its_figures_is_at_default_settings() -> None:
+    res = results(hookline_overrides={"HOOKLINE_MAX_PER_HOST": "256"})
+    text = report.table(res)
+    assert "HOOKLINE_MAX_PER_HOST=256 (--hookline-env)" in text
+    assert "none of its figures is at default settings" in text
