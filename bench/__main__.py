@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios
+from bench import journey_scenarios, report, scenarios
 from bench.hookline_run import NEEDED_ENV, HooklineServer, HooklineSetup
 from bench.procs import free_port_range
 from bench.steps import GROUPS, STEPS, Skipped
@@ -113,6 +113,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="HOOKLINE_NAME=VALUE",
         help="run every hookline with this setting (repeatable); its figures say so",
     )
+    for name in asdict(journey_scenarios.JourneyCounts()):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     args = parser.parse_args(argv)
     try:
         args.skipped = Skipped(args.only, args.skip)
@@ -168,6 +170,12 @@ def hookline_defaults() -> dict[str, Any]:
     }
 
 
+def journey_counts_from(args: argparse.Namespace) -> journey_scenarios.JourneyCounts:
+    counts = journey_scenarios.QUICK if args.quick else journey_scenarios.JourneyCounts()
+    given = {k: getattr(args, k) for k in asdict(counts) if getattr(args, k) is not None}
+    return replace(counts, **given)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     counts = counts_from(args)
@@ -190,6 +198,7 @@ def main(argv: list[str]) -> int:
         "hookline_defaults": hookline_defaults(),
         "hookline_env": NEEDED_ENV,
         "hookline_overrides": args.overrides,
+        "journey_counts": asdict(journey_counts_from(args)),
         "users": args.users,
         "failures": [],
     }
@@ -436,6 +445,11 @@ def run_all(
                 mem_setup,
                 lambda hl: scenarios.memory(bench, hl, counts.memory_events, 100, batch_c, "mem"),
             ),
+        )
+
+    if "journeys" not in skip:
+        journey_scenarios.run_all(
+            bench, journey_counts_from(args), args.users, batch_c, step, on_server
         )
 
 

@@ -180,6 +180,11 @@ class ReceiverRemote:
     def reset(self) -> None:
         self._ask("reset")
 
+    def dump(self, path: Path) -> None:
+        """Have the receiver write every arrival, duplicates too, as ``seq,t_ns`` lines."""
+        if self._ask(f"dump {path}") != "ok":
+            raise RuntimeError("the receiver could not dump its arrivals")
+
     def arrivals(self, path: Path) -> dict[int, int]:
         """seq -> arrival time (monotonic ns); the first arrival wins for a duplicate."""
         if self._ask(f"dump {path}") != "ok":

@@ -13,6 +13,8 @@ from typing import Any, TypeGuard
 
 import orjson
 
+from bench import journey_scenarios
+
 # Per-event latency samples: drawn in the chart, left out of the JSON (it is committed).
 LATENCY_KEYS = {"latencies_from_send_ms", "latencies_from_202_ms"}
 
@@ -239,7 +241,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str] | str]:
                 f"at end ({mem['growth_after_warmup_pct']:+.1f}%)",
             )
         )
-    return out
+    journeys = journey_scenarios.rows(results)
+    if journeys:
+        out.append("Journeys (issue 9), default settings")
+    return out + journeys
 
 
 @dataclass(frozen=True)
@@ -347,6 +352,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
         )
     out += _scale_targets(results)
     out += _memory_targets(results)
+    out += _journey_targets(results)
     return out
 
 
@@ -392,6 +398,16 @@ def _scale_targets(results: dict[str, Any]) -> list[Target]:
         )
     )
     return out
+
+
+def _journey_targets(results: dict[str, Any]) -> list[Target]:
+    """Issue 9's journey targets, when a journey step ran (its servers run at defaults)."""
+    if not any(key.startswith("journey_") and key != "journey_counts" for key in results):
+        return []
+    return [
+        Target("default settings", target.removeprefix("[FULL] "), measured, "issue 9", met)
+        for target, measured, met in journey_scenarios.targets(results)
+    ]
 
 
 def _memory_targets(results: dict[str, Any]) -> list[Target]:

@@ -16,6 +16,7 @@ STEPS = (
     "scale-users",
     "scale-dests",
     "memory",
+    "journeys",
 )
 # Names that stand for several steps.
 GROUPS = {

@@ -181,7 +181,9 @@ async def test_a_misspelt_key_is_422_naming_it_and_the_key_meant(
 
 async def test_an_unknown_key_like_no_other_lists_the_keys_allowed(hookline: Hookline) -> None:
     resp = await hookline.post("/api/v1/rules", {**example_rule(), "zzz": 1})
-    assert_error(resp, 422, field="zzz", says="allowed keys: activity, conditions, description")
+    assert_error(
+        resp, 422, field="zzz", says="allowed keys: accumulate, activity, conditions, description"
+    )
 
 
 # --- the event envelope -------------------------------------------------------------------

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute, Mount, Route
 
 from hookline.api import create_app
-from hookline.api.auth import PUBLIC, RIGHTS, need_of, right_for, template_of
+from hookline.api.auth import PUBLIC, RIGHTS, RouteRights, right_for
 from hookline.keys import ApiKey, Right, Role
 from hookline.runtime import build_runtime
 from hookline.settings import Settings
@@ -23,26 +21,9 @@ from tests.helpers import Hookline, spin_event
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
 
 
-def _walk(routes: list[BaseRoute]) -> Iterator[BaseRoute]:
-    for route in routes:
-        # An included router is one entry holding its own routes (FastAPI >= 0.16x).
-        inner = getattr(route, "original_router", None)
-        if inner is not None:
-            yield from _walk(inner.routes)
-        else:
-            yield route
-
-
 def app_routes(app: FastAPI) -> list[tuple[str, str]]:
-    """Every (method, path template) the app answers, schema or not."""
-    found = set()
-    for route in _walk(app.routes):
-        if isinstance(route, APIRoute | Route):
-            for method in route.methods or ():
-                found.add((method, route.path_format))
-        elif isinstance(route, Mount):
-            found.add(("GET", route.path + "/{path:path}"))
-    return sorted(found)
+    """Every (method, path template) the app answers, schema or not, as the gate sees them."""
+    return RouteRights(app.router.routes).templates()
 
 
 @pytest.fixture
@@ -64,6 +45,8 @@ def test_every_route_of_the_app_is_in_the_table(app: FastAPI) -> None:
 
 
 def test_the_gate_finds_each_route_as_the_router_does(app: FastAPI) -> None:
+    rights = RouteRights(app.router.routes)
+    need_of, template_of = rights.need_of, rights.template_of
     for method, template in app_routes(app):
         assert need_of(method, _url(template))[1] == template, (method, template)
     # A fixed path is not taken for a parameter, whatever the order of the table.
@@ -74,6 +57,39 @@ def test_the_gate_finds_each_route_as_the_router_does(app: FastAPI) -> None:
     assert need_of("HEAD", "/openapi.json") == (Right.READ, "/openapi.json")
     assert need_of("HEAD", "/echo-send/abcdefgh/") == (PUBLIC, "/echo-send/{secret}/")
     assert need_of("GET", "/api/v1/nothing") == (Right.ADMIN, None)
+
+
+# Ids as a platform may have them: a slash, several, a trailing one, spaces, dots.
+AWKWARD_USER_IDS = ("a/b", "a/b/c", "x/state", "x/journeys", "a b", "..", "/lead", "ü/1")
+
+
+@pytest.mark.parametrize("user_ext_id", AWKWARD_USER_IDS)
+def test_a_user_id_with_slashes_needs_the_same_right_as_any_other(
+    app: FastAPI, user_ext_id: str
+) -> None:
+    """The gate matches {user_ext_id:path} as the router does, so no route falls to admin."""
+    rights = RouteRights(app.router.routes)
+    for method, tail, need in (
+        ("GET", "state", Right.READ),
+        ("PATCH", "state", Right.INGEST),
+        ("GET", "journeys", Right.READ),
+    ):
+        path = f"/api/v1/users/{user_ext_id}/{tail}"
+        template = f"/api/v1/users/{{user_ext_id}}/{tail}"
+        assert rights.need_of(method, path) == (need, template), path
+
+
+def test_every_route_needs_what_the_table_says_not_admin_by_default(app: FastAPI) -> None:
+    """Walk the app's routes: each has its own entry, and the gate reaches that entry."""
+    rights = RouteRights(app.router.routes)
+    wrong = []
+    for method, template in app_routes(app):
+        key = (method, template) if method != "HEAD" else ("GET", template)
+        if key not in RIGHTS:
+            wrong.append(f"{method} {template}: not in RIGHTS")
+        elif rights.need_of(method, _url(template)) != (RIGHTS[key], template):
+            wrong.append(f"{method} {template}: the gate finds another entry")
+    assert wrong == []
 
 
 def test_a_route_missing_from_the_table_needs_admin() -> None:
@@ -407,3 +423,28 @@ async def test_keys_never_appear_in_logs(
         for secret in (admin, ingest["key"], wrong):
             assert secret not in text, record.name
             assert secret[12:] not in text, record.name
+
+
+async def test_healthz_lists_load_problems_only_to_a_key_of_every_brand(
+    make_hookline: MakeHookline,
+) -> None:
+    """/healthz is public; a problem names another brand's rule, so only its count is."""
+    from hookline.rules import Problem
+
+    h = await make_hookline()
+    problem = Problem("rule", "rule_b2", "rule 'b2-secret-campaign' is skipped")
+    h.runtime.engine.index.problems["rule_b2"] = problem
+    opened = (await h.client.get("/healthz")).json()  # no keys: open, shows everything
+    assert opened["problem_count"] == 1 and opened["problems"][0]["id"] == "rule_b2"
+    _, every = await h.runtime.keys.create(Role.READ, (), "")
+    _, brand = await h.runtime.keys.create(Role.ADMIN, ("b1",), "")
+    for headers, listed in (
+        ({}, False),
+        (_headers("hlk_not-a-key"), False),
+        (_headers(brand), False),
+        (_headers(every), True),
+    ):
+        resp = await h.client.get("/healthz", headers=headers)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["problem_count"] == 1
+        assert ("b2-secret-campaign" in resp.text) is listed, headers

@@ -204,3 +204,12 @@ def test_a_run_with_hookline_env_says_none_of_its_figures_is_at_default_settings
     text = report.table(res)
     assert "HOOKLINE_MAX_PER_HOST=256 (--hookline-env)" in text
     assert "none of its figures is at default settings" in text
+
+
+def test_journey_targets_join_the_verdicts_only_when_a_journey_step_ran() -> None:
+    assert not [t for t in report.targets(results()) if "journey" in t.target]
+    res = results(journey_throughput={"share_of_rule_path": 0.6})
+    journey = [t for t in report.targets(res) if "journey deliveries/s" in t.target]
+    assert [(t.settings, t.target, t.mark) for t in journey] == [
+        (DEFAULTS, "journey deliveries/s >= 50% of the rule path", "met")
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,7 @@ def _bodies(receiver: Receiver) -> dict[tuple[str, str], Any]:
         ("POST", "/api/v1/deliveries/{delivery_id}/retry"): None,
         ("POST", "/api/v1/rules/{rule_id}/rotate-secret"): None,
         ("POST", "/api/v1/webhooks/{webhook_id}/rotate-secret"): None,
+        ("POST", "/api/v1/journeys/{journey_id}/rotate-secret"): None,
         ("PATCH", "/api/v1/users/{user_ext_id}/state"): {"tag": "stolen"},
     }
 
@@ -155,12 +157,8 @@ async def test_brand_matrix_role_by_brand_scope_by_route(
             resp = await h.client.request(
                 method, url, params=params, headers=_auth(text), json=body
             )
-            if record.all_brands:
-                expected = {200}
-            elif (method, template) == ("PATCH", "/api/v1/users/{user_ext_id}/state"):
-                expected = {403}  # ingest names the brand itself: refused as an event is
-            else:
-                expected = {404}  # another brand's object is not there (ids do not leak)
+            # Another brand's object is not there for a brand key: 404, ids do not leak.
+            expected = {200} if record.all_brands else {404}
             if resp.status_code not in expected:
                 wrong.append(f"{method} {template} as {label}: {resp.status_code} {resp.text}")
     assert wrong == []
@@ -339,3 +337,270 @@ async def test_only_admins_see_signing_secrets(hookline: Hookline, receiver: Rec
         as_admin = where((await h.client.get(path, headers=_auth(admin))).json())
         assert str(as_admin.get("signing_secret", "")).startswith("whsec_"), path
         assert not str(as_reader.get("signing_secret") or "").startswith("whsec_"), path
+
+
+# --- which saved webhook an object of a brand may use: one rule for rules and journeys ---
+
+# (object's brand, webhook's brand, key's brands) -> status of the create.
+USE_CASES: list[tuple[str | None, str | None, tuple[str, ...], int]] = [
+    ("b1", "b1", (), 201),
+    ("b1", None, (), 201),  # a webhook of no brand serves every brand
+    ("b1", "b2", (), 409),  # another brand's credentials and signing secret
+    (None, "b1", (), 409),  # an object of no brand runs for every brand
+    (None, None, (), 201),
+    ("b1", "b1", ("b1",), 201),
+    ("b1", "b2", ("b1",), 422),  # not there for this key: as an unknown id
+    ("b1", None, ("b1",), 422),  # a brand key does not see objects of no brand either
+]
+
+
+def _user_of(kind: str, name: str, brand: str | None, webhook_id: str) -> dict[str, Any]:
+    activity = {"type": "webhook", "webhook_id": webhook_id}
+    if kind == "rule":
+        return {
+            "name": name,
+            "ext_brand_id": brand,
+            "trigger": {"event_type": "spin"},
+            "activity": activity,
+        }
+    return {
+        "name": name,
+        "status": "active",
+        "ext_brand_id": brand,
+        "entry": {"trigger": {"event_type": "spin"}},
+        "start": "hello",
+        "blocks": {"hello": {"type": "webhook", "activity": activity}},
+    }
+
+
+@pytest.mark.parametrize("kind", ["rule", "journey"])
+async def test_an_object_may_use_a_saved_webhook_of_its_brand_or_of_none(
+    hookline: Hookline, receiver: Receiver, kind: str
+) -> None:
+    h = hookline
+    webhooks = {}
+    for brand in BRANDS:
+        wh = {"name": f"wh-{_tag(brand)}", "url": receiver.url(), "ext_brand_id": brand}
+        webhooks[brand] = (await h.post("/api/v1/webhooks", wh)).json()["id"]
+    keys: dict[tuple[str, ...], str] = {
+        brands: (await h.runtime.keys.create(Role.ADMIN, brands, ""))[1] for brands in ((), ("b1",))
+    }
+    path = f"/api/v1/{kind}s"
+    unknown = await h.post(path, _user_of(kind, "x", "b1", "wh_nope"), headers=_auth(keys[()]))
+    for i, (brand, wh_brand, scope, status) in enumerate(USE_CASES):
+        body = _user_of(kind, f"{kind}-{i}", brand, webhooks[wh_brand])
+        resp = await h.post(path, body, headers=_auth(keys[scope]))
+        case = (brand, wh_brand, scope)
+        assert resp.status_code == status, (case, resp.text)
+        if status == 409:
+            assert resp.json()["field"].endswith("ext_brand_id") or resp.json()["field"].endswith(
+                "webhook_id"
+            ), case
+        if status == 422:
+            # Word for word what an id that does not exist gets: nothing tells it is taken.
+            got = resp.json()
+            want = unknown.json()
+            assert got["field"] == want["field"], case
+            assert got["detail"].replace(webhooks[wh_brand], "?") == want["detail"].replace(
+                "wh_nope", "?"
+            ), case
+
+
+async def test_a_journey_cannot_be_changed_to_use_another_brands_webhook(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    h = hookline
+    world = await _world(h, receiver)
+    _, b1 = await h.runtime.keys.create(Role.ADMIN, ("b1",), "")
+    _, every = await h.runtime.keys.create(Role.ADMIN, (), "")
+    h.client.headers["authorization"] = f"Bearer {every}"  # keys are needed from now on
+    journey_id = world["b1"]["journey_id"]
+    foreign = {"hello": {"type": "webhook", "activity": {"webhook_id": world["b2"]["webhook_id"]}}}
+    path = f"/api/v1/journeys/{journey_id}"
+    as_every = await h.client.patch(path, json={"blocks": foreign})
+    assert as_every.status_code == 409, as_every.text
+    as_b1 = await h.client.patch(path, json={"blocks": foreign}, headers=_auth(b1))
+    assert as_b1.status_code == 422, as_b1.text
+    assert as_b1.json()["field"] == "blocks.hello.activity.webhook_id"
+    # Its own brand's webhook, then a move to another brand: refused while it uses it.
+    own = {"hello": {"type": "webhook", "activity": {"webhook_id": world["b1"]["webhook_id"]}}}
+    assert (await h.client.patch(path, json={"blocks": own})).status_code == 200
+    moved = await h.client.patch(path, json={"ext_brand_id": "b2"})
+    assert moved.status_code == 409, moved.text
+    # Nor can the webhook move to another brand under the journey that uses it.
+    webhook_id = world["b1"]["webhook_id"]
+    rule_id = world["b1"]["rule_id"]
+    assert (await h.client.delete(f"/api/v1/rules/{rule_id}")).status_code == 204
+    wh = {"name": "wh-b1", "url": receiver.url("/b1"), "ext_brand_id": "b2"}
+    resp = await h.client.put(f"/api/v1/webhooks/{webhook_id}", json=wh)
+    assert resp.status_code == 409, resp.text
+    assert "journey" in resp.json()["detail"]
+
+
+def test_compiling_a_journey_checks_the_brand_so_a_stored_one_is_skipped_at_start() -> None:
+    """Start-up compiles stored journeys with this check: one saved before it does not run."""
+    from hookline.errors import Conflict
+    from hookline.journeys import DEFINITION_KEYS, Journey, JourneyStatus, compile_journey
+    from hookline.rules import SavedWebhook
+    from hookline.webhooks import WebhookSpec
+
+    webhook = SavedWebhook("wh_1", "w", WebhookSpec(url="http://127.0.0.1:9/x"), 0, 0)
+    body = _user_of("journey", "j", "b1", "wh_1")
+    definition = {k: v for k, v in body.items() if k in DEFINITION_KEYS}
+    for brand, wh_brand, fails in (("b1", "b2", True), (None, "b2", True), ("b1", None, False)):
+        journey = Journey("jrn_1", "j", JourneyStatus.ACTIVE, definition, 0, 0, ext_brand_id=brand)
+        saved = replace(webhook, ext_brand_id=wh_brand)
+        if fails:
+            with pytest.raises(Conflict, match="belongs to brand 'b2'") as refused:
+                compile_journey(journey, {"wh_1": saved})
+            assert refused.value.field == "blocks.hello.activity.webhook_id"
+        else:
+            assert compile_journey(journey, {"wh_1": saved}).webhook_ids == {"wh_1"}
+
+
+# --- "" is not a brand: refused, naming the field, wherever a brand comes in --------------
+
+EMPTY_BRAND: list[tuple[str, str, dict[str, Any], Any, str]] = [
+    (
+        "POST",
+        "/api/v1/events",
+        {},
+        {"event_type": "t", "user_ext_id": "u", "ext_brand_id": ""},
+        "ext_brand_id",
+    ),
+    (
+        "POST",
+        "/api/v1/events",
+        {},
+        [{"event_type": "t", "user_ext_id": "u", "ext_brand_id": ""}],
+        "[0].ext_brand_id",
+    ),
+    ("GET", "/api/v1/users/u/state", {"ext_brand_id": ""}, None, "ext_brand_id"),
+    ("PATCH", "/api/v1/users/u/state", {"ext_brand_id": ""}, {"a": 1}, "ext_brand_id"),
+    ("GET", "/api/v1/users/u/journeys", {"ext_brand_id": ""}, None, "ext_brand_id"),
+    ("GET", "/api/v1/deliveries", {"ext_brand_id": ""}, None, "ext_brand_id"),
+    ("POST", "/api/v1/rules", {}, example_rule(ext_brand_id=""), "ext_brand_id"),
+    (
+        "POST",
+        "/api/v1/webhooks",
+        {},
+        {"name": "w", "url": "http://127.0.0.1:9/x", "ext_brand_id": ""},
+        "ext_brand_id",
+    ),
+    (
+        "POST",
+        "/api/v1/journeys",
+        {},
+        {**_journey(Receiver("http://127.0.0.1:9"), None), "ext_brand_id": ""},
+        "ext_brand_id",
+    ),
+    (
+        "POST",
+        "/api/v1/webhooks/preview",
+        {},
+        {"webhook": {"url": "http://127.0.0.1:9/x"}, "event": {"ext_brand_id": ""}},
+        "event.ext_brand_id",
+    ),
+    ("POST", "/api/v1/keys", {}, {"role": "read", "brands": [""]}, "brands[0]"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body", "field"),
+    EMPTY_BRAND,
+    ids=[f"{m} {p} {f}" for m, p, _, _, f in EMPTY_BRAND],
+)
+async def test_an_empty_ext_brand_id_is_refused_naming_the_field(
+    hookline: Hookline, method: str, path: str, params: dict[str, Any], body: Any, field: str
+) -> None:
+    resp = await hookline.client.request(method, path, params=params, json=body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"] == field
+
+
+def test_keys_create_refuses_an_empty_brand_before_anything_is_made() -> None:
+    from hookline.errors import InvalidInput
+    from hookline.keys import check_brands
+
+    with pytest.raises(InvalidInput) as refused:
+        check_brands(["b1", ""])
+    assert refused.value.field == "brands[1]"
+
+
+# --- previews and test sends: the brand checks of the real routes ---------------------------
+
+PREVIEWS: list[tuple[str, str, str | None, tuple[str, ...], int]] = [
+    # (what is rendered, its brand, the sample event's brand, the key's brands, status)
+    ("webhook_id", "b2", None, ("b1",), 404),  # another brand's webhook: not there
+    ("webhook_id", "b2", "b1", ("b1",), 404),
+    ("rule_id", "b2", None, ("b1",), 404),
+    ("webhook_id", "b1", "b2", ("b1",), 403),  # an event of another brand: as posting one
+    ("webhook", "", "b2", ("b1",), 403),
+    ("webhook", "", None, ("b1",), 403),  # an event of no brand is every brand's
+    ("webhook_id", "b1", None, ("b1",), 200),  # the sample takes the webhook's brand
+    ("rule_id", "b1", "b1", ("b1",), 200),
+    ("webhook_id", "b1", "b2", (), 409),  # never sent for another brand's event
+    ("rule_id", "b1", "b2", (), 409),
+    ("rule_id", "b1", None, (), 200),
+]
+
+
+@pytest.mark.parametrize("route", ["preview", "test"])
+async def test_previews_and_test_sends_check_brands_as_the_real_routes_do(
+    hookline: Hookline, receiver: Receiver, route: str
+) -> None:
+    h = hookline
+    world = await _world(h, receiver)
+    scopes: tuple[tuple[str, ...], ...] = ((), ("b1",))
+    keys = {scope: (await h.runtime.keys.create(Role.ADMIN, scope, ""))[1] for scope in scopes}
+    wrong = []
+    for what, brand, sample_brand, scope, status in PREVIEWS:
+        body: dict[str, Any] = {"event": {"event_type": "spin", **_brand(sample_brand)}}
+        if what == "webhook":
+            body["webhook"] = {"url": receiver.url("/inline")}
+        else:
+            body[what] = world[brand][what]
+        resp = await h.post(f"/api/v1/webhooks/{route}", body, headers=_auth(keys[scope]))
+        if resp.status_code != status:
+            wrong.append(f"{what} {brand} {sample_brand} {scope}: {resp.status_code} {resp.text}")
+        elif status in (403, 409):
+            assert resp.json()["field"] == "event.ext_brand_id"
+    assert wrong == []
+
+
+async def test_a_read_key_reads_a_user_whose_id_has_slashes(hookline: Hookline) -> None:
+    """{user_ext_id:path}: the gate and the router agree, so no admin key is needed."""
+    h = hookline
+    patch = await h.client.patch("/api/v1/users/a%2Fb%2Fc/state", json={"x": 1})
+    assert patch.status_code == 200, patch.text
+    _, reader = await h.runtime.keys.create(Role.READ, (), "")
+    _, ingest = await h.runtime.keys.create(Role.INGEST, (), "")
+    state = await h.client.get("/api/v1/users/a%2Fb%2Fc/state", headers=_auth(reader))
+    assert state.status_code == 200, state.text
+    assert state.json()["user_ext_id"] == "a/b/c" and state.json()["x"] == 1
+    journeys = await h.client.get("/api/v1/users/a%2Fb%2Fc/journeys", headers=_auth(reader))
+    assert journeys.status_code == 200, journeys.text
+    again = await h.client.patch(
+        "/api/v1/users/a%2Fb%2Fc/state", json={"x": 2}, headers=_auth(ingest)
+    )
+    assert again.status_code == 200, again.text
+
+
+async def test_another_brands_user_is_404_to_a_state_patch_whether_or_not_it_exists(
+    hookline: Hookline,
+) -> None:
+    h = hookline
+    await h.client.patch("/api/v1/users/real/state", params={"ext_brand_id": "b2"}, json={"a": 1})
+    _, ingest = await h.runtime.keys.create(Role.INGEST, ("b1",), "")
+    for user in ("real", "never-seen"):
+        resp = await h.client.patch(
+            f"/api/v1/users/{user}/state",
+            params={"ext_brand_id": "b2"},
+            json={"a": 2},
+            headers=_auth(ingest),
+        )
+        assert resp.status_code == 404, resp.text
+        assert resp.json()["field"] == "user_ext_id"
+    # Creating for another brand is what a 403 says: an event of a foreign brand.
+    event = {"event_type": "t", "user_ext_id": "u", "ext_brand_id": "b2"}
+    assert (await h.post("/api/v1/events", event, headers=_auth(ingest))).status_code == 403

@@ -236,7 +236,15 @@ async def test_validate_answers_the_rule_as_stored_and_writes_nothing(
     assert normal["activity"]["retry_schedule"] == [0.0, 1.0]
     assert normal["activity"]["method"] == "POST"
     assert normal["activity"]["query"] == {}
-    assert set(normal) == {"name", "description", "enabled", "trigger", "conditions", "activity"}
+    assert set(normal) == {
+        *("name", "description", "enabled", "trigger", "conditions", "activity"),
+        *("once_per_user", "frequency", "accumulate"),
+    }
+    assert (normal["once_per_user"], normal["frequency"], normal["accumulate"]) == (
+        False,
+        None,
+        None,
+    )
     assert (await hookline.client.get("/api/v1/rules")).json()["data"] == []
     bad = await hookline.post("/api/v1/rules/validate", example_rule(conditions={"x": 1}))
     assert bad.status_code == 422

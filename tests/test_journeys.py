@@ -26,10 +26,10 @@ from hookline.journeys import (
     next_time_of_day,
     on_event,
     on_timer,
-    parse_duration,
     stop,
 )
 from hookline.rules import SavedWebhook
+from hookline.times import parse_duration
 from hookline.webhooks import WebhookSpec
 
 HOUR = 3_600_000

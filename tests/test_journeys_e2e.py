@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hookline.events import now_ms
 from hookline.journey_runner import MAX_CHAIN_DEPTH
 from tests.helpers import Hookline, Receiver, spin_event
 
@@ -345,3 +346,60 @@ async def test_timers_survive_a_restart(make_hookline: Any, receiver: Receiver) 
     (later,) = await receiver.wait_for(1, "/later")
     assert later.json()["saw"] == "12"
     assert second.runtime.engine.journeys.live
+
+
+async def test_a_timer_claim_skips_instances_handed_to_the_writer_not_yet_committed(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    await create(
+        hookline,
+        journey(
+            {
+                "hello": {"type": "delay", "duration": "1h", "next": "later"},
+                "later": hook(receiver, "/later"),
+            }
+        ),
+    )
+    resp = await hookline.post("/api/v1/events", [spin_event(f"u-{i}") for i in range(25)])
+    assert resp.status_code == 202, resp.text
+    store = hookline.runtime.engine.journey_store
+    assert store is not None
+    in_two_hours = now_ms() + 7_200_000
+    first = await store.due(in_two_hours, 10)
+    second = await store.due(in_two_hours, 10, skip={i for i, _ in first})
+    rest = await store.due(in_two_hours, 10, skip={i for i, _ in first + second})
+    assert (len(first), len(second), len(rest)) == (10, 10, 5)
+    assert len({i for i, _ in first + second + rest}) == 25
+    assert await store.due(now_ms(), 10) == []  # none is due yet
+    due_at = await store.next_due_at()
+    assert due_at is not None and now_ms() < due_at <= in_two_hours
+
+
+async def test_timers_due_at_once_go_to_the_writer_in_batches_of_the_timer_size(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    timer = hookline.runtime.engine.journey_timer
+    assert timer is not None
+    timer.batch = 10
+    batches: list[int] = []
+    submit = hookline.runtime.engine.submit_timers
+
+    async def counted(due: Any) -> None:
+        batches.append(len(due))
+        await submit(due)
+
+    hookline.runtime.engine.submit_timers = counted  # type: ignore[method-assign]
+    await create(
+        hookline,
+        journey(
+            {
+                "hello": {"type": "delay", "duration": 0.3, "next": "later"},
+                "later": hook(receiver, "/later", '{"u": "{{event.user_ext_id}}"}'),
+            }
+        ),
+    )
+    resp = await hookline.post("/api/v1/events", [spin_event(f"u-{i}") for i in range(25)])
+    assert resp.status_code == 202, resp.text
+    arrived = await receiver.wait_for(25, "/later")
+    assert sorted(r.json()["u"] for r in arrived) == sorted(f"u-{i}" for i in range(25))
+    assert sum(batches) == 25 and max(batches) <= 10 and len(batches) >= 3

@@ -83,7 +83,10 @@ async def test_the_walkthrough_works_as_written_on_another_port(tmp_path: Path) 
             script = prelude + "\n".join(
                 line for line in block.splitlines() if "make run" not in line
             )
-            if "echo-list" in block:
+            if "echo-list/my-journey-secret" in block:
+                # The journey's second webhook comes two seconds after the first: poll for it.
+                outputs.append(await _run_until(script, tmp_path, '"step":"again"'))
+            elif "echo-list" in block:
                 outputs.append(await _run_until(script, tmp_path, '"json":{'))
             else:
                 outputs.append(await asyncio.to_thread(_run, script, tmp_path))
@@ -93,7 +96,9 @@ async def test_the_walkthrough_works_as_written_on_another_port(tmp_path: Path) 
         log.close()
     everything = "\n".join(outputs)
     assert f'"url":"http://127.0.0.1:{port}/echo-send/my-first-secret/"' in everything
-    first_echo, second_echo = (json.loads(o) for o in outputs if o.startswith('{"secret"'))
+    first_echo, second_echo, journey_echo, converted_echo = (
+        json.loads(o) for o in outputs if o.startswith('{"secret"')
+    )
     assert first_echo["requests"][0]["json"] == {
         "saw_template_id": "12",
         "minigame_spins_count": "3",
@@ -106,6 +111,18 @@ async def test_the_walkthrough_works_as_written_on_another_port(tmp_path: Path) 
     assert "created   level-to-crm (rule_" in everything
     # The broken case: quote and backslash arrive escaped, as valid JSON.
     assert second_echo["requests"][0]["json"] == {"level": 'Lvl "5" \\ gold', "user": "user-42"}
+    # The journey: a webhook at once, another after the delay, both with the entry event's tag.
+    assert [r["json"] for r in journey_echo["requests"]] == [
+        {"step": "again", "saw_template_id": "7"},
+        {"step": "hello", "saw_template_id": "7"},
+    ]
+    # Converting emitted campaign_converted, and the rule on it called the echo service.
+    assert converted_echo["requests"][0]["json"] == {"journey": "spin-welcome", "user": "user-42"}
+    (stats,) = (json.loads(o) for o in outputs if '"treatment"' in o)
+    assert stats["treatment"]["entered"] == 1
+    assert stats["treatment"]["converted"] == 1
+    assert stats["treatment"]["finished"] == {"goal": 1}
+    assert stats["blocks"]["wait"] == {"entered": 1, "passed": 1, "waiting": 0}
     preview = json.loads(outputs[-1])
     assert preview["url"] == "https://crm.example.com/users/user-42"
     assert json.loads(preview["body"]) == {"level": 'Lvl "5" \\ gold', "spins": 3}

@@ -218,3 +218,146 @@ async def test_no_secret_reaches_the_log(
     assert "is dead after 3 attempt(s)" in text  # the log did speak
     _no_secret_in(text)
     assert signing_secret not in text and "whsec_" not in text
+
+
+# --- a *** sent back keeps the stored secret: GET, then PUT/PATCH what it showed ------------
+
+_SERVER_FIELDS = {
+    "id",
+    "version",
+    "revision",
+    "created_at",
+    "updated_at",
+    "signing_secret",
+    "warnings",
+}
+
+
+def _writable(answer: dict[str, Any]) -> dict[str, Any]:
+    """A GET answer as a client sends it back: the server's own fields left out."""
+    body = {k: v for k, v in answer.items() if k not in _SERVER_FIELDS and k != "problem"}
+    if "activity" in body:
+        body["activity"] = {k: v for k, v in body["activity"].items() if k != "signing_secret"}
+    return body
+
+
+def _journey(url: str, name: str = "jr") -> dict[str, Any]:
+    return {
+        "name": name,
+        "status": "active",
+        "entry": {"trigger": {"event_type": "minigame_spin_issued"}},
+        "start": "hello",
+        "blocks": {"hello": {"type": "webhook", "activity": _activity(url)}},
+    }
+
+
+async def _round_trip(h: Hookline, receiver: Receiver, kind: str, how: str) -> None:
+    """Create with real secrets, GET (masked), write the answer back with a new URL."""
+    if kind == "webhook":
+        made = await h.post("/api/v1/webhooks", {"name": "crm", **_activity(receiver.url("/x"))})
+        path = f"/api/v1/webhooks/{made.json()['id']}"
+        rule = {"name": "r", "trigger": {"event_type": "minigame_spin_issued"}}
+        rule["activity"] = {"type": "webhook", "webhook_id": made.json()["id"]}
+        assert (await h.post("/api/v1/rules", rule)).status_code == 201
+    elif kind == "rule":
+        made = await h.post("/api/v1/rules", example_rule(activity=_activity(receiver.url("/x"))))
+        path = f"/api/v1/rules/{made.json()['id']}"
+    else:
+        made = await h.post("/api/v1/journeys", _journey(receiver.url("/x")))
+        assert made.status_code == 201, made.text
+        path = f"/api/v1/journeys/{made.json()['id']}"
+    assert made.status_code == 201, made.text
+    shown = (await h.client.get(path)).json()
+    body = _writable(shown)
+    if kind == "webhook":
+        body["url"] = receiver.url("/after")
+    elif kind == "rule":
+        body["activity"]["url"] = receiver.url("/after")
+    else:
+        body["blocks"]["hello"]["activity"]["url"] = receiver.url("/after")
+    if how == "PATCH":
+        body = {k: body[k] for k in ("activity", "blocks") if k in body}
+    resp = await h.client.request(how, path, json=body)
+    assert resp.status_code == 200, resp.text
+    _masked(
+        resp.json()["headers"]
+        if kind == "webhook"
+        else resp.json()["activity"]["headers"]
+        if kind == "rule"
+        else resp.json()["blocks"]["hello"]["activity"]["headers"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "how"),
+    [
+        ("webhook", "PUT"),
+        ("rule", "PUT"),
+        ("rule", "PATCH"),
+        ("journey", "PUT"),
+        ("journey", "PATCH"),
+    ],
+)
+async def test_writing_back_what_a_read_showed_keeps_the_real_secrets(
+    hookline: Hookline, receiver: Receiver, kind: str, how: str
+) -> None:
+    await _round_trip(hookline, receiver, kind, how)
+    await hookline.post("/api/v1/events", spin_event())
+    (request,) = await receiver.wait_for(1, "/after")
+    for name, value in SECRETS.items():
+        assert request.headers[name.lower()] == value, name
+    assert request.headers["x-trace"] == "visible-5"
+
+
+@pytest.mark.parametrize("kind", ["webhook", "rule", "journey"])
+async def test_a_mask_with_no_stored_value_to_keep_is_refused_naming_the_header(
+    hookline: Hookline, kind: str
+) -> None:
+    activity = {"url": "http://127.0.0.1:9/x", "headers": {"Authorization": MASK}}
+    if kind == "webhook":
+        resp = await hookline.post("/api/v1/webhooks", {"name": "w", **activity})
+        field = "headers.Authorization"
+    elif kind == "rule":
+        resp = await hookline.post("/api/v1/rules", example_rule(activity=activity))
+        field = "activity.headers.Authorization"
+    else:
+        journey = _journey("http://127.0.0.1:9/x")
+        journey["blocks"]["hello"]["activity"] = activity
+        resp = await hookline.post("/api/v1/journeys", journey)
+        field = "blocks.hello.activity.headers.Authorization"
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"] == field
+
+
+async def test_a_new_secret_header_sent_as_a_mask_is_refused_on_put(hookline: Hookline) -> None:
+    """Only a header already stored can be kept: a *** for a new one is not a value."""
+    made = await hookline.post("/api/v1/rules", example_rule())
+    body = example_rule(activity={"headers": {"X-Api-Key": MASK, "Cookie": MASK}})
+    resp = await hookline.client.put(f"/api/v1/rules/{made.json()['id']}", json=body)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"] == "activity.headers.Cookie"
+
+
+async def test_journey_answers_mask_secret_headers_of_inline_blocks(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    created = await hookline.post("/api/v1/journeys", _journey(receiver.url()))
+    assert created.status_code == 201, created.text
+    journey_id = created.json()["id"]
+    answers = [
+        created,
+        await hookline.client.get(f"/api/v1/journeys/{journey_id}"),
+        await hookline.client.patch(f"/api/v1/journeys/{journey_id}", json={"description": "d"}),
+        await hookline.post(f"/api/v1/journeys/{journey_id}/rotate-secret"),
+    ]
+    for answer in answers:
+        assert answer.status_code in (200, 201), answer.text
+        _masked(answer.json()["blocks"]["hello"]["activity"]["headers"])
+        _no_secret_in(answer.text)
+    listed = await hookline.client.get("/api/v1/journeys")
+    _masked(listed.json()["data"][0]["blocks"]["hello"]["activity"]["headers"])
+    _no_secret_in(listed.text)
+    # Stored as written, and sent so.
+    await hookline.post("/api/v1/events", spin_event())
+    (request,) = await receiver.wait_for(1)
+    assert request.headers["authorization"] == SECRETS["Authorization"]

@@ -291,6 +291,7 @@ async def _old_database(path: Path, receiver_url: str) -> None:
             ("rules", "signing"),
             ("webhooks", "signing"),
             ("deliveries", "secret_headers"),
+            ("journeys", "signing"),
         ):
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         db.execute(
@@ -311,6 +312,11 @@ async def _old_database(path: Path, receiver_url: str) -> None:
             f" NULL, 'u', 'pending', 'POST', '{receiver_url}/inline', 'h', '[]', X'7b7d', 5,"
             " '[0]', 0, 1, 1, NULL, 1)"
         )
+        db.execute(
+            "INSERT INTO journeys (id, name, description, status, version, definition,"
+            " ext_brand_id, created_at, updated_at) VALUES ('jrn_1', 'j', '', 'draft', 1,"
+            " X'7b7d', NULL, 1, 1)"
+        )
     db.close()
 
 
@@ -326,8 +332,8 @@ async def test_an_old_database_opens_and_its_rules_and_webhooks_get_secrets(
         delivery = await store.get_delivery("dlv_old")
     finally:
         await store.close()
-    assert sorted(secrets) == ["rule_1", "rule_2", "wh_1"]
-    assert len({s.secret for s in secrets.values()}) == 3
+    assert sorted(secrets) == ["jrn_1", "rule_1", "rule_2", "wh_1"]
+    assert len({s.secret for s in secrets.values()}) == 4
     assert delivery is not None and delivery.secret_headers == ()
     # Opening again keeps them: a receiver that learnt one is not locked out by a restart.
     store = open_sqlite(path)
@@ -378,3 +384,92 @@ async def test_the_readme_receiver_fits_in_five_lines_and_verifies_a_real_delive
     scope["receive"](got.body, got.headers)
     with pytest.raises(WebhookVerificationError):
         scope["receive"](got.body + b" ", got.headers)
+
+
+# --- journeys: inline blocks sign with the journey's secret, saved ones with the webhook's ---
+
+
+def _journey(activity: dict[str, Any], name: str = "jr") -> dict[str, Any]:
+    return {
+        "name": name,
+        "status": "active",
+        "entry": {"trigger": {"event_type": "minigame_spin_issued"}},
+        "start": "hello",
+        "blocks": {"hello": {"type": "webhook", "activity": activity}},
+    }
+
+
+async def test_a_journeys_inline_block_signs_with_the_journeys_secret_kept_until_rotated(
+    make_hookline: MakeHookline, receiver: Receiver
+) -> None:
+    clock = Clock()
+    h = await make_hookline(clock=clock)
+    created = await h.post("/api/v1/journeys", _journey({"url": receiver.url()}))
+    assert created.status_code == 201, created.text
+    journey = created.json()
+    old = journey["signing_secret"]
+    assert old.startswith("whsec_")
+    path = f"/api/v1/journeys/{journey['id']}"
+    # A new version and a PATCH keep it: receivers already hold it.
+    changed = {**_journey({"url": receiver.url(), "body": '{"v": 2}'}), "status": "active"}
+    assert (await h.client.put(path, json=changed)).json()["signing_secret"] == old
+    assert (await h.client.patch(path, json={"description": "x"})).json()["signing_secret"] == old
+    await h.post("/api/v1/events", spin_event(user="u-1"))
+    (first,) = await receiver.wait_for(1)
+    assert len(signatures(first)) == 1 and verifies(old, first)
+
+    rotated = await h.post(f"{path}/rotate-secret")
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["signing_secret"]
+    assert new != old and new.startswith("whsec_")
+    await h.post("/api/v1/events", spin_event(user="u-2"))
+    (_, within) = await receiver.wait_for(2)
+    assert len(signatures(within)) == 2 and verifies(old, within) and verifies(new, within)
+
+    clock.shift = ROTATION_OVERLAP_MS + 1  # a day later, as far as signing can tell
+    await h.post("/api/v1/events", spin_event(user="u-3"))
+    (_, _, after) = await receiver.wait_for(3)
+    assert verifies(new, after) and not verifies(old, after)
+
+
+async def test_a_journey_block_on_a_saved_webhook_signs_with_the_webhooks_secret(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    h = hookline
+    saved = (await h.post("/api/v1/webhooks", {"name": "crm", "url": receiver.url()})).json()
+    created = await h.post("/api/v1/journeys", _journey({"webhook_id": saved["id"]}))
+    assert created.status_code == 201, created.text
+    await h.post("/api/v1/events", spin_event())
+    (request,) = await receiver.wait_for(1)
+    assert verifies(saved["signing_secret"], request)
+    assert not verifies(created.json()["signing_secret"], request)
+
+
+async def test_a_journeys_secret_shows_to_admins_only_and_leaves_with_the_journey(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    from hookline.keys import Role
+
+    h = hookline
+    journey = (await h.post("/api/v1/journeys", _journey({"url": receiver.url()}))).json()
+    _, reader = await h.runtime.keys.create(Role.READ, (), "")
+    _, admin = await h.runtime.keys.create(Role.ADMIN, (), "")
+    path = f"/api/v1/journeys/{journey['id']}"
+    reads: list[tuple[str, Callable[[Any], dict[str, Any]]]] = [
+        (path, lambda a: a),
+        ("/api/v1/journeys", lambda a: a["data"][0]),
+    ]
+    for url, pick in reads:
+        as_reader = pick((await h.client.get(url, headers=_bearer(reader))).json())
+        as_admin = pick((await h.client.get(url, headers=_bearer(admin))).json())
+        assert as_admin["signing_secret"] == journey["signing_secret"], url
+        assert as_reader["signing_secret"] == "***", url
+    refused = await h.client.post(f"{path}/rotate-secret", headers=_bearer(reader))
+    assert refused.status_code == 403
+    assert journey["id"] in h.runtime.catalog.keyring
+    assert (await h.client.delete(path, headers=_bearer(admin))).status_code == 204
+    assert journey["id"] not in h.runtime.catalog.keyring
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}

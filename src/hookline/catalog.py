@@ -1,4 +1,4 @@
-"""Writes of rules and saved webhooks: serialised, versioned, and indexed in commit order.
+"""Writes of rules, saved webhooks and journeys: serialised, versioned, indexed in commit order.
 
 Every write runs under the engine's rule lock, from the read it starts from to the index
 change that follows its commit. So a write never works from a stale read (PATCH cannot
@@ -6,8 +6,11 @@ lose a concurrent change), the rule index changes in the order the store committ
 webhook cannot change between a rule reading it and the rule being saved. The store checks
 versions and references again inside each transaction, for writers outside this process.
 
-Journeys are meant to follow the same pattern: read, check the precondition, change,
-save at the version read, then change what is held in memory.
+Journeys follow the same pattern: read, check the precondition, change, save at the
+revision read, then change the journey index. A saved webhook's change recompiles the
+journey versions that call it (refused, naming the journey, if one would no longer
+compile), and a saved webhook is not deleted while a journey's definition, or an older
+version with users inside, names it.
 
 Signing secrets live here too: every rule and saved webhook gets one when created, keeps it
 across changes, and replaces it only by a rotation. After each commit the key ring (what
@@ -20,14 +23,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
+from hookline.brands import check_webhook_use
 from hookline.engine import Engine
-from hookline.errors import Conflict, HooklineError, NotFound, PreconditionFailed
+from hookline.errors import Conflict, HooklineError, NotFound, PreconditionFailed, StoreError
 from hookline.events import later_than
+from hookline.journeys import (
+    CompiledJourney,
+    Journey,
+    JourneyStatus,
+    compile_journey,
+    saved_webhooks_used,
+    successor,
+)
 from hookline.netguard import NetworkPolicy, check_literal_url
 from hookline.rules import CompiledRule, Rule, SavedWebhook, compile_rule
 from hookline.signing import SecretRing, Signing
 from hookline.store.base import Store
+from hookline.store.journey_sql import JourneyStore
 from hookline.webhooks import compile_webhook
 
 log = logging.getLogger("hookline.catalog")
@@ -50,6 +64,13 @@ class Precondition:
 
 
 ANY_VERSION = Precondition()
+
+# Which brands' saved webhooks a writer may name: a key's ``sees``.
+Sees = Callable[[Any], bool]
+
+
+def _every_brand(brand: Any) -> bool:
+    return True
 
 
 class Catalog:
@@ -91,26 +112,30 @@ class Catalog:
             changed = change(current)
             if changed.signing is None:
                 changed = replace(changed, signing=current.signing or Signing.new())
+            # Counts made under another frequency or accumulate mean something else: a new
+            # epoch starts them over (lazily, user by user; see counters.Counter.under).
+            restart = current.problem is not None or current.limits.restarts(changed.limits)
+            epoch = current.counting_epoch + 1 if restart else current.counting_epoch
+            changed = replace(changed, counting_epoch=epoch)
             return await self._save_rule(changed, current.version)
 
-    async def rotate_rule_secret(self, rule_id: str, precondition: Precondition) -> Rule:
-        """A new signing secret for the rule's inline webhook; the old one signs for 24 h more."""
+    def rotate_rule_secret(self, current: Rule) -> Rule:
+        """The rule with a new secret for its inline webhook; the old one signs for 24 h more.
 
-        def rotate(current: Rule) -> Rule:
-            if current.webhook_id is not None:
-                raise Conflict(
-                    f"this rule calls the saved webhook {current.webhook_id}, which signs with "
-                    f"its own secret: rotate it at /api/v1/webhooks/{current.webhook_id}"
-                    "/rotate-secret",
-                    field="rule_id",
-                )
-            return replace(
-                current,
-                signing=self._rotated(current.signing),
-                updated_at=later_than(current.updated_at),
+        A change for :meth:`change_rule`.
+        """
+        if current.webhook_id is not None:
+            raise Conflict(
+                f"this rule calls the saved webhook {current.webhook_id}, which signs with "
+                f"its own secret: rotate it at /api/v1/webhooks/{current.webhook_id}"
+                "/rotate-secret",
+                field="rule_id",
             )
-
-        return await self.change_rule(rule_id, rotate, precondition)
+        return replace(
+            current,
+            signing=self._rotated(current.signing),
+            updated_at=later_than(current.updated_at),
+        )
 
     def _rotated(self, signing: Signing | None) -> Signing:
         if signing is None:
@@ -153,7 +178,7 @@ class Catalog:
         if rule.webhook_id is not None:
             saved = await self.store.get_webhook(rule.webhook_id)
             if saved is not None:
-                _same_brand(rule, saved)
+                check_webhook_use("rule", rule.name, rule.ext_brand_id, saved)
                 webhooks[saved.id] = saved
                 webhook_version = saved.version
         return compile_rule(rule, webhooks), webhook_version
@@ -201,9 +226,15 @@ class Catalog:
             self.check_webhook(webhook)
             using = await self.store.rules_using_webhook(webhook_id)
             for rule in using:
-                _same_brand(rule, webhook)
+                check_webhook_use("rule", rule.name, rule.ext_brand_id, webhook)
+            for journey in self.engine.journeys.current.values():
+                if webhook_id in journey.webhook_ids:
+                    check_webhook_use(
+                        "journey", journey.journey.name, journey.journey.ext_brand_id, webhook
+                    )
             # Compiled before the write, so nothing can fail between its commit and the index.
             users = _compile_users(using, webhook)
+            journeys = await self._recompile_journeys(webhook)
             stored = await self.store.save_webhook(
                 webhook, create=False, expected_version=current.version
             )
@@ -212,22 +243,21 @@ class Catalog:
                     self.engine.remove_rule(rule_id)
                 else:
                     self.engine.put_rule(compiled, stored.version)
+            # Later steps of users already inside call the webhook as it is now, as rules do.
+            self.engine.journeys.refresh(journeys)
             self.keyring.put(stored.id, stored.signing)
             return stored
 
-    async def rotate_webhook_secret(
-        self, webhook_id: str, precondition: Precondition
-    ) -> SavedWebhook:
-        """A new signing secret for a saved webhook; the old one signs for 24 h more."""
+    def rotate_webhook_secret(self, current: SavedWebhook) -> SavedWebhook:
+        """The webhook with a new signing secret; the old one signs for 24 h more.
 
-        def rotate(current: SavedWebhook) -> SavedWebhook:
-            return replace(
-                current,
-                signing=self._rotated(current.signing),
-                updated_at=later_than(current.updated_at),
-            )
-
-        return await self.change_webhook(webhook_id, rotate, precondition)
+        A change for :meth:`change_webhook`.
+        """
+        return replace(
+            current,
+            signing=self._rotated(current.signing),
+            updated_at=later_than(current.updated_at),
+        )
 
     async def delete_webhook(
         self,
@@ -240,6 +270,14 @@ class Catalog:
             if guard is not None:
                 guard(current)
             precondition.check("webhook", current.version)
+            if self.engine.journey_store is not None:
+                names = await self.engine.journey_store.journeys_using_webhook(webhook_id)
+                if names:
+                    raise Conflict(
+                        f"journeys still use this webhook: {', '.join(names)}; change or "
+                        "delete them first (an older version is in use until its users leave)",
+                        field="webhook_id",
+                    )
             # The store refuses (409, naming them) while any rule uses it.
             if not await self.store.delete_webhook(webhook_id, expected_version=current.version):
                 raise NotFound(f"no webhook {webhook_id!r}", field="webhook_id")
@@ -252,16 +290,140 @@ class Catalog:
             raise NotFound(f"no webhook {webhook_id!r}", field="webhook_id")
         return saved
 
+    async def _recompile_journeys(self, webhook: SavedWebhook) -> list[CompiledJourney]:
+        """The indexed journey versions calling ``webhook``, compiled with its new form."""
+        using = self.engine.journeys.using(webhook.id)
+        if not using:
+            return []
+        webhooks = {w.id: w for w in await self.store.list_webhooks()}
+        webhooks[webhook.id] = webhook
+        compiled: list[CompiledJourney] = []
+        for journey in using:
+            try:
+                compiled.append(compile_journey(journey.journey, webhooks))
+            except HooklineError as exc:
+                raise Conflict(
+                    f"journey {journey.journey.name!r} (version {journey.version}) calls this "
+                    f"webhook and would no longer compile: {exc.field or 'it'}: {exc.detail}",
+                    field="webhook_id",
+                ) from None
+        return compiled
 
-def _same_brand(rule: Rule, webhook: SavedWebhook) -> None:
-    """A webhook of one brand serves rules of that brand only (a rule of none fires for all)."""
-    if webhook.ext_brand_id is not None and rule.ext_brand_id != webhook.ext_brand_id:
-        rule_brand = "every brand" if rule.ext_brand_id is None else repr(rule.ext_brand_id)
-        raise Conflict(
-            f"the saved webhook {webhook.id!r} belongs to brand {webhook.ext_brand_id!r} and "
-            f"rule {rule.name!r} fires for {rule_brand}: give them the same ext_brand_id",
-            field="ext_brand_id",
+    # --- journeys --------------------------------------------------------------------------
+
+    @property
+    def journeys(self) -> JourneyStore:
+        if self.engine.journey_store is None:
+            raise StoreError("journeys are not available on this store")
+        return self.engine.journey_store
+
+    async def create_journey(self, journey: Journey, sees: Sees = _every_brand) -> Journey:
+        """Save a new journey with a new signing secret; ``sees`` as in :meth:`check_journey`."""
+        async with self.engine.rules_lock:
+            saved = await self._save_journey(replace(journey, signing=Signing.new()), None, sees)
+        await self._leave_if_stopped(saved, None)
+        return saved
+
+    async def change_journey(
+        self,
+        journey_id: str,
+        change: Callable[[Journey], Journey],
+        precondition: Precondition,
+        sees: Sees = _every_brand,
+    ) -> Journey:
+        """Apply ``change`` to the journey as it is now (see :func:`journeys.successor`).
+
+        The journey keeps its signing secrets unless ``change`` sets others (a rotation).
+        """
+        async with self.engine.rules_lock:
+            current = await self._journey(journey_id)
+            precondition.check("journey", current.revision)
+            changed = change(current)
+            if changed.signing is None:
+                changed = replace(changed, signing=current.signing or Signing.new())
+            saved = await self._save_journey(successor(current, changed), current, sees)
+        await self._leave_if_stopped(saved, current)
+        return saved
+
+    def rotate_journey_secret(self, current: Journey) -> Journey:
+        """The journey with a new secret for its inline webhook blocks; the old one signs for
+        24 h more. Blocks that call a saved webhook sign with that webhook's secret.
+
+        A change for :meth:`change_journey`.
+        """
+        return replace(
+            current,
+            signing=self._rotated(current.signing),
+            updated_at=later_than(current.updated_at),
         )
+
+    async def delete_journey(
+        self,
+        journey_id: str,
+        precondition: Precondition,
+        guard: Callable[[Journey], None] | None = None,
+    ) -> None:
+        """Everyone inside leaves (campaign_finished), then the journey and its rows go."""
+        async with self.engine.rules_lock:
+            current = await self._journey(journey_id)
+            if guard is not None:
+                guard(current)
+            precondition.check("journey", current.revision)
+        await self.engine.stop_journey(journey_id)
+        async with self.engine.rules_lock:
+            # At the revision checked: a write meanwhile is answered 409, not overwritten.
+            if not await self.journeys.delete_journey(journey_id, current.revision):
+                raise NotFound(f"no journey {journey_id!r}", field="journey_id")
+            self.engine.journeys.remove(journey_id)
+            self.keyring.remove(journey_id)
+
+    async def check_journey(
+        self, journey: Journey, sees: Sees = _every_brand, current: Journey | None = None
+    ) -> CompiledJourney:
+        """Compile ``journey`` as a save would (its saved webhooks as they are now).
+
+        The saved webhooks it may name are those of a brand ``sees`` admits (a writer's key:
+        another brand's webhook is, for it, one that does not exist). Blocks left as they
+        were keep the webhooks they call, so a brand's admin can pause a journey that an
+        admin of every brand pointed at a webhook of no brand.
+        """
+        kept: frozenset[str] = frozenset()
+        if current is not None and current.definition.get("blocks") == journey.definition.get(
+            "blocks"
+        ):
+            kept = saved_webhooks_used(current.definition)
+        webhooks = {
+            w.id: w
+            for w in await self.store.list_webhooks()
+            if w.id in kept or sees(w.ext_brand_id)
+        }
+        return compile_journey(journey, webhooks)
+
+    async def _journey(self, journey_id: str) -> Journey:
+        journey = await self.journeys.get_journey(journey_id)
+        if journey is None:
+            raise NotFound(f"no journey {journey_id!r}", field="journey_id")
+        return journey
+
+    async def _save_journey(self, journey: Journey, current: Journey | None, sees: Sees) -> Journey:
+        compiled = await self.check_journey(journey, sees, current)
+        saved = await self.journeys.save_journey(
+            journey,
+            create=current is None,
+            expected_revision=None if current is None else current.revision,
+        )
+        if saved.status is JourneyStatus.DRAFT:
+            self.engine.journeys.remove(saved.id)
+        else:
+            self.engine.journeys.put(replace(compiled, journey=saved))
+        self.keyring.put(saved.id, saved.signing)
+        return saved
+
+    async def _leave_if_stopped(self, saved: Journey, current: Journey | None) -> None:
+        """Users leave a journey that has just been stopped or archived."""
+        leaving = (JourneyStatus.STOPPED, JourneyStatus.ARCHIVED)
+        if saved.status in leaving and (current is None or current.status not in leaving):
+            await self.engine.stop_journey(saved.id)
 
 
 def _compile_users(

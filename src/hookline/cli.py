@@ -1,4 +1,5 @@
-"""The command line: ``hookline serve``, ``send-event``, ``rules``, ``deliveries``, ``echo``."""
+"""The command line: ``hookline serve``, ``send-event``, ``rules``, ``journeys``, ``deliveries``,
+``echo``."""
 
 from __future__ import annotations
 
@@ -16,18 +17,22 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hookline import __version__, rulefile
+from hookline import __version__, applyfile
+from hookline.applyfile import Change, ChangeKind, Kind
 from hookline.client import ApiError, Client
 from hookline.errors import ConfigError, HooklineError
+from hookline.journeyfile import JOURNEYS
 from hookline.keyadmin import keys_app, refuse_open_exposure
-from hookline.rulefile import Change, ChangeKind
+from hookline.rulefile import RULES
 from hookline.times import iso_ms
 
 app = typer.Typer(help="hookline: user events in, templated webhooks out.", no_args_is_help=True)
 rules_app = typer.Typer(help="Automation rules.", no_args_is_help=True)
+journeys_app = typer.Typer(help="Campaign journeys.", no_args_is_help=True)
 echo_app = typer.Typer(help="The echo service.", no_args_is_help=True)
 deliveries_app = typer.Typer(help="Deliveries and their attempts.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+app.add_typer(journeys_app, name="journeys")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(echo_app, name="echo")
 app.add_typer(keys_app, name="keys")
@@ -223,10 +228,10 @@ _VERBS = {
 }
 
 
-def _report(change: Change, *, dry_run: bool, rule_id: str | None = None) -> None:
+def _report(change: Change, *, dry_run: bool, resource_id: str | None = None) -> None:
     verb = _VERBS[change.kind][0 if dry_run else 1]
-    rule_id = rule_id or change.rule_id
-    line = f"{verb:<10}{change.name}" + (f" ({rule_id})" if rule_id else "")
+    resource_id = resource_id or change.resource_id
+    line = f"{verb:<10}{change.name}" + (f" ({resource_id})" if resource_id else "")
     if change.kind is ChangeKind.UPDATE and not dry_run:
         line += ": " + ", ".join(f.path for f in change.fields)
     if change.kind is ChangeKind.KEEP:
@@ -238,40 +243,87 @@ def _report(change: Change, *, dry_run: bool, rule_id: str | None = None) -> Non
 
 
 def _validate_on_server(
-    client: Client, rules: Sequence[dict[str, Any]], stored_ids: dict[str, str]
+    client: Client, kind: Kind, items: Sequence[dict[str, Any]], stored_ids: dict[str, str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """Each rule as the server would store it, checked by the server without writing.
+    """Each resource as the server would store it, checked by the server without writing.
 
-    A rule the server has (by name) is compared with it there, so a secret header value the
-    answers mask still shows up as a change.
+    One the server has (by name) is compared with it there: a secret header value the
+    answers mask still shows up as a change, and a journey that has run may not become a
+    draft again.
     """
     normal: list[dict[str, Any]] = []
     problems: list[str] = []
-    for index, rule in enumerate(rules):
-        path = "/api/v1/rules/validate"
-        stored_id = stored_ids.get(rule["name"]) if isinstance(rule.get("name"), str) else None
+    for index, item in enumerate(items):
+        path = f"{kind.path}/validate"
+        stored_id = stored_ids.get(item["name"]) if isinstance(item.get("name"), str) else None
         if stored_id is not None:
             path += "?" + urllib.parse.urlencode({"compare_to": stored_id})
         try:
-            normal.append(client.request("POST", path, rule)["rule"])
+            normal.append(client.request("POST", path, item)[kind.noun])
         except ApiError as exc:
             if exc.status < 400 or exc.status >= 500 or not isinstance(exc.body, dict):
                 _fail(str(exc), 1)
-            where = rulefile.label(rule, index)
+            where = kind.label(item, index)
             problems.append(
-                rulefile.error_line(where, exc.body.get("field"), str(exc.body.get("detail")))
+                applyfile.error_line(where, exc.body.get("field"), str(exc.body.get("detail")))
             )
     return normal, problems
+
+
+def _apply(client: Client, kind: Kind, file: Path, *, dry_run: bool, prune: bool) -> None:
+    """Make the server's resources of ``kind`` equal to the file's, matched by name."""
+    try:
+        items = applyfile.load(file, kind)
+    except ConfigError as exc:
+        _fail(exc.detail, 2)
+    problems = kind.check(items)
+    normal: list[dict[str, Any]] = []
+    stored: list[dict[str, Any]] = []
+    if not problems:  # the server is asked only about a file that passed the local checks
+        stored = _call(client, "GET", kind.path)["data"]
+        stored_ids = {r["name"]: r["id"] for r in stored}
+        normal, problems = _validate_on_server(client, kind, items, stored_ids)
+    if problems:
+        for problem in problems:
+            err.print(f"[red]error:[/red] {escape(problem)}")
+        _fail(f"{file}: nothing was applied ({len(problems)} problem(s))", 1)
+    changes = applyfile.plan(kind, list(zip(items, normal, strict=True)), stored, prune=prune)
+    counts = Counter(c.kind for c in changes)
+    if dry_run:
+        for change in changes:
+            _report(change, dry_run=True)
+        sys.stdout.write(f"dry run, nothing written: {_summary(counts, dry_run=True)}\n")
+        return
+    for change in changes:
+        resource_id = change.resource_id
+        try:
+            if change.kind is ChangeKind.CREATE:
+                resource_id = client.request("POST", kind.path, change.body)["id"]
+            elif change.kind is ChangeKind.UPDATE:
+                # PUT replaces the whole resource: a key the file dropped goes back to its default.
+                client.request("PUT", f"{kind.path}/{change.resource_id}", change.body)
+            elif change.kind is ChangeKind.DELETE:
+                client.request("DELETE", f"{kind.path}/{change.resource_id}")
+        except ApiError as exc:
+            # Checked above, so only a concurrent change or an outage gets here.
+            where = f'{kind.noun} "{change.name}"'
+            _fail(f"{where}: {exc}; the {kind.plural} reported above were applied, this one not", 1)
+        _report(change, dry_run=False, resource_id=resource_id)
+    sys.stdout.write(_summary(counts, dry_run=False) + "\n")
+
+
+FileOption = Annotated[Path, typer.Option("--file", "-f", help="YAML or JSON file")]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would change; write nothing")
+]
 
 
 @rules_app.command("apply")
 def rules_apply(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Option("--file", "-f", help="YAML or JSON file of rules")],
+    file: FileOption,
     url: UrlOption = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show what would change; write nothing")
-    ] = False,
+    dry_run: DryRunOption = False,
     prune: Annotated[
         bool, typer.Option("--prune", help="Also delete the rules the file does not name")
     ] = False,
@@ -282,45 +334,46 @@ def rules_apply(
     Every rule is checked, here and by the server, before any is written: a file with
     one bad rule changes nothing. Applying the same file twice changes nothing.
     """
-    try:
-        rules = rulefile.load(file)
-    except ConfigError as exc:
-        _fail(exc.detail, 2)
-    problems = rulefile.check(rules)
-    client = _client(ctx, url)
-    normal: list[dict[str, Any]] = []
-    stored: list[dict[str, Any]] = []
-    if not problems:  # the server is asked only about a file that passed the local checks
-        stored = _call(client, "GET", "/api/v1/rules")["data"]
-        stored_ids = {r["name"]: r["id"] for r in stored}
-        normal, problems = _validate_on_server(client, rules, stored_ids)
-    if problems:
-        for problem in problems:
-            err.print(f"[red]error:[/red] {escape(problem)}")
-        _fail(f"{file}: nothing was applied ({len(problems)} problem(s))", 1)
-    changes = rulefile.plan(list(zip(rules, normal, strict=True)), stored, prune=prune)
-    counts = Counter(c.kind for c in changes)
-    if dry_run:
-        for change in changes:
-            _report(change, dry_run=True)
-        sys.stdout.write(f"dry run, nothing written: {_summary(counts, dry_run=True)}\n")
+    _apply(_client(ctx, url), RULES, file, dry_run=dry_run, prune=prune)
+
+
+@journeys_app.command("list")
+def journeys_list(
+    ctx: typer.Context,
+    url: UrlOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the journeys as the API answers them")
+    ] = False,
+) -> None:
+    """List the journeys, with whole ids."""
+    journeys = _call(_client(ctx, url), "GET", JOURNEYS.path)["data"]
+    if as_json:
+        _print_json(journeys)
         return
-    for change in changes:
-        rule_id = change.rule_id
-        try:
-            if change.kind is ChangeKind.CREATE:
-                rule_id = client.request("POST", "/api/v1/rules", change.body)["id"]
-            elif change.kind is ChangeKind.UPDATE:
-                # PUT replaces the whole rule: a key the file dropped goes back to its default.
-                client.request("PUT", f"/api/v1/rules/{change.rule_id}", change.body)
-            elif change.kind is ChangeKind.DELETE:
-                client.request("DELETE", f"/api/v1/rules/{change.rule_id}")
-        except ApiError as exc:
-            # Checked above, so only a concurrent change or an outage gets here.
-            where = f'rule "{change.name}"'
-            _fail(f"{where}: {exc}; the rules reported above were applied, this one not", 1)
-        _report(change, dry_run=False, rule_id=rule_id)
-    sys.stdout.write(_summary(counts, dry_run=False) + "\n")
+    rows = []
+    for j in journeys:
+        trigger = j.get("entry", {}).get("trigger", {}).get("event_type", "")
+        rows.append([j["name"], j["id"], j["status"], str(j["version"]), str(trigger)])
+    _columns(["NAME", "ID", "STATUS", "VERSION", "EVENT TYPE"], rows)
+
+
+@journeys_app.command("apply")
+def journeys_apply(
+    ctx: typer.Context,
+    file: FileOption,
+    url: UrlOption = None,
+    dry_run: DryRunOption = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Also delete the journeys the file does not name")
+    ] = False,
+) -> None:
+    """Make the server's journeys equal to the file's, matched by name.
+
+    A changed journey is replaced: one that has run gets a new version, and users inside
+    finish on theirs. Every journey is checked by the server before any is written: a file
+    with one bad journey changes nothing. Applying the same file twice changes nothing.
+    """
+    _apply(_client(ctx, url), JOURNEYS, file, dry_run=dry_run, prune=prune)
 
 
 def _summary(counts: Counter[ChangeKind], *, dry_run: bool) -> str:

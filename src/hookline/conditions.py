@@ -226,6 +226,36 @@ class _Compiler:
         return evaluate_leaf
 
 
+# What a field lookup answers for a field that is not there (present with null is None).
+MISSING: Final = _MISSING
+
+
+def compile_field(
+    text: Any, *, field: str, scopes: Sequence[str] = SCOPES
+) -> Callable[[Mapping[str, Any]], Any]:
+    """A lookup of ``text`` (``event.a.b``) in a context; MISSING when it is not there.
+
+    The same field syntax and the same walk as a condition's ``field`` (ConditionError
+    naming ``field`` otherwise).
+    """
+    steps = _parse_field(text, field, scopes)
+
+    def lookup(context: Mapping[str, Any]) -> Any:
+        current: Any = context
+        for key, index in steps:
+            if isinstance(current, _MAPPINGS):
+                current = current.get(key, _MISSING)
+                if current is _MISSING:
+                    return _MISSING
+            elif index is not None and isinstance(current, _SEQUENCES) and index < len(current):
+                current = current[index]
+            else:
+                return _MISSING
+        return current
+
+    return lookup
+
+
 def _shallow_leaf(scope: str, key: str, test: Test, if_missing: bool) -> Predicate:
     """The leaf of the most common field shape, ``event.x``: two lookups, no loop."""
 

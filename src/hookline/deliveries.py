@@ -68,8 +68,8 @@ class Delivery:
 
     @property
     def signer(self) -> str | None:
-        """Whose secrets sign it: the saved webhook it used, else its rule's inline webhook."""
-        return self.webhook_id or self.rule_id
+        """Whose secrets sign it: the saved webhook it used, else its rule's or journey's."""
+        return self.webhook_id or self.rule_id or self.journey_id
 
     @property
     def destination(self) -> str:

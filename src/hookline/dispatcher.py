@@ -362,9 +362,9 @@ class Dispatcher:
 def _unsigned(delivery: Delivery, warning: str | None) -> str:
     """The warning of an attempt sent without a signature: its webhook is gone."""
     if delivery.signer is None:
-        note = "sent unsigned: it belongs to no rule or webhook that has a signing secret"
+        note = "sent unsigned: it belongs to no rule, webhook or journey with a signing secret"
     else:
-        kind = "webhook" if delivery.webhook_id else "rule"
+        kind = "webhook" if delivery.webhook_id else "rule" if delivery.rule_id else "journey"
         note = f"sent unsigned: its {kind} {delivery.signer} was deleted, and its secret with it"
     return f"{warning}; {note}" if warning else note
 

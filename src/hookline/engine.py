@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hookline.brands import brand_text
+from hookline.counters import Counter, advance, counting_time
 from hookline.deliveries import LEASE_MARGIN_MS, Delivery, Origin, plan_delivery
 from hookline.errors import HooklineError, StoreError
 from hookline.events import UPDATE_PROFILE, Event, EventInput, now_ms
@@ -27,12 +29,11 @@ from hookline.journey_runner import (
     JourneyTimer,
     load_index,
 )
-from hookline.keys import brand_text
 from hookline.queue import Handoff, WorkSignal
 from hookline.rules import CompiledRule, RuleIndex
 from hookline.settings import Settings
 from hookline.state import NO_BRAND, UserKey, apply_update, user_key, with_identity
-from hookline.store.base import IngestTransaction, Store
+from hookline.store.base import CounterKey, IngestTransaction, Store
 from hookline.store.journey_sql import JourneyStore
 from hookline.store.journey_sql import active_users_of as jsql_active_users
 
@@ -248,12 +249,29 @@ class Engine:
             missing = sorted(users - states.keys())
             if missing:
                 states.update(await tx.load_states(missing))
-            batch = _Batch(self, tx, known, states, now, journeys)
+            counters = (
+                await tx.load_counters(sorted(users))
+                if self._needs_counters(group, journeys)
+                else None
+            )
+            batch = _Batch(self, tx, known, states, now, journeys, counters)
             results = [await batch.apply(work) for work in group]
             await batch.flush()
         # Committed: the states this group read or wrote are now what the store holds.
         self._states.put_many(batch.states)
         return results, batch
+
+    def _needs_counters(self, group: list[_Work], journeys: JourneyBatch | None) -> bool:
+        """Whether an event of this group may meet a rule that counts per user.
+
+        Journeys emit events of any type, so with journeys at work the counters are read too.
+        """
+        counting = self.index.counting
+        if not counting:
+            return False
+        if journeys is not None:
+            return True
+        return any(e.event_type in counting for w in group for e in w.events)
 
     async def _journey_batch(
         self, tx: IngestTransaction, group: list[_Work], users: set[UserKey], now: int
@@ -313,8 +331,13 @@ class _Batch:
         states: dict[UserKey, dict[str, Any]],
         now: int,
         journeys: JourneyBatch | None = None,
+        counters: dict[CounterKey, Counter] | None = None,
     ) -> None:
         self.engine = engine
+        # The users' counters as read in this transaction (None: the group needs none), and
+        # those this group changed, written back in the same commit.
+        self.counters = counters
+        self.counted: dict[CounterKey, Counter] = {}
         self.journeys = journeys
         self.tx = tx
         self.known = known  # eid -> (event id, its delivery ids)
@@ -381,9 +404,11 @@ class _Batch:
         if rules or reacting:
             start = len(self.deliveries)
             context = {"event": event.template_scope(), "state": state}
-            self.deliveries.extend(
-                self._delivery(rule, event, context) for rule in rules if _matches(rule, context)
-            )
+            for rule in rules:
+                if _matches(rule, context) and (
+                    rule.limits is None or self._fires(rule, event, context)
+                ):
+                    self.deliveries.append(self._delivery(rule, event, context))
             if journeys is not None and reacting:
                 # After the rules: journeys see the same event and the state it left.
                 for applied in journeys.on_event(event, context["event"], state):
@@ -442,6 +467,26 @@ class _Batch:
                 EventInput(None, emitted.event_type, user, brand, None, emitted.payload),
                 depth + 1,
             )
+
+    def _fires(self, rule: CompiledRule, event: Event, context: dict[str, Any]) -> bool:
+        """Count the event for its user and a rule that counts; whether the rule fires."""
+        assert rule.limits is not None
+        if self.counters is None:
+            # _needs_counters missed a case: firing without counting would break a promise.
+            log.error("rule %s: counters were not read; the event is not counted", rule.rule.id)
+            return False
+        key = (rule.rule.id, user_key(event.ext_brand_id, event.user_ext_id))
+        counter = self.counters.get(key) or Counter()
+        fire, after = advance(
+            rule.limits,
+            counter,
+            epoch=rule.rule.counting_epoch,
+            at=counting_time(event.event_date, event.received_at),
+            event=context["event"],
+        )
+        if after is not counter:
+            self.counters[key] = self.counted[key] = after
+        return fire
 
     def _state_after(self, event: Event) -> dict[str, Any]:
         user, brand = event.user_ext_id, event.ext_brand_id
@@ -506,6 +551,7 @@ class _Batch:
             await self.journeys.flush(self.tx.conn)  # type: ignore[attr-defined]
         await self.tx.insert_events(self.events)
         await self.tx.save_states(self.changed, self.now)
+        await self.tx.save_counters(self.counted, self.now)
         self.handed, self.left = self._split(self.engine.handoff)
         await self.tx.insert_deliveries(self.handed, lease_from=self.now + LEASE_MARGIN_MS)
         await self.tx.insert_deliveries(self.left)

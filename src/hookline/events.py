@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import orjson
 
+from hookline.brands import check_brand
 from hookline.errors import InvalidInput, PayloadTooLarge, closest
 from hookline.values import check_depth
 
@@ -136,16 +137,7 @@ def _parse_one(raw: Any, where: str, max_bytes: int | None) -> EventInput:
     user = _identifier(raw.get("user_ext_id"), where + "user_ext_id", required=True)
     assert user is not None
     eid = _identifier(raw.get("eid"), where + "eid", required=False)
-    brand = raw.get("ext_brand_id")
-    if brand is not None and (
-        isinstance(brand, bool)
-        or not isinstance(brand, str | int)
-        or len(str(brand)) > MAX_ID_LENGTH
-    ):
-        raise InvalidInput(
-            f"ext_brand_id must be a string or an integer of at most {MAX_ID_LENGTH} characters",
-            field=where + "ext_brand_id",
-        )
+    brand = check_brand(raw.get("ext_brand_id"), where + "ext_brand_id")
     event_date = raw.get("event_date")
     if event_date is not None and (
         isinstance(event_date, bool)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,8 @@ log = logging.getLogger("hookline.journeys")
 MAX_CHAIN_DEPTH = 8
 # Due instances claimed per timer round.
 TIMER_BATCH = 1000
+# Claimed batches queued for the writer at most (one committing, the next waiting).
+TIMER_AHEAD = 2
 # The timer looks again at least this often (seconds), in case a wake-up was missed.
 TIMER_IDLE = 1.0
 
@@ -79,6 +82,23 @@ class JourneyIndex:
         self.versions[(compiled.id, compiled.version)] = compiled
         self.problems.pop(compiled.id, None)
         self._derive()
+
+    def refresh(self, compiled: Iterable[CompiledJourney]) -> None:
+        """Replace versions already indexed (recompiled after a saved webhook changed)."""
+        for journey in compiled:
+            key = (journey.id, journey.version)
+            if key not in self.versions:
+                continue
+            self.versions[key] = journey
+            if self.current.get(journey.id) is not None and (
+                self.current[journey.id].version == journey.version
+            ):
+                self.current[journey.id] = journey
+        self._derive()
+
+    def using(self, webhook_id: str) -> list[CompiledJourney]:
+        """The indexed versions whose webhook blocks call this saved webhook."""
+        return [j for j in self.versions.values() if webhook_id in j.webhook_ids]
 
     def remove(self, journey_id: str) -> None:
         self.current.pop(journey_id, None)
@@ -289,14 +309,28 @@ def _with_patches(state: dict[str, Any], step: Step) -> dict[str, Any]:
 
 
 class JourneyTimer:
-    """One task for every waiting user: claims due instances and hands them to the writer."""
+    """One task for every waiting user: claims due instances in batches for the writer.
 
-    def __init__(self, store: jsql.JourneyStore, engine: Engine, batch: int = TIMER_BATCH):
+    While one batch is being committed the next is already claimed and queued
+    (``ahead`` batches at most), so the writer never waits for a claim; a claim skips
+    the instances of batches not yet committed.
+    """
+
+    def __init__(
+        self,
+        store: jsql.JourneyStore,
+        engine: Engine,
+        batch: int = TIMER_BATCH,
+        ahead: int = TIMER_AHEAD,
+    ):
         self.store = store
         self.engine = engine
         self.batch = batch
+        self.ahead = ahead
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._pending: deque[tuple[asyncio.Task[None], frozenset[str]]] = deque()
+        self._claimed: set[str] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hookline-journey-timer")
@@ -308,6 +342,8 @@ class JourneyTimer:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+        # Batches already queued are the writer's: it commits them before it stops.
+        await self.drain()
 
     @property
     def alive(self) -> bool:
@@ -319,6 +355,7 @@ class JourneyTimer:
             try:
                 if await self.tick():
                     continue
+                await self.drain()
                 next_due = await self.store.next_due_at()
             except asyncio.CancelledError:
                 raise
@@ -333,8 +370,33 @@ class JourneyTimer:
                     await asyncio.wait_for(self.wake.wait(), wait)
 
     async def tick(self) -> int:
-        """Advance the instances due now (one batch); how many were claimed."""
-        due = await self.store.due(now_ms(), self.batch)
-        if due:
-            await self.engine.submit_timers(due)
+        """Claim one batch of the instances due now and queue it; how many were claimed."""
+        due = await self.store.due(now_ms(), self.batch, skip=self._claimed)
+        if not due:
+            return 0
+        while len(self._pending) >= self.ahead:
+            await self._settle_oldest()
+        ids = frozenset(instance_id for instance_id, _ in due)
+        self._claimed |= ids
+        task = asyncio.create_task(self.engine.submit_timers(due))
+        self._pending.append((task, ids))
         return len(due)
+
+    async def drain(self) -> None:
+        """Wait until every queued batch is committed (or failed, then logged)."""
+        while self._pending:
+            await self._settle_oldest()
+
+    async def _settle_oldest(self) -> None:
+        task, ids = self._pending[0]
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                raise  # this task is cancelled, not the batch: it stays queued
+            log.error("a batch of %d journey timers was cancelled; claimed again", len(ids))
+        except Exception:
+            # Not committed: the instances are still due and will be claimed again.
+            log.exception("a batch of %d journey timers failed", len(ids))
+        self._pending.popleft()
+        self._claimed -= ids

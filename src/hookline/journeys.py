@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -20,12 +20,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
+from hookline.brands import check_webhook_use
 from hookline.conditions import JOURNEY_SCOPES as CONDITION_SCOPES
 from hookline.conditions import Predicate, always_true, compile_conditions
 from hookline.errors import Conflict, InvalidInput
+from hookline.redaction import keep_masked, redact_headers
 from hookline.rules import SavedWebhook
+from hookline.signing import Signing
 from hookline.state import UserKey, user_key
 from hookline.templates import JOURNEY_SCOPES, Template, TemplateMode, compile_template
+from hookline.times import parse_duration
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
 
 
@@ -73,16 +77,12 @@ CAMPAIGN_FINISHED: Final = "campaign_finished"
 # Blocks whose outgoing edges may close a cycle: they always wait for time or an event.
 WAITING_BLOCKS: Final = frozenset({BlockType.DELAY, BlockType.WAIT_FOR_EVENT})
 MAX_BLOCKS: Final = 200
-MAX_DURATION_MS: Final = 10 * 366 * 86_400_000  # ten years: anything longer is a typo
-_DURATION: Final = re.compile(r"([0-9]{1,9})(ms|s|m|h|d|w)")
-_UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_UNIT_MS["w"] = 7 * _UNIT_MS["d"]
 _BLOCK_NAME: Final = re.compile(r"[A-Za-z0-9_\-?!]{1,64}")
 _EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _TIME_OF_DAY: Final = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 _ACTIVITY_KEYS: Final = frozenset(
     {"type", "webhook_id", "url", "method", "content_type", "headers", "query", "body"}
-    | {"timeout", "retry_schedule"}
+    | {"timeout", "retry_schedule", "secret_headers"}
 )
 DEFINITION_KEYS: Final = (
     "entry",
@@ -100,7 +100,11 @@ DEFINITION_KEYS: Final = (
 
 @dataclass(frozen=True)
 class Journey:
-    """A journey as stored: its definition is the JSON the user wrote (validated on save)."""
+    """A journey as stored: its definition is the JSON the user wrote (validated on save).
+
+    ``version`` names a definition (instances walk the version they entered; a status change
+    is no new one); ``revision`` rises by one on every write, so it is the journey's ETag.
+    """
 
     id: str
     name: str
@@ -111,6 +115,9 @@ class Journey:
     version: int = 1
     description: str = ""
     ext_brand_id: str | int | None = None
+    revision: int = 1
+    # What its inline webhook blocks sign with; kept across versions, replaced by a rotation.
+    signing: Signing | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -119,8 +126,10 @@ class Journey:
             "description": self.description,
             "status": self.status.value,
             "version": self.version,
+            "revision": self.revision,
             "ext_brand_id": self.ext_brand_id,
             **{k: self.definition[k] for k in DEFINITION_KEYS if k in self.definition},
+            "signing_secret": self.signing.secret if self.signing is not None else None,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -215,22 +224,6 @@ class CompiledJourney:
         return frozenset(t for t in types if t)
 
 
-def parse_duration(value: Any, field: str) -> int:
-    """Milliseconds from seconds (a number) or text such as ``90s``, ``5m``, ``2h``, ``7d``."""
-    ms: int | None = None
-    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-        ms = int(value * 1000) if 0 <= value < 1e12 else None
-    elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())):
-        ms = int(m[1]) * _UNIT_MS[m[2]]
-    if ms is None or not 0 < ms <= MAX_DURATION_MS:
-        raise InvalidInput(
-            "a duration is a positive number of seconds or text such as '90s', '5m', '2h', "
-            f"'7d' (at most ten years); got {_short(value)}",
-            field=field,
-        )
-    return ms
-
-
 def compile_journey(journey: Journey, webhooks: Mapping[str, SavedWebhook]) -> CompiledJourney:
     """Check a whole definition and compile it; errors name the block and field."""
     d = journey.definition
@@ -246,6 +239,16 @@ def compile_journey(journey: Journey, webhooks: Mapping[str, SavedWebhook]) -> C
     exit_on = _exit_on(d.get("exit_on"))
     max_duration = d.get("max_duration")
     blocks, webhook_ids = _blocks(d.get("blocks"), webhooks)
+    for block in blocks.values():
+        if block.webhook_id is not None:
+            # Another brand's webhook would send with its credentials and signing secret.
+            check_webhook_use(
+                "journey",
+                journey.name,
+                journey.ext_brand_id,
+                webhooks[block.webhook_id],
+                field=f"blocks.{block.name}.activity.webhook_id",
+            )
     start = d.get("start")
     if not isinstance(start, str) or start not in blocks:
         raise InvalidInput(
@@ -269,6 +272,91 @@ def compile_journey(journey: Journey, webhooks: Mapping[str, SavedWebhook]) -> C
         start=start,
         blocks=blocks,
         webhook_ids=frozenset(webhook_ids),
+    )
+
+
+def successor(current: Journey, proposed: Journey) -> Journey:
+    """``proposed`` as the write that follows ``current``, at the version it must have.
+
+    A changed definition of a journey that has run is a new version (users inside finish on
+    theirs); a draft is edited in place. A journey that has run cannot go back to draft.
+    """
+    if current.status is not JourneyStatus.DRAFT and proposed.status is JourneyStatus.DRAFT:
+        raise Conflict(
+            "a journey that has run cannot go back to draft; pause or stop it", field="status"
+        )
+    unchanged = dict(current.definition) == dict(proposed.definition)
+    if unchanged or current.status is JourneyStatus.DRAFT:
+        version = current.version
+    else:
+        version = current.version + 1
+    return replace(proposed, id=current.id, version=version, revision=current.revision)
+
+
+def saved_webhooks_used(definition: Mapping[str, Any]) -> frozenset[str]:
+    """The saved webhooks a definition's webhook blocks name, read without compiling it.
+
+    A stored definition may no longer compile; what it names is still in use.
+    """
+    blocks = definition.get("blocks")
+    if not isinstance(blocks, Mapping):
+        return frozenset()
+    found: set[str] = set()
+    for block in blocks.values():
+        activity = block.get("activity") if isinstance(block, Mapping) else None
+        webhook_id = activity.get("webhook_id") if isinstance(activity, Mapping) else None
+        if isinstance(webhook_id, str):
+            found.add(webhook_id)
+    return frozenset(found)
+
+
+def _with_activity_headers(
+    definition: Mapping[str, Any], change: Callable[[str, Mapping[str, Any]], dict[str, str]]
+) -> dict[str, Any]:
+    """``definition`` with each inline activity's headers replaced by ``change(block, act)``."""
+    blocks = definition.get("blocks")
+    if not isinstance(blocks, Mapping):
+        return dict(definition)
+    changed: dict[str, Any] = {}
+    for name, block in blocks.items():
+        activity = block.get("activity") if isinstance(block, Mapping) else None
+        if isinstance(activity, Mapping) and isinstance(activity.get("headers"), Mapping):
+            activity = {**activity, "headers": change(name, activity)}
+            block = {**block, "activity": activity}
+        changed[name] = block
+    return {**definition, "blocks": changed}
+
+
+def _secret_list(activity: Mapping[str, Any]) -> list[str]:
+    names = activity.get("secret_headers")
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def keeping_secrets(
+    definition: Mapping[str, Any], stored: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``definition`` with secret headers sent back as ``***`` kept from the same block of
+    ``stored`` (see :func:`hookline.redaction.keep_masked`, the merge rules use too)."""
+    before = stored.get("blocks") if stored is not None else None
+
+    def keep(name: str, activity: Mapping[str, Any]) -> dict[str, str]:
+        old = before.get(name) if isinstance(before, Mapping) else None
+        old_activity = old.get("activity") if isinstance(old, Mapping) else None
+        old_headers = old_activity.get("headers") if isinstance(old_activity, Mapping) else None
+        return keep_masked(
+            activity["headers"],
+            _secret_list(activity),
+            old_headers if isinstance(old_headers, Mapping) else None,
+            f"blocks.{name}.activity.headers",
+        )
+
+    return _with_activity_headers(definition, keep)
+
+
+def shown_definition(definition: Mapping[str, Any]) -> dict[str, Any]:
+    """``definition`` as answers show it: secret header values of its blocks as ``***``."""
+    return _with_activity_headers(
+        definition, lambda _, act: redact_headers(act["headers"], _secret_list(act))
     )
 
 
@@ -568,6 +656,11 @@ def _activity(
         value = inline.get(key, {})
         if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
             raise InvalidInput(f"{key} is an object of strings", field=f"{path}.{key}")
+    secret = inline.get("secret_headers", [])
+    if not isinstance(secret, list) or not all(isinstance(n, str) for n in secret):
+        raise InvalidInput(
+            "secret_headers is a list of header names", field=f"{path}.secret_headers"
+        )
     schedule = inline.get("retry_schedule")
     if schedule is not None and not isinstance(schedule, list):
         raise InvalidInput("retry_schedule is a list of seconds", field=f"{path}.retry_schedule")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
+from hookline.brands import MAX_BRAND_LENGTH, brand_text, check_brand
 from hookline.errors import InvalidInput
 from hookline.ids import new_id
 
@@ -22,7 +23,7 @@ SHOWN_CHARS: Final = 12
 MAX_NAME: Final = 200
 MAX_BRANDS: Final = 1000
 # As an event's ext_brand_id: a brand a key names must be one an event can carry.
-MAX_BRAND_CHARS: Final = 256
+MAX_BRAND_CHARS: Final = MAX_BRAND_LENGTH
 
 
 class Role(StrEnum):
@@ -58,11 +59,6 @@ def key_hash(key: str) -> str:
 
 def same_hash(a: str, b: str) -> bool:
     return hmac.compare_digest(a, b)
-
-
-def brand_text(brand: Any) -> str | None:
-    """Brands compare as text: an event's ``ext_brand_id`` may be 5 or "5"."""
-    return None if brand is None else str(brand)
 
 
 @dataclass(frozen=True)
@@ -142,12 +138,7 @@ def check_brands(brands: Iterable[Any]) -> tuple[str, ...]:
     """Brands as text, each once, in the order given; InvalidInput naming the bad one."""
     out: dict[str, None] = {}
     for i, brand in enumerate(brands):
-        if isinstance(brand, bool) or not isinstance(brand, str | int):
-            raise InvalidInput("a brand is a string or an integer", field=f"brands[{i}]")
-        text = str(brand)
-        if not text or len(text) > MAX_BRAND_CHARS:
-            raise InvalidInput(f"a brand is 1-{MAX_BRAND_CHARS} characters", field=f"brands[{i}]")
-        out[text] = None
+        out[str(check_brand(brand, f"brands[{i}]"))] = None
     if len(out) > MAX_BRANDS:
         raise InvalidInput(f"a key names at most {MAX_BRANDS} brands", field="brands")
     return tuple(out)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from hookline.errors import InvalidInput
+
 MASK: Final = "***"
 # Request headers whose values are credentials whatever the webhook says.
 SECRET_HEADERS: Final = frozenset({"authorization", "cookie", "x-api-key"})
@@ -57,3 +59,33 @@ def show_secrets(answer: Any, *, admin: bool) -> Any:
     if shown.get(SIGNING_SECRET) is not None:
         shown[SIGNING_SECRET] = MASK
     return shown
+
+
+def keep_masked(
+    headers: Mapping[str, str],
+    secret_headers: Iterable[str],
+    stored: Mapping[str, str] | None,
+    field: str,
+) -> dict[str, str]:
+    """``headers`` with each secret value sent back as ``***`` replaced by the stored one.
+
+    A client that reads a webhook (its secret headers show ``***``) and writes it back must
+    not replace the real credential with ``***``. The one merge for rules, saved webhooks
+    and journey blocks: a header that is secret (by name, or listed in ``secret_headers``)
+    and is exactly ``***`` keeps the value ``stored`` holds for it (names compare without
+    case); with none to keep, InvalidInput naming ``{field}.{header}``.
+    """
+    names = secret_names(secret_headers)
+    kept = {name.lower(): value for name, value in (stored or {}).items()}
+    merged: dict[str, str] = {}
+    for name, value in headers.items():
+        if value == MASK and name.lower() in names:
+            value = kept.get(name.lower(), MASK)
+            if value == MASK:
+                raise InvalidInput(
+                    f"header {name!r} is {MASK!r}, how answers show a secret, and there is no "
+                    "stored value to keep: send the real value",
+                    field=f"{field}.{name}",
+                )
+        merged[name] = value
+    return merged

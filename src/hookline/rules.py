@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hookline.conditions import Predicate, compile_conditions
+from hookline.counters import NO_LIMITS, Limits
 from hookline.errors import Conflict, HooklineError, InvalidInput
 from hookline.signing import Signing
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
@@ -76,6 +77,11 @@ class Rule:
     # The inline webhook's secrets: generated when the rule is created, they sign only while
     # its webhook is inline (a saved webhook signs with its own).
     signing: Signing | None = None
+    # Once per user, frequency and accumulation (hookline.counters); the default counts nothing.
+    limits: Limits = NO_LIMITS
+    # One more each time a change of frequency or accumulate starts the counts over (set by
+    # the catalog); a user's counter made under another epoch keeps only "already fired".
+    counting_epoch: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The answer: secret headers masked; an inline webhook's signing secret shown."""
@@ -93,6 +99,7 @@ class Rule:
             "enabled": self.enabled,
             "trigger": {"event_type": self.event_type},
             "conditions": self.conditions,
+            **self.limits.as_dict(),
             "activity": activity,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -121,6 +128,8 @@ class CompiledRule:
     rule: Rule
     predicate: Predicate
     webhook: CompiledWebhook
+    # The rule's limits when it counts per user; None (the fast path) when it does not.
+    limits: Limits | None = None
 
 
 def compile_rule(rule: Rule, webhooks: Mapping[str, SavedWebhook]) -> CompiledRule:
@@ -146,7 +155,8 @@ def compile_rule(rule: Rule, webhooks: Mapping[str, SavedWebhook]) -> CompiledRu
         spec = rule.webhook
     else:
         raise InvalidInput("the activity needs a url or a webhook_id", field="activity")
-    return CompiledRule(rule, predicate, compile_webhook(spec, field="activity"))
+    limits = rule.limits if rule.limits.counting else None
+    return CompiledRule(rule, predicate, compile_webhook(spec, field="activity"), limits)
 
 
 @dataclass
@@ -159,6 +169,8 @@ class RuleIndex:
 
     by_type: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict)
     branded: frozenset[str] = frozenset()
+    # Event types with a rule that counts per user: only their events need its counters.
+    counting: frozenset[str] = frozenset()
     # Stored rules and saved webhooks that could not be loaded, by id, for /healthz.
     problems: dict[str, Problem] = field(default_factory=dict)
     _cache: dict[str, tuple[int, int, CompiledRule]] = field(default_factory=dict, repr=False)
@@ -174,11 +186,16 @@ class RuleIndex:
         )
 
     def _mark(self, event_type: str) -> None:
-        """Note whether ``event_type`` has any rule of one brand."""
-        if any(c.rule.ext_brand_id is not None for c in self.by_type.get(event_type, ())):
+        """Note whether ``event_type`` has any rule of one brand, and any that counts."""
+        rules = self.by_type.get(event_type, ())
+        if any(c.rule.ext_brand_id is not None for c in rules):
             self.branded = self.branded | {event_type}
         else:
             self.branded = self.branded - {event_type}
+        if any(c.limits is not None for c in rules):
+            self.counting = self.counting | {event_type}
+        else:
+            self.counting = self.counting - {event_type}
 
     def rebuild(self, rules: Iterable[Rule], webhooks: Mapping[str, SavedWebhook]) -> None:
         """Recompile only rules (or their saved webhooks) that changed since the last build.
@@ -228,6 +245,9 @@ class RuleIndex:
         self.by_type = {k: tuple(v) for k, v in grouped.items()}
         self.branded = frozenset(
             k for k, v in grouped.items() if any(c.rule.ext_brand_id is not None for c in v)
+        )
+        self.counting = frozenset(
+            k for k, v in grouped.items() if any(c.limits is not None for c in v)
         )
         self.problems = problems
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final, TypeGuard
 from urllib.parse import quote, urlsplit
@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from hookline.errors import InvalidInput, RenderError
-from hookline.redaction import redact_headers
+from hookline.redaction import keep_masked, redact_headers
 from hookline.templates import SCOPES, Template, TemplateMode, compile_template
 
 
@@ -67,6 +67,16 @@ class WebhookSpec:
     retry_schedule: tuple[float, ...] | None = None
     # Headers whose values are credentials: sent as written, shown as *** (see redaction).
     secret_headers: tuple[str, ...] = ()
+
+    def keeping_secrets(self, stored: WebhookSpec | None, where: str) -> WebhookSpec:
+        """This spec, with secret headers sent back as ``***`` kept from ``stored``.
+
+        See :func:`hookline.redaction.keep_masked` (the one merge); ``where`` names the
+        headers object (``activity.headers``).
+        """
+        before = stored.headers if stored is not None else None
+        headers = keep_masked(self.headers, self.secret_headers, before, where)
+        return self if headers == dict(self.headers) else replace(self, headers=headers)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WebhookSpec:

@@ -1,14 +1,16 @@
 """Optimistic concurrency at the edge: answers carry an ETag, writes may send If-Match.
 
-A versioned resource (rules, saved webhooks, later journeys) answers its ``version`` in
-the body and as a strong ETag (``"3"``). A PUT, PATCH or DELETE with ``If-Match`` applies
-only if the resource is still at one of the versions given, else 412 precondition_failed.
+A versioned resource (rules, saved webhooks) answers its ``version`` in the body and as a
+strong ETag (``"3"``); a journey, whose ``version`` names its definition, answers its
+``revision``. A PUT, PATCH, DELETE or rotation with ``If-Match`` applies only if the
+resource is still at one of the versions given, else 412 precondition_failed.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Header
 
@@ -53,3 +55,29 @@ def precondition(if_match: str | None) -> Precondition:
 def versioned(body: dict[str, Any], version: int, status_code: int = 200) -> JSON:
     """The answer for one versioned resource, with its ETag."""
     return JSON(body, status_code=status_code, headers={"ETag": etag(version)})
+
+
+R = TypeVar("R")
+Change = Callable[[str, Callable[[R], R], Precondition], Awaitable[R]]
+
+
+async def write(
+    change: Change[R],
+    resource_id: str,
+    if_match: str | None,
+    owned: Callable[[R], None],
+    edit: Callable[[R], R],
+) -> R:
+    """The shape of every PUT, PATCH and rotation: ``edit`` the resource as it is now.
+
+    ``change`` is the catalog's (it holds the write lock from its read to its save);
+    ``owned`` refuses a resource the key may not touch, judged on it as stored, inside
+    that lock; the If-Match is checked there too, before ``edit`` runs.
+    """
+    when = precondition(if_match)
+
+    def guarded(current: R) -> R:
+        owned(current)
+        return edit(current)
+
+    return await change(resource_id, guarded, when)

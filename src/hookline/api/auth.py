@@ -1,12 +1,13 @@
 """Who may call which route: one table of rights, checked in one place for every request.
 
-``Gate`` (a pure ASGI middleware, in front of everything) looks the request's method and
-path up in ``RIGHTS``, whose keys are the routes' own path templates, and answers 401 or
-403 before any route runs or any body is read. A path the table does not know needs an
-admin key, so a route left out of the table is closed, not open (and a test checks that
-every route of the app is in it). The key that passed, or ``OPEN`` while hookline runs
-without keys, is left on ``request.state.key`` for routes that narrow what a
-brand-scoped key may touch.
+``Gate`` (a pure ASGI middleware, in front of everything) finds the route a request goes
+to with the router's own routes (their regexes, methods and order, so ``{id:path}`` takes
+a ``/`` here exactly as there), looks that route's method and ``path_format`` up in
+``RIGHTS``, and answers 401 or 403 before any route runs or any body is read. A route the
+table does not know needs an admin key, so a route left out of the table is closed, not
+open (and a test checks that every route of the app is in it). The key that passed, or
+``OPEN`` while hookline runs without keys, is left on ``request.state.key`` for routes
+that narrow what a brand-scoped key may touch.
 
 Matching the table here rather than in a FastAPI dependency costs about a microsecond
 instead of some twenty per request (ingest takes tens of thousands a second), and needs
@@ -20,12 +21,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Annotated, Any, Final
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from starlette.routing import compile_path
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hookline.api.errors import error_response
@@ -42,7 +43,7 @@ PUBLIC: Final = None
 
 _ECHO_METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
-# (method, path template) -> the right it needs. Admin is also the answer for any path
+# (method, the route's path_format) -> the right it needs. Admin is also the answer for any path
 # not listed; tests check that every route of the app is listed, so none is by mistake.
 RIGHTS: Final[dict[tuple[str, str], Right | None]] = {
     # ingest: what a platform sends
@@ -72,9 +73,11 @@ RIGHTS: Final[dict[tuple[str, str], Right | None]] = {
     ("PATCH", "/api/v1/rules/{rule_id}"): Right.ADMIN,
     ("DELETE", "/api/v1/rules/{rule_id}"): Right.ADMIN,
     ("POST", "/api/v1/journeys"): Right.ADMIN,
+    ("POST", "/api/v1/journeys/validate"): Right.ADMIN,
     ("PUT", "/api/v1/journeys/{journey_id}"): Right.ADMIN,
     ("PATCH", "/api/v1/journeys/{journey_id}"): Right.ADMIN,
     ("DELETE", "/api/v1/journeys/{journey_id}"): Right.ADMIN,
+    ("POST", "/api/v1/journeys/{journey_id}/rotate-secret"): Right.ADMIN,
     ("POST", "/api/v1/webhooks"): Right.ADMIN,
     ("POST", "/api/v1/webhooks/{webhook_id}/rotate-secret"): Right.ADMIN,
     ("POST", "/api/v1/rules/{rule_id}/rotate-secret"): Right.ADMIN,
@@ -97,7 +100,7 @@ RIGHTS: Final[dict[tuple[str, str], Right | None]] = {
         for method in ("GET", "DELETE")
         for path in ("/echo-list/{secret}/", "/echo-list/{secret}")
     },
-    ("GET", "/static/swagger/{path:path}"): PUBLIC,  # Swagger UI's files, no data
+    ("GET", "/static/swagger/{path}"): PUBLIC,  # Swagger UI's files, no data
 }
 
 # Routes only a key that sees every brand may call: a brand-scoped admin could otherwise
@@ -123,41 +126,70 @@ def right_for(method: str, template: str) -> Right | None:
     return RIGHTS.get((method, template), Right.ADMIN)
 
 
-def _compile() -> dict[str, list[tuple[re.Pattern[str], str]]]:
-    """Per method, each template's regex (as the router compiles it), fixed paths first.
-
-    Fixed first, so ``/webhooks/preview`` is never taken for ``/webhooks/{webhook_id}``
-    (the router cannot confuse them either: no method has both).
-    """
-    table: dict[str, list[tuple[re.Pattern[str], str]]] = {}
-    for method, template in sorted(RIGHTS, key=lambda mt: "{" in mt[1]):
-        regex, _, _ = compile_path(template)
-        table.setdefault(method, []).append((regex, template))
-    return table
+def _walk(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """The app's routes in the router's order, with included routers opened up."""
+    for route in routes:
+        # An included router is one entry holding its own routes (FastAPI >= 0.16x).
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _walk(inner.routes)
+        else:
+            yield route
 
 
-_MATCHERS: Final = _compile()
-
-
-def template_of(method: str, path: str) -> str | None:
-    """The RIGHTS template that ``path`` falls under for ``method``, or None."""
-    for regex, template in _MATCHERS.get(method, ()):
-        if regex.match(path):
-            return template
-    if len(path) > 1 and path.endswith("/"):
-        return template_of(method, path.rstrip("/"))  # the router redirects there
+def route_key(route: BaseRoute) -> tuple[frozenset[str] | None, str] | None:
+    """A route's methods (None: any, a mount) and the template RIGHTS knows it by."""
+    if isinstance(route, Route):  # APIRoute is one
+        return frozenset(route.methods or ()), route.path_format
+    if isinstance(route, Mount):
+        return None, route.path_format
     return None
 
 
-def need_of(method: str, path: str) -> tuple[Right | None, str | None]:
-    """The right a request needs and the template it matched (admin and None: unknown)."""
-    template = template_of(method, path)
-    if template is None and method == "HEAD":
-        # HEAD is GET without the body: Starlette answers it wherever GET is answered.
-        method, template = "GET", template_of("GET", path)
-    if template is None:
-        return Right.ADMIN, None
-    return RIGHTS[(method, template)], template
+class RouteRights:
+    """Which route of the app a request goes to, found as the router finds it, and its right.
+
+    Built from the app's own routes: the regex that matches a path here is the one the
+    router matches it with, so the table of rights and the router cannot disagree about
+    which template a path falls under.
+    """
+
+    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+        self.routes: list[tuple[re.Pattern[str], frozenset[str] | None, str]] = []
+        for route in _walk(routes):
+            key = route_key(route)
+            if key is not None:
+                regex: re.Pattern[str] = route.path_regex  # type: ignore[attr-defined]
+                self.routes.append((regex, *key))
+
+    def templates(self) -> list[tuple[str, str]]:
+        """Every (method, template) of the app; a mount's as GET."""
+        found = set()
+        for _, methods, template in self.routes:
+            for method in methods if methods is not None else ("GET",):
+                found.add((method, template))
+        return sorted(found)
+
+    def template_of(self, method: str, path: str) -> str | None:
+        """The template of the route ``method`` and ``path`` go to, or None."""
+        for regex, methods, template in self.routes:
+            if (methods is None or method in methods) and regex.match(path):
+                return template
+        if len(path) > 1 and path.endswith("/"):
+            return self.template_of(method, path.rstrip("/"))  # the router redirects there
+        return None
+
+    def need_of(self, method: str, path: str) -> tuple[Right | None, str | None]:
+        """The right a request needs and the template it matched (admin and None: unknown)."""
+        template = self.template_of(method, path)
+        if template is None and method == "HEAD":
+            # HEAD is GET without the body: Starlette answers it wherever GET is answered.
+            method, template = "GET", self.template_of("GET", path)
+        if template is None:
+            return Right.ADMIN, None
+        if method == "HEAD" and (method, template) not in RIGHTS:
+            method = "GET"  # a route that answers GET answers HEAD with the same right
+        return right_for(method, template), template
 
 
 def _bearer(scope: Scope) -> str:
@@ -177,9 +209,11 @@ def _bearer(scope: Scope) -> str:
 class Gate:
     """Let a request through with the key it carries, or answer 401 / 403 itself."""
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+    def __init__(self, app: ASGIApp, runtime: Runtime, router: Router) -> None:
         self.app = app
         self.runtime = runtime
+        # The middleware stack is built when the app first answers: every route is there.
+        self.rights = RouteRights(router.routes)
         # Fixed for the process: read once, not per request.
         self.mode = runtime.settings.auth_mode
         self.host = runtime.settings.host
@@ -188,7 +222,7 @@ class Gate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        need, template = need_of(scope["method"], scope["path"])
+        need, template = self.rights.need_of(scope["method"], scope["path"])
         if need is not PUBLIC:
             try:
                 key = await self._admit(scope, need, template)
@@ -229,6 +263,23 @@ class Gate:
                 "only an admin key without brands may manage keys", field="Authorization"
             )
         return key
+
+
+async def sees_everything(request: Request, runtime: Runtime) -> bool:
+    """Whether a public route's caller may see data of every brand (read key of all brands).
+
+    True while hookline runs without keys; otherwise only for a valid key, sent as on any
+    other route, that may read and is limited to no brand.
+    """
+    ring = runtime.keys
+    await ring.refresh()
+    if not keys_required(runtime.settings.auth_mode, runtime.settings.host, ring.active):
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    key = await ring.find(token.strip())
+    return key is not None and key.all_brands and key.can(Right.READ)
 
 
 def principal(request: Request) -> ApiKey:
@@ -336,5 +387,5 @@ def install(app: FastAPI, runtime: Runtime) -> None:
     Call it after adding the other middleware: the gate then runs before them, so a
     request without a key is answered before its body is read.
     """
-    app.add_middleware(Gate, runtime=runtime)
+    app.add_middleware(Gate, runtime=runtime, router=app.router)
     app.openapi = lambda: _document(app)  # type: ignore[method-assign]

@@ -17,19 +17,29 @@ from collections.abc import Callable, Iterable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
+from pydantic import AfterValidator
 
-from hookline.errors import Forbidden, NotFound
-from hookline.events import MAX_ID_LENGTH
-from hookline.keys import ApiKey, brand_text
+from hookline.brands import brand_text, check_brand
+from hookline.errors import Forbidden, InvalidInput, NotFound
+from hookline.keys import ApiKey
 
 T = TypeVar("T")
 
-# The brand of the user a route names (absent: the user of no brand).
+
+def checked_brand(value: T) -> T:
+    """:func:`hookline.brands.check_brand` for pydantic, which wants a ValueError."""
+    try:
+        check_brand(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.detail) from None
+    return value
+
+
+# The brand of the user a route names (absent: the user of no brand; "" is refused).
 BrandQuery = Annotated[
     str | None,
+    AfterValidator(checked_brand),
     Query(
-        min_length=1,
-        max_length=MAX_ID_LENGTH,
         description="The user's brand: a user is (ext_brand_id, user_ext_id). "
         "Absent: the user of no brand.",
     ),

@@ -1,25 +1,37 @@
-"""/api/v1/journeys: campaign journeys, validated when saved, versioned while active."""
+"""/api/v1/journeys: campaign journeys, validated when saved, versioned while active.
+
+Secret header values of inline webhook blocks are shown as ``***`` (and a ``***`` sent back
+keeps the stored value); the journey's ``signing_secret``, which its inline blocks sign
+with, is shown to admins only (see :func:`hookline.redaction.show_secrets`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
+from hookline.api._etag import IfMatch, precondition, versioned, write
 from hookline.api._json import JSON, JSONRoute
 from hookline.api.auth import KeyDep
 from hookline.api.brands import BrandQuery, may_own, only_visible, require_visible
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import (
+    BrandIn,
     FreeObject,
     InstanceList,
     JourneyList,
     JourneyOut,
     JourneyStats,
+    JourneyValidation,
     _Strict,
 )
-from hookline.errors import Conflict, NotFound, StoreError
+from hookline.api.users import UserId
+from hookline.errors import NotFound, StoreError
 from hookline.events import MAX_ID_LENGTH, later_than, now_ms
 from hookline.ids import new_id
 from hookline.journeys import (
@@ -27,9 +39,12 @@ from hookline.journeys import (
     InstanceStatus,
     Journey,
     JourneyStatus,
-    compile_journey,
+    keeping_secrets,
+    shown_definition,
+    successor,
 )
-from hookline.keys import ApiKey
+from hookline.keys import ApiKey, Right
+from hookline.redaction import show_secrets
 from hookline.runtime import Runtime
 from hookline.store.journey_sql import JourneyStore
 
@@ -46,7 +61,7 @@ class JourneyIn(_Strict):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     status: Status = "draft"
-    ext_brand_id: str | int | None = None
+    ext_brand_id: BrandIn = None
     entry: FreeObject
     control_group: FreeObject | None = None
     goal: FreeObject | None = None
@@ -62,7 +77,7 @@ class JourneyPatch(_Strict):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
     status: Status | None = None
-    ext_brand_id: str | int | None = None
+    ext_brand_id: BrandIn = None
     entry: FreeObject | None = None
     control_group: FreeObject | None = None
     goal: FreeObject | None = None
@@ -82,66 +97,60 @@ def _definition(data: dict[str, Any]) -> dict[str, Any]:
     return {k: data[k] for k in DEFINITION_KEYS if data.get(k) is not None}
 
 
+def _owned(key: ApiKey, journey_id: str) -> Callable[[Journey], None]:
+    """Another brand's journey is, for a brand-scoped key, one that does not exist."""
+
+    def check(current: Journey) -> None:
+        require_visible(key, current.ext_brand_id, f"no journey {journey_id!r}", "journey_id")
+
+    return check
+
+
 async def _journey(store: JourneyStore, journey_id: str, key: ApiKey) -> Journey:
     """The journey, if ``key`` sees its brand (another brand's is, for it, not there)."""
     journey = await store.get_journey(journey_id)
-    missing = f"no journey {journey_id!r}"
     if journey is None:
-        raise NotFound(missing, field="journey_id")
-    require_visible(key, journey.ext_brand_id, missing, "journey_id")
+        raise NotFound(f"no journey {journey_id!r}", field="journey_id")
+    _owned(key, journey_id)(journey)
     return journey
 
 
-async def _save(runtime: Runtime, journey: Journey, current: Journey | None) -> Journey:
-    """Compile, store, index; users leave a journey that is stopped or archived."""
-    engine = runtime.engine
-    store = _store(runtime)
-    if (
-        current is not None
-        and current.status is not JourneyStatus.DRAFT
-        and journey.status is JourneyStatus.DRAFT
-    ):
-        raise Conflict(
-            "a journey that has run cannot go back to draft; pause or stop it", field="status"
-        )
-    async with engine.rules_lock:
-        webhooks = {w.id: w for w in await runtime.store.list_webhooks()}
-        compiled = compile_journey(journey, webhooks)
-        saved = await store.save_journey(journey, create=current is None)
-        if saved.status is JourneyStatus.DRAFT:
-            engine.journeys.remove(saved.id)
-        else:
-            engine.journeys.put(compiled)
-    leaving = (JourneyStatus.STOPPED, JourneyStatus.ARCHIVED)
-    if saved.status in leaving and (current is None or current.status not in leaving):
-        await engine.stop_journey(saved.id)
-    return saved
+def shown(journey: Journey, *, admin: bool) -> dict[str, Any]:
+    """A journey as answers show it: secret headers masked, the signing secret for admins."""
+    answer = journey.as_dict()
+    answer.update(shown_definition({k: answer[k] for k in ("blocks",) if k in answer}))
+    return show_secrets(answer, admin=admin)  # type: ignore[no-any-return]
 
 
-def _next_version(current: Journey, definition: dict[str, Any]) -> int:
-    """A changed definition of a journey that has run is a new version; a draft is edited."""
-    if dict(current.definition) == definition or current.status is JourneyStatus.DRAFT:
-        return current.version
-    return current.version + 1
+def _answer(journey: Journey, key: ApiKey, status_code: int = 200) -> JSON:
+    """One journey as ``key`` may see it, with its revision as the ETag."""
+    return versioned(shown(journey, admin=key.can(Right.ADMIN)), journey.revision, status_code)
+
+
+def _from_input(
+    body: JourneyIn, journey_id: str, now: int, stored: Journey | None = None
+) -> Journey:
+    """The journey ``body`` describes; a ``***`` secret header keeps ``stored``'s value."""
+    definition = _definition(body.model_dump())
+    return Journey(
+        id=journey_id,
+        name=body.name,
+        description=body.description,
+        status=JourneyStatus(body.status),
+        definition=keeping_secrets(definition, stored.definition if stored else None),
+        ext_brand_id=body.ext_brand_id,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 @router.post("", status_code=201, summary="Create a journey", response_model=JourneyOut)
 async def create_journey(body: JourneyIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
     may_own(key, body.ext_brand_id)
     now = now_ms()
-    data = body.model_dump()
-    journey = Journey(
-        id=new_id("jrn", now),
-        name=body.name,
-        description=body.description,
-        status=JourneyStatus(body.status),
-        definition=_definition(data),
-        ext_brand_id=body.ext_brand_id,
-        created_at=now,
-        updated_at=now,
-    )
-    saved = await _save(runtime, journey, None)
-    return JSON(saved.as_dict(), status_code=201)
+    journey = _from_input(body, new_id("jrn", now), now)
+    saved = await runtime.catalog.create_journey(journey, sees=key.sees)
+    return _answer(saved, key, status_code=201)
 
 
 @router.get("", summary="List journeys", response_model=JourneyList)
@@ -149,12 +158,13 @@ async def list_journeys(runtime: RuntimeDep, key: KeyDep, status: Status | None 
     journeys = only_visible(key, await _store(runtime).list_journeys(), lambda j: j.ext_brand_id)
     if status is not None:
         journeys = [j for j in journeys if j.status.value == status]
-    return JSON({"data": [j.as_dict() for j in journeys]})
+    admin = key.can(Right.ADMIN)
+    return JSON({"data": [shown(j, admin=admin) for j in journeys]})
 
 
 @router.get("/{journey_id}", summary="Get a journey", response_model=JourneyOut)
 async def get_journey(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
-    return JSON((await _journey(_store(runtime), journey_id, key)).as_dict())
+    return _answer(await _journey(_store(runtime), journey_id, key), key)
 
 
 @router.put(
@@ -163,23 +173,18 @@ async def get_journey(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON
     response_model=JourneyOut,
 )
 async def replace_journey(
-    journey_id: str, body: JourneyIn, runtime: RuntimeDep, key: KeyDep
+    journey_id: str, body: JourneyIn, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
 ) -> JSON:
-    current = await _journey(_store(runtime), journey_id, key)
+    precondition(if_match)  # a malformed If-Match is answered before anything else
     may_own(key, body.ext_brand_id)
-    definition = _definition(body.model_dump())
-    journey = Journey(
-        id=journey_id,
-        name=body.name,
-        description=body.description,
-        status=JourneyStatus(body.status),
-        definition=definition,
-        ext_brand_id=body.ext_brand_id,
-        created_at=current.created_at,
-        updated_at=later_than(current.updated_at),
-        version=_next_version(current, definition),
-    )
-    return JSON((await _save(runtime, journey, current)).as_dict())
+
+    def edit(current: Journey) -> Journey:
+        new = _from_input(body, journey_id, 0, stored=current)
+        later = later_than(current.updated_at)
+        return replace(new, created_at=current.created_at, updated_at=later)
+
+    saved = await _write(runtime, key, journey_id, if_match, edit)
+    return _answer(saved, key)
 
 
 @router.patch(
@@ -188,43 +193,113 @@ async def replace_journey(
     response_model=JourneyOut,
 )
 async def patch_journey(
-    journey_id: str, body: JourneyPatch, runtime: RuntimeDep, key: KeyDep
+    journey_id: str, body: JourneyPatch, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
 ) -> JSON:
-    current = await _journey(_store(runtime), journey_id, key)
+    precondition(if_match)
     given = {k: getattr(body, k) for k in body.model_fields_set}
     if "ext_brand_id" in given:
         may_own(key, given["ext_brand_id"])
-    definition = dict(current.definition)
-    for name in DEFINITION_KEYS:
-        if name in given:
-            if given[name] is None:
-                definition.pop(name, None)
-            else:
-                definition[name] = given[name]
-    status = given.get("status") or current.status.value
-    journey = Journey(
-        id=journey_id,
-        name=given.get("name") or current.name,
-        description=given.get("description", current.description) or "",
-        status=JourneyStatus(status),
-        definition=definition,
-        ext_brand_id=given.get("ext_brand_id", current.ext_brand_id),
-        created_at=current.created_at,
-        updated_at=later_than(current.updated_at),
-        version=_next_version(current, definition),
-    )
-    return JSON((await _save(runtime, journey, current)).as_dict())
+
+    def edit(current: Journey) -> Journey:
+        # Only the fields given change, on the journey as it is now (not as first read).
+        definition = dict(current.definition)
+        for name in DEFINITION_KEYS:
+            if name in given:
+                if given[name] is None:
+                    definition.pop(name, None)
+                else:
+                    definition[name] = given[name]
+        if "blocks" in given:
+            definition = keeping_secrets(definition, current.definition)
+        return replace(
+            current,
+            name=given.get("name") or current.name,
+            description=given.get("description", current.description) or "",
+            status=JourneyStatus(given.get("status") or current.status.value),
+            definition=definition,
+            ext_brand_id=given.get("ext_brand_id", current.ext_brand_id),
+            updated_at=later_than(current.updated_at),
+        )
+
+    saved = await _write(runtime, key, journey_id, if_match, edit)
+    return _answer(saved, key)
+
+
+@router.post(
+    "/{journey_id}/rotate-secret",
+    summary="New signing secret for the inline webhook blocks; the old one signs for 24 h more",
+    response_model=JourneyOut,
+)
+async def rotate_secret(
+    journey_id: str, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
+) -> JSON:
+    """Both secrets sign every request for 24 hours (two signatures, space-separated), so
+    the receiver can switch to the new one without refusing a delivery; then only the new.
+    Blocks that use a saved webhook sign with that webhook's secret: rotate it there.
+    """
+    edit = runtime.catalog.rotate_journey_secret
+    return _answer(await _write(runtime, key, journey_id, if_match, edit), key)
+
+
+async def _write(
+    runtime: Runtime,
+    key: ApiKey,
+    journey_id: str,
+    if_match: str | None,
+    edit: Callable[[Journey], Journey],
+) -> Journey:
+    """A change of one journey by ``key``: its brand's journeys, its brand's webhooks."""
+    change = partial(runtime.catalog.change_journey, sees=key.sees)
+    return await write(change, journey_id, if_match, _owned(key, journey_id), edit)
 
 
 @router.delete("/{journey_id}", status_code=204, summary="Delete a journey and its instances")
-async def delete_journey(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> Response:
-    store = _store(runtime)
-    await _journey(store, journey_id, key)
-    await runtime.engine.stop_journey(journey_id)  # campaign_finished for those inside
-    async with runtime.engine.rules_lock:
-        await store.delete_journey(journey_id)
-        runtime.engine.journeys.remove(journey_id)
+async def delete_journey(
+    journey_id: str, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
+) -> Response:
+    await runtime.catalog.delete_journey(
+        journey_id, precondition(if_match), _owned(key, journey_id)
+    )
     return Response(status_code=204)
+
+
+# Fields the server sets; a validated journey has none of them yet.
+_SERVER_SET = ("id", "version", "revision", "signing_secret", "created_at", "updated_at")
+
+
+@router.post(
+    "/validate",
+    summary="Check a journey exactly as a save would, without saving it",
+    response_model=JourneyValidation,
+)
+async def validate_journey(
+    body: JourneyIn,
+    runtime: RuntimeDep,
+    key: KeyDep,
+    compare_to: str | None = Query(
+        default=None,
+        description="A stored journey's id: also check that it may become this one "
+        "(a journey that has run cannot go back to draft).",
+    ),
+) -> JSON:
+    """The journey as it would be stored, or the error (422 naming the block and field).
+
+    ``hookline journeys apply`` checks every journey of a file here before it writes any,
+    and compares this answer with the stored journey to report what would change.
+    """
+    may_own(key, body.ext_brand_id)
+    current = None
+    if compare_to is not None:
+        current = await _store(runtime).get_journey(compare_to)
+        if current is not None and not key.sees(current.ext_brand_id):
+            current = None
+    journey = _from_input(body, "jrn_validate", 0, stored=current)
+    await runtime.catalog.check_journey(journey, key.sees, current)
+    if current is not None:
+        successor(current, journey)
+    shown_journey = shown(journey, admin=key.can(Right.ADMIN))
+    stored = {k: v for k, v in shown_journey.items() if k not in _SERVER_SET}
+    return JSON({"valid": True, "journey": stored})
 
 
 @router.get(
@@ -265,12 +340,12 @@ async def journey_stats(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JS
 
 
 @users_router.get(
-    "/{user_ext_id}/journeys",
+    "/{user_ext_id:path}/journeys",
     summary="The journeys a user is or was in",
     response_model=InstanceList,
 )
 async def user_journeys(
-    user_ext_id: str,
+    user_ext_id: UserId,
     runtime: RuntimeDep,
     key: KeyDep,
     ext_brand_id: BrandQuery = None,

@@ -12,11 +12,18 @@ from pydantic import (
     ConfigDict,
     Field,
     RootModel,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from hookline.api.brands import checked_brand
+from hookline.brands import brand_text
+from hookline.counters import MAX_COUNT, MAX_FIRES, MAX_REACH
 from hookline.deliveries import DeliveryStatus
 from hookline.errors import InvalidInput, unknown_key
 from hookline.events import (
@@ -61,13 +68,8 @@ def error_location(error: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def _brand(value: str | int | None) -> str | None:
-    # Stored as text: 5 and "5" are one brand (keys.brand_text).
-    if value is None:
-        return None
-    text = str(value)
-    if not text or len(text) > MAX_ID_LENGTH:
-        raise ValueError(f"a brand is 1-{MAX_ID_LENGTH} characters")
-    return text
+    # Stored as text: 5 and "5" are one brand (brands.brand_text).
+    return brand_text(checked_brand(value))
 
 
 # The brand a rule, saved webhook or journey belongs to; none: every brand.
@@ -158,6 +160,45 @@ class Trigger(_Strict):
     event_type: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
 
 
+# Strict types: a duration or a count must not be read from true, nor a count from 2.5; the
+# ranges are checked by hookline.counters, whose messages name the field and the bounds.
+Duration = Annotated[
+    StrictInt | StrictFloat | StrictStr,
+    Field(description="Seconds, or text such as '90s', '5m', '2h', '7d' (at most ten years)."),
+]
+
+
+class FrequencyIn(_Strict):
+    """At most ``max`` fires per user within any ``per`` (a sliding window)."""
+
+    max: StrictInt = Field(json_schema_extra={"minimum": 1, "maximum": MAX_FIRES})
+    per: Duration
+
+
+class AccumulateIn(_Strict):
+    """Fire when a user's count of events, or sum of an event field, reaches a threshold."""
+
+    count: StrictInt | None = Field(
+        default=None,
+        description="Fire on every count-th event; not with sum.",
+        json_schema_extra={"minimum": 1, "maximum": MAX_COUNT},
+    )
+    sum: StrictStr | None = Field(
+        default=None,
+        max_length=1000,
+        examples=["event.amount"],
+        description="An event field to add up (a missing or non-numeric one does not count).",
+    )
+    reach: StrictInt | StrictFloat | None = Field(
+        default=None,
+        description="With sum: fire when the total reaches it.",
+        json_schema_extra={"exclusiveMinimum": 0, "maximum": MAX_REACH},
+    )
+    window: Duration | None = Field(
+        default=None, description="Start over when this much passed since the first event counted."
+    )
+
+
 class RuleIn(_Strict):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
@@ -165,6 +206,11 @@ class RuleIn(_Strict):
     ext_brand_id: BrandIn = None
     trigger: Trigger
     conditions: FreeObject | None = None
+    once_per_user: StrictBool = Field(
+        default=False, description="Fire at most once in each user's lifetime."
+    )
+    frequency: FrequencyIn | None = None
+    accumulate: AccumulateIn | None = None
     activity: Activity
 
 
@@ -177,6 +223,9 @@ class RulePatch(_Strict):
     ext_brand_id: BrandIn = None
     trigger: Trigger | None = None
     conditions: FreeObject | None = None
+    once_per_user: StrictBool | None = None
+    frequency: FrequencyIn | None = Field(default=None, description="null removes it.")
+    accumulate: AccumulateIn | None = Field(default=None, description="null removes it.")
     activity: Activity | None = None
 
 
@@ -200,11 +249,9 @@ class SampleEvent(_Strict):
 
     @field_validator("ext_brand_id")
     @classmethod
-    def _short(cls, value: str | int | None) -> str | int | None:
+    def _brand(cls, value: str | int | None) -> str | int | None:
         # A validator, not a constrained union member: errors then name the field alone.
-        if value is not None and len(str(value)) > MAX_ID_LENGTH:
-            raise ValueError(f"at most {MAX_ID_LENGTH} characters")
-        return value
+        return checked_brand(value)
 
 
 class PreviewIn(_Strict):
@@ -332,6 +379,9 @@ class RuleDraft(_Answer):
     enabled: bool
     trigger: Trigger
     conditions: dict[str, Any] | None
+    once_per_user: bool = False
+    frequency: FrequencyIn | None = None
+    accumulate: AccumulateIn | None = None
     activity: ActivityOut
     ext_brand_id: str | None = Field(
         default=None, description="The brand it belongs to; absent: every brand."
@@ -543,6 +593,10 @@ class JourneyOut(_Answer):
     version: int = Field(
         description="1 when created; one more when the definition of a journey that ran changes."
     )
+    revision: int = Field(
+        description="1 when created; one more on every change (status too). The ETag, and "
+        "what If-Match names."
+    )
     ext_brand_id: str | int | None
     # The definition's keys, as JourneyIn takes them; the optional ones only when set.
     entry: dict[str, Any] = Field(description="The trigger, conditions, audience and mode.")
@@ -552,12 +606,38 @@ class JourneyOut(_Answer):
     max_duration: str | float | None = Field(default=None, description="e.g. 30d, or seconds.")
     start: str = Field(description="The block a user enters first.")
     blocks: dict[str, Any] = Field(description="The blocks by name: type, fields and exits.")
+    signing_secret: str | None = Field(
+        default=None,
+        description="What its inline webhook blocks sign with (whsec_...): shown to admin "
+        "keys only, *** to others.",
+    )
     created_at: int
     updated_at: int
 
 
 class JourneyList(_Answer):
     data: list[JourneyOut]
+
+
+class JourneyDraft(_Answer):
+    """A journey as a save would store it, before the server gives it an id and versions."""
+
+    name: str
+    description: str
+    status: JourneyStatus
+    ext_brand_id: str | int | None
+    entry: dict[str, Any]
+    control_group: dict[str, Any] | None = None
+    goal: dict[str, Any] | None = None
+    exit_on: list[dict[str, Any]] | None = None
+    max_duration: str | float | None = None
+    start: str
+    blocks: dict[str, Any]
+
+
+class JourneyValidation(_Answer):
+    valid: bool
+    journey: JourneyDraft
 
 
 class InstanceOut(_Answer):
@@ -619,5 +699,8 @@ class Health(_Answer):
     status: Literal["ok", "starting"]
     version: str | None = None
     problems: list[LoadProblem] = Field(
-        default_factory=list, description="Stored rules and webhooks skipped at load."
+        default_factory=list,
+        description="Stored rules and webhooks skipped at load; listed only while hookline "
+        "runs without keys, or for a read or admin key of every brand.",
     )
+    problem_count: int = Field(default=0, description="How many were skipped, to anyone.")

@@ -13,13 +13,15 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Response
 
-from hookline.api._etag import IfMatch, precondition, versioned
+from hookline.api._etag import IfMatch, precondition, versioned, write
 from hookline.api._json import JSON, JSONRoute
 from hookline.api.auth import KeyDep
 from hookline.api.brands import may_own, only_visible, require_visible
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import (
+    AccumulateIn,
     Activity,
+    FrequencyIn,
     RuleIn,
     RuleList,
     RuleOut,
@@ -27,10 +29,12 @@ from hookline.api.models import (
     RuleSaved,
     RuleValidation,
 )
+from hookline.brands import brand_text
+from hookline.counters import Limits, parse_accumulate, parse_frequency, parse_limits
 from hookline.errors import InvalidInput, NotFound
 from hookline.events import later_than, now_ms
 from hookline.ids import new_id
-from hookline.keys import ApiKey, Right, brand_text
+from hookline.keys import ApiKey, Right
 from hookline.redaction import MASK, secret_names, show_secrets
 from hookline.rules import Rule
 from hookline.runtime import Runtime
@@ -52,6 +56,15 @@ def activity_spec(activity: Activity) -> tuple[WebhookSpec | None, str | None]:
     if "url" not in inline:
         raise InvalidInput("the activity needs a url or a webhook_id", field="activity.url")
     return WebhookSpec.from_dict(inline), None
+
+
+def _written(part: FrequencyIn | AccumulateIn | None) -> dict[str, Any] | None:
+    return None if part is None else part.model_dump(exclude_none=True)
+
+
+def limits_of(body: RuleIn) -> Limits:
+    """The rule's limits, checked (InvalidInput naming the field, e.g. ``frequency.max``)."""
+    return parse_limits(body.once_per_user, _written(body.frequency), _written(body.accumulate))
 
 
 def shown(rule: Rule, *, admin: bool) -> dict[str, Any]:
@@ -88,7 +101,16 @@ def _from_input(body: RuleIn, rule_id: str, created_at: int, now: int) -> Rule:
         created_at=created_at,
         updated_at=now,
         ext_brand_id=brand_text(body.ext_brand_id),
+        limits=limits_of(body),
     )
+
+
+def _kept_secrets(rule: Rule, current: Rule | None) -> Rule:
+    """``rule`` with the secret headers a read showed as ``***`` kept from ``current``."""
+    if rule.webhook is None:
+        return rule
+    stored = current.webhook if current is not None else None
+    return replace(rule, webhook=rule.webhook.keeping_secrets(stored, "activity.headers"))
 
 
 def _owned(key: ApiKey, rule_id: str) -> Callable[[Rule], None]:
@@ -121,7 +143,7 @@ async def _may_use(key: ApiKey, runtime: Runtime, webhook_id: str | None) -> Non
 @router.post("", status_code=201, summary="Create a rule", response_model=RuleSaved)
 async def create_rule(body: RuleIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
     now = now_ms()
-    rule = _from_input(body, new_id("rule"), now, now)
+    rule = _kept_secrets(_from_input(body, new_id("rule"), now, now), None)
     await _may_save(key, runtime, rule)
     rule = await runtime.catalog.create_rule(rule)
     return _saved(rule, status_code=201)
@@ -148,18 +170,17 @@ async def get_rule(rule_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
 async def replace_rule(
     rule_id: str, body: RuleIn, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
 ) -> JSON:
-    when = precondition(if_match)
     new = _from_input(body, rule_id, 0, 0)
     await _may_save(key, runtime, new)
-    owned = _owned(key, rule_id)
 
-    def change(current: Rule) -> Rule:
-        owned(current)
+    def edit(current: Rule) -> Rule:
         return replace(
-            new, created_at=current.created_at, updated_at=later_than(current.updated_at)
+            _kept_secrets(new, current),
+            created_at=current.created_at,
+            updated_at=later_than(current.updated_at),
         )
 
-    rule = await runtime.catalog.change_rule(rule_id, change, when)
+    rule = await write(runtime.catalog.change_rule, rule_id, if_match, _owned(key, rule_id), edit)
     return _saved(rule)
 
 
@@ -171,7 +192,7 @@ async def replace_rule(
 async def patch_rule(
     rule_id: str, body: RulePatch, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
 ) -> JSON:
-    when = precondition(if_match)
+    precondition(if_match)  # a malformed If-Match is answered before anything else
     changes: dict[str, Any] = {}
     fields = body.model_fields_set
     if "name" in fields and body.name is not None:
@@ -189,15 +210,22 @@ async def patch_rule(
     if "ext_brand_id" in fields:
         changes["ext_brand_id"] = brand_text(body.ext_brand_id)
         may_own(key, changes["ext_brand_id"])
+    limits: dict[str, Any] = {}
+    if "once_per_user" in fields and body.once_per_user is not None:
+        limits["once_per_user"] = body.once_per_user
+    if "frequency" in fields:  # null removes it
+        limits["frequency"] = parse_frequency(_written(body.frequency))
+    if "accumulate" in fields:
+        limits["accumulate"] = parse_accumulate(_written(body.accumulate))
     await _may_use(key, runtime, changes.get("webhook_id"))
-    owned = _owned(key, rule_id)
 
-    def change(current: Rule) -> Rule:
-        owned(current)
+    def edit(current: Rule) -> Rule:
         # Only the fields given change, on the rule as it is now (not as first read).
-        return replace(current, **changes, updated_at=later_than(current.updated_at))
+        changed = replace(current, **changes, updated_at=later_than(current.updated_at))
+        changed = _kept_secrets(changed, current)
+        return replace(changed, limits=replace(current.limits, **limits)) if limits else changed
 
-    rule = await runtime.catalog.change_rule(rule_id, change, when)
+    rule = await write(runtime.catalog.change_rule, rule_id, if_match, _owned(key, rule_id), edit)
     return _saved(rule)
 
 
@@ -220,10 +248,9 @@ async def rotate_secret(
     """Both secrets sign every request for 24 hours (two signatures, space-separated), so
     the receiver can switch to the new one without refusing a delivery; then only the new.
     """
-    current = await runtime.store.get_rule(rule_id)
-    if current is not None:  # another brand's rule is not there for this key
-        _owned(key, rule_id)(current)
-    rule = await runtime.catalog.rotate_rule_secret(rule_id, precondition(if_match))
+    catalog = runtime.catalog
+    owned = _owned(key, rule_id)  # another brand's rule is not there for this key
+    rule = await write(catalog.change_rule, rule_id, if_match, owned, catalog.rotate_rule_secret)
     return versioned(shown(rule, admin=True), rule.version)
 
 
@@ -254,14 +281,15 @@ async def validate_rule(
     compares this answer with the stored rule to report what would change. Secret header
     values are masked on both sides, so ``compare_to`` lets the server say which differ.
     """
-    rule = _from_input(body, "rule_validate", 0, 0)
+    current = await runtime.store.get_rule(compare_to) if compare_to is not None else None
+    if current is not None and not key.sees(current.ext_brand_id):
+        current = None  # another brand's rule is, for this key, not there
+    # As a save would: a *** sent back keeps compare_to's value, and without one is refused.
+    rule = _kept_secrets(_from_input(body, "rule_validate", 0, 0), current)
     await _may_save(key, runtime, rule)
     await runtime.catalog.check_rule(rule)
     stored = {k: v for k, v in shown(rule, admin=True).items() if k not in _SERVER_SET}
     if compare_to is not None and rule.webhook is not None:
-        current = await runtime.store.get_rule(compare_to)
-        if current is not None and not key.sees(current.ext_brand_id):
-            current = None  # another brand's rule is, for this key, not there
         before = current.webhook.headers if current and current.webhook else {}
         secret = secret_names(rule.webhook.secret_headers)
         headers = stored["activity"]["headers"]

@@ -16,7 +16,7 @@ from hookline.api.auth import KeyDep
 from hookline.api.brands import BrandQuery, require_visible
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import UserState
-from hookline.errors import Forbidden, NotFound
+from hookline.errors import NotFound
 from hookline.events import MAX_ID_LENGTH
 from hookline.state import check_patch
 
@@ -33,13 +33,18 @@ UserId = Annotated[
 ]
 
 
+def _missing(user_ext_id: str, ext_brand_id: str | None) -> str:
+    missing = f"no state for user {user_ext_id!r}"
+    if ext_brand_id is not None:
+        missing += f" of brand {ext_brand_id!r}"
+    return missing
+
+
 @router.get("/{user_ext_id:path}/state", summary="Read a user's state", response_model=UserState)
 async def get_state(
     user_ext_id: UserId, runtime: RuntimeDep, key: KeyDep, ext_brand_id: BrandQuery = None
 ) -> JSON:
-    missing = f"no state for user {user_ext_id!r}"
-    if ext_brand_id is not None:
-        missing += f" of brand {ext_brand_id!r}"
+    missing = _missing(user_ext_id, ext_brand_id)
     require_visible(key, ext_brand_id, missing, "user_ext_id")
     state = await runtime.store.get_state(user_ext_id, ext_brand_id)
     if state is None:
@@ -72,14 +77,9 @@ async def patch_state(
     key: KeyDep,
     ext_brand_id: BrandQuery = None,
 ) -> JSON:
-    if not key.sees(ext_brand_id):
-        # As for events: an ingest key sends for its brands only (before the body is read).
-        brand = "no ext_brand_id" if ext_brand_id is None else repr(ext_brand_id)
-        raise Forbidden(
-            f"this key may change users of its brands only ({', '.join(key.brands)}), "
-            f"and this request has {brand}",
-            field="ext_brand_id",
-        )
+    # Another brand's user is not there for this key, as for a read (before the body is
+    # read); 404 whether or not it exists, so the answer does not tell.
+    require_visible(key, ext_brand_id, _missing(user_ext_id, ext_brand_id), "user_ext_id")
     data, _ = await read_json(request, runtime.settings.max_event_bytes)
     patch = check_patch(data)
     return JSON(await runtime.engine.patch_state(user_ext_id, patch, ext_brand_id))

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from hookline.api._etag import IfMatch, precondition, versioned
+from hookline.api._etag import IfMatch, precondition, versioned, write
 from hookline.api._json import JSON, JSONRoute
 from hookline.api.auth import KeyDep
 from hookline.api.brands import may_own, only_visible, require_visible
@@ -21,16 +21,18 @@ from hookline.api.deps import RuntimeDep
 from hookline.api.models import (
     Preview,
     PreviewIn,
+    SampleEvent,
     SavedWebhookOut,
     SavedWebhookSaved,
     SentOnce,
     WebhookIn,
     WebhookList,
 )
-from hookline.errors import Conflict, InvalidInput, NotFound
+from hookline.brands import brand_text
+from hookline.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hookline.events import Event, later_than, now_ms
 from hookline.ids import new_id
-from hookline.keys import ApiKey, Right, brand_text
+from hookline.keys import ApiKey, Right
 from hookline.netguard import check_literal_url
 from hookline.redaction import show_secrets
 from hookline.rules import SavedWebhook
@@ -86,7 +88,8 @@ async def create_webhook(body: WebhookIn, runtime: RuntimeDep, key: KeyDep) -> J
     now = now_ms()
     brand = brand_text(body.ext_brand_id)
     may_own(key, brand)
-    saved = SavedWebhook(new_id("wh"), body.name, _spec(body), now, now, ext_brand_id=brand)
+    spec = _spec(body).keeping_secrets(None, "headers")
+    saved = SavedWebhook(new_id("wh"), body.name, spec, now, now, ext_brand_id=brand)
     saved = await runtime.catalog.create_webhook(saved)
     return _saved(saved, status_code=201)
 
@@ -111,18 +114,18 @@ async def get_webhook(webhook_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON
 async def replace_webhook(
     webhook_id: str, body: WebhookIn, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
 ) -> JSON:
-    when = precondition(if_match)
+    precondition(if_match)  # a malformed If-Match is answered before anything else
     spec = _spec(body)
     brand = brand_text(body.ext_brand_id)
     may_own(key, brand)
-    owned = _owned(key, webhook_id)
 
-    def change(current: SavedWebhook) -> SavedWebhook:
-        owned(current)
+    def edit(current: SavedWebhook) -> SavedWebhook:
         later = later_than(current.updated_at)
-        return replace(current, name=body.name, spec=spec, updated_at=later, ext_brand_id=brand)
+        kept = spec.keeping_secrets(current.spec, "headers")  # a GET's *** sent back
+        return replace(current, name=body.name, spec=kept, updated_at=later, ext_brand_id=brand)
 
-    saved = await runtime.catalog.change_webhook(webhook_id, change, when)
+    owned = _owned(key, webhook_id)
+    saved = await write(runtime.catalog.change_webhook, webhook_id, if_match, owned, edit)
     return _saved(saved)
 
 
@@ -137,8 +140,11 @@ async def rotate_secret(
     """Both secrets sign every request for 24 hours (two signatures, space-separated), so
     the receiver can switch to the new one without refusing a delivery; then only the new.
     """
-    await _get(runtime, key, webhook_id)  # another brand's is not there for this key
-    saved = await runtime.catalog.rotate_webhook_secret(webhook_id, precondition(if_match))
+    catalog = runtime.catalog
+    owned = _owned(key, webhook_id)  # another brand's is not there for this key
+    saved = await write(
+        catalog.change_webhook, webhook_id, if_match, owned, catalog.rotate_webhook_secret
+    )
     return versioned(shown(saved, admin=True), saved.version)
 
 
@@ -154,6 +160,31 @@ async def delete_webhook(
     return Response(status_code=204)
 
 
+def _sample_brand(key: ApiKey, sample: SampleEvent, serves: str | None) -> SampleEvent:
+    """The sample event, of the brand the webhook or rule serves when it names none.
+
+    Then checked as a real event would be: a brand-scoped key renders events of its brands
+    only (403, as posting one), and a webhook or rule of a brand is never sent for an event
+    of another (409: no real event could make that request).
+    """
+    if sample.ext_brand_id is None and serves is not None:
+        sample = sample.model_copy(update={"ext_brand_id": serves})
+    if not key.sees(sample.ext_brand_id):
+        brand = "no ext_brand_id" if sample.ext_brand_id is None else repr(sample.ext_brand_id)
+        raise Forbidden(
+            f"this key may render events of its brands only ({', '.join(key.brands)}), "
+            f"and this sample event has {brand}",
+            field="event.ext_brand_id",
+        )
+    if serves is not None and brand_text(sample.ext_brand_id) != serves:
+        raise Conflict(
+            f"this webhook is sent for events of brand {serves!r} only, and the sample event "
+            f"is of brand {brand_text(sample.ext_brand_id)!r}: give it ext_brand_id {serves!r}",
+            field="event.ext_brand_id",
+        )
+    return sample
+
+
 async def _render(
     body: PreviewIn, runtime: Runtime, key: ApiKey
 ) -> tuple[CompiledWebhook, RenderedRequest]:
@@ -163,11 +194,14 @@ async def _render(
             "give one of 'webhook' (inline), 'webhook_id' (saved) or 'rule_id' (a rule's webhook)",
             field=given[1] if given else "webhook",
         )
+    # Found (404 if another brand's) before the sample is judged, as the real routes do.
     if body.webhook is not None:
+        sample = _sample_brand(key, body.event, None)
         compiled = compile_webhook(_spec(body.webhook), field="webhook")
         check_literal_url(compiled.spec.url, runtime.catalog.policy, field="webhook.url")
     elif body.webhook_id is not None:
         saved = await _get(runtime, key, body.webhook_id)
+        sample = _sample_brand(key, body.event, brand_text(saved.ext_brand_id))
         if saved.problem is not None:
             raise Conflict(saved.problem, field="webhook_id")
         compiled = compile_webhook(saved.spec)
@@ -178,9 +212,9 @@ async def _render(
         if rule is None:
             raise NotFound(missing, field="rule_id")
         require_visible(key, rule.ext_brand_id, missing, "rule_id")
+        sample = _sample_brand(key, body.event, rule.ext_brand_id)
         # Its webhook as a save compiles it: inline, or the saved one it names.
         compiled = (await runtime.catalog.check_rule(rule))[0].webhook
-    sample = body.event
     now = now_ms()
     event = Event(
         id="evt_preview",

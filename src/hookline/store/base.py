@@ -5,17 +5,21 @@ A backend implements :class:`Store`; the domain never writes SQL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
+from hookline.counters import Counter
 from hookline.deliveries import Attempt, Delivery, DeliveryStatus
 from hookline.events import Event
 from hookline.keys import ApiKey
 from hookline.rules import Rule, SavedWebhook
 from hookline.signing import Signing
 from hookline.state import UserKey
+
+# A user's counter for a rule: (rule id, user key).
+CounterKey: TypeAlias = tuple[str, UserKey]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,12 @@ class IngestTransaction(Protocol):
         """The ids of the deliveries each stored event caused, oldest first."""
 
     async def load_states(self, users: Sequence[UserKey]) -> dict[UserKey, dict[str, Any]]: ...
+
+    async def load_counters(self, users: Sequence[UserKey]) -> dict[CounterKey, Counter]:
+        """The counters of these users, for every rule that has one (unreadable: left out)."""
+
+    async def save_counters(self, counters: Mapping[CounterKey, Counter], now: int) -> None:
+        """Insert or replace these counters."""
 
     async def insert_events(self, events: Sequence[Event]) -> None: ...
 
@@ -119,7 +129,13 @@ class Store(KeyStore, Protocol):
         self, rule: Rule, *, create: bool, expected_version: int | None = None
     ) -> Rule: ...
 
-    async def delete_rule(self, rule_id: str, expected_version: int | None = None) -> bool: ...
+    async def delete_rule(self, rule_id: str, expected_version: int | None = None) -> bool:
+        """Delete a rule and its users' counters, in one transaction."""
+
+    async def get_counter(
+        self, rule_id: str, user_ext_id: str, ext_brand_id: str | None = None
+    ) -> Counter | None:
+        """The user's counter for a rule that counts, as stored."""
 
     async def list_webhooks(self) -> list[SavedWebhook]: ...
 
@@ -136,7 +152,7 @@ class Store(KeyStore, Protocol):
     async def rules_using_webhook(self, webhook_id: str) -> list[Rule]: ...
 
     async def list_signing(self) -> dict[str, Signing]:
-        """Every rule's and saved webhook's signing secrets, by its id."""
+        """Every rule's, saved webhook's and journey's signing secrets, by its id."""
 
     # deliveries
     async def claim_due(

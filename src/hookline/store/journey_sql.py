@@ -7,8 +7,9 @@ instance moves in the same commit as the event or timer that moved it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -18,9 +19,20 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hookline.errors import Conflict, StoreError
-from hookline.journeys import FinishReason, Instance, InstanceStatus, Journey, JourneyStatus
+from hookline.journeys import (
+    FinishReason,
+    Instance,
+    InstanceStatus,
+    Journey,
+    JourneyStatus,
+    saved_webhooks_used,
+)
+from hookline.signing import Signing
 from hookline.state import NO_BRAND, UserKey, user_key
+from hookline.store import rows
 from hookline.store import schema as t
+from hookline.store.rows import RowMapper
+from hookline.store.sql import stale_write
 
 _CHUNK = 500
 _I = t.journey_instances
@@ -30,64 +42,53 @@ def _brand(raw: bytes | None) -> Any:
     return orjson.loads(raw) if raw is not None else None
 
 
+_JOURNEY = RowMapper(
+    Journey,
+    {
+        "status": rows.enum(JourneyStatus),
+        "definition": rows.JSON,
+        "ext_brand_id": rows.JSON_OR_NULL,
+        "revision": rows.Codec(load=lambda raw: 1 if raw is None else raw),
+        "signing": rows.Codec(
+            dump=lambda s: None if s is None else orjson.dumps(s.as_json()),
+            load=lambda raw: None if raw is None else Signing.from_json(orjson.loads(raw)),
+        ),
+    },
+)
+_INSTANCE = RowMapper(
+    Instance,
+    {
+        "ext_brand_id": rows.JSON_OR_NULL,
+        "status": rows.enum(InstanceStatus),
+        "entry_event": rows.JSON,
+        "last_event": rows.JSON,
+        "control_group": rows.BOOL,
+        "finish_reason": rows.enum(FinishReason, nullable=True),
+    },
+)
+
+
 def _journey(row: Row[Any], definition: bytes | None = None) -> Journey:
-    return Journey(
-        id=row.id,
-        name=row.name,
-        description=row.description,
-        status=JourneyStatus(row.status),
-        version=row.version,
-        definition=orjson.loads(definition if definition is not None else row.definition),
-        ext_brand_id=_brand(row.ext_brand_id),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+    if definition is None:
+        return _JOURNEY.record(row)
+    return _JOURNEY.record(row, definition=orjson.loads(definition))
 
 
 def _instance(row: Row[Any]) -> Instance:
-    return Instance(
-        id=row.id,
-        journey_id=row.journey_id,
-        version=row.version,
-        user_ext_id=row.user_ext_id,
-        ext_brand_id=_brand(row.ext_brand_id),
-        status=InstanceStatus(row.status),
-        block=row.block,
-        block_since=row.block_since,
-        entered_at=row.entered_at,
-        updated_at=row.updated_at,
-        entry_event=orjson.loads(row.entry_event),
-        last_event=orjson.loads(row.last_event),
-        control_group=bool(row.control_group),
-        due_at=row.due_at,
-        waiting_for=row.waiting_for,
-        finish_reason=FinishReason(row.finish_reason) if row.finish_reason else None,
-        finished_at=row.finished_at,
-        converted_at=row.converted_at,
-    )
+    return _INSTANCE.record(row)
 
 
 def _instance_row(i: Instance) -> dict[str, Any]:
-    return {
-        "id": i.id,
-        "journey_id": i.journey_id,
-        "version": i.version,
-        "user_ext_id": i.user_ext_id,
-        "ext_brand_id": None if i.ext_brand_id is None else orjson.dumps(i.ext_brand_id),
-        "status": i.status.value,
-        "block": i.block,
-        "block_since": i.block_since,
-        "entered_at": i.entered_at,
-        "due_at": i.due_at,
-        "waiting_for": i.waiting_for,
-        "entry_event": orjson.dumps(i.entry_event),
-        "last_event": orjson.dumps(i.last_event),
-        "control_group": i.control_group,
-        "converted_at": i.converted_at,
-        "finish_reason": i.finish_reason.value if i.finish_reason else None,
-        "finished_at": i.finished_at,
-        "updated_at": i.updated_at,
-    }
+    return _INSTANCE.row(i)
+
+
+def _loads_or_empty(raw: bytes) -> Any:
+    """A stored definition, or {} when it cannot be read (it names nothing then)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -200,8 +201,7 @@ async def _version(conn: AsyncConnection, journey_id: str, version: int) -> Jour
     )
     if raw is None:
         return None
-    journey = _journey(row, raw)
-    return Journey(**{**journey.__dict__, "version": version})
+    return replace(_journey(row, raw), version=version)
 
 
 # --- the journey store (API and timers) ----------------------------------------------------
@@ -256,30 +256,43 @@ class JourneyStore:
             )
             return [(r.journey_id, r.version) for r in rows]
 
-    async def save_journey(self, journey: Journey, *, create: bool) -> Journey:
-        """Insert or replace; the definition of every version is kept in journey_versions."""
-        row = {
-            "id": journey.id,
-            "name": journey.name,
-            "description": journey.description,
-            "status": journey.status.value,
-            "version": journey.version,
-            "definition": orjson.dumps(journey.definition),
-            "ext_brand_id": None
-            if journey.ext_brand_id is None
-            else orjson.dumps(journey.ext_brand_id),
-            "created_at": journey.created_at,
-            "updated_at": journey.updated_at,
-        }
+    async def save_journey(
+        self, journey: Journey, *, create: bool, expected_revision: int | None = None
+    ) -> Journey:
+        """Insert or replace; answer it at its new revision. Every version's definition is kept.
+
+        An update applies only at ``expected_revision`` when given (Conflict otherwise), and
+        NotFound if the journey is gone.
+        """
+        row = _JOURNEY.row(journey)
+        del row["id"], row["revision"]
+        if journey.signing is None:  # None keeps what is stored, as for rules
+            del row["signing"]
         v = t.journey_versions
+        j = t.journeys
+        revision = func.coalesce(j.c.revision, 1)
         try:
             async with self._write() as conn:
                 if create:
-                    await conn.execute(insert(t.journeys).values(row))
+                    await conn.execute(insert(j).values(id=journey.id, revision=1, **row))
+                    new_revision = 1
                 else:
-                    await conn.execute(
-                        update(t.journeys).where(t.journeys.c.id == journey.id).values(row)
-                    )
+                    del row["created_at"]
+                    where = [j.c.id == journey.id]
+                    if expected_revision is not None:
+                        where.append(revision == expected_revision)
+                    done = (
+                        await conn.execute(
+                            update(j)
+                            .where(*where)
+                            .values(**row, revision=revision + 1)
+                            .returning(j.c.revision)
+                        )
+                    ).first()
+                    if done is None:
+                        current = await conn.scalar(select(revision).where(j.c.id == journey.id))
+                        raise stale_write(current, journey.id, "journey")
+                    new_revision = int(done.revision)
                 await conn.execute(
                     delete(v).where(v.c.journey_id == journey.id, v.c.version == journey.version)
                 )
@@ -295,14 +308,53 @@ class JourneyStore:
             raise Conflict(
                 f"a journey named {journey.name!r} already exists", field="name"
             ) from None
-        return journey
+        return replace(journey, revision=new_revision)
 
-    async def delete_journey(self, journey_id: str) -> bool:
+    async def delete_journey(self, journey_id: str, expected_revision: int | None = None) -> bool:
+        """Delete a journey, its versions and instances (only at ``expected_revision``)."""
+        j = t.journeys
+        where = [j.c.id == journey_id]
+        if expected_revision is not None:
+            where.append(func.coalesce(j.c.revision, 1) == expected_revision)
         async with self._write() as conn:
-            result = await conn.execute(delete(t.journeys).where(t.journeys.c.id == journey_id))
+            result = await conn.execute(delete(j).where(*where))
+            if not result.rowcount:
+                current = await conn.scalar(
+                    select(func.coalesce(j.c.revision, 1)).where(j.c.id == journey_id)
+                )
+                if current is not None:
+                    raise stale_write(current, journey_id, "journey")
+                return False
             for table in (t.journey_versions, t.journey_block_counts, _I):
                 await conn.execute(delete(table).where(table.c.journey_id == journey_id))
-        return bool(result.rowcount)
+        return True
+
+    async def journeys_using_webhook(self, webhook_id: str) -> list[str]:
+        """The journeys whose definition names the saved webhook, or whose older version
+        does while users are still inside it; each as its name (and that version)."""
+        j, v = t.journeys, t.journey_versions
+        found: list[str] = []
+        async with self._read() as conn:
+            current: dict[str, tuple[str, int]] = {}
+            for row in await conn.execute(select(j.c.id, j.c.name, j.c.version, j.c.definition)):
+                current[row.id] = (row.name, row.version)
+                if webhook_id in saved_webhooks_used(_loads_or_empty(row.definition)):
+                    found.append(row.name)
+            in_use = await conn.execute(
+                select(_I.c.journey_id, _I.c.version).where(_I.c.status == "active").distinct()
+            )
+            for journey_id, version in sorted((r.journey_id, r.version) for r in in_use):
+                name, now = current.get(journey_id, (journey_id, 0))
+                if version == now:
+                    continue
+                raw = await conn.scalar(
+                    select(v.c.definition).where(
+                        v.c.journey_id == journey_id, v.c.version == version
+                    )
+                )
+                if raw is not None and webhook_id in saved_webhooks_used(_loads_or_empty(raw)):
+                    found.append(f"{name} (version {version}, users inside)")
+        return sorted(set(found))
 
     async def list_instances(
         self,
@@ -330,20 +382,31 @@ class JourneyStore:
         async with self._read() as conn:
             return [_instance(r) for r in await conn.execute(query)]
 
-    async def due(self, now: int, limit: int) -> list[tuple[str, UserKey]]:
-        """(instance id, user) of instances whose timer is due, oldest first."""
+    async def due(
+        self, now: int, limit: int, skip: Collection[str] = ()
+    ) -> list[tuple[str, UserKey]]:
+        """(instance id, user) of up to ``limit`` instances whose timer is due, oldest first.
+
+        ``skip``: instances already handed to the writer and not yet committed.
+        """
         async with self._read() as conn:
             rows = await conn.execute(
                 select(_I.c.id, _I.c.user_ext_id, _I.c.ext_brand_id)
                 .where(_I.c.due_at.is_not(None), _I.c.due_at <= now)
                 .order_by(_I.c.due_at)
-                .limit(limit)
+                .limit(limit + len(skip))
             )
-            return [(r.id, user_key(_brand(r.ext_brand_id), r.user_ext_id)) for r in rows]
+            found = [
+                (r.id, user_key(_brand(r.ext_brand_id), r.user_ext_id))
+                for r in rows
+                if r.id not in skip
+            ]
+        return found[:limit]
 
     async def next_due_at(self) -> int | None:
         async with self._read() as conn:
-            value = await conn.scalar(select(func.min(_I.c.due_at)))
+            # The condition lets the partial index on due_at answer (not a table scan).
+            value = await conn.scalar(select(func.min(_I.c.due_at)).where(_I.c.due_at.is_not(None)))
         return int(value) if value is not None else None
 
     async def stats(self, journey_id: str) -> dict[str, Any]:

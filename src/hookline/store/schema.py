@@ -91,6 +91,25 @@ rules = Table(
     # Only events of this brand (as text) fire it; NULL: every brand (ADDED_COLUMNS).
     Column("ext_brand_id", String(256), nullable=True),
     Column("signing", LargeBinary, nullable=True),  # as webhooks.signing
+    # Once per user, frequency, accumulate (counters.Limits.as_dict); NULL: none (ADDED_COLUMNS).
+    Column("limits", LargeBinary, nullable=True),
+    # The rule's counting epoch (Rule.counting_epoch); NULL reads as 0 (ADDED_COLUMNS).
+    Column("counting_epoch", Integer, nullable=True),
+)
+
+# A user's counts for a rule that counts (hookline.counters), written in the same commit as
+# the event that moved them. Keyed by user first: one read finds a group's users' counters.
+rule_counters = Table(
+    "rule_counters",
+    metadata,
+    Column("user_ext_id", String(256), primary_key=True),
+    # As users.ext_brand_id: the brand as text, "" for no brand.
+    Column("ext_brand_id", String(256), primary_key=True),
+    Column("rule_id", String(40), primary_key=True),
+    Column("epoch", Integer, nullable=False),
+    Column("state", LargeBinary, nullable=False),  # counters.Counter.as_json
+    Column("updated_at", Integer, nullable=False),
+    Index("ix_rule_counters_rule", "rule_id"),
 )
 
 deliveries = Table(
@@ -195,6 +214,10 @@ journeys = Table(
     Column("ext_brand_id", LargeBinary, nullable=True),
     Column("created_at", Integer, nullable=False),
     Column("updated_at", Integer, nullable=False),
+    # Raised by every write (the ETag); NULL, written by an older hookline, reads as 1.
+    Column("revision", Integer, nullable=True),
+    # As webhooks.signing: what its inline webhook blocks sign with (ADDED_COLUMNS).
+    Column("signing", LargeBinary, nullable=True),
 )
 
 # Every version's definition, so instances finish on the version they entered.
@@ -256,7 +279,8 @@ journey_block_counts = Table(
 # leaves an existing one as it is, so each of these is added to an older database on open.
 # Nullable additions only: an older hookline still reads and writes the database (it names
 # its columns), so they need no new schema version. A rule or webhook that an older hookline
-# writes without a signing secret gets one the next time this one opens the database.
+# writes without a signing secret gets one the next time this one opens the database (so
+# does a journey).
 ADDED_COLUMNS = (
     (attempts, "warning"),
     (deliveries, "journey_id"),
@@ -267,6 +291,10 @@ ADDED_COLUMNS = (
     (webhooks, "signing"),
     (rules, "signing"),
     (deliveries, "secret_headers"),
+    (journeys, "revision"),
+    (journeys, "signing"),
+    (rules, "limits"),
+    (rules, "counting_epoch"),
 )
 
 # Indexes on ADDED_COLUMNS: create_all makes them only with a new table.

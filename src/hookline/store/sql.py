@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -30,6 +30,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from hookline.counters import Counter, limits_from_dict
 from hookline.deliveries import Attempt, Delivery, DeliveryStatus
 from hookline.errors import Conflict, HooklineError, InvalidInput, NotFound, StoreError
 from hookline.events import Event
@@ -37,8 +38,10 @@ from hookline.keys import ApiKey, Role
 from hookline.rules import Rule, SavedWebhook
 from hookline.signing import Signing
 from hookline.state import UserKey, user_key
+from hookline.store import rows
 from hookline.store import schema as t
-from hookline.store.base import DeliveryFilter, EchoRecord, Outcome
+from hookline.store.base import CounterKey, DeliveryFilter, EchoRecord, Outcome
+from hookline.store.rows import RowMapper
 from hookline.webhooks import WebhookSpec
 
 log = logging.getLogger("hookline.store")
@@ -143,6 +146,35 @@ class SqlIngest:
                     states[key] = _state(row.state, row.user_ext_id)
         return states
 
+    async def load_counters(self, users: Sequence[UserKey]) -> dict[CounterKey, Counter]:
+        counters: dict[CounterKey, Counter] = {}
+        wanted = set(users)
+        c = t.rule_counters
+        for part in _chunks(sorted({user for _, user in users})):
+            rows = await self._conn.execute(select(c).where(c.c.user_ext_id.in_(part)))
+            for row in rows:
+                key = (row.ext_brand_id, row.user_ext_id)
+                if key in wanted:
+                    counter = _counter(row)
+                    if counter is not None:
+                        counters[(row.rule_id, key)] = counter
+        return counters
+
+    async def save_counters(self, counters: Mapping[CounterKey, Counter], now: int) -> None:
+        if not counters:
+            return
+        marks = ", ".join(_marks(self._conn, 6))
+        await self._conn.exec_driver_sql(
+            f"INSERT INTO {t.rule_counters.name} "
+            "(user_ext_id, ext_brand_id, rule_id, epoch, state, updated_at) "
+            f"VALUES ({marks}) ON CONFLICT (user_ext_id, ext_brand_id, rule_id) DO UPDATE SET "
+            "epoch = excluded.epoch, state = excluded.state, updated_at = excluded.updated_at",
+            [
+                (u, b, rule_id, counter.epoch, _dumps(counter.as_json()), now)
+                for (rule_id, (b, u)), counter in counters.items()
+            ],
+        )
+
     async def insert_events(self, events: Sequence[Event]) -> None:
         await _insert_many(
             self._conn,
@@ -229,6 +261,26 @@ def _state(raw: Any, user_ext_id: str) -> dict[str, Any]:
         raw[:1000],
     )
     return {}
+
+
+def _counter(row: Row[Any]) -> Counter | None:
+    """A stored counter; one that cannot be read counts as none (logged, replaced on write).
+
+    As with state: refusing the user's events for ever would be worse than counting anew.
+    """
+    try:
+        return Counter.from_json(row.epoch, orjson.loads(row.state))
+    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        log.error(
+            "the counter of rule %s for user %r (brand %r) cannot be read and counts as empty "
+            "(%s); it was: %r",
+            row.rule_id,
+            row.user_ext_id,
+            row.ext_brand_id,
+            exc,
+            row.state[:1000] if isinstance(row.state, bytes | str) else row.state,
+        )
+        return None
 
 
 def _stored_json(raw: Any, event_id: str, unreadable: Any) -> Any:
@@ -336,8 +388,8 @@ def _signing_value(signing: Signing | None) -> bytes | None:
 
 
 async def _fill_signing(conn: AsyncConnection) -> None:
-    """Give every rule and webhook without a signing secret one (written by an older hookline)."""
-    for table in (t.rules, t.webhooks):
+    """Give every rule, webhook and journey without a signing secret one (an older hookline's)."""
+    for table in (t.rules, t.webhooks, t.journeys):
         rows = await conn.execute(select(table.c.id).where(table.c.signing.is_(None)))
         for key in [r.id for r in rows]:
             await conn.execute(
@@ -354,8 +406,9 @@ def _rule(row: Row[Any]) -> Rule:
         webhook = (
             WebhookSpec.from_dict(orjson.loads(row.webhook)) if row.webhook is not None else None
         )
+        limits = limits_from_dict(orjson.loads(row.limits) if row.limits is not None else None)
     except Exception as exc:
-        conditions, webhook = None, None
+        conditions, webhook, limits = None, None, limits_from_dict(None)
         problem = f"the stored rule cannot be read: {exc.__class__.__name__}: {exc}"
     return Rule(
         id=row.id,
@@ -372,6 +425,8 @@ def _rule(row: Row[Any]) -> Rule:
         problem=problem,
         ext_brand_id=row.ext_brand_id,
         signing=_signing(row.signing),
+        limits=limits,
+        counting_epoch=row.counting_epoch or 0,
     )
 
 
@@ -433,10 +488,12 @@ async def _bump(
     ).first()
     if row is not None:
         return int(row.version)
-    raise _stale(await conn.scalar(select(table.c.version).where(table.c.id == key)), key, kind)
+    raise stale_write(
+        await conn.scalar(select(table.c.version).where(table.c.id == key)), key, kind
+    )
 
 
-def _stale(current: int | None, key: str, kind: str) -> HooklineError:
+def stale_write(current: int | None, key: str, kind: str) -> HooklineError:
     """Why a write to one version of a row did not apply: the row is gone, or has moved on."""
     if current is None:
         return NotFound(f"no {kind} {key!r}", field=f"{kind}_id")
@@ -507,33 +564,26 @@ def _state_brand(raw: bytes) -> Any:
     return state.get("ext_brand_id") if isinstance(state, dict) else None
 
 
+_API_KEY = RowMapper(
+    ApiKey,
+    {
+        "role": rows.enum(Role),
+        "brands": rows.Codec(
+            lambda brands: _dumps(list(brands)), lambda raw: tuple(orjson.loads(raw))
+        ),
+    },
+)
+_ATTEMPT = RowMapper(
+    Attempt, {"response_headers": rows.Codec(_dumps, _pairs), "succeeded": rows.BOOL}
+)
+
+
 def _api_key(row: Row[Any]) -> ApiKey:
-    return ApiKey(
-        id=row.id,
-        name=row.name,
-        role=Role(row.role),
-        brands=tuple(orjson.loads(row.brands)),
-        shown=row.shown,
-        hash=row.hash,
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
-    )
+    return _API_KEY.record(row)
 
 
 def _attempt(row: Row[Any]) -> Attempt:
-    return Attempt(
-        id=row.id,
-        delivery_id=row.delivery_id,
-        number=row.number,
-        started_at=row.started_at,
-        latency_ms=row.latency_ms,
-        status_code=row.status_code,
-        response_headers=_pairs(row.response_headers),
-        response_body=row.response_body,
-        error=row.error,
-        succeeded=bool(row.succeeded),
-        warning=row.warning,
-    )
+    return _ATTEMPT.record(row)
 
 
 class SqlStore:
@@ -674,6 +724,8 @@ class SqlStore:
             "webhook_id": rule.webhook_id,
             "updated_at": rule.updated_at,
             "ext_brand_id": rule.ext_brand_id,
+            "limits": _dumps(rule.limits.as_dict()) if rule.limits.counting else None,
+            "counting_epoch": rule.counting_epoch,
         }
         if rule.signing is not None:  # None keeps what is stored (the catalog always sets it)
             values["signing"] = _signing_value(rule.signing)
@@ -712,8 +764,26 @@ class SqlStore:
                     select(t.rules.c.version).where(t.rules.c.id == rule_id)
                 )
                 if current is not None:
-                    raise _stale(current, rule_id, "rule")
+                    raise stale_write(current, rule_id, "rule")
+            # Its users' counters go with it, in the same commit.
+            await conn.execute(delete(t.rule_counters).where(t.rule_counters.c.rule_id == rule_id))
         return bool(result.rowcount)
+
+    async def get_counter(
+        self, rule_id: str, user_ext_id: str, ext_brand_id: str | None = None
+    ) -> Counter | None:
+        """The user's counter for the rule as stored (None: none, or unreadable)."""
+        brand, user = user_key(ext_brand_id, user_ext_id)
+        c = t.rule_counters
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    select(c).where(
+                        c.c.rule_id == rule_id, c.c.ext_brand_id == brand, c.c.user_ext_id == user
+                    )
+                )
+            ).first()
+        return _counter(row) if row is not None else None
 
     async def list_webhooks(self) -> list[SavedWebhook]:
         async with self._read() as conn:
@@ -774,17 +844,17 @@ class SqlStore:
                 if not result.rowcount and expected_version is not None:
                     current = await conn.scalar(select(w.c.version).where(w.c.id == webhook_id))
                     if current is not None:
-                        raise _stale(current, webhook_id, "webhook")
+                        raise stale_write(current, webhook_id, "webhook")
         except IntegrityError:
             async with self._read() as conn:
                 raise _in_use(await _names_using(conn, webhook_id)) from None
         return bool(result.rowcount)
 
     async def list_signing(self) -> dict[str, Signing]:
-        """Every rule's and saved webhook's signing secrets, by its id (for the key ring)."""
+        """Every rule's, saved webhook's and journey's signing secrets, by its id (key ring)."""
         found: dict[str, Signing] = {}
         async with self._read() as conn:
-            for table in (t.rules, t.webhooks):
+            for table in (t.rules, t.webhooks, t.journeys):
                 rows = await conn.execute(
                     select(table.c.id, table.c.signing).where(table.c.signing.is_not(None))
                 )
@@ -866,22 +936,7 @@ class SqlStore:
             await _insert_many(
                 conn,
                 t.attempts,
-                [
-                    {
-                        "id": o.attempt.id,
-                        "delivery_id": o.attempt.delivery_id,
-                        "number": o.attempt.number,
-                        "started_at": o.attempt.started_at,
-                        "latency_ms": o.attempt.latency_ms,
-                        "status_code": o.attempt.status_code,
-                        "response_headers": _dumps(o.attempt.response_headers),
-                        "response_body": o.attempt.response_body,
-                        "error": o.attempt.error,
-                        "succeeded": o.attempt.succeeded,
-                        "warning": o.attempt.warning,
-                    }
-                    for o in outcomes
-                ],
+                [_ATTEMPT.row(o.attempt) for o in outcomes],
             )
             marks = _marks(conn, 7)
             await conn.exec_driver_sql(
@@ -1053,18 +1108,7 @@ class SqlStore:
     async def insert_key(self, key: ApiKey) -> None:
         try:
             async with self._write() as conn:
-                await conn.execute(
-                    insert(t.api_keys).values(
-                        id=key.id,
-                        name=key.name,
-                        role=key.role.value,
-                        brands=_dumps(list(key.brands)),
-                        shown=key.shown,
-                        hash=key.hash,
-                        created_at=key.created_at,
-                        revoked_at=key.revoked_at,
-                    )
-                )
+                await conn.execute(insert(t.api_keys).values(_API_KEY.row(key)))
         except IntegrityError as exc:  # a clash of 256-bit random keys: never, but say so
             raise StoreError(f"the key could not be stored: {exc.orig}") from exc
 

@@ -1,0 +1,91 @@
+"""Row mappers derived from a record's dataclass, so its fields are written out once.
+
+A :class:`RowMapper` lists the dataclass's fields itself; it is told only the fields whose
+stored form differs from the value (JSON bytes, an enum's value, a bool the driver returns
+as an integer). Every other field is its column, under the same name, as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+import orjson
+from sqlalchemy.engine import Row
+
+R = TypeVar("R")
+E = TypeVar("E", bound=Enum)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """How one field is stored (``dump``) and read back (``load``)."""
+
+    dump: Callable[[Any], Any] = _same
+    load: Callable[[Any], Any] = _same
+
+
+def _json_or_none(value: Any) -> bytes | None:
+    return None if value is None else orjson.dumps(value)
+
+
+def _loads_or_none(raw: bytes | None) -> Any:
+    return None if raw is None else orjson.loads(raw)
+
+
+# JSON bytes, never NULL.
+JSON = Codec(orjson.dumps, orjson.loads)
+# JSON bytes, or NULL for None (a brand: 5 and "5" stay apart).
+JSON_OR_NULL = Codec(_json_or_none, _loads_or_none)
+# A bool that SQLite answers as 0 or 1.
+BOOL = Codec(_same, bool)
+
+
+def enum(kind: type[E], *, nullable: bool = False) -> Codec:
+    """An enum stored as its value (NULL for None when ``nullable``)."""
+    if nullable:
+        return Codec(
+            lambda v: None if v is None else v.value,
+            lambda raw: None if raw is None else kind(raw),
+        )
+    return Codec(lambda v: v.value, kind)
+
+
+class RowMapper(Generic[R]):
+    """Between one dataclass and the rows of its table, field by field."""
+
+    def __init__(
+        self,
+        kind: type[R],
+        codecs: Mapping[str, Codec] | None = None,
+        *,
+        stored: frozenset[str] | None = None,
+    ) -> None:
+        """``stored`` limits the fields that are columns (the others are not kept)."""
+        names = tuple(f.name for f in fields(kind))  # type: ignore[arg-type]
+        self.kind = kind
+        self.codecs = dict(codecs or {})
+        unknown = set(self.codecs) - set(names)
+        if unknown:
+            raise TypeError(f"{kind.__name__} has no fields {sorted(unknown)}")
+        self.names = tuple(n for n in names if stored is None or n in stored)
+
+    def row(self, record: R) -> dict[str, Any]:
+        """The record's columns, as stored."""
+        plain = Codec()
+        return {n: self.codecs.get(n, plain).dump(getattr(record, n)) for n in self.names}
+
+    def record(self, row: Row[Any], **given: Any) -> R:
+        """The record of a row; ``given`` fields are taken as they are, not read from it."""
+        columns = row._mapping
+        plain = Codec()
+        values = {
+            n: self.codecs.get(n, plain).load(columns[n]) for n in self.names if n not in given
+        }
+        return self.kind(**values, **given)
