@@ -48,11 +48,12 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-## bench: the whole performance benchmark (about ten minutes); table, bench/results/latest.{json,png}
+## bench: the whole performance benchmark (about fifteen minutes); table, bench/results/latest.{json,png}
+## (BENCH_ARGS="--only e2e-batch,reaction --modes FULL" runs one figure; see bench/README.md)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-## bench-quick: the same with small counts, a smoke run of about two minutes
+## bench-quick: the same with short runs, a smoke test of about four minutes
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 

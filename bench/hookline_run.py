@@ -14,7 +14,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +29,39 @@ from bench.workload import (
     user_id,
     user_level,
 )
-from hookline.settings import Settings
 
 PROBE_USER = "bench-shape-probe"
+
+
+# The one setting every run needs: the receiver listens on loopback, which the SSRF guard
+# refuses by default. Everything else is what ``hookline serve`` does with no settings.
+NEEDED_ENV = {"HOOKLINE_ALLOWED_NETWORKS": "127.0.0.0/8"}
 
 
 @dataclass(frozen=True)
 class HooklineSetup:
     """One configuration of hookline for a measurement."""
 
-    synchronous: str = "FULL"
     users: int = 10_000
     dests: int = 1  # 0: no rule matches the events; N: one rule per destination port
     extra_rules: int = 0  # rules on other event types, never matched
+    # HOOKLINE_* settings that differ from the defaults; empty: the settings a user gets.
+    overrides: tuple[tuple[str, str], ...] = ()
+
+    def with_overrides(self, **settings: str) -> HooklineSetup:
+        """This setup with more settings changed (``HOOKLINE_NAME=value``)."""
+        merged = dict(self.overrides) | settings
+        return replace(self, overrides=tuple(sorted(merged.items())))
+
+    def settings_label(self) -> str:
+        """``default settings``, or the settings that differ from them."""
+        if not self.overrides:
+            return "default settings"
+        return ", ".join(f"{k}={v}" for k, v in self.overrides) + " (not the default)"
 
     def label(self) -> str:
         return (
-            f"sync={self.synchronous} users={self.users:,} dests={self.dests:,} "
+            f"{self.settings_label()}; users={self.users:,} dests={self.dests:,} "
             f"extra_rules={self.extra_rules:,}"
         )
 
@@ -109,19 +125,14 @@ class HooklineServer:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def _start(self) -> None:
-        # The limit keeps max_concurrency requests in flight to the one receiver; so may
-        # hookline (its default per-destination limit, 32, protects customers' APIs).
-        concurrency = str(Settings().max_concurrency)
-        env = {
-            "HOOKLINE_SQLITE_SYNCHRONOUS": self.setup.synchronous,
-            "HOOKLINE_LOG_LEVEL": "warning",
-            "HOOKLINE_MAX_CONCURRENCY": concurrency,
-            "HOOKLINE_MAX_PER_HOST": concurrency,
-            # The receiver listens on loopback, which the SSRF guard blocks by default.
-            "HOOKLINE_ALLOWED_NETWORKS": "127.0.0.0/8",
-        }
+        # No HOOKLINE_* variable of the calling shell leaks in: defaults mean defaults.
+        env = {**NEEDED_ENV, **dict(self.setup.overrides)}
         self.child = Child(
-            f"hookline-{self.port}", hookline_argv(self.port, self.data_dir), self.log_dir, env
+            f"hookline-{self.port}",
+            hookline_argv(self.port, self.data_dir),
+            self.log_dir,
+            env,
+            drop_prefix="HOOKLINE_",
         )
         wait_http(f"{self.base}/api/v1/rules", self.child)
 

@@ -1,10 +1,12 @@
 """The load process: posts events to an HTTP endpoint with aiohttp, flat out or rate-paced.
 
-``burst``: ``--events`` events in requests of ``--batch``, over ``--connections`` keep-alive
-connections, as fast as the server answers. ``paced``: ``--rate`` events/s for
-``--duration`` s, one request every ``--tick`` s carrying that tick's events (open loop:
-a slow answer does not delay the next send). Every request's first seq, size, status and
-completion time (monotonic ns, the acceptance time of its events) go to ``--out`` as JSON.
+``burst``: ``--events`` events (or as many as fit in ``--seconds``, when given) in requests
+of ``--batch``, over ``--connections`` keep-alive connections, as fast as the server
+answers. ``paced``: ``--rate`` events/s for ``--duration`` s, one request every ``--tick`` s
+carrying that tick's events (open loop: a slow answer does not delay the next send).
+Every request's first seq, size, status, send and completion times (monotonic ns; the
+completion is the acceptance time of its events) go to ``--out`` as JSON, with the first
+seq no request used (``next_seq``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,17 +67,36 @@ async def post(
         record.note(seq, size, 0, sent, f"{type(exc).__name__}: {exc}")
 
 
+def first_seqs(seq0: int, events: int, batch: int, seconds: float) -> Iterator[int]:
+    """The first seq of each request: ``events`` in all, or until ``seconds`` have passed."""
+    if seconds <= 0:
+        yield from range(seq0, seq0 + events, batch)
+        return
+    deadline = time.monotonic() + seconds
+    seq = seq0
+    while time.monotonic() < deadline:
+        yield seq
+        seq += batch
+
+
 async def burst(
-    url: str, workload: Workload, events: int, batch: int, connections: int, seq0: int
+    url: str,
+    workload: Workload,
+    events: int,
+    batch: int,
+    connections: int,
+    seq0: int,
+    seconds: float = 0.0,
 ) -> Record:
-    """Send ``events`` events flat out from ``connections`` workers."""
+    """Send ``events`` events (or for ``seconds``) flat out from ``connections`` workers."""
     record = Record()
-    starts = iter(range(seq0, seq0 + events, batch))
+    starts = first_seqs(seq0, events, batch, seconds)
     single = batch == 1
+    last = seq0 + events if seconds <= 0 else None
 
     async def worker(session: aiohttp.ClientSession) -> None:
         for seq in starts:
-            size = min(batch, seq0 + events - seq)
+            size = batch if last is None else min(batch, last - seq)
             await post(session, url, workload, seq, size, single, record)
 
     connector = aiohttp.TCPConnector(limit=connections)
@@ -126,6 +148,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--mode", choices=("burst", "paced"), default="burst")
     parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=0.0, help="burst for this long instead")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rate", type=float, default=100.0)
@@ -140,7 +163,15 @@ def main() -> None:
     workload = Workload(args.event_type, args.users, args.dests, args.run)
     started = time.monotonic_ns()
     if args.mode == "burst":
-        coro = burst(args.url, workload, args.events, args.batch, args.connections, args.seq_start)
+        coro = burst(
+            args.url,
+            workload,
+            args.events,
+            args.batch,
+            args.connections,
+            args.seq_start,
+            args.seconds,
+        )
     else:
         coro = paced(
             args.url,
@@ -158,6 +189,7 @@ def main() -> None:
         "requests": record.requests,
         "statuses": {str(k): v for k, v in record.statuses.items()},
         "errors": record.errors,
+        "next_seq": max((r[0] + r[1] for r in record.requests), default=args.seq_start),
     }
     args.out.write_bytes(orjson.dumps(result))
 

@@ -62,7 +62,10 @@ class Child:
         argv: Sequence[str],
         log_dir: Path,
         env: dict[str, str] | None = None,
+        drop_prefix: str | None = None,
     ) -> None:
+        """Start ``argv`` with ``env`` added to this process's environment, less the
+        variables named ``drop_prefix``* (those the child must not inherit)."""
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
@@ -70,7 +73,7 @@ class Child:
             list(argv),
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**inherited(drop_prefix), **(env or {})},
             start_new_session=True,
         )
 
@@ -106,6 +109,13 @@ class Child:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def inherited(drop_prefix: str | None) -> dict[str, str]:
+    """This process's environment without the variables starting with ``drop_prefix``."""
+    if not drop_prefix:
+        return dict(os.environ)
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop_prefix)}
 
 
 def python_module(module: str, *args: str) -> list[str]:
@@ -187,13 +197,21 @@ class ReceiverRemote:
         path.unlink()
         return found
 
-    def wait_for(self, expected: int, timeout: float) -> tuple[int, float]:
-        """Poll until ``expected`` distinct seqs arrived or ``timeout``; (requests, waited)."""
-        started = time.monotonic()
+    def wait_for(
+        self, expected: int, timeout: float, stall: float | None = None
+    ) -> tuple[int, float]:
+        """Poll until ``expected`` distinct seqs arrived, ``timeout`` passed, or (with
+        ``stall``) nothing new arrived for ``stall`` seconds; (requests, waited)."""
+        started = last_progress = time.monotonic()
+        seen = -1
         while True:
             requests, _, distinct = self.count()
-            waited = time.monotonic() - started
-            if distinct >= expected or waited > timeout:
+            now = time.monotonic()
+            if distinct != seen:
+                seen, last_progress = distinct, now
+            waited = now - started
+            stalled = stall is not None and now - last_progress > stall
+            if distinct >= expected or waited > timeout or stalled:
                 return requests, waited
             time.sleep(0.05)
 

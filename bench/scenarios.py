@@ -83,11 +83,16 @@ def _ingest_figures(load: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# A backlog still draining is waited for as long as deliveries keep arriving; this long
+# without a new one ends the wait (the timeout given is the outer bound).
+STALL_S = 30.0
+
+
 def _collect_deliveries(
     bench: Bench, name: str, expected: int, timeout: float
 ) -> tuple[dict[int, int], dict[str, Any]]:
     """Wait for ``expected`` deliveries; the arrivals and what was counted."""
-    count, waited = bench.remote.wait_for(expected, timeout)
+    count, waited = bench.remote.wait_for(expected, max(timeout, 3600.0), STALL_S)
     arrivals = bench.remote.arrivals(bench.work_dir / f"{name}-arrivals.csv")
     info = {
         "deliveries_expected": expected,
@@ -100,40 +105,63 @@ def _collect_deliveries(
     if len(arrivals) < expected:
         bench.note_failure(
             f"{name}: only {len(arrivals)} of {expected} deliveries arrived "
-            f"within {timeout:.0f} s of the load ending"
+            f"{waited:.0f} s after the load ended (the wait ends after {STALL_S:.0f} s "
+            "without a new one)"
         )
     return arrivals, info
 
 
-def limit(bench: Bench, requests: int, concurrency: int) -> dict[str, Any]:
-    """aiohttp straight to the receiver at ``concurrency`` in flight."""
+def limit_point(bench: Bench, client: str, concurrency: int, seconds: float) -> dict[str, Any]:
+    """One point of the sweep: ``client`` straight to the receiver, ``concurrency`` in flight."""
     bench.remote.reset()
-    out = bench.work_dir / "limit.json"
-    seq0 = bench.take_seqs(requests)
+    name = f"limit-{client}-{concurrency}"
+    out = bench.work_dir / f"{name}.json"
     argv = python_module(
         "bench.limit",
-        *("--url", bench.receiver_url, "--requests", str(requests)),
-        *("--concurrency", str(concurrency), "--seq-start", str(seq0), "--out", str(out)),
+        *("--client", client, "--url", bench.receiver_url, "--seconds", str(seconds)),
+        *("--concurrency", str(concurrency), "--seq-start", str(bench.next_seq)),
+        *("--out", str(out)),
     )
-    child = bench.child("limit", argv)
+    child = bench.child(name, argv)
     try:
-        code = child.proc.wait(3600)
+        code = child.proc.wait(600 + seconds)
     finally:
         child.stop()
-    if code != 0:
-        raise RuntimeError(f"the limit run failed:\n{child.tail()}")
+    if code != 0 or not out.exists():
+        raise RuntimeError(f"the {client} run at {concurrency} in flight failed:\n{child.tail()}")
     result = orjson.loads(out.read_bytes())
-    arrivals, info = _collect_deliveries(bench, "limit", requests, 30)
+    out.unlink()
+    bench.next_seq = max(bench.next_seq, result["next_seq"])
+    arrivals, info = _collect_deliveries(bench, name, result["ok"], 30)
     times = list(arrivals.values())
     return {
-        "requests": requests,
+        "client": client,
         "concurrency": concurrency,
+        "seconds": seconds,
         "failed": result["failed"],
+        "errors": result["errors"],
         "deliveries_per_s_steady": stats.steady_rate(times),
         "deliveries_per_s_total": stats.total_rate(
             len(times), result["started_ns"], result["finished_ns"]
         ),
         **info,
+    }
+
+
+def limit_sweep(
+    bench: Bench, client: str, in_flight: tuple[int, ...], seconds: float
+) -> dict[str, Any]:
+    """``client`` at each of ``in_flight``; its limit is the best point of the curve."""
+    points = [limit_point(bench, client, c, seconds) for c in in_flight]
+    best = max(points, key=lambda p: float(p["deliveries_per_s_steady"]))
+    return {
+        "client": client,
+        "seconds_per_point": seconds,
+        "deliveries_per_s_steady": best["deliveries_per_s_steady"],
+        "best_concurrency": best["concurrency"],
+        "curve": {str(p["concurrency"]): p["deliveries_per_s_steady"] for p in points},
+        "complete": all(p["complete"] for p in points),
+        "points": points,
     }
 
 
@@ -202,25 +230,36 @@ def celery(
 
 
 def hookline_e2e(
-    bench: Bench, server: HooklineServer, events: int, batch: int, connections: int, run: str
+    bench: Bench,
+    server: HooklineServer,
+    events: int,
+    batch: int,
+    connections: int,
+    run: str,
+    seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """Events with a matching rule, flat out; deliveries/s at the receiver, events/s at the load."""
+    """Events with a matching rule, flat out (``events`` of them, or for ``seconds`` when
+    given); deliveries/s at the receiver, events/s at the load."""
     bench.remote.reset()
-    seq0 = bench.take_seqs(events)
+    seq0 = bench.next_seq
     setup = server.setup
     load = bench.run_load(
         run,
         f"{server.base}/api/v1/events",
-        *("--events", str(events), "--batch", str(batch), "--connections", str(connections)),
-        *("--seq-start", str(seq0), "--users", str(setup.users), "--dests", str(setup.dests)),
-        *("--run", run),
+        *("--events", str(events), "--seconds", str(seconds), "--batch", str(batch)),
+        *("--connections", str(connections), "--seq-start", str(seq0)),
+        *("--users", str(setup.users), "--dests", str(setup.dests), "--run", run),
     )
+    bench.next_seq = max(bench.next_seq, load["next_seq"])
     ingest = _ingest_figures(load)
-    arrivals, info = _collect_deliveries(bench, run, ingest["events_accepted"], 60 + events / 100)
+    accepted = ingest["events_accepted"]
+    arrivals, info = _collect_deliveries(bench, run, accepted, 60 + accepted / 1000)
     times = list(arrivals.values())
     check_alive(bench, server, run)
     return {
-        "events": events,
+        "events": accepted,
+        "load_seconds": ingest["load_seconds"],
+        "settings": server.setup.settings_label(),
         "batch": batch,
         "connections": connections,
         "deliveries_per_s_steady": stats.steady_rate(times),
@@ -250,7 +289,8 @@ def reaction(
     connections: int,
     run: str,
 ) -> dict[str, Any]:
-    """Offer ``rate`` events/s; time from each 202 to the webhook's arrival."""
+    """Offer ``rate`` events/s; time from the moment each request was sent (and from its
+    202) to the webhook's arrival."""
     bench.remote.reset()
     expected = int(rate * duration) + 10
     seq0 = bench.take_seqs(expected)
@@ -274,26 +314,30 @@ def reaction(
         for seq, (done, sent) in accepted_at.items()
         if done >= after_warmup and seq in arrivals
     ]
-    latencies = [(arrived - done) / MS for arrived, done, _ in kept]
+    from_202 = [(arrived - done) / MS for arrived, done, _ in kept]
     from_send = [(arrived - sent) / MS for arrived, _, sent in kept]
     check_alive(bench, server, run)
     times = list(arrivals.values())
     return {
         "offered_events_per_s": rate,
+        "settings": server.setup.settings_label(),
         "duration_s": duration,
         "warmup_s": warmup,
         "request_every_s": 0.01,
-        "latency_ms": stats.percentiles(latencies),
-        # The same events timed from when the request was sent (ingest + commit + dispatch).
+        # The reaction time: from the moment the producer sent the request to the arrival
+        # (ingest, commit, match, render, dispatch, send).
         "latency_from_send_ms": stats.percentiles(from_send),
-        "samples": len(latencies),
-        "arrived_before_202": sum(1 for v in latencies if v < 0),
+        # The same events timed from their 202; negative when the webhook came first.
+        "latency_from_202_ms": stats.percentiles(from_202),
+        "samples": len(from_send),
+        "arrived_before_202": sum(1 for v in from_202 if v < 0),
         "deliveries_per_s_total": stats.total_rate(
             len(times), load["started_ns"], max(times, default=0)
         ),
         **info,
         "ingest": ingest,
-        "latencies_ms": latencies,
+        "latencies_from_send_ms": from_send,
+        "latencies_from_202_ms": from_202,
     }
 
 
