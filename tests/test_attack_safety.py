@@ -1,0 +1,206 @@
+"""Issue 8 ("Safe to expose") attacked as a hostile user and as a careless newcomer.
+
+Each test is one attack; those that once broke hookline name the fix in their docstring.
+Names resolve through stubs and every connection stays on 127.0.0.1 (tests/netsafety).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from hookline.keys import Role
+from tests.helpers import Hookline, Receiver, example_rule, spin_event
+
+MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
+NOTHING_ALLOWED: tuple[Any, ...] = ()
+SECRET = "s3cr3t-value-never-shown"
+
+
+def _auth(text: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {text}"}
+
+
+def _journey(url: str, **overrides: Any) -> dict[str, Any]:
+    journey: dict[str, Any] = {
+        "name": "jr",
+        "status": "active",
+        "entry": {"trigger": {"event_type": "spin"}},
+        "start": "hello",
+        "blocks": {"hello": {"type": "webhook", "activity": {"url": url}}},
+    }
+    journey.update(overrides)
+    return journey
+
+
+# --- the gate: methods, paths and headers the role matrix does not try ---------------------
+
+
+async def test_head_and_options_need_a_key_like_get(make_hookline: MakeHookline) -> None:
+    h = await make_hookline()
+    _, read = await h.runtime.keys.create(Role.READ, (), "")
+    for method in ("HEAD", "OPTIONS"):
+        for path in ("/api/v1/rules", "/api/v1/keys", "/openapi.json", "/docs"):
+            resp = await h.client.request(method, path)
+            assert resp.status_code == 401, (method, path)
+    # HEAD of a read route is read; HEAD of the keys list is still admin-only.
+    assert (await h.client.head("/api/v1/rules", headers=_auth(read))).status_code != 401
+    assert (await h.client.head("/api/v1/keys", headers=_auth(read))).status_code == 403
+
+
+async def test_a_brand_admin_cannot_reach_the_keys_routes_by_any_spelling(
+    make_hookline: MakeHookline,
+) -> None:
+    h = await make_hookline()
+    _, root = await h.runtime.keys.create(Role.ADMIN, (), "root")
+    other, _ = await h.runtime.keys.create(Role.READ, ("b2",), "b2 reader")
+    _, brand_admin = await h.runtime.keys.create(Role.ADMIN, ("b1",), "b1 admin")
+    auth = _auth(brand_admin)
+    attempts = [
+        ("POST", "/api/v1/keys", {"role": "admin"}),
+        ("POST", "/api/v1/keys/", {"role": "admin"}),
+        ("POST", "/api/v1/keys", {"role": "admin", "brands": ["b1"]}),
+        ("GET", "/api/v1/keys", None),
+        ("GET", "/api/v1/keys/", None),
+        ("HEAD", "/api/v1/keys", None),
+        ("DELETE", f"/api/v1/keys/{other.id}", None),
+        ("DELETE", f"/api/v1/keys/{other.id}/", None),
+    ]
+    for method, path, body in attempts:
+        resp = await h.client.request(method, path, json=body, headers=auth)
+        assert resp.status_code == 403, (method, path, resp.status_code)
+    listed = (await h.client.get("/api/v1/keys", headers=_auth(root))).json()["data"]
+    assert len(listed) == 3 and all(k["revoked_at"] is None for k in listed)
+
+
+async def test_only_the_first_authorization_header_counts_and_a_query_key_is_ignored(
+    make_hookline: MakeHookline,
+) -> None:
+    h = await make_hookline()
+    _, read = await h.runtime.keys.create(Role.READ, (), "")
+    _, admin = await h.runtime.keys.create(Role.ADMIN, (), "")
+    # A read key first, an admin key second: the request is the read key's.
+    two = [("authorization", f"Bearer {read}"), ("authorization", f"Bearer {admin}")]
+    resp = await h.client.post("/api/v1/rules", json={}, headers=two)
+    assert resp.status_code == 403
+    wrong_first = [("authorization", "Bearer hlk_nope"), ("authorization", f"Bearer {admin}")]
+    assert (await h.client.get("/api/v1/rules", headers=wrong_first)).status_code == 401
+    for name in ("api_key", "key", "access_token", "token"):
+        resp = await h.client.get("/api/v1/rules", params={name: admin})
+        assert resp.status_code == 401, name
+    # Another header that carries keys elsewhere is not read either.
+    assert (await h.client.get("/api/v1/rules", headers={"x-api-key": admin})).status_code == 401
+
+
+async def test_revoking_the_last_key_does_not_open_hookline_again(
+    make_hookline: MakeHookline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Broke: with no active key left, loopback ran open and the revoked key was an admin's.
+
+    Revoking every key is what an operator does when a key leaks. hookline now stays
+    closed once any key was made (KeyRing.made counts revoked ones), at once and after a
+    restart, until a new key is made.
+    """
+    h = await make_hookline()
+    record, text = await h.runtime.keys.create(Role.INGEST, (), "")
+    assert (await h.post("/api/v1/events", spin_event(), headers=_auth(text))).status_code == 202
+    await h.runtime.keys.revoke(record.id)
+    for headers in (_auth(text), {}):
+        resp = await h.post("/api/v1/events", spin_event(user="after"), headers=headers)
+        assert resp.status_code == 401, resp.text
+        assert (await h.client.post("/api/v1/keys", json={"role": "admin"})).status_code == 401
+    await h.stop()
+    caplog.clear()
+    caplog.set_level(logging.WARNING, logger="hookline.auth")
+    again = await make_hookline()
+    assert (await again.client.get("/api/v1/rules")).status_code == 401
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "hookline.auth"]
+    assert warning.startswith("no active API keys, and keys are required")
+
+
+# --- SSRF: a journey block is a webhook too ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:9/x", "http://[::ffff:10.0.0.1]/"],
+)
+async def test_a_journeys_inline_block_with_a_literal_blocked_url_is_refused_when_saved(
+    make_hookline: MakeHookline, url: str
+) -> None:
+    h = await make_hookline(allowed_networks=NOTHING_ALLOWED)
+    for path in ("/api/v1/journeys", "/api/v1/journeys/validate"):
+        resp = await h.post(path, _journey(url))
+        assert resp.status_code == 422, (path, resp.text)
+        assert resp.json()["field"] == "blocks.hello.activity.url", resp.text
+        assert "HOOKLINE_ALLOWED_NETWORKS=" in resp.json()["detail"]
+    ok = await h.post("/api/v1/journeys", _journey("https://api.example.test/x"))
+    assert ok.status_code == 201, ok.text
+    moved = await h.client.put(f"/api/v1/journeys/{ok.json()['id']}", json=_journey(url))
+    assert moved.status_code == 422, moved.text
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+
+async def test_a_url_with_a_password_is_refused_so_no_answer_shows_it(
+    make_hookline: MakeHookline,
+) -> None:
+    h = await make_hookline()
+    url = f"https://crm:{SECRET}@api.example.test/hook"
+    for path, body in (
+        ("/api/v1/rules", example_rule(activity={"url": url})),
+        ("/api/v1/webhooks", {"name": "w", "url": url}),
+        ("/api/v1/journeys", _journey(url)),
+        ("/api/v1/webhooks/preview", {"webhook": {"url": url}}),
+    ):
+        resp = await h.post(path, body)
+        assert resp.status_code == 422, (path, resp.text)
+        assert SECRET not in resp.text
+        assert "Authorization" in resp.json()["detail"]
+
+
+async def test_an_invalid_secret_header_value_is_not_echoed_in_the_error(
+    make_hookline: MakeHookline,
+) -> None:
+    h = await make_hookline()
+    for value in (f"Bearer {SECRET}\r\nX-Evil: 1", f"{SECRET}\x00", f"{SECRET}\n"):
+        for headers in ({"Authorization": value}, {"X-Token": value}):
+            activity = {"url": "https://api.example.test/x", "headers": headers}
+            if "X-Token" in headers:
+                activity["secret_headers"] = ["X-Token"]
+            resp = await h.post("/api/v1/rules", example_rule(activity=activity))
+            assert resp.status_code == 422, resp.text
+            assert SECRET not in resp.text, resp.text
+            bad = {"headers": {"X-Api-Key": 5}}
+            resp = await h.post("/api/v1/rules", example_rule(activity=bad))
+            assert resp.status_code == 422
+
+
+async def test_the_echo_list_does_not_hand_out_what_a_delivery_masks(
+    make_hookline: MakeHookline,
+) -> None:
+    """A read key sees a delivery's URL; the echo list behind it is public."""
+    h = await make_hookline(allowed_networks=NOTHING_ALLOWED)
+    activity = {
+        "url": f"{h.base_url}/echo-send/attack-echo-1/",
+        "headers": {"X-Api-Key": SECRET, "X-Token": SECRET + "2"},
+        "secret_headers": ["X-Token"],
+    }
+    await h.create_rule(activity=activity)
+    resp = await h.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    await h.idle()
+    _, read = await h.runtime.keys.create(Role.READ, (), "")
+    delivery = (await h.client.get(f"/api/v1/deliveries/{delivery_id}", headers=_auth(read))).json()
+    assert delivery["status"] == "succeeded"
+    assert SECRET not in str(delivery)
+    echo_url = delivery["request"]["url"].removeprefix(h.base_url).replace("send", "list")
+    listed = await h.client.get(echo_url)
+    assert listed.status_code == 200
+    (seen,) = listed.json()["requests"]
+    assert seen["headers"]["x-api-key"] == "***"
+    assert SECRET not in listed.text
