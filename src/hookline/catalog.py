@@ -383,16 +383,27 @@ class Catalog:
         admin of every brand pointed at a webhook of no brand.
         """
         kept: frozenset[str] = frozenset()
-        if current is not None and current.definition.get("blocks") == journey.definition.get(
+        same_blocks = current is not None and current.definition.get(
             "blocks"
-        ):
+        ) == journey.definition.get("blocks")
+        if same_blocks:
+            assert current is not None
             kept = saved_webhooks_used(current.definition)
         webhooks = {
             w.id: w
             for w in await self.store.list_webhooks()
             if w.id in kept or sees(w.ext_brand_id)
         }
-        return compile_journey(journey, webhooks)
+        compiled = compile_journey(journey, webhooks)
+        if not same_blocks:
+            # An inline block is a webhook like a rule's: a literal blocked URL is refused
+            # when saved. Blocks left as they were are not judged again, so a journey saved
+            # before a range was closed can still be paused or stopped.
+            for block in compiled.blocks.values():
+                if block.webhook is not None and block.webhook_id is None:
+                    field = f"blocks.{block.name}.activity.url"
+                    check_literal_url(block.webhook.spec.url, self.policy, field=field)
+        return compiled
 
     async def _journey(self, journey_id: str) -> Journey:
         journey = await self.journeys.get_journey(journey_id)
