@@ -38,6 +38,7 @@ from hookline.journeys import (
     successor,
 )
 from hookline.netguard import NetworkPolicy, check_literal_url
+from hookline.redaction import check_url_credentials
 from hookline.rules import CompiledRule, Rule, SavedWebhook, compile_rule
 from hookline.signing import SecretRing, Signing
 from hookline.store.base import Store
@@ -160,6 +161,12 @@ class Catalog:
             raise NotFound(f"no rule {rule_id!r}", field="rule_id")
         return rule
 
+    def check_url(self, url: str, field: str) -> None:
+        """What a save judges of a webhook URL beyond its syntax: no credentials in it, and
+        no literal address the SSRF guard blocks (a name is judged when sent)."""
+        check_url_credentials(url, field)
+        check_literal_url(url, self.policy, field=field)
+
     async def check_rule(self, rule: Rule) -> tuple[CompiledRule, int]:
         """Compile ``rule`` as a save would; the saved webhook's version it was compiled with.
 
@@ -167,7 +174,7 @@ class Catalog:
         is a literal address the SSRF guard blocks; writes nothing.
         """
         if rule.webhook is not None:
-            check_literal_url(rule.webhook.url, self.policy, field="activity.url")
+            self.check_url(rule.webhook.url, "activity.url")
         webhooks = {}
         webhook_version = 0
         if rule.webhook_id is not None:
@@ -192,7 +199,7 @@ class Catalog:
     def check_webhook(self, webhook: SavedWebhook) -> None:
         """Refuse a webhook that cannot run or whose URL names a blocked address."""
         compile_webhook(webhook.spec)
-        check_literal_url(webhook.spec.url, self.policy, field="url")
+        self.check_url(webhook.spec.url, "url")
 
     async def create_webhook(self, webhook: SavedWebhook) -> SavedWebhook:
         webhook = replace(webhook, signing=Signing.new())
@@ -402,7 +409,7 @@ class Catalog:
             for block in compiled.blocks.values():
                 if block.webhook is not None and block.webhook_id is None:
                     field = f"blocks.{block.name}.activity.url"
-                    check_literal_url(block.webhook.spec.url, self.policy, field=field)
+                    self.check_url(block.webhook.spec.url, field)
         return compiled
 
     async def _journey(self, journey_id: str) -> Journey:

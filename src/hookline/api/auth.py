@@ -110,7 +110,6 @@ EVERY_BRAND: Final = frozenset(
 )
 
 
-
 def manages_keys(method: str, template: str | None) -> bool:
     """Whether a request goes to a keys route (HEAD as the GET it stands for)."""
     return ("GET" if method == "HEAD" else method, template) in EVERY_BRAND
