@@ -6,20 +6,28 @@ Names resolve through stubs and every connection stays on 127.0.0.1 (tests/netsa
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from hookline.deliveries import Delivery, DeliveryStatus
 from hookline.keys import Role
 from hookline.redaction import hide_url_credentials
 from tests.helpers import Hookline, example_rule, spin_event
+from tests.test_serve import SERVE, _free_port, _wait_healthy
 
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
 NOTHING_ALLOWED: tuple[Any, ...] = ()
 SECRET = "s3cr3t-value-never-shown"
+CLI = [sys.executable, "-c", "from hookline.cli import main; main()"]
 
 
 def _auth(text: str) -> dict[str, str]:
@@ -196,3 +204,69 @@ async def test_an_invalid_secret_header_value_is_not_echoed_in_the_error(
             bad = {"headers": {"X-Api-Key": 5}}
             resp = await h.post("/api/v1/rules", example_rule(activity=bad))
             assert resp.status_code == 422
+
+
+# --- the careless newcomer: "Going to production", literally ------------------------------
+
+
+async def _serve_exposed(
+    tmp_path: Path, env_extra: dict[str, str], *args: str
+) -> tuple[asyncio.subprocess.Process, int, Path]:
+    """`hookline serve --host 0.0.0.0` in a subprocess; only ever reached on 127.0.0.1."""
+    port = _free_port()
+    env = {**os.environ, "HOOKLINE_DATA_DIR": str(tmp_path / "d"), **env_extra}
+    env.pop("HOOKLINE_API_KEY", None)
+    if "HOOKLINE_AUTH" not in env_extra:
+        env.pop("HOOKLINE_AUTH", None)
+    log_path = tmp_path / f"serve-{port}.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *SERVE, "--host", "0.0.0.0", "--port", str(port), *args, env=env, stdout=log, stderr=log
+        )
+    return proc, port, log_path
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+
+
+@pytest.mark.timeout(90)
+async def test_going_to_production_literally_on_a_fresh_copy(tmp_path: Path) -> None:
+    """Step 3 with and without a key, and HOOKLINE_AUTH=off, as the README tells it."""
+    # No key, exposed: refused before listening, saying what to do.
+    proc, _, log_path = await _serve_exposed(tmp_path, {})
+    assert await asyncio.wait_for(proc.wait(), 60) == 2
+    said = log_path.read_text()
+    assert "hookline keys create --role admin --data-dir" in said and "HOOKLINE_AUTH=off" in said
+
+    # HOOKLINE_AUTH=off: starts, open, and warns.
+    proc, port, log_path = await _serve_exposed(tmp_path, {"HOOKLINE_AUTH": "off"})
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            await _wait_healthy(client, proc)
+            assert (await client.get("/api/v1/rules")).status_code == 200
+    finally:
+        await _stop(proc)
+    assert "HOOKLINE_AUTH=off: the API is open to anyone" in log_path.read_text()
+
+    # Step 1, then step 3: the first admin key on the data directory, then keys are required.
+    made = await asyncio.create_subprocess_exec(
+        *CLI, "keys", "create", "--role", "admin", "--name", "ops", "--data-dir",
+        str(tmp_path / "d"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(made.communicate(), 60)
+    assert made.returncode == 0, err
+    admin = out.decode().strip()
+    proc, port, log_path = await _serve_exposed(tmp_path, {})
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            await _wait_healthy(client, proc)
+            assert (await client.get("/api/v1/rules")).status_code == 401
+            assert (await client.get("/openapi.json")).status_code == 401
+            ok = await client.get("/api/v1/rules", headers=_auth(admin))
+            assert ok.status_code == 200
+    finally:
+        await _stop(proc)
+    assert admin not in log_path.read_text()
