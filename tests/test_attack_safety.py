@@ -20,8 +20,10 @@ import pytest
 
 from hookline.deliveries import Delivery, DeliveryStatus
 from hookline.keys import Role
+from hookline.netguard import DestinationBlocked, NetworkPolicy, resolve_checked
 from hookline.redaction import hide_url_credentials
-from tests.helpers import Hookline, example_rule, spin_event
+from tests.helpers import Hookline, Receiver, example_rule, spin_event
+from tests.test_guard import _only_delivery, stub
 from tests.test_serve import SERVE, _free_port, _wait_healthy
 
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
@@ -155,6 +157,77 @@ async def test_a_journeys_inline_block_with_a_literal_blocked_url_is_refused_whe
     assert ok.status_code == 201, ok.text
     moved = await h.client.put(f"/api/v1/journeys/{ok.json()['id']}", json=_journey(url))
     assert moved.status_code == 422, moved.text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1./x",  # a rooted name: the resolver takes it as the literal
+        "http://169.254.169.254./latest/meta-data/",
+        "http://\uff11\uff12\uff17.0.0.1/x",  # full-width digits: yarl sends to 127.0.0.1
+        "http://\u2460\u2461\u2466.0.0.1/x",  # circled digits
+        "http://[fe80::1%25eth0]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://0177.0.0.1/",
+        "http://2130706433/",
+    ],
+)
+async def test_a_literal_in_any_spelling_the_sender_takes_is_refused_when_saved(
+    make_hookline: MakeHookline, url: str
+) -> None:
+    """Broke for the trailing dot and for non-ASCII digits: saved, then blocked only when
+    sent. The save now judges the host as the sender parses it (netguard.sent_host)."""
+    h = await make_hookline(allowed_networks=NOTHING_ALLOWED)
+    resp = await h.post("/api/v1/webhooks", {"name": "w", "url": url})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"] == "url"
+    assert "HOOKLINE_ALLOWED_NETWORKS=" in resp.json()["detail"]
+
+
+async def test_a_rooted_literal_is_judged_as_the_literal_without_a_lookup() -> None:
+    """A row saved before the check is blocked at once, as 127.0.0.1 is, not by DNS."""
+    lookup = stub({})
+    for host in ("127.0.0.1.", "169.254.169.254."):
+        with pytest.raises(DestinationBlocked, match=r"^destination_blocked: "):
+            await resolve_checked(host, 80, NetworkPolicy(), lookup)
+    assert lookup.calls == []  # type: ignore[attr-defined]
+
+
+async def test_the_own_echo_exemption_follows_the_parser_that_connects(
+    make_hookline: MakeHookline,
+) -> None:
+    """urlsplit reads ``evil.test\\@127.0.0.1`` as 127.0.0.1, so the save takes it as the
+    own echo; the sender decides on the URL as aiohttp parses it, which refuses it. The
+    unguarded own-echo session is never used for another host."""
+    lookup = stub({"evil.test": [["127.0.0.1"]]})
+    h = await make_hookline(allowed_networks=NOTHING_ALLOWED, lookup=lookup)
+    port = h.base_url.rsplit(":", 1)[1]
+    for url in (
+        f"http://evil.test\\@127.0.0.1:{port}/echo-send/attack-echo-2/",
+        f"http://127.0.0.1:{port}@evil.test:{port}/echo-send/attack-echo-2/",
+    ):
+        rule = await h.post("/api/v1/rules", example_rule(name=url, activity={"url": url}))
+        if rule.status_code == 422:
+            continue  # refused when saved: as good
+        assert rule.status_code == 201, rule.text
+        detail = await _only_delivery(h, await h.post("/api/v1/events", spin_event()))
+        assert detail["status"] == "dead", detail
+        await h.client.delete(f"/api/v1/rules/{rule.json()['id']}")
+    assert (await h.client.get("/echo-list/attack-echo-2/")).json()["requests"] == []
+
+
+async def test_a_redirect_is_not_followed_even_to_an_allowed_place(
+    make_hookline: MakeHookline, receiver: Receiver
+) -> None:
+    h = await make_hookline(retry_schedule=(0,))
+    receiver.script["/hook"] = [302]
+    receiver.extra_headers["/hook"] = {"Location": f"{h.base_url}/echo-send/attack-echo-3/"}
+    await h.create_rule(activity={"url": receiver.url()})
+    detail = await _only_delivery(h, await h.post("/api/v1/events", spin_event()))
+    assert detail["status"] == "dead"
+    assert detail["attempt_log"][0]["error"] == "HTTP 302 (redirects are not followed)"
+    assert len(receiver.requests) == 1
+    assert (await h.client.get("/echo-list/attack-echo-3/")).json()["requests"] == []
 
 
 # --- secrets --------------------------------------------------------------------------------
