@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -343,3 +344,65 @@ async def test_going_to_production_literally_on_a_fresh_copy(tmp_path: Path) -> 
     finally:
         await _stop(proc)
     assert admin not in log_path.read_text()
+
+
+# --- brands through indirect routes ---------------------------------------------------------
+
+
+async def test_a_brand_key_reaches_no_other_brand_through_filters_and_validations(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    h = hookline
+    _, root = await h.runtime.keys.create(Role.ADMIN, (), "root")
+    _, b1_admin = await h.runtime.keys.create(Role.ADMIN, ("b1",), "")
+    _, b1_read = await h.runtime.keys.create(Role.READ, ("b1",), "")
+    secret_rule = example_rule(
+        name="b2-secret",
+        ext_brand_id="b2",
+        activity={"url": receiver.url("/b2"), "headers": {"X-Api-Key": SECRET}},
+    )
+    b2_rule = (await h.post("/api/v1/rules", secret_rule, headers=_auth(root))).json()
+    b2_event = spin_event(ext_brand_id="b2")
+    resp = await h.post("/api/v1/events", b2_event, headers=_auth(root))
+    (b2_delivery,) = resp.json()["events"][0]["deliveries"]
+    await h.idle()
+    for params in (
+        {"ext_brand_id": "b2"},
+        {"rule_id": b2_rule["id"]},
+        {"event_id": resp.json()["events"][0]["id"]},
+        {"user_ext_id": "u-1", "ext_brand_id": "b2"},
+    ):
+        listed = await h.client.get("/api/v1/deliveries", params=params, headers=_auth(b1_read))
+        assert listed.status_code == 200 and listed.json()["data"] == [], params
+    # validate with compare_to of another brand's rule: judged as if there were none.
+    mine = example_rule(
+        name="b2-secret",
+        ext_brand_id="b1",
+        activity={"url": receiver.url("/b1"), "headers": {"X-Api-Key": "***"}},
+    )
+    checked = await h.client.post(
+        "/api/v1/rules/validate",
+        params={"compare_to": b2_rule["id"]},
+        json=mine,
+        headers=_auth(b1_admin),
+    )
+    assert checked.status_code == 422, checked.text  # no stored *** to keep: not b2's
+    assert SECRET not in checked.text and "b2" not in checked.text
+    # Replaying another brand's delivery by id, or a test send of its rule: not there.
+    retry = await h.post(f"/api/v1/deliveries/{b2_delivery}/retry", headers=_auth(b1_admin))
+    assert retry.status_code == 404
+    sent = await h.post(
+        "/api/v1/webhooks/test", {"rule_id": b2_rule["id"]}, headers=_auth(b1_admin)
+    )
+    assert sent.status_code == 404
+    assert len(receiver.on("/b2")) == 1
+
+
+async def test_the_openapi_document_holds_no_key_or_secret(hookline: Hookline) -> None:
+    _, read = await hookline.runtime.keys.create(Role.READ, (), "")
+    doc = await hookline.client.get("/openapi.json", headers=_auth(read))
+    assert doc.status_code == 200
+    # Placeholders only (hlk_..., hlk_AbCdEfGh): nothing as long as a real key or secret.
+    assert re.search(r"hlk_[A-Za-z0-9_-]{20,}", doc.text) is None
+    assert re.search(r"whsec_[A-Za-z0-9+/=]{20,}", doc.text) is None
+    assert read not in doc.text
