@@ -279,9 +279,9 @@ def sent_host(url: str) -> str | None:
     """
     try:
         parsed = URL(url, encoded=True) if url.isascii() else URL(url)
+        return parsed.raw_host  # yarl splits the netloc here, lazily: it may raise too
     except ValueError:
         return None  # the URL checks elsewhere say what is wrong with it
-    return parsed.raw_host
 
 
 Lookup = Callable[[str, int], Awaitable[list[IPAddress]]]
