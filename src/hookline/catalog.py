@@ -38,6 +38,7 @@ from hookline.journeys import (
     successor,
 )
 from hookline.netguard import NetworkPolicy, check_literal_url
+from hookline.redaction import check_url_credentials
 from hookline.rules import CompiledRule, Rule, SavedWebhook, compile_rule
 from hookline.signing import SecretRing, Signing
 from hookline.store.base import Store
@@ -165,6 +166,12 @@ class Catalog:
             raise NotFound(f"no rule {rule_id!r}", field="rule_id")
         return rule
 
+    def check_url(self, url: str, field: str) -> None:
+        """What a save judges of a webhook URL beyond its syntax: no credentials in it, and
+        no literal address the SSRF guard blocks (a name is judged when sent)."""
+        check_url_credentials(url, field)
+        check_literal_url(url, self.policy, field=field)
+
     async def check_rule(self, rule: Rule) -> tuple[CompiledRule, int]:
         """Compile ``rule`` as a save would; the saved webhook's version it was compiled with.
 
@@ -172,7 +179,7 @@ class Catalog:
         is a literal address the SSRF guard blocks; writes nothing.
         """
         if rule.webhook is not None:
-            check_literal_url(rule.webhook.url, self.policy, field="activity.url")
+            self.check_url(rule.webhook.url, "activity.url")
         webhooks = {}
         webhook_version = 0
         if rule.webhook_id is not None:
@@ -197,7 +204,7 @@ class Catalog:
     def check_webhook(self, webhook: SavedWebhook) -> None:
         """Refuse a webhook that cannot run or whose URL names a blocked address."""
         compile_webhook(webhook.spec)
-        check_literal_url(webhook.spec.url, self.policy, field="url")
+        self.check_url(webhook.spec.url, "url")
 
     async def create_webhook(self, webhook: SavedWebhook) -> SavedWebhook:
         webhook = replace(webhook, signing=Signing.new())
@@ -388,16 +395,27 @@ class Catalog:
         admin of every brand pointed at a webhook of no brand.
         """
         kept: frozenset[str] = frozenset()
-        if current is not None and current.definition.get("blocks") == journey.definition.get(
+        same_blocks = current is not None and current.definition.get(
             "blocks"
-        ):
+        ) == journey.definition.get("blocks")
+        if same_blocks:
+            assert current is not None
             kept = saved_webhooks_used(current.definition)
         webhooks = {
             w.id: w
             for w in await self.store.list_webhooks()
             if w.id in kept or sees(w.ext_brand_id)
         }
-        return compile_journey(journey, webhooks)
+        compiled = compile_journey(journey, webhooks)
+        if not same_blocks:
+            # An inline block is a webhook like a rule's: a literal blocked URL is refused
+            # when saved. Blocks left as they were are not judged again, so a journey saved
+            # before a range was closed can still be paused or stopped.
+            for block in compiled.blocks.values():
+                if block.webhook is not None and block.webhook_id is None:
+                    field = f"blocks.{block.name}.activity.url"
+                    self.check_url(block.webhook.spec.url, field)
+        return compiled
 
     async def _journey(self, journey_id: str) -> Journey:
         journey = await self.journeys.get_journey(journey_id)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from hookline.errors import HooklineError
-from hookline.redaction import SECRET_RESPONSE_HEADERS, redact_headers
+from hookline.redaction import SECRET_RESPONSE_HEADERS, hide_url_credentials, redact_headers
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -75,7 +75,8 @@ class Delivery:
     def destination(self) -> str:
         """The host and port the request goes to: the unit of per-destination limits."""
         try:
-            return urlsplit(self.url).netloc[:300]
+            # Without userinfo: the destination is logged, a password must not be.
+            return urlsplit(self.url).netloc.rpartition("@")[2][:300]
         except ValueError:  # refused when saved; an old row must not stop ingest or sends
             return ""
 
@@ -99,7 +100,7 @@ class Delivery:
             "instance_id": self.instance_id,
             "request": {
                 "method": self.method,
-                "url": self.url,
+                "url": hide_url_credentials(self.url),
                 "headers": redact_headers(self.headers, self.secret_headers),
                 "body": self.body.decode("utf-8", "replace") if self.body is not None else None,
                 "timeout": self.timeout,

@@ -44,6 +44,8 @@ class KeyRing:
         self.config = config or RingConfig()
         self._clock = clock
         self._by_hash: dict[str, ApiKey] = {}
+        # Keys ever made here, revoked ones too: once there was one, hookline stays closed.
+        self._made = 0
         self._loaded_at: float | None = None
         # Serialises reloads with writes, so a reload cannot bring back a key just revoked.
         self._lock = asyncio.Lock()
@@ -53,13 +55,23 @@ class KeyRing:
         """How many keys are not revoked (as of the last load or local change)."""
         return len(self._by_hash)
 
+    @property
+    def made(self) -> int:
+        """How many keys were ever made, revoked ones included (as of the last load).
+
+        Revoking the last key must not open hookline again: it is what an operator does
+        when a key leaks, and then the revoked key would work as an admin's.
+        """
+        return self._made
+
     async def load(self) -> None:
         async with self._lock:
             await self._load()
 
     async def _load(self) -> None:
-        keys = await self.store.list_keys(active_only=True)
-        self._by_hash = {k.hash: k for k in keys}
+        keys = await self.store.list_keys()
+        self._by_hash = {k.hash: k for k in keys if k.revoked_at is None}
+        self._made = len(keys)
         self._loaded_at = self._clock()
 
     async def refresh(self, max_age: float | None = None) -> None:
@@ -96,6 +108,7 @@ class KeyRing:
         async with self._lock:
             await self.store.insert_key(record)
             self._by_hash[record.hash] = record
+            self._made += 1
         log.info("API key %s created (role %s)", record.id, record.role.value)
         return record, text
 

@@ -168,11 +168,14 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
-def keys_required(mode: AuthMode, host: str, active_keys: int) -> bool:
-    """Whether a request must carry a key, for a server listening on ``host``."""
+def keys_required(mode: AuthMode, host: str, keys_made: int) -> bool:
+    """Whether a request must carry a key, for a server listening on ``host``.
+
+    ``keys_made`` counts revoked keys too: revoking every key leaves hookline closed.
+    """
     if mode is AuthMode.OFF:
         return False
     if mode is AuthMode.ON:
         return True
     # AUTO: open only while nobody made a key and nobody else can reach the port.
-    return active_keys > 0 or not is_loopback(host)
+    return keys_made > 0 or not is_loopback(host)

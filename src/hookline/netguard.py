@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from yarl import URL
+
 from hookline.errors import ConfigError, InvalidInput
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -119,14 +121,21 @@ class NetworkPolicy:
             return False
         try:
             parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            port = parts.port
         except ValueError:
             return False
-        path = _SAVED_ECHO_PATH if saved else _ECHO_PATH
+        return self.owns_echo(parts.scheme, parts.hostname, port, parts.path, saved=saved)
+
+    def owns_echo(
+        self, scheme: str, host: str | None, port: int | None, path: str, *, saved: bool = False
+    ) -> bool:
+        """:meth:`is_own_echo` on a URL's parts, as the sender parsed them (no second parser
+        to disagree with the one that connects)."""
+        pattern = _SAVED_ECHO_PATH if saved else _ECHO_PATH
         return (
-            parts.scheme == "http"
-            and (parts.hostname or "", port) in self.own_echo
-            and path.fullmatch(parts.path) is not None
+            scheme == "http"
+            and (host or "", port or 80) in self.own_echo
+            and pattern.fullmatch(path) is not None
         )
 
     def blocked_reason(self, address: IPAddress) -> str | None:
@@ -222,6 +231,8 @@ def literal_address(host: str) -> IPAddress | None:
     they are treated as the literal they stand for; a name returns None.
     """
     bare = host.strip("[]")
+    if bare.endswith(".") and not bare.endswith(".."):
+        bare = bare[:-1]  # "127.0.0.1." is 127.0.0.1 to the resolver (a rooted name)
     try:
         return ipaddress.ip_address(bare.split("%", 1)[0] if ":" in bare else bare)
     except ValueError:
@@ -245,10 +256,7 @@ def check_literal_url(url: str, policy: NetworkPolicy, *, field: str = "url") ->
     """
     if policy.is_own_echo(url, saved=True):
         return
-    try:
-        host = urlsplit(url).hostname
-    except ValueError:
-        return  # the URL checks elsewhere say what is wrong with it
+    host = sent_host(url)
     if not host or "{{" in host:
         return
     address = literal_address(host)
@@ -261,6 +269,19 @@ def check_literal_url(url: str, policy: NetworkPolicy, *, field: str = "url") ->
             f"HOOKLINE_ALLOWED_NETWORKS={_suggest(address)}",
             field=field,
         )
+
+
+def sent_host(url: str) -> str | None:
+    """The host the sender will reach for ``url``, as it parses it (None: unparsable).
+
+    Non-ASCII hosts are normalised as yarl does when sending: 127 written in full-width
+    digits reaches 127.0.0.1, so it is judged as 127.0.0.1 when saved too.
+    """
+    try:
+        parsed = URL(url, encoded=True) if url.isascii() else URL(url)
+        return parsed.raw_host  # yarl splits the netloc here, lazily: it may raise too
+    except ValueError:
+        return None  # the URL checks elsewhere say what is wrong with it
 
 
 Lookup = Callable[[str, int], Awaitable[list[IPAddress]]]

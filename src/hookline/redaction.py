@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from hookline.errors import InvalidInput
 
@@ -38,6 +39,38 @@ def redact_headers(
     names = secret_names(extra, base)
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     return {name: MASK if name.lower() in names else value for name, value in pairs}
+
+
+def check_url_credentials(url: str, field: str = "url") -> None:
+    """Refuse, when saved, a URL that carries credentials (``user:password@host``).
+
+    Answers, the command line and error messages show URLs as they are; a credential in one
+    would be shown with it, while the same credential in a header is masked. The URL itself
+    is never echoed.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return  # the URL checks of compile_webhook say what is wrong with it
+    if "@" in parts.netloc:
+        raise InvalidInput(
+            "the url carries credentials (user:password@ before the host), which answers "
+            "and logs would show: send them in a header instead, such as 'Authorization: "
+            "Basic <base64 of user:password>' (masked as ***), and take them out of the url",
+            field=field,
+        )
+
+
+def hide_url_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` shown as ``***@`` (a URL saved before the check)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{MASK}@{host}").geturl()
 
 
 def show_secrets(answer: Any, *, admin: bool) -> Any:

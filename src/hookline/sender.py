@@ -204,10 +204,12 @@ class HttpSender:
 
     def _session_for(self, request: Request, url: URL) -> aiohttp.ClientSession:
         """The guarded session, or the own-echo one; DestinationBlocked for a literal host."""
+        # Judged on the URL as aiohttp will connect with it: the own-echo session is not
+        # guarded, so no other parser's idea of the host may decide it.
         if (
             self._own is not None
             and "/echo-send/" in request.url
-            and self.policy.is_own_echo(request.url)
+            and self.policy.owns_echo(url.scheme, url.raw_host, url.port, url.raw_path)
         ):
             return self._own
         host = url.raw_host or ""

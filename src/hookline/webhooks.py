@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from hookline.errors import InvalidInput, RenderError
-from hookline.redaction import keep_masked, redact_headers
+from hookline.redaction import hide_url_credentials, keep_masked, redact_headers
 from hookline.templates import SCOPES, Template, TemplateMode, compile_template
 
 
@@ -132,7 +132,7 @@ class RenderedRequest:
         """The request as shown (a preview, a test send): secret header values masked."""
         return {
             "method": self.method,
-            "url": self.url,
+            "url": hide_url_credentials(self.url),
             "headers": redact_headers(self.headers, self.secret_headers),
             "body": self.body.decode("utf-8", "replace") if self.body is not None else None,
         }

@@ -42,7 +42,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
-        auth.announce(runtime.settings, runtime.keys.active)
+        auth.announce(runtime.settings, runtime.keys.active, runtime.keys.made)
         try:
             yield
         finally:

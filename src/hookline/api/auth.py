@@ -109,6 +109,12 @@ EVERY_BRAND: Final = frozenset(
     {("POST", "/api/v1/keys"), ("GET", "/api/v1/keys"), ("DELETE", "/api/v1/keys/{key_id}")}
 )
 
+
+def manages_keys(method: str, template: str | None) -> bool:
+    """Whether a request goes to a keys route (HEAD as the GET it stands for)."""
+    return ("GET" if method == "HEAD" else method, template) in EVERY_BRAND
+
+
 _DOING: Final = {
     Right.INGEST: "send events or change a user's state",
     Right.READ: "read",
@@ -238,7 +244,7 @@ class Gate:
     async def _admit(self, scope: Scope, need: Right, template: str | None) -> ApiKey:
         ring = self.runtime.keys
         await ring.refresh()  # a time comparison, unless a reload is due
-        if not keys_required(self.mode, self.host, ring.active):
+        if not keys_required(self.mode, self.host, ring.made):
             if not any(k == b"authorization" for k, _ in scope["headers"]):
                 return OPEN
             # A key sent to an open hookline may have just been made elsewhere (the
@@ -246,7 +252,7 @@ class Gate:
             # and from then on they are required.
             with contextlib.suppress(Unauthorized):
                 await ring.find(_bearer(scope))
-            if not keys_required(self.mode, self.host, ring.active):
+            if not keys_required(self.mode, self.host, ring.made):
                 return OPEN
         key = await ring.find(_bearer(scope))
         if key is None:
@@ -258,7 +264,7 @@ class Gate:
                 f"this {key.role.value} key may not {_DOING[need]}; that needs {_NEEDS[need]}",
                 field="Authorization",
             )
-        if (scope["method"], template) in EVERY_BRAND and not key.all_brands:
+        if not key.all_brands and manages_keys(scope["method"], template):
             raise Forbidden(
                 "only an admin key without brands may manage keys", field="Authorization"
             )
@@ -273,7 +279,7 @@ async def sees_everything(request: Request, runtime: Runtime) -> bool:
     """
     ring = runtime.keys
     await ring.refresh()
-    if not keys_required(runtime.settings.auth_mode, runtime.settings.host, ring.active):
+    if not keys_required(runtime.settings.auth_mode, runtime.settings.host, ring.made):
         return True
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -327,8 +333,12 @@ def start_problem(settings: Settings, active_keys: int) -> str | None:
     return None
 
 
-def announce(settings: Settings, active_keys: int) -> None:
-    """Warn at start when the API is open, or closed to everyone."""
+def announce(settings: Settings, active_keys: int, keys_made: int | None = None) -> None:
+    """Warn at start when the API is open, or closed to everyone.
+
+    ``keys_made`` counts revoked keys too (default: ``active_keys``).
+    """
+    made = active_keys if keys_made is None else keys_made
     where = f"{settings.host}:{settings.port}"
     mode = settings.auth_mode
     if mode is AuthMode.OFF:
@@ -337,7 +347,7 @@ def announce(settings: Settings, active_keys: int) -> None:
             "API keys are not checked",
             where,
         )
-    elif mode is AuthMode.AUTO and not keys_required(mode, settings.host, active_keys):
+    elif mode is AuthMode.AUTO and not keys_required(mode, settings.host, made):
         log.warning(
             "no API keys: the API is open to anyone who can reach %s; create one with `%s` "
             "and every /api/v1 request will need it",
@@ -346,7 +356,7 @@ def announce(settings: Settings, active_keys: int) -> None:
         )
     elif active_keys == 0:
         log.warning(
-            "no API keys, and keys are required: every /api/v1 request will be refused "
+            "no active API keys, and keys are required: every /api/v1 request will be refused "
             "until you create one with `%s`",
             _create_first(settings),
         )

@@ -33,7 +33,6 @@ from hookline.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hookline.events import Event, later_than, now_ms
 from hookline.ids import new_id
 from hookline.keys import ApiKey, Right
-from hookline.netguard import check_literal_url
 from hookline.redaction import show_secrets
 from hookline.rules import SavedWebhook
 from hookline.runtime import Runtime
@@ -198,7 +197,7 @@ async def _render(
     if body.webhook is not None:
         sample = _sample_brand(key, body.event, None)
         compiled = compile_webhook(_spec(body.webhook), field="webhook")
-        check_literal_url(compiled.spec.url, runtime.catalog.policy, field="webhook.url")
+        runtime.catalog.check_url(compiled.spec.url, "webhook.url")
     elif body.webhook_id is not None:
         saved = await _get(runtime, key, body.webhook_id)
         sample = _sample_brand(key, body.event, brand_text(saved.ext_brand_id))
