@@ -254,8 +254,14 @@ def _journey(url: str, name: str = "jr") -> dict[str, Any]:
     }
 
 
-async def _round_trip(h: Hookline, receiver: Receiver, kind: str, how: str) -> None:
-    """Create with real secrets, GET (masked), write the answer back with a new URL."""
+async def _round_trip(
+    h: Hookline, receiver: Receiver, kind: str, how: str, new_url: str | None = None
+) -> Any:
+    """Create with real secrets, GET (masked), write the answer back with a new URL.
+
+    The new URL is the receiver's ``/after`` (same host and port) unless ``new_url`` is
+    given; the answer to the write is returned.
+    """
     if kind == "webhook":
         made = await h.post("/api/v1/webhooks", {"name": "crm", **_activity(receiver.url("/x"))})
         path = f"/api/v1/webhooks/{made.json()['id']}"
@@ -272,15 +278,18 @@ async def _round_trip(h: Hookline, receiver: Receiver, kind: str, how: str) -> N
     assert made.status_code == 201, made.text
     shown = (await h.client.get(path)).json()
     body = _writable(shown)
+    url = new_url or receiver.url("/after")
     if kind == "webhook":
-        body["url"] = receiver.url("/after")
+        body["url"] = url
     elif kind == "rule":
-        body["activity"]["url"] = receiver.url("/after")
+        body["activity"]["url"] = url
     else:
-        body["blocks"]["hello"]["activity"]["url"] = receiver.url("/after")
+        body["blocks"]["hello"]["activity"]["url"] = url
     if how == "PATCH":
         body = {k: body[k] for k in ("activity", "blocks") if k in body}
     resp = await h.client.request(how, path, json=body)
+    if new_url is not None:
+        return resp
     assert resp.status_code == 200, resp.text
     _masked(
         resp.json()["headers"]
@@ -289,6 +298,7 @@ async def _round_trip(h: Hookline, receiver: Receiver, kind: str, how: str) -> N
         if kind == "rule"
         else resp.json()["blocks"]["hello"]["activity"]["headers"]
     )
+    return resp
 
 
 @pytest.mark.parametrize(
@@ -310,6 +320,20 @@ async def test_writing_back_what_a_read_showed_keeps_the_real_secrets(
     for name, value in SECRETS.items():
         assert request.headers[name.lower()] == value, name
     assert request.headers["x-trace"] == "visible-5"
+
+
+@pytest.mark.parametrize(
+    ("kind", "how"),
+    [("webhook", "PUT"), ("rule", "PUT"), ("rule", "PATCH"), ("journey", "PUT")],
+)
+async def test_a_mask_is_not_kept_when_the_url_moves_to_another_host(
+    hookline: Hookline, receiver: Receiver, kind: str, how: str
+) -> None:
+    """Whoever may edit the URL but not read the secret cannot send it to a host of theirs."""
+    resp = await _round_trip(hookline, receiver, kind, how, new_url="http://127.0.0.2:9/steal")
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"].endswith("headers.Authorization")
+    assert "another host" in resp.json()["detail"]
 
 
 @pytest.mark.parametrize("kind", ["webhook", "rule", "journey"])

@@ -24,7 +24,7 @@ from hookline.brands import check_webhook_use
 from hookline.conditions import JOURNEY_SCOPES as CONDITION_SCOPES
 from hookline.conditions import Predicate, always_true, compile_conditions
 from hookline.errors import Conflict, InvalidInput
-from hookline.redaction import keep_masked, redact_headers
+from hookline.redaction import keep_masked, redact_headers, same_origin
 from hookline.rules import SavedWebhook
 from hookline.signing import Signing
 from hookline.state import UserKey, user_key
@@ -343,11 +343,15 @@ def keeping_secrets(
         old = before.get(name) if isinstance(before, Mapping) else None
         old_activity = old.get("activity") if isinstance(old, Mapping) else None
         old_headers = old_activity.get("headers") if isinstance(old_activity, Mapping) else None
+        old_url = old_activity.get("url") if isinstance(old_activity, Mapping) else None
         return keep_masked(
             activity["headers"],
             _secret_list(activity),
             old_headers if isinstance(old_headers, Mapping) else None,
             f"blocks.{name}.activity.headers",
+            same_destination=same_origin(
+                old_url if isinstance(old_url, str) else None, str(activity.get("url") or "")
+            ),
         )
 
     return _with_activity_headers(definition, keep)

@@ -94,11 +94,21 @@ def show_secrets(answer: Any, *, admin: bool) -> Any:
     return shown
 
 
+def same_origin(before: str | None, after: str) -> bool:
+    """Whether two URLs (templates allowed) go to the same scheme, host and port, as written."""
+    if before is None:
+        return False
+    old, new = urlsplit(before.strip()), urlsplit(after.strip())
+    return (old.scheme.lower(), old.netloc.lower()) == (new.scheme.lower(), new.netloc.lower())
+
+
 def keep_masked(
     headers: Mapping[str, str],
     secret_headers: Iterable[str],
     stored: Mapping[str, str] | None,
     field: str,
+    *,
+    same_destination: bool = True,
 ) -> dict[str, str]:
     """``headers`` with each secret value sent back as ``***`` replaced by the stored one.
 
@@ -106,13 +116,22 @@ def keep_masked(
     not replace the real credential with ``***``. The one merge for rules, saved webhooks
     and journey blocks: a header that is secret (by name, or listed in ``secret_headers``)
     and is exactly ``***`` keeps the value ``stored`` holds for it (names compare without
-    case); with none to keep, InvalidInput naming ``{field}.{header}``.
+    case); with none to keep, InvalidInput naming ``{field}.{header}``. A stored secret is
+    kept only for the same destination (``same_destination``): one that moves the webhook to
+    another host must send the value again, or anyone who may edit the URL but not read the
+    secret could send it to a host of their choosing.
     """
     names = secret_names(secret_headers)
     kept = {name.lower(): value for name, value in (stored or {}).items()}
     merged: dict[str, str] = {}
     for name, value in headers.items():
         if value == MASK and name.lower() in names:
+            if not same_destination and name.lower() in kept:
+                raise InvalidInput(
+                    f"header {name!r} is {MASK!r} and the URL now goes to another host: a "
+                    "stored secret is not sent to a new host, so send the real value",
+                    field=f"{field}.{name}",
+                )
             value = kept.get(name.lower(), MASK)
             if value == MASK:
                 raise InvalidInput(

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from hookline.errors import InvalidInput, RenderError
-from hookline.redaction import hide_url_credentials, keep_masked, redact_headers
+from hookline.redaction import hide_url_credentials, keep_masked, redact_headers, same_origin
 from hookline.templates import SCOPES, Template, TemplateMode, compile_template
 
 
@@ -75,7 +75,10 @@ class WebhookSpec:
         headers object (``activity.headers``).
         """
         before = stored.headers if stored is not None else None
-        headers = keep_masked(self.headers, self.secret_headers, before, where)
+        same = same_origin(stored.url if stored is not None else None, self.url)
+        headers = keep_masked(
+            self.headers, self.secret_headers, before, where, same_destination=same
+        )
         return self if headers == dict(self.headers) else replace(self, headers=headers)
 
     @classmethod
