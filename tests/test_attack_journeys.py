@@ -13,7 +13,7 @@ from hookline.events import now_ms
 from hookline.journeys import MAX_RENDERED_BYTES
 from hookline.values import MAX_DEPTH
 from tests.helpers import Hookline, Receiver, spin_event
-from tests.test_journeys_e2e import create, hook, journey
+from tests.test_journeys_e2e import create, hook, instances, journey
 
 
 async def post_journey(h: Hookline, data: dict[str, Any]) -> Any:
@@ -245,3 +245,164 @@ async def test_a_value_fed_back_through_a_cycle_cannot_grow_the_state_without_en
     assert depth <= MAX_DEPTH
     # Other users are served meanwhile.
     assert (await hookline.post("/api/v1/events", spin_event("u-2"))).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"entry": None}, "entry"),
+        ({"blocks": None}, "blocks"),
+        ({"start": None}, "start"),
+    ],
+)
+async def test_patch_with_null_for_a_required_part_is_422_naming_it(
+    hookline: Hookline, patch: dict[str, Any], field: str
+) -> None:
+    j = await create(hookline, journey({"hello": {"type": "exit"}}))
+    resp = await hookline.client.patch(f"/api/v1/journeys/{j['id']}", json=patch)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"] == field
+    again = await hookline.client.get(f"/api/v1/journeys/{j['id']}")
+    assert again.json()["revision"] == j["revision"]
+
+
+async def test_patch_with_null_name_or_status_keeps_them(hookline: Hookline) -> None:
+    j = await create(hookline, journey({"hello": {"type": "exit"}}))
+    resp = await hookline.client.patch(
+        f"/api/v1/journeys/{j['id']}", json={"name": None, "status": None}
+    )
+    assert resp.status_code in (200, 422), resp.text
+    if resp.status_code == 200:
+        assert resp.json()["name"] == j["name"] and resp.json()["status"] == "active"
+
+
+async def test_put_switching_an_active_journey_to_draft_is_409(hookline: Hookline) -> None:
+    j = await create(hookline, journey({"hello": {"type": "exit"}}))
+    resp = await hookline.client.put(
+        f"/api/v1/journeys/{j['id']}", json=journey({"hello": {"type": "exit"}}, status="draft")
+    )
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["field"] == "status"
+
+
+@pytest.mark.parametrize("name", ["Spin-Welcome", " spin-welcome", "spin-welcome ", "   "])
+async def test_names_that_differ_only_by_case_or_spaces_are_not_two_journeys(
+    hookline: Hookline, name: str
+) -> None:
+    await create(hookline, journey({"hello": {"type": "exit"}}))
+    resp = await post_journey(hookline, journey({"hello": {"type": "exit"}}, name=name))
+    assert resp.status_code in (409, 422), resp.text
+    assert resp.json()["field"] == "name"
+
+
+async def test_unicode_names_are_kept_as_written(hookline: Hookline) -> None:
+    j = await create(hookline, journey({"hello": {"type": "exit"}}, name="Willkommen — 欢迎 🎰"))
+    assert j["name"] == "Willkommen — 欢迎 🎰"
+
+
+async def test_fifty_parallel_entry_events_for_one_user_make_one_instance(
+    hookline: Hookline,
+) -> None:
+    j = await create(hookline, journey({"hello": {"type": "delay", "duration": "1h"}}))
+    answers = await asyncio.gather(
+        *(hookline.post("/api/v1/events", spin_event()) for _ in range(50))
+    )
+    assert all(a.status_code == 202 for a in answers)
+    assert len(await instances(hookline, j["id"])) == 1
+
+
+async def test_events_racing_a_timer_never_run_a_step_twice(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    blocks = {
+        "hello": {
+            "type": "wait_for_event",
+            "event_type": "poke",
+            "timeout": 0.2,
+            "next": "after",
+            "on_timeout": "after",
+        },
+        "after": hook(receiver, "/after", '{"i": "{{journey.instance_id}}"}'),
+    }
+    await create(hookline, journey(blocks))
+    users = [f"u-{i}" for i in range(20)]
+    await hookline.post("/api/v1/events", [spin_event(u) for u in users])
+    await asyncio.sleep(0.15)  # close to the timeout: the pokes race the timer
+    pokes = [{"event_type": "poke", "user_ext_id": u, "ext_brand_id": "brand-1"} for u in users]
+    await asyncio.gather(*(hookline.post("/api/v1/events", [p]) for p in pokes * 3))
+    await receiver.wait_for(20, "/after")
+    await asyncio.sleep(0.4)  # past the timeout: a second step would have come by now
+    ids = [r.json()["i"] for r in receiver.on("/after")]
+    assert len(ids) == len(set(ids)) == 20
+
+
+async def test_once_in_lifetime_holds_across_versions(hookline: Hookline) -> None:
+    entry = {"trigger": {"event_type": "minigame_spin_issued"}, "mode": "once_in_lifetime"}
+    j = await create(hookline, journey({"hello": {"type": "exit"}}, entry=entry))
+    await hookline.post("/api/v1/events", spin_event())
+    resp = await hookline.client.patch(
+        f"/api/v1/journeys/{j['id']}",
+        json={"blocks": {"hello": {"type": "delay", "duration": 5, "next": None}}},
+    )
+    assert resp.status_code == 200 and resp.json()["version"] == 2, resp.text
+    await hookline.post("/api/v1/events", spin_event())
+    assert len(await instances(hookline, j["id"])) == 1
+
+
+async def test_control_group_is_sticky_across_versions(hookline: Hookline) -> None:
+    every = {"trigger": {"event_type": "minigame_spin_issued"}, "mode": "every_time"}
+    data = journey(
+        {"hello": {"type": "exit"}},
+        entry=every,
+        control_group={"percent": 50},
+        goal={"event_type": "deposit", "within": "1h"},
+    )
+    j = await create(hookline, data)
+    users = [f"u-{i}" for i in range(30)]
+    await hookline.post("/api/v1/events", [spin_event(u) for u in users])
+    before = {i["user_ext_id"]: i["control_group"] for i in await instances(hookline, j["id"])}
+    assert set(before.values()) == {True, False}
+    resp = await hookline.client.patch(
+        f"/api/v1/journeys/{j['id']}", json={"blocks": {"hello": {"type": "delay", "duration": 9}}}
+    )
+    assert resp.json()["version"] == 2
+    await hookline.post("/api/v1/events", [spin_event(u) for u in users])
+    for inst in await instances(hookline, j["id"]):
+        assert inst["control_group"] == before[inst["user_ext_id"]]
+
+
+async def test_rapid_status_flips_and_a_delete_while_timers_fire_lose_no_event(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    blocks = {
+        "hello": {"type": "delay", "duration": 0.05, "next": "later"},
+        "later": hook(receiver, "/later"),
+    }
+    every = {"trigger": {"event_type": "minigame_spin_issued"}, "mode": "every_time"}
+    j = await create(hookline, journey(blocks, entry=every))
+    path = f"/api/v1/journeys/{j['id']}"
+
+    async def flips() -> None:
+        for status in ["paused", "active", "stopped", "active", "paused", "active"] * 3:
+            resp = await hookline.client.patch(path, json={"status": status})
+            assert resp.status_code == 200, resp.text
+
+    async def events() -> list[int]:
+        codes = []
+        for i in range(20):
+            resp = await hookline.post(
+                "/api/v1/events", [spin_event(f"u-{i}-{k}") for k in range(5)]
+            )
+            codes.append(resp.status_code)
+        return codes
+
+    _, codes = await asyncio.gather(flips(), events())
+    assert set(codes) == {202}
+    assert (await hookline.client.delete(path)).status_code == 204
+    resp = await hookline.post("/api/v1/events", spin_event())
+    assert resp.status_code == 202
+    await asyncio.sleep(0.2)
+    timer = hookline.runtime.engine.journey_timer
+    assert timer is not None and timer.alive
+    health = (await hookline.client.get("/healthz")).json()
+    assert health["problems"] == []

@@ -285,6 +285,14 @@ def compile_journey(journey: Journey, webhooks: Mapping[str, SavedWebhook]) -> C
     )
 
 
+def check_journey_name(name: str) -> None:
+    """A name has no spaces at either end (" welcome" would be a second journey by mistake)."""
+    if not name.strip() or name != name.strip():
+        raise InvalidInput(
+            f"a journey name has no spaces at its start or end; got {_short(name)}", field="name"
+        )
+
+
 def successor(current: Journey, proposed: Journey) -> Journey:
     """``proposed`` as the write that follows ``current``, at the version it must have.
 

@@ -190,9 +190,7 @@ async def clear_stuck_timers(conn: AsyncConnection, instance_ids: Sequence[str],
     cleared = 0
     for part in _chunks(instance_ids):
         result = await conn.execute(
-            update(_I)
-            .where(_I.c.id.in_(part), _I.c.due_at <= now)
-            .values(due_at=None)
+            update(_I).where(_I.c.id.in_(part), _I.c.due_at <= now).values(due_at=None)
         )
         cleared += result.rowcount or 0
     return cleared
