@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from hookline.cli import app
 from hookline.events import now_ms
 from hookline.journeys import MAX_RENDERED_BYTES
 from hookline.values import MAX_DEPTH
@@ -406,3 +408,27 @@ async def test_rapid_status_flips_and_a_delete_while_timers_fire_lose_no_event(
     assert timer is not None and timer.alive
     health = (await hookline.client.get("/healthz")).json()
     assert health["problems"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("journeys:\n\t- name: a\n", "line 2, column 1: found character '\\t'"),
+        ("journeys:\n  - name: a\n   status: active\n", "line 3, column 4: "),
+        ("journeys:\n  - name: a\n    start: x\n    name: b\n", "line 4, column 5: the key 'name'"),
+        ("journeys:\n  name: a\n  name: a\n", "line 3, column 3: the key 'name' appears twice"),
+    ],
+)
+def test_yaml_mistakes_in_journeys_apply_say_the_line_not_a_traceback(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    path = tmp_path / "journeys.yaml"
+    path.write_text(text)
+    # No server is reached: the file is refused before anything is sent.
+    result = CliRunner().invoke(
+        app, ["journeys", "apply", "-f", str(path), "--url", "http://127.0.0.1:9"]
+    )
+    assert result.exit_code == 2, result.output
+    assert says in result.stderr, result.stderr
+    assert f"cannot read {path}" in result.stderr
+    assert "Traceback" not in result.stderr
