@@ -77,11 +77,42 @@ class Kind:
         return f"{self.noun} #{index + 1}"
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last,
+    so a journey written twice under one name would silently lose its first half)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool):
+                continue  # not hashable as written; YAML's own constructor judges it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: where (line and column, from 1) and what."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if "'\\t'" in problem:  # PyYAML names the tab it found as '\t'
+        problem += " (YAML indents with spaces, not tabs)"
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def load(path: Path, kind: Kind) -> list[dict[str, Any]]:
     """The resources of a YAML or JSON file: one, a list, or ``{<plural>: [...]}``."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)  # a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot read {path}: {_yaml_problem(exc)}", field="file") from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", field="file") from None
     except RecursionError:
         raise ConfigError(f"cannot read {path}: nested too deep", field="file") from None

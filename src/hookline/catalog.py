@@ -33,6 +33,7 @@ from hookline.journeys import (
     CompiledJourney,
     Journey,
     JourneyStatus,
+    check_journey_name,
     compile_journey,
     saved_webhooks_used,
     successor,
@@ -394,6 +395,7 @@ class Catalog:
         were keep the webhooks they call, so a brand's admin can pause a journey that an
         admin of every brand pointed at a webhook of no brand.
         """
+        check_journey_name(journey.name)
         kept: frozenset[str] = frozenset()
         same_blocks = current is not None and current.definition.get(
             "blocks"
@@ -424,6 +426,8 @@ class Catalog:
         return journey
 
     async def _save_journey(self, journey: Journey, current: Journey | None, sees: Sees) -> Journey:
+        if current is None or current.name != journey.name:
+            await self._check_journey_name(journey)
         compiled = await self.check_journey(journey, sees, current)
         saved = await self.journeys.save_journey(
             journey,
@@ -436,6 +440,18 @@ class Catalog:
             self.engine.journeys.put(replace(compiled, journey=saved))
         self.keyring.put(saved.id, saved.signing)
         return saved
+
+    async def _check_journey_name(self, journey: Journey) -> None:
+        """A name is how people and ``journeys apply`` tell journeys apart: one that differs
+        from another only by case ("Welcome", "welcome") would be a second journey by mistake."""
+        folded = journey.name.casefold()
+        for other in await self.journeys.list_journeys():
+            if other.id != journey.id and other.name.casefold() == folded:
+                raise Conflict(
+                    f"a journey named {other.name!r} already exists ({other.id}); names differ "
+                    "by more than case",
+                    field="name",
+                )
 
     async def _leave_if_stopped(self, saved: Journey, current: Journey | None) -> None:
         """Users leave a journey that has just been stopped or archived."""

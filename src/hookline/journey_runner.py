@@ -31,6 +31,7 @@ from hookline.journeys import (
     compile_journey,
     enter,
     may_enter,
+    merged_state,
     on_event,
     on_timer,
     stop,
@@ -64,6 +65,8 @@ class JourneyIndex:
     watched: frozenset[str] = frozenset()
     lifetime_ids: tuple[str, ...] = ()
     problems: dict[str, str] = field(default_factory=dict)
+    # Stored instances met that cannot be read (id: why): skipped, their timers cleared.
+    unreadable: dict[str, str] = field(default_factory=dict)
     # Emitted-event chains cut at MAX_CHAIN_DEPTH since start (also logged).
     chain_cuts: int = 0
 
@@ -148,6 +151,9 @@ async def load_index(
             if old is not None:
                 wanted.append(old)
     for journey in wanted:
+        if journey.problem is not None:
+            problems[journey.id] = journey.problem
+            continue
         try:
             compiled.append(compile_journey(journey, webhooks))
         except HooklineError as exc:
@@ -185,6 +191,7 @@ class JourneyBatch:
         self.changed: dict[str, Instance] = {}
         self.counts: dict[tuple[str, str], tuple[int, int]] = {}
         self.timers_set = False
+        self.stuck: list[str] = []  # due, claimed, not loaded: rows that cannot be read
 
     @classmethod
     async def load(
@@ -194,7 +201,7 @@ class JourneyBatch:
         users: Sequence[UserKey],
         now: int,
     ) -> JourneyBatch:
-        instances = await jsql.load_active(conn, users) if users else []
+        instances = await jsql.load_active(conn, users, index.unreadable) if users else []
         ever: set[tuple[str, UserKey]] = set()
         if index.lifetime_ids and users:
             ever = await jsql.entered_ever(conn, users, index.lifetime_ids)
@@ -261,7 +268,12 @@ class JourneyBatch:
         applied: list[Applied] = []
         for instance_id, user in timers:
             inst = next((i for i in self.by_user.get(user, ()) if i.id == instance_id), None)
-            if inst is None or inst.due_at is None or inst.due_at > self.now:
+            if inst is None:
+                # Finished meanwhile (then its timer is gone), or a row that cannot be read:
+                # its timer is cleared, or it would be claimed again and again.
+                self.stuck.append(instance_id)
+                continue
+            if inst.due_at is None or inst.due_at > self.now:
                 continue  # moved on meanwhile (an event came first)
             journey = self.index.version(inst.journey_id, inst.version)
             step = (
@@ -293,19 +305,16 @@ class JourneyBatch:
     async def flush(self, conn: AsyncConnection) -> None:
         await jsql.save_instances(conn, self.changed.values())
         await jsql.add_block_counts(conn, self.counts)
+        if self.stuck and await jsql.clear_stuck_timers(conn, self.stuck, self.now):
+            log.error("journey instances %s cannot be read; their timers are cleared", self.stuck)
 
 
 def _with_patches(state: dict[str, Any], step: Step) -> dict[str, Any]:
     if not step.state_patches:
         return state
-    merged = dict(state)
     for patch in step.state_patches:
-        for key, value in patch.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-    return merged
+        state = merged_state(state, patch)
+    return state
 
 
 class JourneyTimer:

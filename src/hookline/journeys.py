@@ -27,9 +27,10 @@ from hookline.errors import Conflict, InvalidInput
 from hookline.redaction import keep_masked, redact_headers, same_origin
 from hookline.rules import SavedWebhook
 from hookline.signing import Signing
-from hookline.state import UserKey, user_key
+from hookline.state import RESERVED, UserKey, merge_patch, user_key
 from hookline.templates import JOURNEY_SCOPES, Template, TemplateMode, compile_template
 from hookline.times import parse_duration
+from hookline.values import MAX_DEPTH, check_json
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
 
 
@@ -77,6 +78,10 @@ CAMPAIGN_FINISHED: Final = "campaign_finished"
 # Blocks whose outgoing edges may close a cycle: they always wait for time or an event.
 WAITING_BLOCKS: Final = frozenset({BlockType.DELAY, BlockType.WAIT_FOR_EVENT})
 MAX_BLOCKS: Final = 200
+# What an update_state block's ``set`` or an emit_event block's ``payload`` may render to.
+# A block in a cycle that feeds a value back into itself ({"a": "{{state.a}}{{state.a}}"})
+# would otherwise double the user's state on every pass, nesting or length alike.
+MAX_RENDERED_BYTES: Final = 64 * 1024
 _BLOCK_NAME: Final = re.compile(r"[A-Za-z0-9_\-?!]{1,64}")
 _EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _TIME_OF_DAY: Final = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
@@ -118,9 +123,11 @@ class Journey:
     revision: int = 1
     # What its inline webhook blocks sign with; kept across versions, replaced by a rotation.
     signing: Signing | None = None
+    # Why the stored row cannot be read (a hand edit): it is skipped, listed, replaceable.
+    problem: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        shown: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "description": self.description,
@@ -133,6 +140,9 @@ class Journey:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+        if self.problem is not None:
+            shown["problem"] = self.problem
+        return shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +283,14 @@ def compile_journey(journey: Journey, webhooks: Mapping[str, SavedWebhook]) -> C
         blocks=blocks,
         webhook_ids=frozenset(webhook_ids),
     )
+
+
+def check_journey_name(name: str) -> None:
+    """A name has no spaces at either end (" welcome" would be a second journey by mistake)."""
+    if not name.strip() or name != name.strip():
+        raise InvalidInput(
+            f"a journey name has no spaces at its start or end; got {_short(name)}", field="name"
+        )
 
 
 def successor(current: Journey, proposed: Journey) -> Journey:
@@ -982,7 +1000,7 @@ class _Walk:
             patch = self._render(block)
             if patch is not None:
                 self.patches.append(patch)
-                self.state = _merged(self.state, patch)
+                self.state = merged_state(self.state, patch)
             return block.next
         if kind is BlockType.EMIT_EVENT:
             assert block.event_type is not None
@@ -997,7 +1015,13 @@ class _Walk:
     def _render(self, block: Block) -> dict[str, Any] | None:
         assert block.template is not None
         try:
-            value = orjson.loads(block.template.render(self.context(block.name)))
+            text = block.template.render(self.context(block.name))
+            if len(text) > MAX_RENDERED_BYTES:  # characters: a cheap bound before parsing
+                raise ValueError(f"renders to more than {MAX_RENDERED_BYTES} bytes")
+            value = orjson.loads(text)
+            if isinstance(value, dict):
+                # What it renders is kept or emitted as an event: the limits of an event.
+                check_json(value, block.name, MAX_DEPTH)
         except Exception as exc:  # a render failure skips the block's effect, not the walk
             self.errors.append(f"block {block.name!r}: {exc}")
             return None
@@ -1010,14 +1034,10 @@ class _Walk:
         return next_time_of_day(block.until, self.state, self.now)
 
 
-def _merged(state: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    result = dict(state)
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = value
-    return result
+def merged_state(state: Mapping[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``state`` after an update_state patch, as the engine keeps it (state.apply_update):
+    a merge patch that cannot change whose state it is, so later blocks see the kept state."""
+    return merge_patch(dict(state), {k: v for k, v in patch.items() if k not in RESERVED})
 
 
 def next_time_of_day(until: TimeOfDay, state: Mapping[str, Any], now: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import swagger_ui_bundle
 from fastapi import FastAPI, Request
@@ -28,6 +29,7 @@ from hookline.api._json import JSON
 from hookline.api.access import AccessLog
 from hookline.api.limits import BodyLimit
 from hookline.api.models import ERROR_RESPONSES, Health
+from hookline.rules import Problem
 from hookline.runtime import Runtime
 
 DESCRIPTION = (
@@ -91,7 +93,12 @@ def create_app(runtime: Runtime) -> FastAPI:
         if not runtime.started:
             return JSON({"status": "starting"}, status_code=503)
         # Stored rules and webhooks that could not be loaded: skipped, so still serving.
-        problems = list(runtime.engine.index.problems.values())
+        problems: list[Any] = list(runtime.engine.index.problems.values())
+        journeys = runtime.engine.journeys
+        problems += [Problem("journey", i, d) for i, d in sorted(journeys.problems.items())]
+        problems += [
+            Problem("journey_instance", i, d) for i, d in sorted(journeys.unreadable.items())
+        ]
         # Their ids and details name objects of every brand: not for anyone who asks.
         shown = problems if await auth.sees_everything(request, runtime) else []
         return JSON(

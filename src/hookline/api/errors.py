@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Final
 
 from fastapi import FastAPI, Request
@@ -30,9 +31,17 @@ def error_response(status: int, code: str, detail: str, field: str | None = None
     return JSON({"code": code, "detail": detail, "field": field}, status_code=status)
 
 
+# Parts pydantic adds to a location for the member of a union it tried ("reach.int" for
+# ``int | float``): they name no field the caller wrote, so the answer leaves them out.
+_UNION_MEMBER = re.compile(
+    r"(int|float|str|bool|none|bytes|(function|constrained|lax|strict)-.*|.*\[.*\])"
+)
+
+
 def _field(loc: tuple[Any, ...]) -> str | None:
     # The first part says where the value came from; a field may be named "body" too.
     parts = loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else loc
+    parts = tuple(p for p in parts if not (isinstance(p, str) and _UNION_MEMBER.fullmatch(p)))
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))

@@ -31,7 +31,7 @@ from hookline.api.models import (
     _Strict,
 )
 from hookline.api.users import UserId
-from hookline.errors import NotFound, StoreError
+from hookline.errors import Conflict, NotFound, StoreError
 from hookline.events import MAX_ID_LENGTH, later_than, now_ms
 from hookline.ids import new_id
 from hookline.journeys import (
@@ -201,6 +201,11 @@ async def patch_journey(
         may_own(key, given["ext_brand_id"])
 
     def edit(current: Journey) -> Journey:
+        if current.problem is not None:
+            # Nothing to change field by field: only replaced (PUT) or deleted, as rules.
+            raise Conflict(
+                f"{current.problem}; replace it with PUT or delete it", field="journey_id"
+            )
         # Only the fields given change, on the journey as it is now (not as first read).
         definition = dict(current.definition)
         for name in DEFINITION_KEYS:

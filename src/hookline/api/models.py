@@ -613,6 +613,11 @@ class JourneyOut(_Answer):
     )
     created_at: int
     updated_at: int
+    problem: str | None = Field(
+        default=None,
+        description="Only when the stored journey cannot be read: why. It is skipped (and "
+        "reported by /healthz) until replaced with PUT or deleted.",
+    )
 
 
 class JourneyList(_Answer):
@@ -690,7 +695,7 @@ class JourneyStats(_Answer):
 
 
 class LoadProblem(_Answer):
-    kind: Literal["rule", "webhook"]
+    kind: Literal["rule", "webhook", "journey", "journey_instance"]
     id: str
     detail: str
 
@@ -700,7 +705,8 @@ class Health(_Answer):
     version: str | None = None
     problems: list[LoadProblem] = Field(
         default_factory=list,
-        description="Stored rules and webhooks skipped at load; listed only while hookline "
+        description="Stored rules, webhooks, journeys and journey instances skipped at load; "
+        "listed only while hookline "
         "runs without keys, or for a read or admin key of every brand.",
     )
     problem_count: int = Field(default=0, description="How many were skipped, to anyone.")

@@ -7,9 +7,10 @@ instance moves in the same commit as the event or timer that moved it.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import orjson
@@ -34,17 +35,26 @@ from hookline.store import schema as t
 from hookline.store.rows import RowMapper
 from hookline.store.sql import stale_write
 
+log = logging.getLogger("hookline.journeys")
+
 _CHUNK = 500
 _I = t.journey_instances
 
 
 def _brand(raw: bytes | None) -> Any:
-    return orjson.loads(raw) if raw is not None else None
+    """A stored brand; one that cannot be read (a hand edit) as its text, so it keys a user."""
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return bytes(raw).decode(errors="replace")
 
 
 _JOURNEY = RowMapper(
     Journey,
-    {
+    stored=frozenset(f.name for f in fields(Journey)) - {"problem"},
+    codecs={
         "status": rows.enum(JourneyStatus),
         "definition": rows.JSON,
         "ext_brand_id": rows.JSON_OR_NULL,
@@ -68,14 +78,52 @@ _INSTANCE = RowMapper(
 )
 
 
+# What a column changed by hand can raise when read (orjson's error is a ValueError).
+_UNREADABLE = (ValueError, TypeError, KeyError)
+
+
 def _journey(row: Row[Any], definition: bytes | None = None) -> Journey:
-    if definition is None:
-        return _JOURNEY.record(row)
-    return _JOURNEY.record(row, definition=orjson.loads(definition))
+    """A stored journey; one that cannot be read is kept with its ``problem`` and no
+    definition, so it is skipped (not compiled), listed, and can be replaced or deleted."""
+    try:
+        if definition is None:
+            return _JOURNEY.record(row)
+        return _JOURNEY.record(row, definition=orjson.loads(definition))
+    except _UNREADABLE as exc:
+        problem = f"the stored journey cannot be read ({exc.__class__.__name__}: {exc})"
+        log.error("journey %s: %s", row.id, problem)
+    try:
+        status = JourneyStatus(row.status)
+    except ValueError:
+        status = JourneyStatus.PAUSED  # nobody enters what cannot be read
+    return Journey(
+        id=row.id,
+        name=row.name,
+        status=status,
+        definition={},
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        version=row.version,
+        description=row.description or "",
+        ext_brand_id=_brand(row.ext_brand_id),
+        revision=row.revision or 1,
+        problem=problem,
+    )
 
 
-def _instance(row: Row[Any]) -> Instance:
-    return _INSTANCE.record(row)
+def _readable(rows: Iterable[Row[Any]], unreadable: dict[str, str] | None) -> list[Instance]:
+    """The instances of ``rows``; one that cannot be read is logged and left out (its id and
+    why into ``unreadable``), so one hand-edited row stops nobody else's walk."""
+    found: list[Instance] = []
+    for row in rows:
+        try:
+            found.append(_INSTANCE.record(row))
+        except _UNREADABLE as exc:
+            problem = f"the stored instance cannot be read ({exc.__class__.__name__}: {exc})"
+            log.error("journey instance %s: %s; skipped", row.id, problem)
+            if unreadable is not None:
+                unreadable[row.id] = problem
+    return found
 
 
 def _instance_row(i: Instance) -> dict[str, Any]:
@@ -119,16 +167,33 @@ def _brand_is(brand: str | None) -> Any:
     return _I.c.ext_brand_id.in_(brand_forms(brand))
 
 
-async def load_active(conn: AsyncConnection, users: Sequence[UserKey]) -> list[Instance]:
-    """The active instances of these users (the one place that knows the user key)."""
+async def load_active(
+    conn: AsyncConnection, users: Sequence[UserKey], unreadable: dict[str, str] | None = None
+) -> list[Instance]:
+    """The active instances of these users (the one place that knows the user key).
+
+    Rows that cannot be read are left out, and named with why in ``unreadable``.
+    """
     found: list[Instance] = []
     wanted = set(users)
     for part in _chunks(_ids(users)):
         rows = await conn.execute(
             select(_I).where(_I.c.user_ext_id.in_(part), _I.c.status == "active")
         )
-        found.extend(i for i in map(_instance, rows) if i.user in wanted)
+        found.extend(i for i in _readable(rows, unreadable) if i.user in wanted)
     return found
+
+
+async def clear_stuck_timers(conn: AsyncConnection, instance_ids: Sequence[str], now: int) -> int:
+    """Clear the timers of these instances if still due: claimed, yet not loaded as active (a
+    row that cannot be read), so nothing can move them and they would be claimed for ever."""
+    cleared = 0
+    for part in _chunks(instance_ids):
+        result = await conn.execute(
+            update(_I).where(_I.c.id.in_(part), _I.c.due_at <= now).values(due_at=None)
+        )
+        cleared += result.rowcount or 0
+    return cleared
 
 
 async def entered_ever(
@@ -380,7 +445,7 @@ class JourneyStore:
         if where:
             query = query.where(and_(*where))
         async with self._read() as conn:
-            return [_instance(r) for r in await conn.execute(query)]
+            return _readable(await conn.execute(query), None)
 
     async def due(
         self, now: int, limit: int, skip: Collection[str] = ()
