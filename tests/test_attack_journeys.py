@@ -158,7 +158,7 @@ async def test_unreadable_journeys_and_instances_stop_neither_start_nor_timers(
 ) -> None:
     first = await make_hookline()
     later = {
-        "hello": {"type": "delay", "duration": 0.3, "next": "later"},
+        "hello": {"type": "delay", "duration": "1h", "next": "later"},
         "later": hook(receiver, "/later", '{"u": "{{event.user_ext_id}}"}'),
     }
     good = await create(first, journey(later))
@@ -175,6 +175,8 @@ async def test_unreadable_journeys_and_instances_stop_neither_start_nor_timers(
             (instance.format("entry_event"), (b"{", "u-0", good["id"])),
             (instance.format("status"), (b"asleep", "u-1", good["id"])),
             (instance.format("ext_brand_id"), (b"\xff", "u-2", good["id"])),
+            # Due now: the hour is not waited for (the server was stopped while they waited).
+            ("UPDATE journey_instances SET due_at = 1 WHERE journey_id = ?", (good["id"],)),
         ],
     )
 
@@ -184,7 +186,7 @@ async def test_unreadable_journeys_and_instances_stop_neither_start_nor_timers(
     assert received.json() == {"u": "u-3"}
     health = (await h.client.get("/healthz")).json()
     assert health["status"] == "ok"
-    for _ in range(200):  # the timer meets the unreadable rows in its next rounds
+    for _ in range(2000):  # the timer meets the unreadable rows in its next rounds
         health = (await h.client.get("/healthz")).json()
         if health["problem_count"] == 3:
             break
