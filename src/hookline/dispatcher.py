@@ -39,6 +39,7 @@ from hookline.sender import Exchange, Request, Sender
 from hookline.settings import Settings
 from hookline.signing import SecretRing
 from hookline.store.base import Outcome, Store
+from hookline.tallies import AttemptTally
 
 log = logging.getLogger("hookline.dispatcher")
 
@@ -94,6 +95,7 @@ class Dispatcher:
         self._idle = asyncio.Event()
         # Failed attempts in a row, by destination; a success ends the streak.
         self._streaks: dict[str, int] = {}
+        self.tally = AttemptTally()  # read by /metrics
 
     async def start(self) -> None:
         released = await self.store.release_leases()
@@ -357,6 +359,7 @@ class Dispatcher:
         for attempt in range(5):
             try:
                 await self.store.record_outcomes(batch, now_ms())
+                self.tally.recorded(batch)
                 return
             except Exception:
                 log.exception("recording %d attempts failed (try %d)", len(batch), attempt + 1)

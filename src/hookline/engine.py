@@ -36,6 +36,7 @@ from hookline.state import NO_BRAND, UserKey, apply_update, user_key, with_ident
 from hookline.store.base import CounterKey, IngestTransaction, Store
 from hookline.store.journey_sql import JourneyStore
 from hookline.store.journey_sql import active_users_of as jsql_active_users
+from hookline.tallies import IngestTally
 
 log = logging.getLogger("hookline.engine")
 
@@ -100,6 +101,7 @@ class Engine:
         # This engine is the only writer of user state, so what it committed stays true.
         self._states = StateCache(STATE_CACHE_SIZE)
         self.index = RuleIndex()
+        self.tally = IngestTally()  # read by /metrics
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.journey_store = journey_store
@@ -222,6 +224,10 @@ class Engine:
             if not group[0].future.done():
                 group[0].future.set_exception(exc)
             return
+        received = sum(len(w.events) for w in group)
+        self.tally.committed(
+            received, batch.duplicates, len(batch.events), len(batch.deliveries), batch.journeys
+        )
         # Hand over before answering, so a caller's next request finds them on their way.
         if batch.handed and self.handoff is not None:
             self.handoff.offer(batch.handed)
@@ -346,6 +352,7 @@ class _Batch:
         self.changed: dict[UserKey, dict[str, Any]] = {}
         self.events: list[Event] = []
         self.deliveries: list[Delivery] = []
+        self.duplicates = 0
         # After flush: the deliveries leased to the in-process dispatcher, and the rest.
         self.handed: Sequence[Delivery] = ()
         self.left: Sequence[Delivery] = ()
@@ -384,6 +391,7 @@ class _Batch:
     def _event(self, item: EventInput, depth: int = 0) -> Accepted:
         if item.eid is not None and item.eid in self.known:
             event_id, deliveries = self.known[item.eid]
+            self.duplicates += 1
             return Accepted(event_id, item.eid, True, deliveries)
         event = Event(
             id=new_id("evt", self.now),

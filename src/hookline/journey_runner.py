@@ -23,6 +23,7 @@ from hookline.ids import new_id
 from hookline.journeys import (
     CompiledJourney,
     EntryMode,
+    FinishReason,
     Instance,
     InstanceStatus,
     Journey,
@@ -192,6 +193,9 @@ class JourneyBatch:
         self.counts: dict[tuple[str, str], tuple[int, int]] = {}
         self.timers_set = False
         self.stuck: list[str] = []  # due, claimed, not loaded: rows that cannot be read
+        # Counted into the engine's tally once this group is committed.
+        self.entered = 0
+        self.finished: dict[FinishReason, int] = {}
 
     @classmethod
     async def load(
@@ -216,6 +220,9 @@ class JourneyBatch:
             users.append(inst)
             if inst.due_at is not None:
                 self.timers_set = True
+        elif inst.finish_reason is not None:
+            reason = inst.finish_reason
+            self.finished[reason] = self.finished.get(reason, 0) + 1
         for name in step.entered:
             e, p = self.counts.get((journey.id, name), (0, 0))
             self.counts[(journey.id, name)] = (e + 1, p)
@@ -254,6 +261,7 @@ class JourneyBatch:
             if not allowed:
                 continue
             self.ever.add((journey.id, user))
+            self.entered += 1
             instance_id = new_id("jri", self.now)
             step = enter(
                 journey, instance_id, event.user_ext_id, event.ext_brand_id, scope, state, self.now

@@ -6,6 +6,7 @@ API and dispatcher are roles; today both run in one process on the embedded stor
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from hookline.engine import Engine
 from hookline.keyring import KeyRing
 from hookline.netguard import Lookup, NetworkPolicy, own_addresses, system_lookup
 from hookline.queue.embedded import LocalSignal
+from hookline.rules import Problem
 from hookline.sender import Sender, local_sender
 from hookline.sender_process import ProcessSender
 from hookline.settings import Settings
@@ -40,6 +42,17 @@ class Runtime:
     keys: KeyRing
     journeys: JourneyStore | None = None
     started: bool = field(default=False)
+    started_at: float | None = None  # Unix time (s) of the last start
+
+    def problems(self) -> list[Problem]:
+        """What stored could not be loaded and is skipped: rules, webhooks, journeys, instances."""
+        problems = list(self.engine.index.problems.values())
+        journeys = self.engine.journeys
+        problems += [Problem("journey", i, d) for i, d in sorted(journeys.problems.items())]
+        problems += [
+            Problem("journey_instance", i, d) for i, d in sorted(journeys.unreadable.items())
+        ]
+        return problems
 
     async def start(self) -> None:
         log.info("starting: opening %s", self.settings.database_path)
@@ -49,6 +62,7 @@ class Runtime:
         await self.catalog.load_keys()  # before the dispatcher sends anything
         await self.dispatcher.start()
         self.started = True
+        self.started_at = time.time()
         log.info(
             "hookline ready: %d enabled rules, %d sender processes, data in %s",
             len(self.engine.index),

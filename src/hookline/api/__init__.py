@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import swagger_ui_bundle
 from fastapi import FastAPI, Request
@@ -21,6 +20,7 @@ from hookline.api import (
     events,
     journeys,
     keys,
+    metrics,
     rules,
     users,
     webhooks,
@@ -29,7 +29,6 @@ from hookline.api._json import JSON
 from hookline.api.access import AccessLog
 from hookline.api.limits import BodyLimit
 from hookline.api.models import ERROR_RESPONSES, Health
-from hookline.rules import Problem
 from hookline.runtime import Runtime
 
 DESCRIPTION = (
@@ -93,12 +92,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         if not runtime.started:
             return JSON({"status": "starting"}, status_code=503)
         # Stored rules and webhooks that could not be loaded: skipped, so still serving.
-        problems: list[Any] = list(runtime.engine.index.problems.values())
-        journeys = runtime.engine.journeys
-        problems += [Problem("journey", i, d) for i, d in sorted(journeys.problems.items())]
-        problems += [
-            Problem("journey_instance", i, d) for i, d in sorted(journeys.unreadable.items())
-        ]
+        problems = runtime.problems()
         # Their ids and details name objects of every brand: not for anyone who asks.
         shown = problems if await auth.sees_everything(request, runtime) else []
         return JSON(
@@ -109,6 +103,8 @@ def create_app(runtime: Runtime) -> FastAPI:
                 "problem_count": len(problems),
             }
         )
+
+    metrics.install(app, runtime)
 
     # Innermost: the body limit, the gate and the access log all run around the ingest path.
     app.add_middleware(events.IngestPath, runtime=runtime)

@@ -66,6 +66,7 @@ RIGHTS: Final[dict[tuple[str, str], Right | None]] = {
     ("GET", "/api/v1/users/{user_ext_id}/journeys"): Right.READ,
     ("GET", "/docs"): Right.READ,
     ("GET", "/openapi.json"): Right.READ,
+    ("GET", "/metrics"): Right.READ,  # and a key of every brand: see api/metrics.py
     # admin: configuration, keys, and anything that makes hookline send a request
     ("POST", "/api/v1/rules"): Right.ADMIN,
     ("POST", "/api/v1/rules/validate"): Right.ADMIN,

@@ -163,6 +163,10 @@ class Store(KeyStore, Protocol):
 
     async def next_due_at(self) -> int | None: ...
 
+    async def count_outbox(self) -> int:
+        """Deliveries not finished yet (pending or retrying): a count on an index."""
+        ...
+
     async def release_leases(self) -> int: ...
 
     async def list_deliveries(

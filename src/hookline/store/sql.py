@@ -968,6 +968,16 @@ class SqlStore:
             )
         return int(value) if value is not None else None
 
+    async def count_outbox(self) -> int:
+        """Deliveries not finished yet (pending or retrying), in memory or not."""
+        d = t.deliveries
+        async with self._read() as conn:
+            # Only active deliveries carry next_attempt_at: the partial index answers alone.
+            value = await conn.scalar(
+                select(func.count()).select_from(d).where(d.c.next_attempt_at.is_not(None))
+            )
+        return int(value or 0)
+
     async def release_leases(self) -> int:
         d = t.deliveries
         async with self._write() as conn:
