@@ -101,7 +101,7 @@ class Family:
                     raise ValueError(f"{self.name}: label name {label!r} is not allowed")
 
 
-def one(name: str, kind: Kind, help: str, value: float, **labels: str) -> Family:
+def one(name: str, kind: Kind, help: str, value: float, /, **labels: str) -> Family:
     """A family of a single series."""
     return Family(name, kind, help, (Sample(value, tuple(labels.items())),))
 
@@ -136,7 +136,9 @@ def _histogram_lines(name: str, labels: Labels, buckets: Buckets) -> list[str]:
     running = 0
     for bound, count in zip((*buckets.bounds, math.inf), buckets.counts, strict=True):
         running += count
-        le = (*labels, ("le", _number(bound)))
+        # Bounds as floats ("1.0"), as the reference client writes them: a series keeps its
+        # name whichever client made it.
+        le = (*labels, ("le", "+Inf" if math.isinf(bound) else repr(bound)))
         lines.append(f"{name}_bucket{_labels(le)} {running}")
     lines.append(f"{name}_sum{_labels(labels)} {_number(buckets.sum)}")
     lines.append(f"{name}_count{_labels(labels)} {running}")
