@@ -147,7 +147,8 @@ async def test_journey_entries_finishes_emitted_events_and_chain_cuts(hookline: 
         assert resp.status_code == 201, resp.text
     before = await scrape(hookline)
     assert before[("hookline_journeys_loaded", (("status", "active"),))] == 2
-    assert await hookline.post("/api/v1/events", {"event_type": "ping", "user_ext_id": "u-1"})
+    ping = await hookline.post("/api/v1/events", {"event_type": "ping", "user_ext_id": "u-1"})
+    assert ping.status_code == 202, ping.text
     changes = moved(before, await scrape(hookline))
     # The ping enters at depth 0, each emitted event one deeper. Each entry emits three
     # events (campaign_started, its own, campaign_finished); the last entry's are cut.
