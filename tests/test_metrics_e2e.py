@@ -253,3 +253,18 @@ async def test_stored_counts_are_read_at_most_once_a_second(
     for _ in range(5):
         await scrape(hookline)
     assert calls == ["outbox"]
+
+
+async def test_attempts_sent_by_a_sender_process_are_counted_where_they_are_recorded(
+    make_hookline: MakeHookline, receiver: Receiver
+) -> None:
+    h = await make_hookline(sender_processes=1)
+    await h.create_rule(activity={"url": receiver.url("/far")})
+    receiver.script["/far"] = [500]
+    await h.post("/api/v1/events", spin_event())
+    await receiver.wait_for(2, "/far")
+    await h.idle()
+    figures = await scrape(h)
+    assert figures[("hookline_attempts_total", (("outcome", "retrying"),))] == 1
+    assert figures[("hookline_attempts_total", (("outcome", "succeeded"),))] == 1
+    assert figures[("hookline_attempt_duration_seconds_count", ())] == 2
