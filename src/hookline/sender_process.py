@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from hookline.events import now_ms
+from hookline.gil import hand_over_promptly
 from hookline.netguard import NetworkPolicy
 from hookline.sender import Exchange, Request, local_sender
 
@@ -300,6 +301,7 @@ def main(argv: list[str]) -> None:
     fd, max_concurrency, max_per_host = (int(a) for a in argv[:3])
     policy = NetworkPolicy.from_json(orjson.loads(argv[3]))
     kind = argv[4]
+    hand_over_promptly()  # reqwest's thread hands answers back without a 5 ms wait
     import uvloop  # comes with uvicorn[standard], like the server's own loop
 
     uvloop.run(_serve(fd, max_concurrency, max_per_host, policy, kind))
