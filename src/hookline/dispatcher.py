@@ -180,7 +180,8 @@ class Dispatcher:
             return 0
         # Claim ahead: a destination may have a few rounds of its limit waiting in memory,
         # so claims come in batches rather than one free slot at a time.
-        ahead = self.settings.max_per_host * CLAIM_AHEAD
+        # At most half of memory, though: a slow destination must leave room for the others.
+        ahead = min(self.settings.max_per_host * CLAIM_AHEAD, MAX_HELD // 2)
         busy = self._per_host.keys() | self._ready.keys()
         host_room = {h: ahead - self._held_for(h) for h in busy}
         batch = await self.store.claim_due(now_ms(), room, LEASE_MARGIN_MS, host_room, ahead)
