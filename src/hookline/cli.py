@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hookline import __version__, applyfile
+from hookline import __version__, applyfile, gil
 from hookline.applyfile import Change, ChangeKind, Kind
 from hookline.client import ApiError, Client
 from hookline.errors import ConfigError, HooklineError
@@ -140,6 +140,7 @@ def serve(
         lock.release()
         _fail(exc.detail, 1)
     logs.configure(settings.log_level)
+    gil.hand_over_promptly()  # SQLite's thread answers without waiting 5 ms for the GIL
     logging.getLogger("hookline").info(
         "listening on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid()
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -152,6 +153,7 @@ class AuthMode(StrEnum):
     OFF = "off"  # never: whoever reaches the port may do everything
 
 
+@functools.lru_cache(maxsize=64)  # the gate asks for every request, about the listen host
 def is_loopback(host: str) -> bool:
     """Whether listening on ``host`` reaches only this machine (127.0.0.0/8, ::1, localhost).
 

@@ -80,7 +80,7 @@ class Exchange:
     ``final`` marks an error that another try of the same request cannot mend (a request no
     sender will send, an answer that is not HTTP); ``warning`` notes a problem that does not
     change the outcome (a 2xx whose body was cut off). Fields cross the sender process
-    socket in order (``astuple``), so new ones go at the end, with a default.
+    socket in order (their fields' values), so new ones go at the end, with a default.
     """
 
     started_at: int

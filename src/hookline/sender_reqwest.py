@@ -78,6 +78,8 @@ class ReqwestSender:
         self._clients: OrderedDict[_ClientKey, Client] = OrderedDict()
         # Checked answers: name -> (address, monotonic time it expires).
         self._answers: dict[str, tuple[IPAddress, float]] = {}
+        # The guard's verdict on IP literals: host -> why it is blocked, or None.
+        self._literals: dict[str, str | None] = {}
         self._started = False
 
     async def start(self) -> None:
@@ -117,10 +119,7 @@ class ReqwestSender:
         name = url.domain
         port = url.port_or_known_default or 0
         if name is None:  # an IP literal, as reqwest parsed it
-            address = ipaddress.ip_address(host.strip("[]"))
-            why = self.policy.blocked_reason(address)
-            if why is not None:
-                raise DestinationBlocked(host, address, why)
+            self._check_literal(host)
             return self._client((origin, None), None), None
         address = await self._checked(name, port)
         return self._client((origin, address), (name, address, port)), name
@@ -138,6 +137,17 @@ class ReqwestSender:
         else:
             self._clients.move_to_end(key)
         return client
+
+    def _check_literal(self, host: str) -> None:
+        """Refuse an IP literal the guard blocks (the policy is fixed: a verdict is kept)."""
+        why = self._literals.get(host, "")
+        if why == "":
+            why = self.policy.blocked_reason(ipaddress.ip_address(host.strip("[]")))
+            if len(self._literals) >= MAX_ANSWERS:
+                self._literals.clear()
+            self._literals[host] = why
+        if why is not None:
+            raise DestinationBlocked(host, ipaddress.ip_address(host.strip("[]")), why)
 
     async def _checked(self, name: str, port: int) -> IPAddress:
         """An address ``name`` resolves to, every answer checked by the guard."""
