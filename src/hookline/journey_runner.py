@@ -180,8 +180,11 @@ class JourneyBatch:
         self.now = now
         self.ever = ever
         self.by_user: dict[UserKey, list[Instance]] = {}
+        # As read in this transaction: the store updates these, and inserts the others.
+        self.loaded: dict[str, Instance] = {}
         for inst in instances:
             self.by_user.setdefault(inst.user, []).append(inst)
+            self.loaded[inst.id] = inst
         self.changed: dict[str, Instance] = {}
         self.counts: dict[tuple[str, str], tuple[int, int]] = {}
         self.timers_set = False
@@ -291,7 +294,7 @@ class JourneyBatch:
         return applied
 
     async def flush(self, conn: AsyncConnection) -> None:
-        await jsql.save_instances(conn, self.changed.values())
+        await jsql.save_instances(conn, self.changed.values(), self.loaded)
         await jsql.add_block_counts(conn, self.counts)
 
 

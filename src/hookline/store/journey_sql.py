@@ -32,7 +32,7 @@ from hookline.state import NO_BRAND, UserKey, user_key
 from hookline.store import rows
 from hookline.store import schema as t
 from hookline.store.rows import RowMapper
-from hookline.store.sql import stale_write
+from hookline.store.sql import placeholders, stale_write
 
 _CHUNK = 500
 _I = t.journey_instances
@@ -159,15 +159,48 @@ async def active_users_of(conn: AsyncConnection, journey_id: str) -> list[UserKe
     return list({user_key(_brand(r.ext_brand_id), r.user_ext_id) for r in rows})
 
 
-async def save_instances(conn: AsyncConnection, instances: Iterable[Instance]) -> None:
-    rows = [_instance_row(i) for i in instances]
-    if not rows:
-        return
-    ids = [r["id"] for r in rows]
-    # Replace whole rows: delete then insert is one statement each, whatever changed.
-    for part in _chunks(ids):
-        await conn.execute(delete(_I).where(_I.c.id.in_(part)))
-    await conn.execute(insert(_I), rows)
+# What a step can change on an instance that exists; the rest is fixed when it enters.
+_MOVED = (
+    "status",
+    "block",
+    "block_since",
+    "due_at",
+    "waiting_for",
+    "converted_at",
+    "finish_reason",
+    "finished_at",
+    "updated_at",
+)
+
+
+async def save_instances(
+    conn: AsyncConnection, instances: Iterable[Instance], before: Mapping[str, Instance]
+) -> None:
+    """Write what a batch changed: new instances inserted, the others updated in place.
+
+    ``before``: the instances as this transaction read them. An update writes only the
+    columns a step can change (``last_event`` only when it did), one statement for all:
+    rewriting whole rows cost as much as the steps themselves when many timers fell due.
+    """
+    new: list[dict[str, Any]] = []
+    moved: list[tuple[Any, ...]] = []
+    moved_by_event: list[tuple[Any, ...]] = []
+    for inst in instances:
+        old = before.get(inst.id)
+        if old is None:
+            new.append(_instance_row(inst))
+        elif inst.last_event is old.last_event:
+            moved.append((*_INSTANCE.values(inst, _MOVED), inst.id))
+        else:
+            row = (*_INSTANCE.values(inst, _MOVED), *_INSTANCE.values(inst, ("last_event",)))
+            moved_by_event.append((*row, inst.id))
+    for rows, columns in ((moved, _MOVED), (moved_by_event, (*_MOVED, "last_event"))):
+        if rows:
+            marks = placeholders(conn, len(columns) + 1)
+            sets = ", ".join(f"{c} = {m}" for c, m in zip(columns, marks, strict=False))
+            await conn.exec_driver_sql(f"UPDATE {_I.name} SET {sets} WHERE id = {marks[-1]}", rows)
+    if new:
+        await conn.execute(insert(_I), new)
 
 
 async def add_block_counts(

@@ -81,6 +81,11 @@ class RowMapper(Generic[R]):
         plain = Codec()
         return {n: self.codecs.get(n, plain).dump(getattr(record, n)) for n in self.names}
 
+    def values(self, record: R, names: tuple[str, ...]) -> tuple[Any, ...]:
+        """Only the ``names`` columns of the record, as stored, in that order."""
+        plain = Codec()
+        return tuple(self.codecs.get(n, plain).dump(getattr(record, n)) for n in names)
+
     def record(self, row: Row[Any], **given: Any) -> R:
         """The record of a row; ``given`` fields are taken as they are, not read from it."""
         columns = row._mapping
