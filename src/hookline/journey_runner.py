@@ -50,6 +50,8 @@ MAX_CHAIN_DEPTH = 8
 TIMER_BATCH = 1000
 # Claimed batches queued for the writer at most (one committing, the next waiting).
 TIMER_AHEAD = 2
+# A timer whose step failed (a bug) is tried again this much later (ms), not at once.
+TIMER_RETRY_MS = 60_000
 # The timer looks again at least this often (seconds), in case a wake-up was missed.
 TIMER_IDLE = 1.0
 
@@ -261,17 +263,24 @@ class JourneyBatch:
     def on_timers(
         self, timers: Sequence[tuple[str, UserKey]], states: dict[UserKey, dict[str, Any]]
     ) -> list[Applied]:
+        """Step the claimed instances that are still due; one that fails is put off, alone."""
         applied: list[Applied] = []
         for instance_id, user in timers:
             inst = next((i for i in self.by_user.get(user, ()) if i.id == instance_id), None)
             if inst is None or inst.due_at is None or inst.due_at > self.now:
                 continue  # moved on meanwhile (an event came first)
             journey = self.index.version(inst.journey_id, inst.version)
-            step = (
-                on_timer(journey, inst, states.get(user, {}), self.now)
-                if journey is not None
-                else None
-            )
+            try:
+                step = (
+                    on_timer(journey, inst, states.get(user, {}), self.now)
+                    if journey is not None
+                    else None
+                )
+            except Exception:  # a bug in one step must not hold back the batch
+                log.exception("instance %s: timer step failed; tried again later", inst.id)
+                later = self.now + TIMER_RETRY_MS
+                self.changed[inst.id] = replace(inst, due_at=later, updated_at=self.now)
+                continue
             if step is None or journey is None:
                 # Nothing can move it: drop the timer rather than claim it for ever.
                 log.error("instance %s has a timer nothing can handle; cleared", inst.id)

@@ -194,11 +194,13 @@ async def save_instances(
         else:
             row = (*_INSTANCE.values(inst, _MOVED), *_INSTANCE.values(inst, ("last_event",)))
             moved_by_event.append((*row, inst.id))
-    for rows, columns in ((moved, _MOVED), (moved_by_event, (*_MOVED, "last_event"))):
-        if rows:
+    for updates, columns in ((moved, _MOVED), (moved_by_event, (*_MOVED, "last_event"))):
+        if updates:
             marks = placeholders(conn, len(columns) + 1)
             sets = ", ".join(f"{c} = {m}" for c, m in zip(columns, marks, strict=False))
-            await conn.exec_driver_sql(f"UPDATE {_I.name} SET {sets} WHERE id = {marks[-1]}", rows)
+            await conn.exec_driver_sql(
+                f"UPDATE {_I.name} SET {sets} WHERE id = {marks[-1]}", updates
+            )
     if new:
         await conn.execute(insert(_I), new)
 
