@@ -81,7 +81,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--memory-with-rule", action="store_true", help="memory run delivers too")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument(
-        "--skip", default="", help="comma list: limit,celery,e2e,scaling,memory,journeys"
+        "--skip",
+        default="",
+        help="comma list: limit,celery,e2e,scaling,memory,journeys (or journey_throughput, "
+        "journey_timers, journey_waiting)",
     )
     for name in asdict(journey_scenarios.JourneyCounts()):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
@@ -331,7 +334,7 @@ def run_all(
 
     if "journeys" not in skip:
         journey_scenarios.run_all(
-            bench, journey_counts_from(args), args.users, batch_c, step, on_server
+            bench, journey_counts_from(args), args.users, batch_c, step, on_server, skip
         )
 
 
