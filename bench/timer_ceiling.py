@@ -65,7 +65,8 @@ def _statements(db: sqlite3.Connection) -> dict[str, Callable[[_Part], None]]:
             "next_attempt_at, updated_at, journey_id, instance_id) VALUES (?, 'evt_x', ?, "
             "'pending', 'POST', 'http://127.0.0.1:9/x', '127.0.0.1:9', ?, ?, 15.0, ?, 0, 2, 2, "
             "2, 'jrn_1', ?)",
-            [(f"dlv_{i}", f"u{i}", headers, b'{"seq": 1}', schedule, i) for i in part],
+            # users in no order, as the instances' are (the user index is written at random)
+            [(f"dlv_{i}", f"u{i[::-1]}", headers, b'{"seq": 1}', schedule, i) for i in part],
         )
 
     def emit(part: _Part) -> None:
