@@ -180,7 +180,8 @@ async def save_instances(
 
     ``before``: the instances as this transaction read them. An update writes only the
     columns a step can change (``last_event`` only when it did), one statement for all:
-    rewriting whole rows cost as much as the steps themselves when many timers fell due.
+    a delete and an insert of whole rows moved every index entry and re-encoded the
+    entry event, for each of thousands of timers falling due at once.
     """
     new: list[dict[str, Any]] = []
     moved: list[tuple[Any, ...]] = []
