@@ -160,7 +160,7 @@ async def active_users_of(conn: AsyncConnection, journey_id: str) -> list[UserKe
 
 
 # What a step can change on an instance that exists; the rest is fixed when it enters.
-_MOVED = (
+_UPDATABLE = (
     "status",
     "block",
     "block_since",
@@ -170,6 +170,7 @@ _MOVED = (
     "finish_reason",
     "finished_at",
     "updated_at",
+    "last_event",
 )
 
 
@@ -178,30 +179,27 @@ async def save_instances(
 ) -> None:
     """Write what a batch changed: new instances inserted, the others updated in place.
 
-    ``before``: the instances as this transaction read them. An update writes only the
-    columns a step can change (``last_event`` only when it did), one statement for all:
-    a delete and an insert of whole rows moved every index entry and re-encoded the
-    entry event, for each of thousands of timers falling due at once.
+    ``before``: the instances as this transaction read them. An update sets only the
+    columns whose value the step changed, so an index whose columns stayed (the user's
+    status while a walk goes on, ``waiting_for`` after a delay) is not rewritten; the rows
+    that changed the same columns share one statement. A delete and an insert of whole rows
+    moved every index entry and re-encoded the entry event, for each of thousands of
+    timers falling due at once.
     """
     new: list[dict[str, Any]] = []
-    moved: list[tuple[Any, ...]] = []
-    moved_by_event: list[tuple[Any, ...]] = []
+    updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
     for inst in instances:
         old = before.get(inst.id)
         if old is None:
             new.append(_instance_row(inst))
-        elif inst.last_event is old.last_event:
-            moved.append((*_INSTANCE.values(inst, _MOVED), inst.id))
-        else:
-            row = (*_INSTANCE.values(inst, _MOVED), *_INSTANCE.values(inst, ("last_event",)))
-            moved_by_event.append((*row, inst.id))
-    for updates, columns in ((moved, _MOVED), (moved_by_event, (*_MOVED, "last_event"))):
-        if updates:
-            marks = placeholders(conn, len(columns) + 1)
-            sets = ", ".join(f"{c} = {m}" for c, m in zip(columns, marks, strict=False))
-            await conn.exec_driver_sql(
-                f"UPDATE {_I.name} SET {sets} WHERE id = {marks[-1]}", updates
-            )
+            continue
+        changed = tuple(c for c in _UPDATABLE if getattr(inst, c) != getattr(old, c))
+        if changed:
+            updates.setdefault(changed, []).append((*_INSTANCE.values(inst, changed), inst.id))
+    for columns, rows_ in updates.items():
+        marks = placeholders(conn, len(columns) + 1)
+        sets = ", ".join(f"{c} = {m}" for c, m in zip(columns, marks, strict=False))
+        await conn.exec_driver_sql(f"UPDATE {_I.name} SET {sets} WHERE id = {marks[-1]}", rows_)
     if new:
         await conn.execute(insert(_I), new)
 
