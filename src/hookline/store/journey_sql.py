@@ -125,9 +125,11 @@ async def load_active(conn: AsyncConnection, users: Sequence[UserKey]) -> list[I
     wanted = set(users)
     for part in _chunks(_ids(users)):
         rows = await conn.execute(
-            select(_I).where(_I.c.user_ext_id.in_(part), _I.c.status == "active")
+            select(*_INSTANCE.columns(_I)).where(
+                _I.c.user_ext_id.in_(part), _I.c.status == "active"
+            )
         )
-        found.extend(i for i in map(_instance, rows) if i.user in wanted)
+        found.extend(i for i in map(_INSTANCE.from_tuple, rows) if i.user in wanted)
     return found
 
 
