@@ -63,7 +63,7 @@ def _pairs(raw: bytes) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in orjson.loads(raw))
 
 
-def _marks(conn: AsyncConnection, count: int) -> list[str]:
+def placeholders(conn: AsyncConnection, count: int) -> list[str]:
     """Placeholders in the driver's own style, for statements sent without compiling."""
     style = conn.dialect.paramstyle
     if style == "qmark":
@@ -83,7 +83,7 @@ async def _insert_many(conn: AsyncConnection, table: Table, rows: Sequence[dict[
     columns = list(rows[0])
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"VALUES ({', '.join(_marks(conn, len(columns)))})"
+        f"VALUES ({', '.join(placeholders(conn, len(columns)))})"
     )
     await conn.exec_driver_sql(sql, [tuple(row.values()) for row in rows])
 
@@ -163,7 +163,7 @@ class SqlIngest:
     async def save_counters(self, counters: Mapping[CounterKey, Counter], now: int) -> None:
         if not counters:
             return
-        marks = ", ".join(_marks(self._conn, 6))
+        marks = ", ".join(placeholders(self._conn, 6))
         await self._conn.exec_driver_sql(
             f"INSERT INTO {t.rule_counters.name} "
             "(user_ext_id, ext_brand_id, rule_id, epoch, state, updated_at) "
@@ -198,7 +198,7 @@ class SqlIngest:
     async def save_states(self, states: dict[UserKey, dict[str, Any]], now: int) -> None:
         if not states:
             return
-        marks = ", ".join(_marks(self._conn, 4))
+        marks = ", ".join(placeholders(self._conn, 4))
         await self._conn.exec_driver_sql(
             f"INSERT INTO {t.users.name} (ext_brand_id, user_ext_id, state, updated_at) "
             f"VALUES ({marks}) ON CONFLICT (ext_brand_id, user_ext_id) DO UPDATE SET "
@@ -938,7 +938,7 @@ class SqlStore:
                 t.attempts,
                 [_ATTEMPT.row(o.attempt) for o in outcomes],
             )
-            marks = _marks(conn, 7)
+            marks = placeholders(conn, 7)
             await conn.exec_driver_sql(
                 f"UPDATE {t.deliveries.name} SET status = {marks[0]}, attempts = {marks[1]}, "
                 f"next_attempt_at = {marks[2]}, lease_until = NULL, updated_at = {marks[3]}, "
