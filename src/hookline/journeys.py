@@ -29,7 +29,7 @@ from hookline.rules import SavedWebhook
 from hookline.signing import Signing
 from hookline.state import RESERVED, UserKey, merge_patch, user_key
 from hookline.templates import JOURNEY_SCOPES, Template, TemplateMode, compile_template
-from hookline.times import parse_duration
+from hookline.times import parse_duration, short_value
 from hookline.values import MAX_DEPTH, check_json
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
 
@@ -262,7 +262,7 @@ def compile_journey(journey: Journey, webhooks: Mapping[str, SavedWebhook]) -> C
     start = d.get("start")
     if not isinstance(start, str) or start not in blocks:
         raise InvalidInput(
-            f"start must name a block; got {_short(start)} (blocks: {', '.join(blocks)})",
+            f"start must name a block; got {short_value(start)} (blocks: {', '.join(blocks)})",
             field="start",
         )
     _check_graph(start, blocks)
@@ -289,7 +289,8 @@ def check_journey_name(name: str) -> None:
     """A name has no spaces at either end (" welcome" would be a second journey by mistake)."""
     if not name.strip() or name != name.strip():
         raise InvalidInput(
-            f"a journey name has no spaces at its start or end; got {_short(name)}", field="name"
+            f"a journey name has no spaces at its start or end; got {short_value(name)}",
+            field="name",
         )
 
 
@@ -382,14 +383,6 @@ def shown_definition(definition: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
-def _short(value: Any) -> str:
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = type(value).__name__
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _only(data: Mapping[str, Any], allowed: set[str], path: str) -> None:
     for key in data:
         if key not in allowed:
@@ -404,7 +397,7 @@ def _object(value: Any, path: str, *, required: bool = False) -> Mapping[str, An
     if value is None and not required:
         return {}
     if not isinstance(value, Mapping):
-        raise InvalidInput(f"{path} must be an object; got {_short(value)}", field=path)
+        raise InvalidInput(f"{path} must be an object; got {short_value(value)}", field=path)
     return value
 
 
@@ -425,7 +418,9 @@ def _enum(kind: type[_E], value: Any, path: str) -> _E:
         return kind(value)
     except ValueError:
         allowed = ", ".join(m.value for m in kind)
-        raise InvalidInput(f"expected one of {allowed}; got {_short(value)}", field=path) from None
+        raise InvalidInput(
+            f"expected one of {allowed}; got {short_value(value)}", field=path
+        ) from None
 
 
 def _conditions(spec: Any, path: str) -> Predicate:
@@ -434,7 +429,9 @@ def _conditions(spec: Any, path: str) -> Predicate:
 
 def _percent(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
-        raise InvalidInput(f"a percent is a number from 0 to 100; got {_short(value)}", field=path)
+        raise InvalidInput(
+            f"a percent is a number from 0 to 100; got {short_value(value)}", field=path
+        )
     return float(value)
 
 
@@ -518,7 +515,7 @@ def _blocks(raw: Any, webhooks: Mapping[str, SavedWebhook]) -> tuple[dict[str, B
 def _target(data: Mapping[str, Any], key: str, path: str) -> str | None:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
-        raise InvalidInput(f"{key} names a block; got {_short(value)}", field=f"{path}.{key}")
+        raise InvalidInput(f"{key} names a block; got {short_value(value)}", field=f"{path}.{key}")
     return value
 
 
@@ -601,7 +598,7 @@ def _until(data: Mapping[str, Any], path: str) -> TimeOfDay:
     default = data.get("time_zone", "UTC")
     if not isinstance(default, str) or _zone(default) is None:
         raise InvalidInput(
-            f"unknown time zone {_short(default)}; use an IANA name such as 'Europe/Malta'",
+            f"unknown time zone {short_value(default)}; use an IANA name such as 'Europe/Malta'",
             field=f"{path}.time_zone",
         )
     return TimeOfDay(int(match[1]), int(match[2]), zone_field, default)
@@ -660,7 +657,7 @@ def _activity(
         saved = webhooks.get(webhook_id) if isinstance(webhook_id, str) else None
         if saved is None:
             raise InvalidInput(
-                f"no saved webhook {_short(webhook_id)}; create it at /api/v1/webhooks first",
+                f"no saved webhook {short_value(webhook_id)}; create it at /api/v1/webhooks first",
                 field=f"{path}.webhook_id",
             )
         if saved.problem is not None:

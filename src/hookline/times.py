@@ -36,13 +36,14 @@ def parse_duration(value: Any, field: str) -> int:
     if ms is None or not 0 < ms <= MAX_DURATION_MS:
         raise InvalidInput(
             "a duration is a positive number of seconds or text such as '90s', '5m', '2h', "
-            f"'7d' (at most ten years); got {_short(value)}",
+            f"'7d' (at most ten years); got {short_value(value)}",
             field=field,
         )
     return ms
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any) -> str:
+    """A value as an error message quotes it: its JSON, cut to 40 characters."""
     try:
         text = orjson.dumps(value).decode()
     except TypeError:
