@@ -35,6 +35,39 @@ def test_the_port_is_given_once_and_every_later_command_reuses_it() -> None:
     assert "$HL" in later
 
 
+def _shown_outputs(block: str) -> list[str]:
+    """What a block shows as its output, as patterns: `...` stands for any text.
+
+    A group of `# ` lines right under the commands is output the reader will compare with;
+    a group with a continuation line (`#  `, an excerpt cut across lines) is left out.
+    """
+    groups: list[list[str]] = [[]]
+    for line in block.splitlines():
+        if line.startswith("# "):
+            groups[-1].append(line[2:])
+        elif groups[-1]:
+            groups.append([])
+    patterns = []
+    for group in groups:
+        if not group or any(line.startswith(" ") for line in group):
+            continue
+        for line in group:
+            patterns.append(_pattern(line))
+    return patterns
+
+
+def _pattern(line: str) -> str:
+    """`dlv_...` is an id, `"..."` one JSON string, `...` anything; a column gap any gap."""
+    # `, ...}` stands for `,"json_error":null}`: the space after the comma goes with it.
+    line = line.replace(", ...", ",...")
+    for shown, marker in (("_...", "\x00"), ('"..."', "\x01"), ("...", "\x02")):
+        line = line.replace(shown, marker)
+    pattern = re.escape(line)
+    for marker, meaning in (("\x00", r"_\w+"), ("\x01", '"[^"]*"'), ("\x02", ".*?")):
+        pattern = pattern.replace(marker, meaning)
+    return re.sub(r"(?:\\ ){2,}", " +", pattern)
+
+
 def _run(script: str, cwd: Path) -> str:
     done = subprocess.run(
         ["bash", "-c", "set -euo pipefail\n" + script],
@@ -94,6 +127,9 @@ async def test_the_walkthrough_works_as_written_on_another_port(tmp_path: Path) 
         proc.kill()
         await proc.wait()
         log.close()
+    for block, output in zip(blocks[1:], outputs, strict=True):
+        for shown in _shown_outputs(block):
+            assert re.search(shown, output), f"the README shows\n{shown}\nbut got\n{output}"
     everything = "\n".join(outputs)
     assert f'"url":"http://127.0.0.1:{port}/echo-send/my-first-secret/"' in everything
     first_echo, second_echo, journey_echo, converted_echo = (
