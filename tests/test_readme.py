@@ -20,11 +20,14 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 PORT_LINE = "PORT=8080"
 
 
-def walkthrough_blocks() -> list[str]:
+def _walkthrough() -> str:
     text = README.read_text()
     start = text.index("## Five-minute walk-through")
-    end = text.index("\n## ", start + 1)
-    return re.findall(r"```sh\n(.*?)```", text[start:end], re.S)
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def walkthrough_blocks() -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", _walkthrough(), re.S)
 
 
 def test_the_port_is_given_once_and_every_later_command_reuses_it() -> None:
@@ -123,6 +126,15 @@ async def test_the_walkthrough_works_as_written_on_another_port(tmp_path: Path) 
                 outputs.append(await _run_until(script, tmp_path, '"json":{'))
             else:
                 outputs.append(await asyncio.to_thread(_run, script, tmp_path))
+        # The prose between the blocks gives one command too: show a delivery of the list.
+        (listed,) = (o for b, o in zip(blocks[1:], outputs, strict=True) if "deliveries list" in b)
+        delivery_id = re.findall(r"^(dlv_\w+) +succeeded", listed, re.M)[-1]
+        (show,) = re.findall(
+            r"`(\.venv/bin/hookline --url \$HL deliveries show dlv_\.\.\.)`", _walkthrough()
+        )
+        delivery = json.loads(
+            await asyncio.to_thread(_run, prelude + show.replace("dlv_...", delivery_id), tmp_path)
+        )
     finally:
         proc.kill()
         await proc.wait()
@@ -159,6 +171,8 @@ async def test_the_walkthrough_works_as_written_on_another_port(tmp_path: Path) 
     assert stats["treatment"]["converted"] == 1
     assert stats["treatment"]["finished"] == {"goal": 1}
     assert stats["blocks"]["wait"] == {"entered": 1, "passed": 1, "waiting": 0}
+    assert delivery["id"] == delivery_id
+    assert [(a["number"], a["status_code"]) for a in delivery["attempt_log"]] == [(1, 200)]
     preview = json.loads(outputs[-1])
     assert preview["url"] == "https://crm.example.com/users/user-42"
     assert json.loads(preview["body"]) == {"level": 'Lvl "5" \\ gold', "spins": 3}
