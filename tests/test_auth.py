@@ -222,6 +222,22 @@ async def test_malformed_authorization_is_401(make_hookline: MakeHookline) -> No
     assert resp.status_code == 200
 
 
+async def test_bearer_with_an_empty_key_says_the_key_is_missing(
+    make_hookline: MakeHookline,
+) -> None:
+    """`-H "Authorization: Bearer $KEY"` with $KEY unset sends 'Bearer' and nothing else."""
+    h = await make_hookline()
+    await h.runtime.keys.create(Role.ADMIN, (), "root")
+    # curl sends "Bearer " and the server reads it without the trailing space.
+    for header in ("Bearer", "bearer"):
+        resp = await h.client.get("/api/v1/rules", headers={"authorization": header})
+        assert resp.status_code == 401, header
+        assert resp.json()["field"] == "Authorization"
+        assert "no key after it" in resp.json()["detail"], header
+    wrong_scheme = await h.client.get("/api/v1/rules", headers={"authorization": "Basic abc"})
+    assert "no key after it" not in wrong_scheme.json()["detail"]
+
+
 async def test_public_routes_stay_public_with_keys(make_hookline: MakeHookline) -> None:
     h = await make_hookline()
     await h.runtime.keys.create(Role.ADMIN, (), "root")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
+from typing import Any
 
 import orjson
+import typer
 from typer.testing import CliRunner, Result
 
 from hookline.cli import app
@@ -100,3 +103,27 @@ def test_help_lists_the_commands() -> None:
     result = runner.invoke(app, ["--help"])
     for command in ("serve", "send-event", "rules", "echo"):
         assert command in result.output
+
+
+def _command_paths(group: Any, prefix: str) -> list[str]:
+    """Every command's words, subcommands of a group included (typer keeps its own click)."""
+    paths: list[str] = []
+    for name, command in sorted(group.commands.items()):
+        if hasattr(command, "commands"):
+            paths += _command_paths(command, f"{prefix} {name}")
+        else:
+            paths.append(f"{prefix} {name}")
+    return paths
+
+
+def test_the_readme_command_line_section_shows_every_command() -> None:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = text.index("## Command line")
+    (block,) = re.findall(r"```sh\n(.*?)```", text[start : text.index("\n## ", start + 1)], re.S)[
+        :1
+    ]
+    shown = {" ".join(line.split()[:3]) for line in block.splitlines()}
+    commands = _command_paths(typer.main.get_command(app), "hookline")
+    assert len(commands) >= 12
+    missing = [c for c in commands if not any(s == c or s.startswith(c + " ") for s in shown)]
+    assert missing == []

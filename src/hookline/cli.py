@@ -176,7 +176,7 @@ def send_event(
     ] = None,
     url: UrlOption = None,
 ) -> None:
-    """Send one event or a JSON array of events; prints the ids hookline assigned."""
+    """Send one event or a JSON array of events; prints the answer: ids and deliveries."""
     if file is not None:
         raw = file.read_bytes()
     elif event is None or event == "-":

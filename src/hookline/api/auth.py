@@ -208,7 +208,14 @@ def _bearer(scope: Scope) -> str:
         )
     scheme, _, token = bytes(header).decode("latin-1").partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() == "bearer" and not token:
+        # What `-H "Authorization: Bearer $KEY"` sends when $KEY was never set in this shell.
+        raise Unauthorized(
+            "the Authorization header is 'Bearer' with no key after it (is the shell "
+            "variable that should hold the key empty?); send 'Authorization: Bearer <key>'",
+            field="Authorization",
+        )
+    if scheme.lower() != "bearer":
         raise Unauthorized("the Authorization header must be 'Bearer <key>'", field="Authorization")
     return token
 
