@@ -63,7 +63,11 @@ def _pairs(raw: bytes) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in orjson.loads(raw))
 
 
-def _marks(conn: AsyncConnection, count: int) -> list[str]:
+# One write sent to the driver as it is: a statement and its rows (executemany).
+Statement = tuple[str, list[tuple[Any, ...]]]
+
+
+def _marks(conn: AsyncConnection | AsyncEngine, count: int) -> list[str]:
     """Placeholders in the driver's own style, for statements sent without compiling."""
     style = conn.dialect.paramstyle
     if style == "qmark":
@@ -73,19 +77,21 @@ def _marks(conn: AsyncConnection, count: int) -> list[str]:
     return ["%s"] * count
 
 
-async def _insert_many(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+def _insert_many(
+    conn: AsyncConnection | AsyncEngine, table: Table, rows: Sequence[dict[str, Any]]
+) -> list[Statement]:
     """INSERT many rows straight to the driver: the hot paths skip per-row bind processing.
 
     Every row has the same keys, in the same order, naming columns of ``table``.
     """
     if not rows:
-        return
+        return []
     columns = list(rows[0])
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
         f"VALUES ({', '.join(_marks(conn, len(columns)))})"
     )
-    await conn.exec_driver_sql(sql, [tuple(row.values()) for row in rows])
+    return [(sql, [tuple(row.values()) for row in rows])]
 
 
 async def _names_using(conn: AsyncConnection, webhook_id: str) -> list[str]:
@@ -103,11 +109,16 @@ def _in_use(names: Sequence[str]) -> Conflict:
 
 
 class SqlIngest:
-    """The ingest unit of work on one open transaction."""
+    """The ingest unit of work on one open transaction.
+
+    Reads run at once; writes are kept in ``pending`` and sent together just before the
+    commit (the store's ``ingest``), so a group's writes cost one trip to the driver.
+    """
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
         self.conn = conn  # for the journey statements (store/journey_sql) in this transaction
+        self.pending: list[Statement] = []
 
     async def known_eids(self, eids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -164,19 +175,21 @@ class SqlIngest:
         if not counters:
             return
         marks = ", ".join(_marks(self._conn, 6))
-        await self._conn.exec_driver_sql(
-            f"INSERT INTO {t.rule_counters.name} "
-            "(user_ext_id, ext_brand_id, rule_id, epoch, state, updated_at) "
-            f"VALUES ({marks}) ON CONFLICT (user_ext_id, ext_brand_id, rule_id) DO UPDATE SET "
-            "epoch = excluded.epoch, state = excluded.state, updated_at = excluded.updated_at",
-            [
-                (u, b, rule_id, counter.epoch, _dumps(counter.as_json()), now)
-                for (rule_id, (b, u)), counter in counters.items()
-            ],
+        self.pending.append(
+            (
+                f"INSERT INTO {t.rule_counters.name} "
+                "(user_ext_id, ext_brand_id, rule_id, epoch, state, updated_at) "
+                f"VALUES ({marks}) ON CONFLICT (user_ext_id, ext_brand_id, rule_id) DO UPDATE SET "
+                "epoch = excluded.epoch, state = excluded.state, updated_at = excluded.updated_at",
+                [
+                    (u, b, rule_id, counter.epoch, _dumps(counter.as_json()), now)
+                    for (rule_id, (b, u)), counter in counters.items()
+                ],
+            )
         )
 
     async def insert_events(self, events: Sequence[Event]) -> None:
-        await _insert_many(
+        self.pending += _insert_many(
             self._conn,
             t.events,
             [
@@ -199,18 +212,20 @@ class SqlIngest:
         if not states:
             return
         marks = ", ".join(_marks(self._conn, 4))
-        await self._conn.exec_driver_sql(
-            f"INSERT INTO {t.users.name} (ext_brand_id, user_ext_id, state, updated_at) "
-            f"VALUES ({marks}) ON CONFLICT (ext_brand_id, user_ext_id) DO UPDATE SET "
-            "state = excluded.state, updated_at = excluded.updated_at",
-            [(b, u, _dumps(s), now) for (b, u), s in states.items()],
+        self.pending.append(
+            (
+                f"INSERT INTO {t.users.name} (ext_brand_id, user_ext_id, state, updated_at) "
+                f"VALUES ({marks}) ON CONFLICT (ext_brand_id, user_ext_id) DO UPDATE SET "
+                "state = excluded.state, updated_at = excluded.updated_at",
+                [(b, u, _dumps(s), now) for (b, u), s in states.items()],
+            )
         )
 
     async def insert_deliveries(
         self, deliveries: Sequence[Delivery], lease_from: int | None = None
     ) -> None:
         rows = [_delivery_row(d, lease_from) for d in deliveries]
-        await _insert_many(self._conn, t.deliveries, rows)
+        self.pending += _insert_many(self._conn, t.deliveries, rows)
 
 
 def _delivery_row(d: Delivery, lease_from: int | None = None) -> dict[str, Any]:
@@ -662,7 +677,16 @@ class SqlStore:
     @asynccontextmanager
     async def ingest(self) -> AsyncIterator[SqlIngest]:
         async with self._write() as conn:
-            yield SqlIngest(conn)
+            tx = SqlIngest(conn)
+            yield tx
+            for sql, rows in tx.pending:
+                await conn.exec_driver_sql(sql, rows)
+
+    async def _write_statements(self, statements: Sequence[Statement]) -> None:
+        """Run these writes in one transaction of their own."""
+        async with self._write() as conn:
+            for sql, rows in statements:
+                await conn.exec_driver_sql(sql, rows)
 
     # --- user state and events -------------------------------------------------------
 
@@ -932,30 +956,29 @@ class SqlStore:
     async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None:
         if not outcomes:
             return
-        async with self._write() as conn:
-            await _insert_many(
-                conn,
-                t.attempts,
-                [_ATTEMPT.row(o.attempt) for o in outcomes],
-            )
-            marks = _marks(conn, 7)
-            await conn.exec_driver_sql(
-                f"UPDATE {t.deliveries.name} SET status = {marks[0]}, attempts = {marks[1]}, "
-                f"next_attempt_at = {marks[2]}, lease_until = NULL, updated_at = {marks[3]}, "
-                f"last_status_code = {marks[4]}, last_error = {marks[5]} WHERE id = {marks[6]}",
-                [
-                    (
-                        o.status.value,
-                        o.attempt.number,
-                        o.next_attempt_at,
-                        now,
-                        o.attempt.status_code,
-                        o.attempt.error,
-                        o.attempt.delivery_id,
-                    )
-                    for o in outcomes
-                ],
-            )
+        marks = _marks(self.engine, 7)
+        await self._write_statements(
+            [
+                *_insert_many(self.engine, t.attempts, [_ATTEMPT.row(o.attempt) for o in outcomes]),
+                (
+                    f"UPDATE {t.deliveries.name} SET status = {marks[0]}, attempts = {marks[1]}, "
+                    f"next_attempt_at = {marks[2]}, lease_until = NULL, updated_at = {marks[3]}, "
+                    f"last_status_code = {marks[4]}, last_error = {marks[5]} WHERE id = {marks[6]}",
+                    [
+                        (
+                            o.status.value,
+                            o.attempt.number,
+                            o.next_attempt_at,
+                            now,
+                            o.attempt.status_code,
+                            o.attempt.error,
+                            o.attempt.delivery_id,
+                        )
+                        for o in outcomes
+                    ],
+                ),
+            ]
+        )
 
     async def next_due_at(self) -> int | None:
         """When the next unleased delivery falls due (leases end by the periodic poll)."""

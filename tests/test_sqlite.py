@@ -1,0 +1,98 @@
+"""The SQLite store's writer: a group's writes in one trip to the driver's thread."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite.core
+import pytest
+
+from hookline.errors import StoreError
+from hookline.events import Event, EventInput
+from hookline.runtime import Runtime, build_runtime
+from hookline.settings import Settings
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
+    rt = build_runtime(Settings(data_dir=tmp_path))
+    await rt.store.open()
+    await rt.engine.start()
+    yield rt
+    await rt.engine.stop()
+    await rt.store.close()
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
+    """Every function aiosqlite runs on a connection's thread from now on: (connection, name)."""
+    names: list[tuple[int, str]] = []
+    real = aiosqlite.core.Connection._execute
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        names.append((id(self), getattr(fn, "__name__", repr(fn))))
+        return await real(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+    return names
+
+
+def _writer_trips(trips: list[tuple[int, str]]) -> list[str]:
+    """The trips of the connection that wrote (the readers' are left out)."""
+    writer = next(conn for conn, name in trips if name == "_run_writes")
+    return [name for conn, name in trips if conn == writer]
+
+
+def _event(user: str, i: int) -> EventInput:
+    return EventInput(None, "spin", user, None, None, {"i": i})
+
+
+def _stored(i: int) -> Event:
+    return Event(
+        id=f"evt_{i}",
+        eid=None,
+        event_type="spin",
+        user_ext_id="u-1",
+        ext_brand_id=None,
+        event_date=1,
+        payload={"i": i},
+        received_at=1,
+    )
+
+
+async def test_a_group_of_cached_users_is_one_trip_to_the_driver_thread(
+    runtime: Runtime, trips: list[tuple[int, str]]
+) -> None:
+    await runtime.engine.submit([_event("u-1", 0)])  # reads u-1 once; now in the cache
+    trips.clear()
+    accepted = await runtime.engine.submit([_event("u-1", 1), _event("u-1", 2)])
+    assert _writer_trips(trips) == ["_run_writes"]
+    assert await runtime.store.get_event(accepted[1].id) is not None
+
+
+async def test_a_group_that_reads_first_still_sends_its_writes_in_one_trip(
+    runtime: Runtime, trips: list[tuple[int, str]]
+) -> None:
+    accepted = await runtime.engine.submit([_event("u-new", 0)])
+    writer = _writer_trips(trips)
+    assert writer.count("_run_writes") == 1
+    assert writer[-1] == "commit"  # SQLAlchemy's, which began the transaction to read
+    assert await runtime.store.get_event(accepted[0].id) is not None
+
+
+async def test_a_write_refused_by_the_database_leaves_nothing_and_the_writer_usable(
+    runtime: Runtime,
+) -> None:
+    async def write_twice() -> None:
+        async with runtime.store.ingest() as tx:
+            await tx.insert_events([_stored(1)])
+            await tx.insert_events([_stored(1)])  # the same id twice: the second fails
+
+    with pytest.raises(StoreError, match="IntegrityError"):
+        await write_twice()
+    assert await runtime.store.get_event("evt_1") is None
+    async with runtime.store.ingest() as tx:
+        await tx.insert_events([_stored(2)])
+    assert await runtime.store.get_event("evt_2") is not None
