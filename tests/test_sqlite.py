@@ -72,14 +72,22 @@ async def test_a_group_of_cached_users_is_one_trip_to_the_driver_thread(
     assert await runtime.store.get_event(accepted[1].id) is not None
 
 
-async def test_a_group_that_reads_first_still_sends_its_writes_in_one_trip(
+async def test_a_group_that_reads_a_user_is_two_trips(
     runtime: Runtime, trips: list[tuple[int, str]]
 ) -> None:
     accepted = await runtime.engine.submit([_event("u-new", 0)])
-    writer = _writer_trips(trips)
-    assert writer.count("_run_writes") == 1
-    assert writer[-1] == "commit"  # SQLAlchemy's, which began the transaction to read
+    assert _writer_trips(trips) == ["_run_query", "_run_writes"]  # BEGIN and read; the rest
     assert await runtime.store.get_event(accepted[0].id) is not None
+
+
+async def test_statements_through_sqlalchemy_join_a_transaction_begun_on_the_thread(
+    runtime: Runtime,
+) -> None:
+    async with runtime.store.ingest() as tx:
+        assert await tx.load_states([("", "nobody")]) == {}  # begins on the driver's thread
+        assert await tx.load_counters([("", "nobody")]) == {}  # SQLAlchemy joins it
+        await tx.insert_events([_stored(3)])
+    assert await runtime.store.get_event("evt_3") is not None
 
 
 async def test_a_write_refused_by_the_database_leaves_nothing_and_the_writer_usable(

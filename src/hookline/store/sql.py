@@ -120,41 +120,44 @@ class SqlIngest:
         self.conn = conn  # for the journey statements (store/journey_sql) in this transaction
         self.pending: list[Statement] = []
 
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The rows of one query sent straight to the driver, in this transaction."""
+        result = await self._conn.exec_driver_sql(sql, tuple(params))
+        return [tuple(row) for row in result]
+
+    def _in(self, count: int) -> str:
+        return ", ".join(_marks(self._conn, count))
+
     async def known_eids(self, eids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for part in _chunks(eids):
-            rows = await self._conn.execute(
-                select(t.events.c.eid, t.events.c.id).where(t.events.c.eid.in_(part))
-            )
-            found.update({row.eid: row.id for row in rows})
+            sql = f"SELECT eid, id FROM {t.events.name} WHERE eid IN ({self._in(len(part))})"
+            found.update(await self._fetch(sql, part))
         return found
 
     async def delivery_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
         found: dict[str, list[str]] = {}
         for part in _chunks(event_ids):
-            rows = await self._conn.execute(
-                select(t.deliveries.c.event_id, t.deliveries.c.id)
-                .where(t.deliveries.c.event_id.in_(part))
-                .order_by(t.deliveries.c.id)
+            sql = (
+                f"SELECT event_id, id FROM {t.deliveries.name} "
+                f"WHERE event_id IN ({self._in(len(part))}) ORDER BY id"
             )
-            for row in rows:
-                found.setdefault(row.event_id, []).append(row.id)
+            for event_id, id_ in await self._fetch(sql, part):
+                found.setdefault(event_id, []).append(id_)
         return {event_id: tuple(ids) for event_id, ids in found.items()}
 
     async def load_states(self, users: Sequence[UserKey]) -> dict[UserKey, dict[str, Any]]:
         states: dict[UserKey, dict[str, Any]] = {}
         wanted = set(users)
-        u = t.users
         for part in _chunks(sorted({user for _, user in users})):
-            rows = await self._conn.execute(
-                select(u.c.ext_brand_id, u.c.user_ext_id, u.c.state).where(
-                    u.c.user_ext_id.in_(part)
-                )
+            sql = (
+                f"SELECT ext_brand_id, user_ext_id, state FROM {t.users.name} "
+                f"WHERE user_ext_id IN ({self._in(len(part))})"
             )
-            for row in rows:
-                key = (row.ext_brand_id, row.user_ext_id)
+            for brand, user, raw in await self._fetch(sql, part):
+                key = (brand, user)
                 if key in wanted:  # the same user id in another brand is another user
-                    states[key] = _state(row.state, row.user_ext_id)
+                    states[key] = _state(raw, user)
         return states
 
     async def load_counters(self, users: Sequence[UserKey]) -> dict[CounterKey, Counter]:

@@ -45,7 +45,10 @@ def _engine(path: Path, synchronous: str, *, writer: bool) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+        # An ingest transaction may have begun on the driver's thread (SqliteIngest) before
+        # SQLAlchemy is asked for a statement in it; SQLAlchemy then joins that transaction.
+        if not _in_transaction(conn.connection.dbapi_connection):
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
     return engine
 
@@ -57,34 +60,86 @@ async def _pragma(conn: AsyncConnection, sql: str) -> None:
     await cursor.close()
 
 
-def _run_writes(db: sqlite3.Connection, statements: Sequence[Statement], *, own: bool) -> None:
-    """Run on the driver's thread: the statements, in a transaction of their own if ``own``."""
-    if own:
-        db.execute("BEGIN IMMEDIATE")
+def _run_writes(
+    db: sqlite3.Connection, statements: Sequence[Statement], *, begin: bool, commit: bool
+) -> None:
+    """Run on the driver's thread: the statements, after BEGIN and before COMMIT if asked.
+
+    A failure rolls back whatever transaction is open, whoever began it.
+    """
     try:
+        if begin:
+            db.execute("BEGIN IMMEDIATE")
         for sql, rows in statements:
             db.executemany(sql, rows)
-        if own:
+        if commit:
             db.execute("COMMIT")
     except BaseException:
-        if own and db.in_transaction:
+        if db.in_transaction:
             db.execute("ROLLBACK")
         raise
 
 
-async def _on_driver_thread(
-    conn: AsyncConnection, statements: Sequence[Statement], *, own: bool
-) -> None:
-    """Send a whole batch of writes to aiosqlite's thread as one call.
+def _run_query(
+    db: sqlite3.Connection, sql: str, params: Sequence[Any], *, begin: bool
+) -> list[tuple[Any, ...]]:
+    """Run on the driver's thread: one query, after BEGIN IMMEDIATE if asked."""
+    if begin:
+        db.execute("BEGIN IMMEDIATE")
+    return db.execute(sql, params).fetchall()
+
+
+async def _on_driver_thread(conn: AsyncConnection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn(sqlite3_connection, ...)`` on aiosqlite's thread, as one call.
 
     Through SQLAlchemy every statement is three trips to that thread (cursor, execute, close)
-    and each trip waits for the event loop to take the GIL back; a group commit made about
-    fifteen of them before its 202. aiosqlite runs any function on its thread with
+    and each trip waits for the event loop to take the GIL back; a group commit made eight
+    to fifteen of them before its 202. aiosqlite runs any function on its thread with
     ``_execute``; it has no public name for that.
     """
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
-    await driver._execute(_run_writes, driver._conn, statements, own=own)
+    return await driver._execute(fn, driver._conn, *args, **kwargs)
+
+
+def _in_transaction(conn: Any) -> bool:
+    """Whether SQLite itself has a transaction open on this (idle) driver connection."""
+    return bool(conn.driver_connection._conn.in_transaction)
+
+
+class SqliteIngest(SqlIngest):
+    """The ingest transaction sent to the driver's thread whole: reads begin it, writes end it.
+
+    The first read opens the transaction (BEGIN IMMEDIATE) in the same call as its query;
+    the writes and the COMMIT go as one call at the end. Statements through SQLAlchemy (the
+    journeys', the counters') still work: SQLAlchemy then owns the transaction and commits.
+    """
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        super().__init__(conn)
+        self.begun = False  # a BEGIN sent by this object, not by SQLAlchemy
+
+    def _open(self) -> bool:
+        return self.begun or self._conn.in_transaction()
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        begin = not self._open()
+        rows: list[tuple[Any, ...]] = await _on_driver_thread(
+            self._conn, _run_query, sql, params, begin=begin
+        )
+        self.begun = self.begun or begin
+        return rows
+
+    async def commit(self) -> None:
+        if self._conn.in_transaction():
+            await _on_driver_thread(
+                self._conn, _run_writes, self.pending, begin=False, commit=False
+            )
+            await self._conn.commit()
+        else:
+            await _on_driver_thread(
+                self._conn, _run_writes, self.pending, begin=not self.begun, commit=True
+            )
 
 
 class SqliteStore(SqlStore):
@@ -102,24 +157,19 @@ class SqliteStore(SqlStore):
 
     @asynccontextmanager
     async def ingest(self) -> AsyncIterator[SqlIngest]:
-        """A group's transaction; when it read nothing, BEGIN, writes and COMMIT are one trip.
+        """A group's transaction: one trip to the driver's thread per read, one for the rest.
 
-        A read (a user not in the state cache, a resent eid, counters, journeys) opens the
-        transaction through SQLAlchemy first; the writes then follow in one trip and
-        SQLAlchemy commits.
+        A group of cached users that resends no eid reads nothing: BEGIN, its writes and
+        COMMIT are a single call.
         """
         async with self._writer() as conn:
-            tx = SqlIngest(conn)
+            tx = SqliteIngest(conn)
             yield tx
-            if conn.in_transaction():
-                await _on_driver_thread(conn, tx.pending, own=False)
-                await conn.commit()
-            else:
-                await _on_driver_thread(conn, tx.pending, own=True)
+            await tx.commit()
 
     async def _write_statements(self, statements: Sequence[Statement]) -> None:
         async with self._writer() as conn:
-            await _on_driver_thread(conn, statements, own=True)
+            await _on_driver_thread(conn, _run_writes, statements, begin=True, commit=True)
 
     @asynccontextmanager
     async def _writer(self) -> AsyncIterator[AsyncConnection]:
