@@ -447,9 +447,9 @@ def run_all(
             ),
         )
 
-    if "journeys" not in skip:
+    if any(name not in skip for name in GROUPS["journeys"]):
         journey_scenarios.run_all(
-            bench, journey_counts_from(args), args.users, batch_c, step, on_server
+            bench, journey_counts_from(args), args.users, batch_c, step, on_server, skip
         )
 
 

@@ -20,7 +20,7 @@ import json
 import sqlite3
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,33 +64,40 @@ def run_all(
     connections: int,
     step: Step,
     on_server: OnServer,
+    skip: Container[str] = (),
 ) -> None:
-    """The three journey measurements, in order (each stored by ``step`` as it finishes)."""
+    """The three journey measurements, in order (each stored by ``step`` as it finishes).
+
+    ``skip`` names measurements to leave out (``journey_timers`` ...), to rerun one alone.
+    """
     events, timers, waiting = counts.journey_events, counts.journey_timers, counts.journey_waiting
-    step(
-        "journey_throughput",
-        f"journey entry -> webhook -> delay 1 s -> webhook vs one rule, {events:,} events each",
-        on_server(
-            HooklineSetup(users=users),
-            lambda hl: throughput(bench, hl, events, connections),
-        ),
-    )
-    step(
-        "journey_timers",
-        f"journey timer lateness, {timers:,} timers due at once",
-        on_server(
-            HooklineSetup(users=0, dests=0),
-            lambda hl: timer_lateness(bench, hl, timers, connections),
-        ),
-    )
-    step(
-        "journey_waiting",
-        f"memory with {waiting:,} users waiting in a delay",
-        on_server(
-            HooklineSetup(users=0, dests=0),
-            lambda hl: waiting_memory(bench, hl, waiting, connections),
-        ),
-    )
+    if "journey_throughput" not in skip:
+        step(
+            "journey_throughput",
+            f"journey entry -> webhook -> delay 1 s -> webhook vs one rule, {events:,} events each",
+            on_server(
+                HooklineSetup(users=users),
+                lambda hl: throughput(bench, hl, events, connections),
+            ),
+        )
+    if "journey_timers" not in skip:
+        step(
+            "journey_timers",
+            f"journey timer lateness, {timers:,} timers due at once",
+            on_server(
+                HooklineSetup(users=0, dests=0),
+                lambda hl: timer_lateness(bench, hl, timers, connections),
+            ),
+        )
+    if "journey_waiting" not in skip:
+        step(
+            "journey_waiting",
+            f"memory with {waiting:,} users waiting in a delay",
+            on_server(
+                HooklineSetup(users=0, dests=0),
+                lambda hl: waiting_memory(bench, hl, waiting, connections),
+            ),
+        )
 
 
 # --- the measurements ---------------------------------------------------------------------

@@ -16,7 +16,9 @@ STEPS = (
     "scale-users",
     "scale-dests",
     "memory",
-    "journeys",
+    "journey_throughput",
+    "journey_timers",
+    "journey_waiting",
 )
 # Names that stand for several steps.
 GROUPS = {
@@ -24,6 +26,7 @@ GROUPS = {
     "e2e": ("e2e-batch", "e2e-single"),
     "ingest": ("ingest-batch", "ingest-single"),
     "scaling": ("scale-rules", "scale-users", "scale-dests"),
+    "journeys": ("journey_throughput", "journey_timers", "journey_waiting"),
 }
 
 

@@ -41,6 +41,17 @@ def test_an_instance_round_trips_and_its_row_has_exactly_the_table_columns() -> 
     assert row["ext_brand_id"] == b"5" and row["status"] == "finished"
     # SQLite answers a bool as 0 or 1.
     assert journey_sql._INSTANCE.record(_as_row({**row, "control_group": 1})) == inst
+    # Read by position too, from the columns the mapper selects, in their order.
+    columns = [c.name for c in journey_sql._INSTANCE.columns(t.journey_instances)]
+    assert columns == list(journey_sql._INSTANCE.names)
+    stored = {**row, "control_group": 1}
+    assert journey_sql._INSTANCE.from_tuple([stored[c] for c in columns]) == inst
+
+
+def test_a_mapper_of_some_fields_refuses_to_read_by_position() -> None:
+    mapper = RowMapper(Attempt, stored=frozenset({"id"}))
+    with pytest.raises(TypeError, match="not columns"):
+        mapper.from_tuple(["att_1"])
 
 
 def test_a_journey_row_of_an_older_hookline_reads_revision_1() -> None:

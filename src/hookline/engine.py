@@ -48,6 +48,8 @@ STATE_CACHE_SIZE = 50_000
 FREEZE_DELAY = 1.0
 # While a group is worked on, let the loop run other tasks this often (seconds).
 YIELD_EVERY = 0.002
+# Due timers stepped between two such looks.
+TIMER_SLICE = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,24 +371,33 @@ class _Batch:
             state = apply_update(current, work.patch, user, brand_now)
             self.states[key] = self.changed[key] = state
             return state
-        if self.journeys is not None and (work.timers or work.stop_journey):
-            if work.stop_journey is not None:
-                applied = self.journeys.on_stop(work.stop_journey)
-            else:
-                applied = self.journeys.on_timers(work.timers, self.states)
+        if self.journeys is not None and work.stop_journey is not None:
+            applied = self.journeys.on_stop(work.stop_journey)
             for one in applied:
                 self._journey_step(one, None, 0)
             return len(applied)
+        if self.journeys is not None and work.timers:
+            stepped = 0
+            for start in range(0, len(work.timers), TIMER_SLICE):
+                await self._yield_now_and_then()
+                part = work.timers[start : start + TIMER_SLICE]
+                for one in self.journeys.on_timers(part, self.states):
+                    self._journey_step(one, None, 0)
+                    stepped += 1
+            return stepped
         if work.timers or work.stop_journey:
             return 0
         accepted = []
         for item in work.events:
-            if time.perf_counter() >= self.yield_at:
-                # A big group must not hold the loop: sends and answers wait behind it.
-                await asyncio.sleep(0)
-                self.yield_at = time.perf_counter() + YIELD_EVERY
+            await self._yield_now_and_then()
             accepted.append(self._event(item))
         return accepted
+
+    async def _yield_now_and_then(self) -> None:
+        """A big group must not hold the loop: sends and answers wait behind it."""
+        if time.perf_counter() >= self.yield_at:
+            await asyncio.sleep(0)
+            self.yield_at = time.perf_counter() + YIELD_EVERY
 
     def _event(self, item: EventInput, depth: int = 0) -> Accepted:
         if item.eid is not None and item.eid in self.known:

@@ -52,6 +52,8 @@ MAX_CHAIN_DEPTH = 8
 TIMER_BATCH = 1000
 # Claimed batches queued for the writer at most (one committing, the next waiting).
 TIMER_AHEAD = 2
+# A timer whose step failed (a bug) is tried again this much later (ms), not at once.
+TIMER_RETRY_MS = 60_000
 # The timer looks again at least this often (seconds), in case a wake-up was missed.
 TIMER_IDLE = 1.0
 
@@ -187,8 +189,11 @@ class JourneyBatch:
         self.now = now
         self.ever = ever
         self.by_user: dict[UserKey, list[Instance]] = {}
+        # As read in this transaction: the store updates these, and inserts the others.
+        self.loaded: dict[str, Instance] = {}
         for inst in instances:
             self.by_user.setdefault(inst.user, []).append(inst)
+            self.loaded[inst.id] = inst
         self.changed: dict[str, Instance] = {}
         self.counts: dict[tuple[str, str], tuple[int, int]] = {}
         self.timers_set = False
@@ -273,6 +278,7 @@ class JourneyBatch:
     def on_timers(
         self, timers: Sequence[tuple[str, UserKey]], states: dict[UserKey, dict[str, Any]]
     ) -> list[Applied]:
+        """Step the claimed instances that are still due; one that fails is put off, alone."""
         applied: list[Applied] = []
         for instance_id, user in timers:
             inst = next((i for i in self.by_user.get(user, ()) if i.id == instance_id), None)
@@ -284,11 +290,17 @@ class JourneyBatch:
             if inst.due_at is None or inst.due_at > self.now:
                 continue  # moved on meanwhile (an event came first)
             journey = self.index.version(inst.journey_id, inst.version)
-            step = (
-                on_timer(journey, inst, states.get(user, {}), self.now)
-                if journey is not None
-                else None
-            )
+            try:
+                step = (
+                    on_timer(journey, inst, states.get(user, {}), self.now)
+                    if journey is not None
+                    else None
+                )
+            except Exception:  # a bug in one step must not hold back the batch
+                log.exception("instance %s: timer step failed; tried again later", inst.id)
+                later = self.now + TIMER_RETRY_MS
+                self.changed[inst.id] = replace(inst, due_at=later, updated_at=self.now)
+                continue
             if step is None or journey is None:
                 # Nothing can move it: drop the timer rather than claim it for ever.
                 log.error("instance %s has a timer nothing can handle; cleared", inst.id)
@@ -311,7 +323,7 @@ class JourneyBatch:
         return applied
 
     async def flush(self, conn: AsyncConnection) -> None:
-        await jsql.save_instances(conn, self.changed.values())
+        await jsql.save_instances(conn, self.changed.values(), self.loaded)
         await jsql.add_block_counts(conn, self.counts)
         if self.stuck and await jsql.clear_stuck_timers(conn, self.stuck, self.now):
             log.error("journey instances %s cannot be read; their timers are cleared", self.stuck)

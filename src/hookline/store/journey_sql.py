@@ -33,7 +33,7 @@ from hookline.state import NO_BRAND, UserKey, user_key
 from hookline.store import rows
 from hookline.store import schema as t
 from hookline.store.rows import RowMapper
-from hookline.store.sql import stale_write
+from hookline.store.sql import placeholders, stale_write
 
 log = logging.getLogger("hookline.journeys")
 
@@ -112,12 +112,13 @@ def _journey(row: Row[Any], definition: bytes | None = None) -> Journey:
 
 
 def _readable(rows: Iterable[Row[Any]], unreadable: dict[str, str] | None) -> list[Instance]:
-    """The instances of ``rows``; one that cannot be read is logged and left out (its id and
-    why into ``unreadable``), so one hand-edited row stops nobody else's walk."""
+    """The instances of ``rows`` (selected as ``_INSTANCE.columns``); one that cannot be read
+    is logged and left out (its id and why into ``unreadable``), so one hand-edited row stops
+    nobody else's walk."""
     found: list[Instance] = []
     for row in rows:
         try:
-            found.append(_INSTANCE.record(row))
+            found.append(_INSTANCE.from_tuple(row))
         except _UNREADABLE as exc:
             problem = f"the stored instance cannot be read ({exc.__class__.__name__}: {exc})"
             log.error("journey instance %s: %s; skipped", row.id, problem)
@@ -178,7 +179,9 @@ async def load_active(
     wanted = set(users)
     for part in _chunks(_ids(users)):
         rows = await conn.execute(
-            select(_I).where(_I.c.user_ext_id.in_(part), _I.c.status == "active")
+            select(*_INSTANCE.columns(_I)).where(
+                _I.c.user_ext_id.in_(part), _I.c.status == "active"
+            )
         )
         found.extend(i for i in _readable(rows, unreadable) if i.user in wanted)
     return found
@@ -224,15 +227,49 @@ async def active_users_of(conn: AsyncConnection, journey_id: str) -> list[UserKe
     return list({user_key(_brand(r.ext_brand_id), r.user_ext_id) for r in rows})
 
 
-async def save_instances(conn: AsyncConnection, instances: Iterable[Instance]) -> None:
-    rows = [_instance_row(i) for i in instances]
-    if not rows:
-        return
-    ids = [r["id"] for r in rows]
-    # Replace whole rows: delete then insert is one statement each, whatever changed.
-    for part in _chunks(ids):
-        await conn.execute(delete(_I).where(_I.c.id.in_(part)))
-    await conn.execute(insert(_I), rows)
+# What a step can change on an instance that exists; the rest is fixed when it enters.
+_UPDATABLE = (
+    "status",
+    "block",
+    "block_since",
+    "due_at",
+    "waiting_for",
+    "converted_at",
+    "finish_reason",
+    "finished_at",
+    "updated_at",
+    "last_event",
+)
+
+
+async def save_instances(
+    conn: AsyncConnection, instances: Iterable[Instance], before: Mapping[str, Instance]
+) -> None:
+    """Write what a batch changed: new instances inserted, the others updated in place.
+
+    ``before``: the instances as this transaction read them. An update sets only the
+    columns whose value the step changed, so an index whose columns stayed (the user's
+    status while a walk goes on, ``waiting_for`` after a delay) is not rewritten; the rows
+    that changed the same columns share one statement. A delete and an insert of whole rows
+    moved every index entry and re-encoded the entry event, for each of thousands of
+    timers falling due at once.
+    """
+    new: list[dict[str, Any]] = []
+    updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for inst in instances:
+        old = before.get(inst.id)
+        if old is None:
+            new.append(_instance_row(inst))
+            continue
+        changed = tuple(c for c in _UPDATABLE if getattr(inst, c) != getattr(old, c))
+        if changed:
+            updates.setdefault(changed, []).append((*_INSTANCE.values(inst, changed), inst.id))
+    for columns, rows_ in updates.items():
+        marks = placeholders(conn, len(columns) + 1)
+        sets = ", ".join(f"{c} = {m}" for c, m in zip(columns, marks, strict=False))
+        await conn.exec_driver_sql(f"UPDATE {_I.name} SET {sets} WHERE id = {marks[-1]}", rows_)
+    if new:
+        await conn.execute(insert(_I), new)
 
 
 async def add_block_counts(
@@ -441,7 +478,7 @@ class JourneyStore:
             where.append(_brand_is(ext_brand_id))
         if status is not None:
             where.append(_I.c.status == status.value)
-        query = select(_I).order_by(_I.c.id.desc()).limit(limit)
+        query = select(*_INSTANCE.columns(_I)).order_by(_I.c.id.desc()).limit(limit)
         if where:
             query = query.where(and_(*where))
         async with self._read() as conn:

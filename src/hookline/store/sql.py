@@ -67,7 +67,7 @@ def _pairs(raw: bytes) -> tuple[tuple[str, str], ...]:
 Statement = tuple[str, list[tuple[Any, ...]]]
 
 
-def _marks(conn: AsyncConnection | AsyncEngine, count: int) -> list[str]:
+def placeholders(conn: AsyncConnection | AsyncEngine, count: int) -> list[str]:
     """Placeholders in the driver's own style, for statements sent without compiling."""
     style = conn.dialect.paramstyle
     if style == "qmark":
@@ -89,7 +89,7 @@ def _insert_many(
     columns = list(rows[0])
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"VALUES ({', '.join(_marks(conn, len(columns)))})"
+        f"VALUES ({', '.join(placeholders(conn, len(columns)))})"
     )
     return [(sql, [tuple(row.values()) for row in rows])]
 
@@ -126,7 +126,7 @@ class SqlIngest:
         return [tuple(row) for row in result]
 
     def _in(self, count: int) -> str:
-        return ", ".join(_marks(self._conn, count))
+        return ", ".join(placeholders(self._conn, count))
 
     async def known_eids(self, eids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -177,7 +177,7 @@ class SqlIngest:
     async def save_counters(self, counters: Mapping[CounterKey, Counter], now: int) -> None:
         if not counters:
             return
-        marks = ", ".join(_marks(self._conn, 6))
+        marks = ", ".join(placeholders(self._conn, 6))
         self.pending.append(
             (
                 f"INSERT INTO {t.rule_counters.name} "
@@ -214,7 +214,7 @@ class SqlIngest:
     async def save_states(self, states: dict[UserKey, dict[str, Any]], now: int) -> None:
         if not states:
             return
-        marks = ", ".join(_marks(self._conn, 4))
+        marks = ", ".join(placeholders(self._conn, 4))
         self.pending.append(
             (
                 f"INSERT INTO {t.users.name} (ext_brand_id, user_ext_id, state, updated_at) "
@@ -959,7 +959,7 @@ class SqlStore:
     async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None:
         if not outcomes:
             return
-        marks = _marks(self.engine, 7)
+        marks = placeholders(self.engine, 7)
         await self._write_statements(
             [
                 *_insert_many(self.engine, t.attempts, [_ATTEMPT.row(o.attempt) for o in outcomes]),
