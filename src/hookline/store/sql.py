@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import namedtuple
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
 import orjson
 from sqlalchemy import (
-    Integer,
     Table,
     and_,
-    cast,
     delete,
     func,
     insert,
-    or_,
     select,
     text,
     update,
@@ -259,6 +257,10 @@ def _delivery_row(d: Delivery, lease_from: int | None = None) -> dict[str, Any]:
         "ext_brand_id": d.ext_brand_id,
         "secret_headers": _dumps(d.secret_headers) if d.secret_headers else None,
     }
+
+
+# A deliveries row as claims read it, column by column (what _read_delivery reads).
+_DeliveryRow = namedtuple("_DeliveryRow", [c.name for c in t.deliveries.columns])  # type: ignore[misc]
 
 
 def _state(raw: Any, user_ext_id: str) -> dict[str, Any]:
@@ -677,8 +679,12 @@ class SqlStore:
         except SQLAlchemyError as exc:
             raise StoreError(f"the database failed: {exc.__class__.__name__}: {exc}") from exc
 
+    def ingest(self) -> AbstractAsyncContextManager[SqlIngest]:
+        return self._unit()
+
     @asynccontextmanager
-    async def ingest(self) -> AsyncIterator[SqlIngest]:
+    async def _unit(self) -> AsyncIterator[SqlIngest]:
+        """One write transaction: reads at once, writes sent together before the commit."""
         async with self._write() as conn:
             tx = SqlIngest(conn)
             yield tx
@@ -910,23 +916,22 @@ class SqlStore:
         """
         d = t.deliveries
         full = [host for host, room in host_room.items() if room <= 0]
-        query = (
-            select(d)
-            .where(
-                d.c.next_attempt_at <= now,
-                or_(d.c.lease_until.is_(None), d.c.lease_until < now),
-            )
-            .order_by(d.c.next_attempt_at)
-            .limit(limit * 2)
-        )
-        if full:
+        marks = placeholders(self.engine, 3 + len(full))
+        sql = (
+            f"SELECT {', '.join(_DeliveryRow._fields)} FROM {d.name} "
+            f"WHERE next_attempt_at <= {marks[0]} "
+            f"AND (lease_until IS NULL OR lease_until < {marks[1]}) "
             # A saturated (slow) host's backlog must not hide other hosts' due work.
-            query = query.where(d.c.host.not_in(full))
-        async with self._write() as conn:
+            + (f"AND host NOT IN ({', '.join(marks[3:])}) " if full else "")
+            + f"ORDER BY next_attempt_at LIMIT {marks[2]}"
+        )
+        set_ = placeholders(self.engine, 6)
+        async with self._unit() as tx:
             chosen: list[Delivery] = []
             room = dict(host_room)
             unreadable: list[Delivery] = []
-            for row in await conn.execute(query):
+            for values in await tx._fetch(sql, [now, now, limit * 2, *full]):
+                row: Any = _DeliveryRow(*values)
                 delivery, problem = _read_delivery(row)
                 if problem is not None:
                     unreadable.append(delivery)
@@ -940,20 +945,23 @@ class SqlStore:
                     break
             for broken in unreadable:
                 log.error("delivery %s is dead: %s", broken.id, broken.last_error)
-                await conn.execute(
-                    update(d)
-                    .where(d.c.id == broken.id)
-                    .values(
-                        status=DeliveryStatus.DEAD.value,
-                        next_attempt_at=None,
-                        lease_until=None,
-                        updated_at=now,
-                        last_error=broken.last_error,
+            if unreadable:
+                tx.pending.append(
+                    (
+                        f"UPDATE {d.name} SET status = {set_[0]}, next_attempt_at = NULL, "
+                        f"lease_until = NULL, updated_at = {set_[1]}, last_error = {set_[2]} "
+                        f"WHERE id = {set_[3]}",
+                        [(DeliveryStatus.DEAD.value, now, b.last_error, b.id) for b in unreadable],
                     )
                 )
-            lease = now + lease_margin_ms + cast(d.c.timeout * 1000, Integer)
-            for part in _chunks([c.id for c in chosen]):
-                await conn.execute(update(d).where(d.c.id.in_(part)).values(lease_until=lease))
+            if chosen:
+                # Each lease: the delivery's own timeout (as CAST(timeout * 1000) would) + margin.
+                tx.pending.append(
+                    (
+                        f"UPDATE {d.name} SET lease_until = {set_[4]} WHERE id = {set_[5]}",
+                        [(now + lease_margin_ms + int(c.timeout * 1000), c.id) for c in chosen],
+                    )
+                )
         return chosen
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None:

@@ -156,11 +156,11 @@ class SqliteStore(SqlStore):
         await _pragma(conn, "PRAGMA foreign_keys=ON")
 
     @asynccontextmanager
-    async def ingest(self) -> AsyncIterator[SqlIngest]:
-        """A group's transaction: one trip to the driver's thread per read, one for the rest.
+    async def _unit(self) -> AsyncIterator[SqlIngest]:
+        """A transaction of one trip to the driver's thread per read, and one for the rest.
 
         A group of cached users that resends no eid reads nothing: BEGIN, its writes and
-        COMMIT are a single call.
+        COMMIT are a single call; a claim is two (BEGIN and its query; leases and COMMIT).
         """
         async with self._writer() as conn:
             tx = SqliteIngest(conn)
