@@ -9,6 +9,7 @@ from typing import Any
 import aiosqlite.core
 import pytest
 
+from hookline.deliveries import Delivery, DeliveryStatus
 from hookline.errors import StoreError
 from hookline.events import Event, EventInput
 from hookline.runtime import Runtime, build_runtime
@@ -104,3 +105,43 @@ async def test_a_write_refused_by_the_database_leaves_nothing_and_the_writer_usa
     async with runtime.store.ingest() as tx:
         await tx.insert_events([_stored(2)])
     assert await runtime.store.get_event("evt_2") is not None
+
+
+async def test_a_claim_leaves_out_full_hosts_and_leases_what_it_takes(runtime: Runtime) -> None:
+    def due(id_: str, url: str) -> Delivery:
+        return Delivery(
+            id=id_,
+            event_id="evt_1",
+            rule_id=None,
+            webhook_id=None,
+            user_ext_id="u-1",
+            status=DeliveryStatus.PENDING,
+            method="POST",
+            url=url,
+            headers=(),
+            body=b"{}",
+            timeout=15.0,
+            retry_schedule=(0.0,),
+            attempts=0,
+            created_at=1_000,
+            next_attempt_at=1_000,
+            updated_at=1_000,
+        )
+
+    async with runtime.store.ingest() as tx:
+        await tx.insert_events([_stored(1)])
+        await tx.insert_deliveries(
+            [
+                due("dlv_a1", "http://a.test/hook"),
+                due("dlv_a2", "http://a.test/hook"),
+                due("dlv_b1", "http://b.test/hook"),
+            ]
+        )
+    full_a = {"a.test": 0}
+    claimed = await runtime.store.claim_due(2_000, 10, 0, full_a, 32)
+    assert [d.id for d in claimed] == ["dlv_b1"]
+    assert await runtime.store.claim_due(2_000, 10, 0, full_a, 32) == []  # leased: not again
+    assert {d.id for d in await runtime.store.claim_due(2_000, 10, 0, {}, 32)} == {
+        "dlv_a1",
+        "dlv_a2",
+    }

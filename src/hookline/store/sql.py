@@ -922,15 +922,15 @@ class SqlStore:
             f"WHERE next_attempt_at <= {marks[0]} "
             f"AND (lease_until IS NULL OR lease_until < {marks[1]}) "
             # A saturated (slow) host's backlog must not hide other hosts' due work.
-            + (f"AND host NOT IN ({', '.join(marks[3:])}) " if full else "")
-            + f"ORDER BY next_attempt_at LIMIT {marks[2]}"
+            + (f"AND host NOT IN ({', '.join(marks[2:-1])}) " if full else "")
+            + f"ORDER BY next_attempt_at LIMIT {marks[-1]}"
         )
         set_ = placeholders(self.engine, 6)
         async with self._unit() as tx:
             chosen: list[Delivery] = []
             room = dict(host_room)
             unreadable: list[Delivery] = []
-            for values in await tx._fetch(sql, [now, now, limit * 2, *full]):
+            for values in await tx._fetch(sql, [now, now, *full, limit * 2]):
                 row: Any = _DeliveryRow(*values)
                 delivery, problem = _read_delivery(row)
                 if problem is not None:
