@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import namedtuple
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
 import orjson
 from sqlalchemy import (
-    Integer,
     Table,
     and_,
-    cast,
     delete,
     func,
     insert,
-    or_,
     select,
     text,
     update,
@@ -63,7 +61,11 @@ def _pairs(raw: bytes) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in orjson.loads(raw))
 
 
-def placeholders(conn: AsyncConnection, count: int) -> list[str]:
+# One write sent to the driver as it is: a statement and its rows (executemany).
+Statement = tuple[str, list[tuple[Any, ...]]]
+
+
+def placeholders(conn: AsyncConnection | AsyncEngine, count: int) -> list[str]:
     """Placeholders in the driver's own style, for statements sent without compiling."""
     style = conn.dialect.paramstyle
     if style == "qmark":
@@ -73,19 +75,21 @@ def placeholders(conn: AsyncConnection, count: int) -> list[str]:
     return ["%s"] * count
 
 
-async def _insert_many(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+def _insert_many(
+    conn: AsyncConnection | AsyncEngine, table: Table, rows: Sequence[dict[str, Any]]
+) -> list[Statement]:
     """INSERT many rows straight to the driver: the hot paths skip per-row bind processing.
 
     Every row has the same keys, in the same order, naming columns of ``table``.
     """
     if not rows:
-        return
+        return []
     columns = list(rows[0])
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
         f"VALUES ({', '.join(placeholders(conn, len(columns)))})"
     )
-    await conn.exec_driver_sql(sql, [tuple(row.values()) for row in rows])
+    return [(sql, [tuple(row.values()) for row in rows])]
 
 
 async def _names_using(conn: AsyncConnection, webhook_id: str) -> list[str]:
@@ -103,47 +107,55 @@ def _in_use(names: Sequence[str]) -> Conflict:
 
 
 class SqlIngest:
-    """The ingest unit of work on one open transaction."""
+    """The ingest unit of work on one open transaction.
+
+    Reads run at once; writes are kept in ``pending`` and sent together just before the
+    commit (the store's ``ingest``), so a group's writes cost one trip to the driver.
+    """
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
         self.conn = conn  # for the journey statements (store/journey_sql) in this transaction
+        self.pending: list[Statement] = []
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The rows of one query sent straight to the driver, in this transaction."""
+        result = await self._conn.exec_driver_sql(sql, tuple(params))
+        return [tuple(row) for row in result]
+
+    def _in(self, count: int) -> str:
+        return ", ".join(placeholders(self._conn, count))
 
     async def known_eids(self, eids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for part in _chunks(eids):
-            rows = await self._conn.execute(
-                select(t.events.c.eid, t.events.c.id).where(t.events.c.eid.in_(part))
-            )
-            found.update({row.eid: row.id for row in rows})
+            sql = f"SELECT eid, id FROM {t.events.name} WHERE eid IN ({self._in(len(part))})"
+            found.update(await self._fetch(sql, part))
         return found
 
     async def delivery_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, ...]]:
         found: dict[str, list[str]] = {}
         for part in _chunks(event_ids):
-            rows = await self._conn.execute(
-                select(t.deliveries.c.event_id, t.deliveries.c.id)
-                .where(t.deliveries.c.event_id.in_(part))
-                .order_by(t.deliveries.c.id)
+            sql = (
+                f"SELECT event_id, id FROM {t.deliveries.name} "
+                f"WHERE event_id IN ({self._in(len(part))}) ORDER BY id"
             )
-            for row in rows:
-                found.setdefault(row.event_id, []).append(row.id)
+            for event_id, id_ in await self._fetch(sql, part):
+                found.setdefault(event_id, []).append(id_)
         return {event_id: tuple(ids) for event_id, ids in found.items()}
 
     async def load_states(self, users: Sequence[UserKey]) -> dict[UserKey, dict[str, Any]]:
         states: dict[UserKey, dict[str, Any]] = {}
         wanted = set(users)
-        u = t.users
         for part in _chunks(sorted({user for _, user in users})):
-            rows = await self._conn.execute(
-                select(u.c.ext_brand_id, u.c.user_ext_id, u.c.state).where(
-                    u.c.user_ext_id.in_(part)
-                )
+            sql = (
+                f"SELECT ext_brand_id, user_ext_id, state FROM {t.users.name} "
+                f"WHERE user_ext_id IN ({self._in(len(part))})"
             )
-            for row in rows:
-                key = (row.ext_brand_id, row.user_ext_id)
+            for brand, user, raw in await self._fetch(sql, part):
+                key = (brand, user)
                 if key in wanted:  # the same user id in another brand is another user
-                    states[key] = _state(row.state, row.user_ext_id)
+                    states[key] = _state(raw, user)
         return states
 
     async def load_counters(self, users: Sequence[UserKey]) -> dict[CounterKey, Counter]:
@@ -164,19 +176,21 @@ class SqlIngest:
         if not counters:
             return
         marks = ", ".join(placeholders(self._conn, 6))
-        await self._conn.exec_driver_sql(
-            f"INSERT INTO {t.rule_counters.name} "
-            "(user_ext_id, ext_brand_id, rule_id, epoch, state, updated_at) "
-            f"VALUES ({marks}) ON CONFLICT (user_ext_id, ext_brand_id, rule_id) DO UPDATE SET "
-            "epoch = excluded.epoch, state = excluded.state, updated_at = excluded.updated_at",
-            [
-                (u, b, rule_id, counter.epoch, _dumps(counter.as_json()), now)
-                for (rule_id, (b, u)), counter in counters.items()
-            ],
+        self.pending.append(
+            (
+                f"INSERT INTO {t.rule_counters.name} "
+                "(user_ext_id, ext_brand_id, rule_id, epoch, state, updated_at) "
+                f"VALUES ({marks}) ON CONFLICT (user_ext_id, ext_brand_id, rule_id) DO UPDATE SET "
+                "epoch = excluded.epoch, state = excluded.state, updated_at = excluded.updated_at",
+                [
+                    (u, b, rule_id, counter.epoch, _dumps(counter.as_json()), now)
+                    for (rule_id, (b, u)), counter in counters.items()
+                ],
+            )
         )
 
     async def insert_events(self, events: Sequence[Event]) -> None:
-        await _insert_many(
+        self.pending += _insert_many(
             self._conn,
             t.events,
             [
@@ -199,18 +213,20 @@ class SqlIngest:
         if not states:
             return
         marks = ", ".join(placeholders(self._conn, 4))
-        await self._conn.exec_driver_sql(
-            f"INSERT INTO {t.users.name} (ext_brand_id, user_ext_id, state, updated_at) "
-            f"VALUES ({marks}) ON CONFLICT (ext_brand_id, user_ext_id) DO UPDATE SET "
-            "state = excluded.state, updated_at = excluded.updated_at",
-            [(b, u, _dumps(s), now) for (b, u), s in states.items()],
+        self.pending.append(
+            (
+                f"INSERT INTO {t.users.name} (ext_brand_id, user_ext_id, state, updated_at) "
+                f"VALUES ({marks}) ON CONFLICT (ext_brand_id, user_ext_id) DO UPDATE SET "
+                "state = excluded.state, updated_at = excluded.updated_at",
+                [(b, u, _dumps(s), now) for (b, u), s in states.items()],
+            )
         )
 
     async def insert_deliveries(
         self, deliveries: Sequence[Delivery], lease_from: int | None = None
     ) -> None:
         rows = [_delivery_row(d, lease_from) for d in deliveries]
-        await _insert_many(self._conn, t.deliveries, rows)
+        self.pending += _insert_many(self._conn, t.deliveries, rows)
 
 
 def _delivery_row(d: Delivery, lease_from: int | None = None) -> dict[str, Any]:
@@ -241,6 +257,10 @@ def _delivery_row(d: Delivery, lease_from: int | None = None) -> dict[str, Any]:
         "ext_brand_id": d.ext_brand_id,
         "secret_headers": _dumps(d.secret_headers) if d.secret_headers else None,
     }
+
+
+# A deliveries row as claims read it, column by column (what _read_delivery reads).
+_DeliveryRow = namedtuple("_DeliveryRow", [c.name for c in t.deliveries.columns])  # type: ignore[misc]
 
 
 def _state(raw: Any, user_ext_id: str) -> dict[str, Any]:
@@ -659,10 +679,23 @@ class SqlStore:
         except SQLAlchemyError as exc:
             raise StoreError(f"the database failed: {exc.__class__.__name__}: {exc}") from exc
 
+    def ingest(self) -> AbstractAsyncContextManager[SqlIngest]:
+        return self._unit()
+
     @asynccontextmanager
-    async def ingest(self) -> AsyncIterator[SqlIngest]:
+    async def _unit(self) -> AsyncIterator[SqlIngest]:
+        """One write transaction: reads at once, writes sent together before the commit."""
         async with self._write() as conn:
-            yield SqlIngest(conn)
+            tx = SqlIngest(conn)
+            yield tx
+            for sql, rows in tx.pending:
+                await conn.exec_driver_sql(sql, rows)
+
+    async def _write_statements(self, statements: Sequence[Statement]) -> None:
+        """Run these writes in one transaction of their own."""
+        async with self._write() as conn:
+            for sql, rows in statements:
+                await conn.exec_driver_sql(sql, rows)
 
     # --- user state and events -------------------------------------------------------
 
@@ -883,23 +916,22 @@ class SqlStore:
         """
         d = t.deliveries
         full = [host for host, room in host_room.items() if room <= 0]
-        query = (
-            select(d)
-            .where(
-                d.c.next_attempt_at <= now,
-                or_(d.c.lease_until.is_(None), d.c.lease_until < now),
-            )
-            .order_by(d.c.next_attempt_at)
-            .limit(limit * 2)
-        )
-        if full:
+        marks = placeholders(self.engine, 3 + len(full))
+        sql = (
+            f"SELECT {', '.join(_DeliveryRow._fields)} FROM {d.name} "
+            f"WHERE next_attempt_at <= {marks[0]} "
+            f"AND (lease_until IS NULL OR lease_until < {marks[1]}) "
             # A saturated (slow) host's backlog must not hide other hosts' due work.
-            query = query.where(d.c.host.not_in(full))
-        async with self._write() as conn:
+            + (f"AND host NOT IN ({', '.join(marks[2:-1])}) " if full else "")
+            + f"ORDER BY next_attempt_at LIMIT {marks[-1]}"
+        )
+        set_ = placeholders(self.engine, 6)
+        async with self._unit() as tx:
             chosen: list[Delivery] = []
             room = dict(host_room)
             unreadable: list[Delivery] = []
-            for row in await conn.execute(query):
+            for values in await tx._fetch(sql, [now, now, *full, limit * 2]):
+                row: Any = _DeliveryRow(*values)
                 delivery, problem = _read_delivery(row)
                 if problem is not None:
                     unreadable.append(delivery)
@@ -913,49 +945,51 @@ class SqlStore:
                     break
             for broken in unreadable:
                 log.error("delivery %s is dead: %s", broken.id, broken.last_error)
-                await conn.execute(
-                    update(d)
-                    .where(d.c.id == broken.id)
-                    .values(
-                        status=DeliveryStatus.DEAD.value,
-                        next_attempt_at=None,
-                        lease_until=None,
-                        updated_at=now,
-                        last_error=broken.last_error,
+            if unreadable:
+                tx.pending.append(
+                    (
+                        f"UPDATE {d.name} SET status = {set_[0]}, next_attempt_at = NULL, "
+                        f"lease_until = NULL, updated_at = {set_[1]}, last_error = {set_[2]} "
+                        f"WHERE id = {set_[3]}",
+                        [(DeliveryStatus.DEAD.value, now, b.last_error, b.id) for b in unreadable],
                     )
                 )
-            lease = now + lease_margin_ms + cast(d.c.timeout * 1000, Integer)
-            for part in _chunks([c.id for c in chosen]):
-                await conn.execute(update(d).where(d.c.id.in_(part)).values(lease_until=lease))
+            if chosen:
+                # Each lease: the delivery's own timeout (as CAST(timeout * 1000) would) + margin.
+                tx.pending.append(
+                    (
+                        f"UPDATE {d.name} SET lease_until = {set_[4]} WHERE id = {set_[5]}",
+                        [(now + lease_margin_ms + int(c.timeout * 1000), c.id) for c in chosen],
+                    )
+                )
         return chosen
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None:
         if not outcomes:
             return
-        async with self._write() as conn:
-            await _insert_many(
-                conn,
-                t.attempts,
-                [_ATTEMPT.row(o.attempt) for o in outcomes],
-            )
-            marks = placeholders(conn, 7)
-            await conn.exec_driver_sql(
-                f"UPDATE {t.deliveries.name} SET status = {marks[0]}, attempts = {marks[1]}, "
-                f"next_attempt_at = {marks[2]}, lease_until = NULL, updated_at = {marks[3]}, "
-                f"last_status_code = {marks[4]}, last_error = {marks[5]} WHERE id = {marks[6]}",
-                [
-                    (
-                        o.status.value,
-                        o.attempt.number,
-                        o.next_attempt_at,
-                        now,
-                        o.attempt.status_code,
-                        o.attempt.error,
-                        o.attempt.delivery_id,
-                    )
-                    for o in outcomes
-                ],
-            )
+        marks = placeholders(self.engine, 7)
+        await self._write_statements(
+            [
+                *_insert_many(self.engine, t.attempts, [_ATTEMPT.row(o.attempt) for o in outcomes]),
+                (
+                    f"UPDATE {t.deliveries.name} SET status = {marks[0]}, attempts = {marks[1]}, "
+                    f"next_attempt_at = {marks[2]}, lease_until = NULL, updated_at = {marks[3]}, "
+                    f"last_status_code = {marks[4]}, last_error = {marks[5]} WHERE id = {marks[6]}",
+                    [
+                        (
+                            o.status.value,
+                            o.attempt.number,
+                            o.next_attempt_at,
+                            now,
+                            o.attempt.status_code,
+                            o.attempt.error,
+                            o.attempt.delivery_id,
+                        )
+                        for o in outcomes
+                    ],
+                ),
+            ]
+        )
 
     async def next_due_at(self) -> int | None:
         """When the next unleased delivery falls due (leases end by the periodic poll)."""
