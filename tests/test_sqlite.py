@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,31 @@ async def test_a_claim_leaves_out_full_hosts_and_leases_what_it_takes(runtime: R
         "dlv_a1",
         "dlv_a2",
     }
+
+
+async def test_reading_states_searches_the_users_key_and_never_scans_the_table(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The users' key is (ext_brand_id, user_ext_id): a lookup by user id alone scanned every
+    row, a full scan per group of events once a million users held state."""
+    from hookline.store.sqlite import SqliteIngest
+
+    async with runtime.store.ingest() as tx:
+        await tx.save_states({("5", "u-1"): {"a": 1}, ("", "u-1"): {"a": 2}}, 1)
+    asked: list[tuple[str, tuple[Any, ...]]] = []
+    real = SqliteIngest._fetch
+
+    async def recorded(self: SqliteIngest, sql: str, params: Any) -> Any:
+        asked.append((sql, tuple(params)))
+        return await real(self, sql, params)
+
+    monkeypatch.setattr(SqliteIngest, "_fetch", recorded)
+    async with runtime.store.ingest() as tx:
+        states = await tx.load_states([("5", "u-1"), ("", "u-1"), ("7", "u-1")])
+    assert states == {("5", "u-1"): {"a": 1}, ("", "u-1"): {"a": 2}}
+    reads = [(sql, params) for sql, params in asked if "FROM users" in sql]
+    assert reads
+    with sqlite3.connect(tmp_path / "hookline.db") as db:
+        for sql, params in reads:
+            plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+            assert "SEARCH users USING" in plan and "SCAN users" not in plan, plan

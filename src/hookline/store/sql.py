@@ -146,16 +146,20 @@ class SqlIngest:
 
     async def load_states(self, users: Sequence[UserKey]) -> dict[UserKey, dict[str, Any]]:
         states: dict[UserKey, dict[str, Any]] = {}
-        wanted = set(users)
-        for part in _chunks(sorted({user for _, user in users})):
-            sql = (
-                f"SELECT ext_brand_id, user_ext_id, state FROM {t.users.name} "
-                f"WHERE user_ext_id IN ({self._in(len(part))})"
-            )
-            for brand, user, raw in await self._fetch(sql, part):
-                key = (brand, user)
-                if key in wanted:  # the same user id in another brand is another user
-                    states[key] = _state(raw, user)
+        by_brand: dict[str, list[str]] = {}
+        for brand, user in sorted(set(users)):
+            by_brand.setdefault(brand, []).append(user)
+        # One brand at a time: the key is (ext_brand_id, user_ext_id), so a lookup by user
+        # alone would read every row of the table (a million users: a scan per group).
+        for brand, brand_users in by_brand.items():
+            for part in _chunks(brand_users):
+                sql = (
+                    f"SELECT user_ext_id, state FROM {t.users.name} "
+                    f"WHERE ext_brand_id = {self._in(1)} "
+                    f"AND user_ext_id IN ({self._in(len(part))})"
+                )
+                for user, raw in await self._fetch(sql, [brand, *part]):
+                    states[(brand, user)] = _state(raw, user)
         return states
 
     async def load_counters(self, users: Sequence[UserKey]) -> dict[CounterKey, Counter]:
