@@ -224,6 +224,33 @@ def parse_networks(
     return tuple(networks)
 
 
+class LiteralVerdicts:
+    """The guard's verdicts on hosts that spell an address, kept (the policy does not change
+    while hookline runs), so a sender judges each literal host once, not per request."""
+
+    def __init__(self, policy: NetworkPolicy, keep: int = 10_000) -> None:
+        """``keep`` bounds the verdicts held: when full they are forgotten, so a stream of
+        distinct hosts cannot grow it without end."""
+        self.policy = policy
+        self.keep = keep
+        # host -> the blocked address and why, or None: allowed, or a name (judged later).
+        self._verdicts: dict[str, tuple[IPAddress, str] | None] = {}
+
+    def check(self, host: str) -> None:
+        """DestinationBlocked if ``host`` spells an address the policy blocks."""
+        if host in self._verdicts:
+            verdict = self._verdicts[host]
+        else:
+            address = literal_address(host)
+            why = self.policy.blocked_reason(address) if address is not None else None
+            verdict = (address, why) if address is not None and why is not None else None
+            if len(self._verdicts) >= self.keep:
+                self._verdicts.clear()
+            self._verdicts[host] = verdict
+        if verdict is not None:
+            raise DestinationBlocked(host, *verdict)
+
+
 def literal_address(host: str) -> IPAddress | None:
     """The address a URL host spells out, including the legacy forms the C resolver takes.
 

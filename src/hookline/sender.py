@@ -23,7 +23,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -40,10 +40,9 @@ from hookline.deliveries import (
 from hookline.events import now_ms
 from hookline.netguard import (
     DestinationBlocked,
-    IPAddress,
+    LiteralVerdicts,
     Lookup,
     NetworkPolicy,
-    literal_address,
     resolve_checked,
     system_lookup,
 )
@@ -54,9 +53,6 @@ from hookline.signing import sign
 _E = TypeVar("_E", bound=BaseException)
 
 USER_AGENT = f"hookline/{__version__}"
-# Literal hosts already judged by the guard (the policy never changes while a sender runs);
-# cleared when full, so a stream of distinct hosts cannot grow it without bound.
-MAX_JUDGED_HOSTS: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +166,7 @@ class HttpSender:
         self._session: aiohttp.ClientSession | None = None
         # hookline's own echo service, which the guard does not apply to (own_echo).
         self._own: aiohttp.ClientSession | None = None
-        # Literal hosts judged already: the blocked address and why, or None if allowed.
-        self._judged: dict[str, tuple[IPAddress, str] | None] = {}
+        self._literals = LiteralVerdicts(self.policy)
 
     def _new_session(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
@@ -212,19 +207,8 @@ class HttpSender:
             and self.policy.owns_echo(url.scheme, url.raw_host, url.port, url.raw_path)
         ):
             return self._own
-        host = url.raw_host or ""
-        if host in self._judged:
-            verdict = self._judged[host]
-        else:
-            # aiohttp connects to an IP literal without asking the resolver: judge it here.
-            address = literal_address(host)
-            why = self.policy.blocked_reason(address) if address is not None else None
-            verdict = (address, why) if address is not None and why is not None else None
-            if len(self._judged) >= MAX_JUDGED_HOSTS:
-                self._judged.clear()
-            self._judged[host] = verdict
-        if verdict is not None:
-            raise DestinationBlocked(host, *verdict)
+        # aiohttp connects to an IP literal without asking the resolver: judge it here.
+        self._literals.check(url.raw_host or "")
         assert self._session is not None, "the sender is not started"
         return self._session
 

@@ -18,7 +18,6 @@ limit.
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 import time
 from collections import OrderedDict
@@ -39,6 +38,7 @@ from hookline.events import now_ms
 from hookline.netguard import (
     DestinationBlocked,
     IPAddress,
+    LiteralVerdicts,
     Lookup,
     NetworkPolicy,
     resolve_checked,
@@ -78,8 +78,7 @@ class ReqwestSender:
         self._clients: OrderedDict[_ClientKey, Client] = OrderedDict()
         # Checked answers: name -> (address, monotonic time it expires).
         self._answers: dict[str, tuple[IPAddress, float]] = {}
-        # The guard's verdict on IP literals: host -> why it is blocked, or None.
-        self._literals: dict[str, str | None] = {}
+        self._literals = LiteralVerdicts(self.policy)
         self._started = False
 
     async def start(self) -> None:
@@ -119,7 +118,7 @@ class ReqwestSender:
         name = url.domain
         port = url.port_or_known_default or 0
         if name is None:  # an IP literal, as reqwest parsed it
-            self._check_literal(host)
+            self._literals.check(host)
             return self._client((origin, None), None), None
         address = await self._checked(name, port)
         return self._client((origin, address), (name, address, port)), name
@@ -137,17 +136,6 @@ class ReqwestSender:
         else:
             self._clients.move_to_end(key)
         return client
-
-    def _check_literal(self, host: str) -> None:
-        """Refuse an IP literal the guard blocks (the policy is fixed: a verdict is kept)."""
-        why = self._literals.get(host, "")
-        if why == "":
-            why = self.policy.blocked_reason(ipaddress.ip_address(host.strip("[]")))
-            if len(self._literals) >= MAX_ANSWERS:
-                self._literals.clear()
-            self._literals[host] = why
-        if why is not None:
-            raise DestinationBlocked(host, ipaddress.ip_address(host.strip("[]")), why)
 
     async def _checked(self, name: str, port: int) -> IPAddress:
         """An address ``name`` resolves to, every answer checked by the guard."""
