@@ -211,17 +211,8 @@ class _Compiler:
             return _shallow_leaf(steps[0][0], steps[1][0], test, if_missing)
 
         def evaluate_leaf(context: Mapping[str, Any]) -> bool:
-            current: Any = context
-            for key, index in steps:
-                if isinstance(current, _MAPPINGS):
-                    current = current.get(key, _MISSING)
-                    if current is _MISSING:
-                        return if_missing
-                elif index is not None and isinstance(current, _SEQUENCES) and index < len(current):
-                    current = current[index]
-                else:
-                    return if_missing
-            return test(current)
+            current = _walk(steps, context)
+            return if_missing if current is _MISSING else test(current)
 
         return evaluate_leaf
 
@@ -241,19 +232,25 @@ def compile_field(
     steps = _parse_field(text, field, scopes)
 
     def lookup(context: Mapping[str, Any]) -> Any:
-        current: Any = context
-        for key, index in steps:
-            if isinstance(current, _MAPPINGS):
-                current = current.get(key, _MISSING)
-                if current is _MISSING:
-                    return _MISSING
-            elif index is not None and isinstance(current, _SEQUENCES) and index < len(current):
-                current = current[index]
-            else:
-                return _MISSING
-        return current
+        return _walk(steps, context)
 
     return lookup
+
+
+def _walk(steps: Sequence[tuple[str, int | None]], context: Mapping[str, Any]) -> Any:
+    """The value ``steps`` lead to in ``context`` (keys, or list positions where a step
+    has one), or MISSING where one is not there; the walk of every field lookup."""
+    current: Any = context
+    for key, index in steps:
+        if isinstance(current, _MAPPINGS):
+            current = current.get(key, _MISSING)
+            if current is _MISSING:
+                return _MISSING
+        elif index is not None and isinstance(current, _SEQUENCES) and index < len(current):
+            current = current[index]
+        else:
+            return _MISSING
+    return current
 
 
 def _shallow_leaf(scope: str, key: str, test: Test, if_missing: bool) -> Predicate:
