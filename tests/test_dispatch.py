@@ -94,6 +94,49 @@ async def test_the_claim_loop_survives_a_failing_database_read(
     assert [a["status_code"] for a in detail["attempt_log"]] == [500, 200]
 
 
+async def test_idle_waits_for_a_retry_recorded_while_it_looked_for_due_work(
+    hookline: Hookline, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The claim loop reads when work falls due, and a recording commits during that read:
+    # the read saw the delivery leased, and once recorded nothing is held. Idle then would
+    # be wrong, the retry is due now. Forced here in that order; it used to race.
+    import asyncio
+
+    dispatcher, store = hookline.runtime.dispatcher, hookline.runtime.store
+    real_idle, real_due, real_record = dispatcher.idle, store.next_due_at, store.record_outcomes
+    idle_called, read_taken, recorded = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def idle(timeout: float = 30.0) -> None:
+        idle_called.set()
+        await real_idle(timeout)
+
+    async def next_due_at() -> int | None:
+        due = await real_due()
+        if idle_called.is_set() and not read_taken.is_set():
+            read_taken.set()
+            await recorded.wait()
+            await dispatcher._outcomes.join()  # recorded and no longer held
+        return due  # the snapshot taken before the recording
+
+    async def record_outcomes(outcomes: Any, now: int) -> None:
+        await read_taken.wait()
+        await real_record(outcomes, now)
+        recorded.set()
+
+    monkeypatch.setattr(dispatcher, "idle", idle)
+    monkeypatch.setattr(store, "next_due_at", next_due_at)
+    monkeypatch.setattr(store, "record_outcomes", record_outcomes)
+    receiver.script["/hook"] = [503]
+    await hookline.create_rule(activity={"url": receiver.url(), "retry_schedule": [0, 0]})
+    resp = await hookline.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    await hookline.idle()
+    assert recorded.is_set()
+    detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")).json()
+    assert detail["status"] == "succeeded"
+    assert [a["status_code"] for a in detail["attempt_log"]] == [503, 200]
+
+
 def _no_sleep_for(seconds: float) -> Callable[[float], Coroutine[Any, Any, None]]:
     """asyncio.sleep, except that a pause of exactly ``seconds`` (the back-off) is skipped."""
     import asyncio

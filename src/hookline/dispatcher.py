@@ -95,6 +95,7 @@ class Dispatcher:
         self._slot_freed = asyncio.Event()
         self._starved = False  # due work waits in the outbox for a free slot
         self._idle = asyncio.Event()
+        self._recordings = 0  # batches of outcomes recorded so far
         # Failed attempts in a row, by destination; a success ends the streak.
         self._streaks: dict[str, int] = {}
         self.tally = AttemptTally()  # read by /metrics
@@ -219,9 +220,12 @@ class Dispatcher:
                 self._turns[host] = None  # back of the line
 
     async def _wait_for_work(self) -> None:
+        recordings = self._recordings
         due = await self.store.next_due_at()
         now = now_ms()
-        if not self._held and (due is None or due > now):
+        # Idle only if no recording finished during the read: its snapshot may predate that
+        # commit (a retry due now looked leased), and ``_held`` is empty only after it.
+        if not self._held and recordings == self._recordings and (due is None or due > now):
             self._idle.set()
         if due is None:
             wait = MAX_IDLE_WAIT
@@ -348,6 +352,7 @@ class Dispatcher:
                 await asyncio.shield(self._record(batch))
             finally:
                 self._held.difference_update(o.attempt.delivery_id for o in batch)
+                self._recordings += 1
                 for _ in batch:
                     self._outcomes.task_done()
             if self._starved:
