@@ -15,6 +15,9 @@ import uvicorn
 from aiohttp import web
 
 from hookline.api import create_app
+from hookline.deliveries import Delivery, DeliveryStatus
+from hookline.events import now_ms
+from hookline.ids import new_id
 from hookline.netguard import Lookup
 from hookline.runtime import Runtime, build_runtime
 from hookline.settings import Settings
@@ -224,3 +227,27 @@ def spin_event(user: str = "u-1", spins: int = 3, **extra: Any) -> dict[str, Any
 
 
 ServeFactory = Callable[..., Any]
+
+
+def due_delivery(url: str, **changes: Any) -> Delivery:
+    """A delivery due now, as a store holds it, to write without the engine."""
+    now = now_ms()
+    delivery = Delivery(
+        id=new_id("dlv"),
+        event_id=None,
+        rule_id=None,
+        webhook_id=None,
+        user_ext_id="u-1",
+        status=DeliveryStatus.PENDING,
+        method="POST",
+        url=url,
+        headers=(),
+        body=b"{}",
+        timeout=5.0,
+        retry_schedule=(0.0,),
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
+        updated_at=now,
+    )
+    return dataclasses.replace(delivery, **changes)

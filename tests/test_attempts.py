@@ -13,14 +13,13 @@ from typing import Any
 
 import pytest
 
-from hookline.deliveries import Attempt, Delivery, DeliveryStatus, is_retryable
+from hookline.deliveries import Attempt, DeliveryStatus, is_retryable
 from hookline.events import now_ms
-from hookline.ids import new_id
 from hookline.settings import SENDERS
 from hookline.store.base import Outcome
 from hookline.store.sqlite import open_sqlite
 from tests.conftest import each_sender
-from tests.helpers import Hookline, Receiver, example_rule, spin_event
+from tests.helpers import Hookline, Receiver, due_delivery, example_rule, spin_event
 
 
 @pytest.fixture(params=SENDERS)
@@ -256,24 +255,8 @@ async def test_a_stored_request_no_sender_will_send_is_dead_after_one_attempt(
     hookline: Hookline, receiver: Receiver
 ) -> None:
     # A delivery rendered before its header was refused at render time (an older hookline).
-    now = now_ms()
-    delivery = Delivery(
-        id=new_id("dlv"),
-        event_id=None,
-        rule_id=None,
-        webhook_id=None,
-        user_ext_id="u-1",
-        status=DeliveryStatus.PENDING,
-        method="POST",
-        url=receiver.url(),
-        headers=(("X-Note", "a\x00b"),),
-        body=b"{}",
-        timeout=5.0,
-        retry_schedule=(0.0, 0.01, 0.01),
-        attempts=0,
-        created_at=now,
-        next_attempt_at=now,
-        updated_at=now,
+    delivery = due_delivery(
+        receiver.url(), headers=(("X-Note", "a\x00b"),), retry_schedule=(0.0, 0.01, 0.01)
     )
     async with hookline.runtime.store.ingest() as ingest:
         await ingest.insert_deliveries([delivery])

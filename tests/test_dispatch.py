@@ -10,7 +10,7 @@ import pytest
 from hookline.events import now_ms
 from hookline.settings import SENDERS
 from tests.conftest import each_sender
-from tests.helpers import Hookline, Receiver, spin_event
+from tests.helpers import Hookline, Receiver, due_delivery, spin_event
 
 
 @pytest.fixture(params=SENDERS)
@@ -135,6 +135,42 @@ async def test_idle_waits_for_a_retry_recorded_while_it_looked_for_due_work(
     detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")).json()
     assert detail["status"] == "succeeded"
     assert [a["status_code"] for a in detail["attempt_log"]] == [503, 200]
+
+
+async def test_idle_waits_for_work_written_while_a_read_was_under_way(
+    hookline: Hookline, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read of the outbox begun before a delivery was written must not answer idle() asked
+    # after it: written straight to the store (no hand-over, no signal), as recovery finds one.
+    import asyncio
+
+    dispatcher, store = hookline.runtime.dispatcher, hookline.runtime.store
+    real_idle, real_due = dispatcher.idle, store.next_due_at
+    armed, read_taken, idle_called = True, asyncio.Event(), asyncio.Event()
+
+    async def idle(timeout: float = 30.0) -> None:
+        idle_called.set()
+        await real_idle(timeout)
+
+    async def next_due_at() -> int | None:
+        nonlocal armed
+        due = await real_due()
+        if armed:
+            armed = False
+            read_taken.set()
+            await idle_called.wait()
+        return due  # the snapshot taken before the write
+
+    monkeypatch.setattr(dispatcher, "idle", idle)
+    monkeypatch.setattr(store, "next_due_at", next_due_at)
+    dispatcher.signal.notify()  # the claim loop looks now, and its read waits
+    await read_taken.wait()
+    delivery = due_delivery(receiver.url())
+    async with store.ingest() as ingest:
+        await ingest.insert_deliveries([delivery])
+    await hookline.idle()
+    detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery.id}")).json()
+    assert detail["status"] == "succeeded"
 
 
 def _no_sleep_for(seconds: float) -> Callable[[float], Coroutine[Any, Any, None]]:

@@ -95,7 +95,8 @@ class Dispatcher:
         self._slot_freed = asyncio.Event()
         self._starved = False  # due work waits in the outbox for a free slot
         self._idle = asyncio.Event()
-        self._recordings = 0  # batches of outcomes recorded so far
+        # Counts what may make a read of the outbox stale: a recording, idle() asking.
+        self._epoch = 0
         # Failed attempts in a row, by destination; a success ends the streak.
         self._streaks: dict[str, int] = {}
         self.tally = AttemptTally()  # read by /metrics
@@ -146,6 +147,7 @@ class Dispatcher:
     async def idle(self, timeout: float = 30.0) -> None:
         """Wait until nothing is due now, nothing is in flight and every attempt is recorded."""
         self._idle.clear()
+        self._epoch += 1  # a read already under way must not answer this call
         self.signal.notify()
         await asyncio.wait_for(self._idle.wait(), timeout)
 
@@ -220,12 +222,13 @@ class Dispatcher:
                 self._turns[host] = None  # back of the line
 
     async def _wait_for_work(self) -> None:
-        recordings = self._recordings
+        epoch = self._epoch
         due = await self.store.next_due_at()
         now = now_ms()
-        # Idle only if no recording finished during the read: its snapshot may predate that
-        # commit (a retry due now looked leased), and ``_held`` is empty only after it.
-        if not self._held and recordings == self._recordings and (due is None or due > now):
+        # Idle only from a read begun after the last recording and after idle() was asked:
+        # an older snapshot may miss a retry due now (it looked leased, and once recorded
+        # nothing is held) or a delivery written just before idle() was called.
+        if not self._held and epoch == self._epoch and (due is None or due > now):
             self._idle.set()
         if due is None:
             wait = MAX_IDLE_WAIT
@@ -352,7 +355,7 @@ class Dispatcher:
                 await asyncio.shield(self._record(batch))
             finally:
                 self._held.difference_update(o.attempt.delivery_id for o in batch)
-                self._recordings += 1
+                self._epoch += 1
                 for _ in batch:
                     self._outcomes.task_done()
             if self._starved:
