@@ -10,11 +10,12 @@ from typing import Any
 import aiosqlite.core
 import pytest
 
-from hookline.deliveries import Delivery, DeliveryStatus
+from hookline.deliveries import Delivery
 from hookline.errors import StoreError
 from hookline.events import Event, EventInput
 from hookline.runtime import Runtime, build_runtime
 from hookline.settings import Settings
+from tests.helpers import due_delivery
 
 
 @pytest.fixture
@@ -108,34 +109,20 @@ async def test_a_write_refused_by_the_database_leaves_nothing_and_the_writer_usa
     assert await runtime.store.get_event("evt_2") is not None
 
 
-async def test_a_claim_leaves_out_full_hosts_and_leases_what_it_takes(runtime: Runtime) -> None:
-    def due(id_: str, url: str) -> Delivery:
-        return Delivery(
-            id=id_,
-            event_id="evt_1",
-            rule_id=None,
-            webhook_id=None,
-            user_ext_id="u-1",
-            status=DeliveryStatus.PENDING,
-            method="POST",
-            url=url,
-            headers=(),
-            body=b"{}",
-            timeout=15.0,
-            retry_schedule=(0.0,),
-            attempts=0,
-            created_at=1_000,
-            next_attempt_at=1_000,
-            updated_at=1_000,
-        )
+def _due(id_: str, url: str, at: int = 1_000) -> Delivery:
+    return due_delivery(
+        url, id=id_, event_id="evt_1", timeout=15.0, created_at=at, next_attempt_at=at
+    )
 
+
+async def test_a_claim_leaves_out_full_hosts_and_leases_what_it_takes(runtime: Runtime) -> None:
     async with runtime.store.ingest() as tx:
         await tx.insert_events([_stored(1)])
         await tx.insert_deliveries(
             [
-                due("dlv_a1", "http://a.test/hook"),
-                due("dlv_a2", "http://a.test/hook"),
-                due("dlv_b1", "http://b.test/hook"),
+                _due("dlv_a1", "http://a.test/hook"),
+                _due("dlv_a2", "http://a.test/hook"),
+                _due("dlv_b1", "http://b.test/hook"),
             ]
         )
     full_a = {"a.test": 0}
@@ -146,6 +133,19 @@ async def test_a_claim_leaves_out_full_hosts_and_leases_what_it_takes(runtime: R
         "dlv_a1",
         "dlv_a2",
     }
+
+
+async def test_a_claim_reads_past_a_full_hosts_backlog_only_when_asked(runtime: Runtime) -> None:
+    # More of a.test's rows are due first than one look reads (twice the limit): b.test's
+    # delivery is behind them, found only by the second look, which reads a.test's backlog.
+    backlog = [_due(f"dlv_a{i:02d}", "http://a.test/hook", 1_000 + i) for i in range(25)]
+    async with runtime.store.ingest() as tx:
+        await tx.insert_events([_stored(1)])
+        await tx.insert_deliveries([*backlog, _due("dlv_b1", "http://b.test/hook", 1_500)])
+    full_a = {"a.test": 0}
+    assert await runtime.store.claim_due(2_000, 10, 0, full_a, 32, look_past=False) == []
+    claimed = await runtime.store.claim_due(2_000, 10, 0, full_a, 32, look_past=True)
+    assert [d.id for d in claimed] == ["dlv_b1"]
 
 
 async def test_reading_states_searches_the_users_key_and_never_scans_the_table(

@@ -156,8 +156,17 @@ class Store(KeyStore, Protocol):
 
     # deliveries
     async def claim_due(
-        self, now: int, limit: int, lease_margin_ms: int, host_room: dict[str, int], per_host: int
-    ) -> list[Delivery]: ...
+        self,
+        now: int,
+        limit: int,
+        lease_margin_ms: int,
+        host_room: dict[str, int],
+        per_host: int,
+        *,
+        look_past: bool = True,
+    ) -> list[Delivery]:
+        """Lease due deliveries; ``look_past`` lets it read past full hosts' backlogs."""
+        ...
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None: ...
 

@@ -610,6 +610,43 @@ def _attempt(row: Row[Any]) -> Attempt:
     return _ATTEMPT.record(row)
 
 
+class _Picker:
+    """Chooses claimed rows in due order, within each host's room and the claim's limit."""
+
+    def __init__(self, limit: int, host_room: dict[str, int], per_host: int) -> None:
+        self.limit = limit
+        self.room = dict(host_room)
+        self.per_host = per_host
+        self.chosen: list[Delivery] = []
+        self.unreadable: list[Delivery] = []
+        self._seen: set[str] = set()
+
+    @property
+    def full(self) -> bool:
+        return len(self.chosen) >= self.limit
+
+    def take(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        for values in rows:
+            if self.full:
+                return
+            row: Any = _DeliveryRow(*values)
+            if row.id in self._seen:
+                continue  # read again by the second look
+            self._seen.add(row.id)
+            delivery, problem = _read_delivery(row)
+            if problem is not None:
+                self.unreadable.append(delivery)
+                continue
+            left = self.room.get(row.host, self.per_host)
+            if left <= 0:
+                continue
+            self.room[row.host] = left - 1
+            self.chosen.append(delivery)
+
+    def hosts_without_room(self) -> list[str]:
+        return [host for host, left in self.room.items() if left <= 0]
+
+
 class SqlStore:
     """A :class:`~hookline.store.base.Store` on any SQLAlchemy async engine."""
 
@@ -911,62 +948,71 @@ class SqlStore:
     # --- deliveries ----------------------------------------------------------------------
 
     async def claim_due(
-        self, now: int, limit: int, lease_margin_ms: int, host_room: dict[str, int], per_host: int
+        self,
+        now: int,
+        limit: int,
+        lease_margin_ms: int,
+        host_room: dict[str, int],
+        per_host: int,
+        *,
+        look_past: bool = True,
     ) -> list[Delivery]:
         """Lease up to ``limit`` due deliveries, leaving out hosts with no room.
 
-        Each lease lasts the delivery's own timeout plus ``lease_margin_ms``; a dispatcher
-        that dies mid-send frees its deliveries when the lease ends.
+        The first look reads a bounded window of the earliest due rows. Only if that window
+        was all hosts without room, and ``look_past`` allows it, does a second look skip
+        those hosts' rows (it reads their whole backlog, so the dispatcher asks for it
+        seldom). Each lease lasts the delivery's own timeout plus ``lease_margin_ms``; a
+        dispatcher that dies mid-send frees its deliveries when the lease ends.
         """
         d = t.deliveries
-        full = [host for host, room in host_room.items() if room <= 0]
-        marks = placeholders(self.engine, 3 + len(full))
-        sql = (
-            f"SELECT {', '.join(_DeliveryRow._fields)} FROM {d.name} "
-            f"WHERE next_attempt_at <= {marks[0]} "
-            f"AND (lease_until IS NULL OR lease_until < {marks[1]}) "
-            # A saturated (slow) host's backlog must not hide other hosts' due work.
-            + (f"AND host NOT IN ({', '.join(marks[2:-1])}) " if full else "")
-            + f"ORDER BY next_attempt_at LIMIT {marks[-1]}"
-        )
+        window = limit * 2
         set_ = placeholders(self.engine, 6)
         async with self._unit() as tx:
-            chosen: list[Delivery] = []
-            room = dict(host_room)
-            unreadable: list[Delivery] = []
-            for values in await tx._fetch(sql, [now, now, *full, limit * 2]):
-                row: Any = _DeliveryRow(*values)
-                delivery, problem = _read_delivery(row)
-                if problem is not None:
-                    unreadable.append(delivery)
-                    continue
-                left = room.get(row.host, per_host)
-                if left <= 0:
-                    continue
-                room[row.host] = left - 1
-                chosen.append(delivery)
-                if len(chosen) >= limit:
-                    break
-            for broken in unreadable:
+            picker = _Picker(limit, host_room, per_host)
+            rows = await tx._fetch(self._due_sql(()), [now, now, window])
+            picker.take(rows)
+            skipped = picker.hosts_without_room()
+            if look_past and len(rows) == window and not picker.full and skipped:
+                # A saturated (slow) host's backlog must not hide other hosts' due work.
+                picker.take(await tx._fetch(self._due_sql(skipped), [now, now, *skipped, window]))
+            for broken in picker.unreadable:
                 log.error("delivery %s is dead: %s", broken.id, broken.last_error)
-            if unreadable:
+            if picker.unreadable:
                 tx.pending.append(
                     (
                         f"UPDATE {d.name} SET status = {set_[0]}, next_attempt_at = NULL, "
                         f"lease_until = NULL, updated_at = {set_[1]}, last_error = {set_[2]} "
                         f"WHERE id = {set_[3]}",
-                        [(DeliveryStatus.DEAD.value, now, b.last_error, b.id) for b in unreadable],
+                        [
+                            (DeliveryStatus.DEAD.value, now, b.last_error, b.id)
+                            for b in picker.unreadable
+                        ],
                     )
                 )
-            if chosen:
+            if picker.chosen:
                 # Each lease: the delivery's own timeout (as CAST(timeout * 1000) would) + margin.
                 tx.pending.append(
                     (
                         f"UPDATE {d.name} SET lease_until = {set_[4]} WHERE id = {set_[5]}",
-                        [(now + lease_margin_ms + int(c.timeout * 1000), c.id) for c in chosen],
+                        [
+                            (now + lease_margin_ms + int(c.timeout * 1000), c.id)
+                            for c in picker.chosen
+                        ],
                     )
                 )
-        return chosen
+        return picker.chosen
+
+    def _due_sql(self, hosts: Sequence[str]) -> str:
+        """Due, unleased rows in due order, leaving out ``hosts``; binds now, now, hosts, limit."""
+        marks = placeholders(self.engine, 3 + len(hosts))
+        return (
+            f"SELECT {', '.join(_DeliveryRow._fields)} FROM {t.deliveries.name} "
+            f"WHERE next_attempt_at <= {marks[0]} "
+            f"AND (lease_until IS NULL OR lease_until < {marks[1]}) "
+            + (f"AND host NOT IN ({', '.join(marks[2:-1])}) " if hosts else "")
+            + f"ORDER BY next_attempt_at LIMIT {marks[-1]}"
+        )
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None:
         if not outcomes:
