@@ -102,6 +102,11 @@ class Dispatcher:
         # Counts what may make a read of the outbox stale: a recording, idle() asking.
         self._epoch = 0
         self._look_past_at = 0  # when a claim may next read past full destinations
+        # Destinations without room when the last claim found nothing although work was due:
+        # their backlog fills the claim's window, so claiming again before one of them has
+        # room (or before the next look past them) would read the same rows for nothing.
+        self._blocked: frozenset[str] = frozenset()
+        self._full_at_claim: frozenset[str] = frozenset()
         # Failed attempts in a row, by destination; a success ends the streak.
         self._streaks: dict[str, int] = {}
         self.tally = AttemptTally()  # read by /metrics
@@ -187,6 +192,7 @@ class Dispatcher:
     async def _claim(self) -> int:
         room = min(MAX_HELD - len(self._held), CLAIM_BATCH)
         if room <= 0:
+            self._full_at_claim = frozenset()
             return 0
         # Claim ahead: a destination may have a few rounds of its limit waiting in memory,
         # so claims come in batches rather than one free slot at a time.
@@ -196,8 +202,16 @@ class Dispatcher:
         host_room = {h: ahead - self._held_for(h) for h in busy}
         now = now_ms()
         look_past = now >= self._look_past_at
+        if (
+            self._blocked
+            and not look_past
+            and all(host_room.get(host, ahead) <= 0 for host in self._blocked)
+        ):
+            return 0  # the window is still their backlog (see ``_blocked``)
         if look_past:
             self._look_past_at = now + LOOK_PAST_EVERY_MS
+        self._blocked = frozenset()
+        self._full_at_claim = frozenset(h for h, left in host_room.items() if left <= 0)
         batch = await self.store.claim_due(
             now, room, LEASE_MARGIN_MS, host_room, ahead, look_past=look_past
         )
@@ -233,6 +247,9 @@ class Dispatcher:
                 self._turns[host] = None  # back of the line
 
     async def _wait_for_work(self) -> None:
+        if self._blocked:  # work is due, for destinations that are full: no need to read
+            await self._wait_for(0.05, starved=True)
+            return
         epoch = self._epoch
         due = await self.store.next_due_at()
         now = now_ms()
@@ -242,14 +259,18 @@ class Dispatcher:
         if not self._held and epoch == self._epoch and (due is None or due > now):
             self._idle.set()
         if due is None:
-            wait = MAX_IDLE_WAIT
+            await self._wait_for(MAX_IDLE_WAIT)
         elif due > now:
-            wait = min(MAX_IDLE_WAIT, (due - now) / 1000)
+            await self._wait_for(min(MAX_IDLE_WAIT, (due - now) / 1000))
         else:
             # Due but not claimable: every slot (or every due host) is busy. A freed slot
             # wakes us; the short timeout covers a claim that raced with a commit.
-            wait = 0.05
-            self._starved = True
+            self._blocked = self._full_at_claim
+            await self._wait_for(0.05, starved=True)
+
+    async def _wait_for(self, wait: float, *, starved: bool = False) -> None:
+        """Until a signal, a freed slot if ``starved``, or ``wait`` seconds."""
+        self._starved = self._starved or starved
         self._slot_freed.clear()
         signal = asyncio.ensure_future(self.signal.wait(wait))
         freed = asyncio.ensure_future(self._slot_freed.wait())
