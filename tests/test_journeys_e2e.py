@@ -292,7 +292,7 @@ async def test_journeys_that_trigger_each_other_are_cut_at_depth_8(hookline: Hoo
         )
     resp = await hookline.post("/api/v1/events", {"event_type": "ping", "user_ext_id": "u-1"})
     assert resp.status_code == 202, resp.text
-    assert hookline.runtime.engine.journeys.chain_cuts >= 1
+    assert hookline.runtime.engine.tally.journey_chain_cuts >= 1
     mine = (await hookline.client.get("/api/v1/users/u-1/journeys")).json()["data"]
     # The first ping enters at depth 0; each emitted event is one deeper, up to 8.
     assert len(mine) == MAX_CHAIN_DEPTH + 1
