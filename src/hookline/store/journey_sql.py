@@ -562,6 +562,9 @@ class JourneyStore:
             c = t.journey_block_counts
             counts = await conn.execute(select(c).where(c.c.journey_id == journey_id))
             blocks = {r.block: {"entered": r.entered, "passed": r.passed} for r in counts}
+            chain_cuts = await conn.scalar(
+                select(func.count()).select_from(_CUTS).where(_CUTS.c.journey_id == journey_id)
+            )
         answer: dict[str, Any] = {}
         for name, control in (("treatment", False), ("control", True)):
             mine = [g for g in groups if bool(g.control_group) is control]
@@ -584,4 +587,5 @@ class JourneyStore:
             name: {**counts_, "waiting": waiting_now.get(name, 0)}
             for name, counts_ in blocks.items()
         }
+        answer["chain_cuts"] = int(chain_cuts or 0)
         return answer
