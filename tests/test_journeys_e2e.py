@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hookline.api import models
 from hookline.events import now_ms
 from hookline.journey_runner import MAX_CHAIN_DEPTH
+from hookline.keys import Role
 from tests.helpers import Hookline, Receiver, spin_event
 
 
@@ -277,25 +279,94 @@ async def test_changing_an_active_journey_makes_a_version_old_users_keep_theirs(
     assert same.json()["version"] == 2  # a status change is no new version
 
 
-async def test_journeys_that_trigger_each_other_are_cut_at_depth_8(hookline: Hookline) -> None:
-    every = {"mode": "every_time"}
+async def chain_cuts(
+    h: Hookline, journey_id: str, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    resp = await h.client.get(f"/api/v1/journeys/{journey_id}/chain-cuts", headers=headers)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    models.ChainCutList.model_validate(body)  # extra="forbid": a field it lacks fails here
+    data: list[dict[str, Any]] = body["data"]
+    return data
+
+
+async def cut_count(h: Hookline, journey_id: str) -> int:
+    resp = await h.client.get(f"/api/v1/journeys/{journey_id}/stats")
+    assert resp.status_code == 200, resp.text
+    count: int = resp.json()["chain_cuts"]
+    return count
+
+
+async def test_journeys_that_trigger_each_other_are_cut_at_depth_8_and_each_cut_is_kept(
+    make_hookline: Any,
+) -> None:
+    first = await make_hookline()
+    ids: dict[str, str] = {}
     for name, on, emits in (("ping", "ping", "pong"), ("pong", "pong", "ping")):
-        await create(
-            hookline,
+        made = await create(
+            first,
             {
                 "name": name,
                 "status": "active",
-                "entry": {"trigger": {"event_type": on}, **every},
+                "ext_brand_id": "b1",
+                "entry": {"trigger": {"event_type": on}, "mode": "every_time"},
                 "start": "emit",
                 "blocks": {"emit": {"type": "emit_event", "event_type": emits}},
             },
         )
-    resp = await hookline.post("/api/v1/events", {"event_type": "ping", "user_ext_id": "u-1"})
+        ids[name] = made["id"]
+    before = now_ms()
+    ping = {"event_type": "ping", "user_ext_id": "u-1", "ext_brand_id": "b1"}
+    resp = await first.post("/api/v1/events", ping)
     assert resp.status_code == 202, resp.text
-    assert hookline.runtime.engine.journeys.chain_cuts >= 1
-    mine = (await hookline.client.get("/api/v1/users/u-1/journeys")).json()["data"]
+    after = now_ms()
+    mine = await first.client.get("/api/v1/users/u-1/journeys", params={"ext_brand_id": "b1"})
     # The first ping enters at depth 0; each emitted event is one deeper, up to 8.
-    assert len(mine) == MAX_CHAIN_DEPTH + 1
+    assert len(mine.json()["data"]) == MAX_CHAIN_DEPTH + 1
+    # The ping at depth 8 entered "ping" a fifth time: what that entry emits is cut, newest first.
+    deepest = (await instances(first, ids["ping"]))[0]
+    cuts = await chain_cuts(first, ids["ping"])
+    assert [c["event_type"] for c in cuts] == ["campaign_finished", "pong", "campaign_started"]
+    for cut in cuts:
+        assert cut["id"].startswith("jcc_")
+        assert before <= cut["cut_at"] <= after
+        assert {k: v for k, v in cut.items() if k not in ("id", "event_type", "cut_at")} == {
+            "journey_id": ids["ping"],
+            "version": 1,
+            "instance_id": deepest["id"],
+            "user_ext_id": "u-1",
+            "ext_brand_id": "b1",
+            "depth": MAX_CHAIN_DEPTH,
+            "event_id": cuts[0]["event_id"],
+        }
+    cutting = (await first.client.get(f"/api/v1/events/{cuts[0]['event_id']}")).json()
+    assert (cutting["event_type"], cutting["user_ext_id"]) == ("ping", "u-1")
+    assert cutting["id"] != resp.json()["events"][0]["id"]  # the deepest ping, not the first
+    assert (await cut_count(first, ids["ping"]), await cut_count(first, ids["pong"])) == (3, 0)
+    assert await chain_cuts(first, ids["pong"]) == []
+    assert first.runtime.engine.tally.journey_chain_cuts == 3
+    await first.stop()
+
+    second = await make_hookline()  # the same data directory
+    assert await chain_cuts(second, ids["ping"]) == cuts
+    assert await cut_count(second, ids["ping"]) == 3
+    # A read key of brand b1 reads them; one of b2 finds no such journey.
+    _, own = await second.runtime.keys.create(Role.READ, ("b1",), "")
+    _, other = await second.runtime.keys.create(Role.READ, ("b2",), "")
+    assert await chain_cuts(second, ids["ping"], {"authorization": f"Bearer {own}"}) == cuts
+    for path in ("chain-cuts", "stats"):
+        hidden = await second.client.get(
+            f"/api/v1/journeys/{ids['ping']}/{path}", headers={"authorization": f"Bearer {other}"}
+        )
+        assert hidden.status_code == 404, hidden.text
+        assert hidden.json()["field"] == "journey_id"
+    # Deleting the journey deletes its cuts with it.
+    _, admin = await second.runtime.keys.create(Role.ADMIN, (), "")
+    gone = await second.client.delete(
+        f"/api/v1/journeys/{ids['ping']}", headers={"authorization": f"Bearer {admin}"}
+    )
+    assert gone.status_code == 204, gone.text
+    assert await second.runtime.journeys.list_chain_cuts(ids["ping"]) == []
 
 
 async def test_stopping_a_journey_lets_everyone_leave(

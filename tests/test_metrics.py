@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hookline.deliveries import Attempt, DeliveryStatus
-from hookline.journeys import FinishReason
+from hookline.journeys import ChainCut, FinishReason
 from hookline.metrics import (
     Buckets,
     Family,
@@ -151,21 +151,26 @@ def test_nothing_renders_as_nothing() -> None:
 
 
 class _Journeys:
-    def __init__(self, entered: int, finished: dict[FinishReason, int]) -> None:
+    def __init__(self, entered: int, finished: dict[FinishReason, int], cut: int = 0) -> None:
         self.entered = entered
         self.finished = finished
+        self.cuts = [
+            ChainCut(f"jcc_{n}", "jrn_1", 1, "jri_1", "u-1", None, "ping", 8, "evt_1", 0)
+            for n in range(cut)
+        ]
 
 
 def test_a_commit_counts_new_duplicate_and_emitted_events_apart() -> None:
     tally = IngestTally()
     # 5 received, 2 of them duplicates; 3 new and 4 emitted by journeys were stored.
-    tally.committed(5, 2, 7, 6, _Journeys(3, {FinishReason.GOAL: 2}))
+    tally.committed(5, 2, 7, 6, _Journeys(3, {FinishReason.GOAL: 2}, cut=2))
     tally.committed(1, 0, 1, 1, None)
     assert (tally.events_accepted, tally.events_duplicate, tally.events_emitted) == (4, 2, 4)
     assert tally.deliveries_created == 7
     assert tally.journeys_entered == 3
     assert tally.journeys_finished[FinishReason.GOAL] == 2
     assert set(tally.journeys_finished) == set(FinishReason)  # every reason, from zero
+    assert tally.journey_chain_cuts == 2
 
 
 def _outcome(status: DeliveryStatus, error: str | None = None, ms: float = 20.0) -> Outcome:

@@ -170,6 +170,8 @@ async def test_journey_answers_match_their_documented_models(
     )
     assert [d["instance_id"] for d in page["data"]] == [waiting["id"]]
     await _answer(await c.get(f"/api/v1/journeys/{journey_id}/stats"), models.JourneyStats)
+    # Rows are checked against ChainCutList where a chain is cut (test_journeys_e2e).
+    await _answer(await c.get(f"/api/v1/journeys/{journey_id}/chain-cuts"), models.ChainCutList)
     replaced = {**definition, "max_duration": 3600}
     await _answer(await c.put(f"/api/v1/journeys/{journey_id}", json=replaced), models.JourneyOut)
     stopped = await c.patch(f"/api/v1/journeys/{journey_id}", json={"status": "stopped"})

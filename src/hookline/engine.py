@@ -472,8 +472,11 @@ class _Batch:
             )
         for emitted in step.emitted:
             if depth + 1 > MAX_CHAIN_DEPTH:
-                # Two journeys that trigger each other must not loop for ever.
-                self.engine.journeys.chain_cuts += 1
+                # Two journeys that trigger each other must not loop for ever. The cut is
+                # stored with this commit. Only an event's step is this deep: timers and
+                # stops start a chain at depth 0.
+                assert self.journeys is not None and event_id is not None
+                self.journeys.cut(applied, emitted.event_type, event_id, depth)
                 log.warning(
                     "journey %s: event %s for user %s not emitted: chain depth %d reached",
                     journey.id,

@@ -11,7 +11,7 @@ from typing import Final
 # Crockford base32: no I, L, O, U, so ids survive being read aloud or retyped.
 _ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
-KINDS: Final = frozenset({"evt", "rule", "wh", "dlv", "att", "echo", "key", "jrn", "jri"})
+KINDS: Final = frozenset({"evt", "rule", "wh", "dlv", "att", "echo", "key", "jrn", "jri", "jcc"})
 
 
 # Two base32 digits per table entry: lookups, not divisions; the time part is shared by

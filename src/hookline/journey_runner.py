@@ -21,6 +21,7 @@ from hookline.errors import HooklineError
 from hookline.events import Event, now_ms
 from hookline.ids import new_id
 from hookline.journeys import (
+    ChainCut,
     CompiledJourney,
     EntryMode,
     FinishReason,
@@ -70,8 +71,6 @@ class JourneyIndex:
     problems: dict[str, str] = field(default_factory=dict)
     # Stored instances met that cannot be read (id: why): skipped, their timers cleared.
     unreadable: dict[str, str] = field(default_factory=dict)
-    # Emitted-event chains cut at MAX_CHAIN_DEPTH since start (also logged).
-    chain_cuts: int = 0
 
     @property
     def live(self) -> bool:
@@ -198,6 +197,7 @@ class JourneyBatch:
         self.counts: dict[tuple[str, str], tuple[int, int]] = {}
         self.timers_set = False
         self.stuck: list[str] = []  # due, claimed, not loaded: rows that cannot be read
+        self.cuts: list[ChainCut] = []  # events not emitted: their chain was too deep
         # Counted into the engine's tally once this group is committed.
         self.entered = 0
         self.finished: dict[FinishReason, int] = {}
@@ -237,6 +237,25 @@ class JourneyBatch:
         for error in step.render_errors:
             log.warning("journey %s instance %s: %s", journey.id, inst.id, error)
         return Applied(journey, step)
+
+    def cut(self, applied: Applied, event_type: str, event_id: str, depth: int) -> None:
+        """Record that ``applied`` did not emit ``event_type``: the step of ``event_id``, at
+        ``depth``, was as deep as a chain goes (MAX_CHAIN_DEPTH)."""
+        inst = applied.step.instance
+        self.cuts.append(
+            ChainCut(
+                id=new_id("jcc", self.now),
+                journey_id=inst.journey_id,
+                version=inst.version,
+                instance_id=inst.id,
+                user_ext_id=inst.user_ext_id,
+                ext_brand_id=inst.ext_brand_id,
+                event_type=event_type,
+                depth=depth,
+                event_id=event_id,
+                cut_at=self.now,
+            )
+        )
 
     def on_event(self, event: Event, scope: dict[str, Any], state: dict[str, Any]) -> list[Applied]:
         """Advance the user's instances on this event, then enter the journeys it triggers."""
@@ -325,6 +344,7 @@ class JourneyBatch:
     async def flush(self, conn: AsyncConnection) -> None:
         await jsql.save_instances(conn, self.changed.values(), self.loaded)
         await jsql.add_block_counts(conn, self.counts)
+        await jsql.insert_chain_cuts(conn, self.cuts)
         if self.stuck and await jsql.clear_stuck_timers(conn, self.stuck, self.now):
             log.error("journey instances %s cannot be read; their timers are cleared", self.stuck)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, TypeVar
@@ -785,6 +785,25 @@ class Instance:
             "finish_reason": self.finish_reason.value if self.finish_reason else None,
             "finished_at": self.finished_at,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCut:
+    """An event a step did not emit: the chain of emitted events had reached its depth."""
+
+    id: str
+    journey_id: str
+    version: int
+    instance_id: str
+    user_ext_id: str
+    ext_brand_id: str | int | None
+    event_type: str  # the event not emitted
+    depth: int  # the chain depth of event_id; the event not emitted would be one deeper
+    event_id: str  # the event whose step emitted it
+    cut_at: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

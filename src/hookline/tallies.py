@@ -8,12 +8,12 @@ by share is counted once, and a figure never runs ahead of what the store holds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from hookline.deliveries import DeliveryStatus
-from hookline.journeys import FinishReason
+from hookline.journeys import ChainCut, FinishReason
 from hookline.metrics import Histogram
 from hookline.store.base import Outcome
 
@@ -30,6 +30,9 @@ class JourneyCounts(Protocol):
     @property
     def finished(self) -> Mapping[FinishReason, int]: ...
 
+    @property
+    def cuts(self) -> Sequence[ChainCut]: ...
+
 
 @dataclass(slots=True)
 class IngestTally:
@@ -43,6 +46,7 @@ class IngestTally:
     journeys_finished: dict[FinishReason, int] = field(
         default_factory=lambda: dict.fromkeys(FinishReason, 0)
     )
+    journey_chain_cuts: int = 0  # events journeys did not emit: their chain was too deep
 
     def committed(
         self,
@@ -62,6 +66,7 @@ class IngestTally:
             self.journeys_entered += journeys.entered
             for reason, count in journeys.finished.items():
                 self.journeys_finished[reason] += count
+            self.journey_chain_cuts += len(journeys.cuts)
 
 
 @dataclass(slots=True)

@@ -63,6 +63,7 @@ RIGHTS: Final[dict[tuple[str, str], Right | None]] = {
     ("GET", "/api/v1/journeys/{journey_id}"): Right.READ,
     ("GET", "/api/v1/journeys/{journey_id}/instances"): Right.READ,
     ("GET", "/api/v1/journeys/{journey_id}/stats"): Right.READ,
+    ("GET", "/api/v1/journeys/{journey_id}/chain-cuts"): Right.READ,
     ("GET", "/api/v1/users/{user_ext_id}/journeys"): Right.READ,
     ("GET", "/docs"): Right.READ,
     ("GET", "/openapi.json"): Right.READ,

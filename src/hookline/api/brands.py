@@ -1,10 +1,10 @@
 """What a brand-scoped key may see and change: the one check every route uses.
 
 A key with brands sees only data of those brands: deliveries, events, user state, rules,
-saved webhooks and journeys (with their instances and stats). Data of another brand, or
-of none, is not there for it: a list leaves it out, a read of it is 404 as for an id that
-does not exist (a 403 would tell that the id is taken), and so is a write to it. A key
-without brands (and ``OPEN``, hookline without keys) sees everything.
+saved webhooks and journeys (with their instances, stats and chain cuts). Data of another
+brand, or of none, is not there for it: a list leaves it out, a read of it is 404 as for an
+id that does not exist (a 403 would tell that the id is taken), and so is a write to it. A
+key without brands (and ``OPEN``, hookline without keys) sees everything.
 
 Creating or changing an object names the brand it will belong to: a brand-scoped admin
 may only give it one of its own brands (403 otherwise); an object of no brand applies to

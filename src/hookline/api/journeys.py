@@ -22,6 +22,7 @@ from hookline.api.brands import BrandQuery, may_own, only_visible, require_visib
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import (
     BrandIn,
+    ChainCutList,
     FreeObject,
     InstanceList,
     JourneyList,
@@ -334,7 +335,7 @@ async def list_instances(
 
 @router.get(
     "/{journey_id}/stats",
-    summary="Entered, active, finished, converted, per block",
+    summary="Entered, active, finished, converted, per block, chain cuts",
     response_model=JourneyStats,
 )
 async def journey_stats(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
@@ -342,6 +343,24 @@ async def journey_stats(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JS
     journey = await _journey(store, journey_id, key)
     stats = await store.stats(journey_id)
     return JSON({"journey_id": journey.id, "version": journey.version, **stats})
+
+
+@router.get(
+    "/{journey_id}/chain-cuts",
+    summary="Events the journey did not emit because their chain was too deep",
+    response_model=ChainCutList,
+)
+async def list_chain_cuts(
+    journey_id: str,
+    runtime: RuntimeDep,
+    key: KeyDep,
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> JSON:
+    """Two journeys that trigger each other stop at depth 8: each event not emitted is kept."""
+    store = _store(runtime)
+    await _journey(store, journey_id, key)
+    found = await store.list_chain_cuts(journey_id, limit=limit)
+    return JSON({"data": [c.as_dict() for c in found]})
 
 
 @users_router.get(

@@ -171,7 +171,7 @@ def collect(runtime: Runtime, stored: StoredCounts) -> list[Family]:
             "hookline_journey_chain_cuts_total",
             C,
             "Events not emitted because a chain of emitted events reached depth 8.",
-            journeys.chain_cuts,
+            ingest.journey_chain_cuts,
         ),
         one(
             "hookline_rules_loaded",

@@ -692,6 +692,31 @@ class JourneyStats(_Answer):
     entered: int
     active: int
     blocks: dict[str, BlockStats]
+    chain_cuts: int = Field(
+        description="Events its steps did not emit because their chain of emitted events "
+        "reached depth 8 (listed by /chain-cuts)."
+    )
+
+
+class ChainCutOut(_Answer):
+    """An event a journey step did not emit: its chain of emitted events was too deep."""
+
+    id: str = Field(examples=["jcc_01J..."])
+    journey_id: str
+    version: int = Field(description="The journey version the instance walks.")
+    instance_id: str = Field(description="The instance whose step it was.")
+    user_ext_id: str
+    ext_brand_id: str | int | None
+    event_type: str = Field(description="The event not emitted.")
+    depth: int = Field(
+        description="The chain depth of event_id (8): the event not emitted would be one deeper."
+    )
+    event_id: str = Field(description="The event whose step emitted it (GET /api/v1/events/{id}).")
+    cut_at: int
+
+
+class ChainCutList(_Answer):
+    data: list[ChainCutOut] = Field(description="Cuts, newest first.")
 
 
 class LoadProblem(_Answer):

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hookline.errors import Conflict, StoreError
 from hookline.journeys import (
+    ChainCut,
     FinishReason,
     Instance,
     InstanceStatus,
@@ -39,6 +40,7 @@ log = logging.getLogger("hookline.journeys")
 
 _CHUNK = 500
 _I = t.journey_instances
+_CUTS = t.journey_chain_cuts
 
 
 def _brand(raw: bytes | None) -> Any:
@@ -76,6 +78,8 @@ _INSTANCE = RowMapper(
         "finish_reason": rows.enum(FinishReason, nullable=True),
     },
 )
+# A cut's brand as _brand reads it: a hand-edited one must not make the list unreadable.
+_CHAIN_CUT = RowMapper(ChainCut, {"ext_brand_id": rows.Codec(rows.JSON_OR_NULL.dump, _brand)})
 
 
 # What a column changed by hand can raise when read (orjson's error is a ValueError).
@@ -287,6 +291,11 @@ async def add_block_counts(
     )
 
 
+async def insert_chain_cuts(conn: AsyncConnection, cuts: Sequence[ChainCut]) -> None:
+    if cuts:
+        await conn.execute(insert(_CUTS), [_CHAIN_CUT.row(c) for c in cuts])
+
+
 async def load_version(conn: AsyncConnection, journey_id: str, version: int) -> Journey | None:
     return await _version(conn, journey_id, version)
 
@@ -413,7 +422,7 @@ class JourneyStore:
         return replace(journey, revision=new_revision)
 
     async def delete_journey(self, journey_id: str, expected_revision: int | None = None) -> bool:
-        """Delete a journey, its versions and instances (only at ``expected_revision``)."""
+        """Delete a journey, its versions, instances and cuts (only at ``expected_revision``)."""
         j = t.journeys
         where = [j.c.id == journey_id]
         if expected_revision is not None:
@@ -427,7 +436,7 @@ class JourneyStore:
                 if current is not None:
                     raise stale_write(current, journey_id, "journey")
                 return False
-            for table in (t.journey_versions, t.journey_block_counts, _I):
+            for table in (t.journey_versions, t.journey_block_counts, _I, _CUTS):
                 await conn.execute(delete(table).where(table.c.journey_id == journey_id))
         return True
 
@@ -483,6 +492,17 @@ class JourneyStore:
             query = query.where(and_(*where))
         async with self._read() as conn:
             return _readable(await conn.execute(query), None)
+
+    async def list_chain_cuts(self, journey_id: str, limit: int = 100) -> list[ChainCut]:
+        """The events the journey's steps did not emit (their chain was too deep), newest first."""
+        query = (
+            select(*_CHAIN_CUT.columns(_CUTS))
+            .where(_CUTS.c.journey_id == journey_id)
+            .order_by(_CUTS.c.id.desc())
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            return [_CHAIN_CUT.from_tuple(row) for row in await conn.execute(query)]
 
     async def due(
         self, now: int, limit: int, skip: Collection[str] = ()
@@ -542,6 +562,9 @@ class JourneyStore:
             c = t.journey_block_counts
             counts = await conn.execute(select(c).where(c.c.journey_id == journey_id))
             blocks = {r.block: {"entered": r.entered, "passed": r.passed} for r in counts}
+            chain_cuts = await conn.scalar(
+                select(func.count()).select_from(_CUTS).where(_CUTS.c.journey_id == journey_id)
+            )
         answer: dict[str, Any] = {}
         for name, control in (("treatment", False), ("control", True)):
             mine = [g for g in groups if bool(g.control_group) is control]
@@ -564,4 +587,5 @@ class JourneyStore:
             name: {**counts_, "waiting": waiting_now.get(name, 0)}
             for name, counts_ in blocks.items()
         }
+        answer["chain_cuts"] = int(chain_cuts or 0)
         return answer

@@ -274,6 +274,26 @@ journey_block_counts = Table(
     Column("passed", Integer, nullable=False),
 )
 
+# Events a journey step did not emit because their chain reached its depth
+# (journey_runner.MAX_CHAIN_DEPTH), written in the same commit as the event whose step it was.
+# A new table: create_all adds it to a database of any earlier version.
+journey_chain_cuts = Table(
+    "journey_chain_cuts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("journey_id", String(40), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("instance_id", String(40), nullable=False),
+    Column("user_ext_id", String(256), nullable=False),
+    Column("ext_brand_id", LargeBinary, nullable=True),  # as journey_instances.ext_brand_id
+    Column("event_type", String(128), nullable=False),
+    Column("depth", Integer, nullable=False),
+    Column("event_id", String(40), nullable=False),
+    Column("cut_at", Integer, nullable=False),
+    # A journey's cuts, newest first (ids sort by time), and their count.
+    Index("ix_journey_chain_cuts_journey", "journey_id", "id"),
+)
+
 
 # Columns added to a table after it first shipped. create_all makes a missing table whole but
 # leaves an existing one as it is, so each of these is added to an older database on open.
