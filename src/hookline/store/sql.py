@@ -630,15 +630,13 @@ class _Picker:
             if self.full:
                 return
             row: Any = _DeliveryRow(*values)
-            if row.id in self._seen:
-                continue  # read again by the second look
+            left = self.room.get(row.host, self.per_host)
+            if left <= 0 or row.id in self._seen:  # no room, or read again by the second look
+                continue
             self._seen.add(row.id)
             delivery, problem = _read_delivery(row)
             if problem is not None:
                 self.unreadable.append(delivery)
-                continue
-            left = self.room.get(row.host, self.per_host)
-            if left <= 0:
                 continue
             self.room[row.host] = left - 1
             self.chosen.append(delivery)
