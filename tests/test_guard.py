@@ -7,8 +7,10 @@ checks for every blocked range are unit-tested in test_netguard.py.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -304,3 +306,57 @@ async def test_the_safety_net_refuses_a_reqwest_client_beyond_loopback() -> None
     assert [v for v in netsafety.violations if "192.0.2.7" in v or "192.0.2.8" in v]
     assert len(netsafety.violations) == 2
     netsafety.violations.clear()  # expected here; any other test that does this fails
+
+
+_UVLOOP_PROBE = """
+import asyncio, socket, sys
+import uvloop
+# Without the net's own loop, the tries below would really leave the machine: stop first.
+if not getattr(uvloop.Loop, "_netsafety", False):
+    sys.exit("uvloop's loop is not the audited one")
+
+async def main():
+    loop = asyncio.get_running_loop()
+    refused = []
+    tries = [
+        loop.getaddrinfo("far.invalid", 80),
+        asyncio.open_connection("far.invalid", 80),
+        asyncio.open_connection("192.0.2.1", 80),
+    ]
+    for attempt in tries:
+        try:
+            await attempt
+        except PermissionError as exc:
+            refused.append(str(exc))
+    sock = socket.socket()
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("192.0.2.2", 80))
+    except PermissionError as exc:
+        refused.append(str(exc))
+    finally:
+        sock.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(sys.argv[1]))
+    writer.close()
+    print(len(refused))
+
+uvloop.run(main())
+"""
+
+
+async def test_the_safety_net_sees_through_uvloop(receiver: Receiver) -> None:
+    """``hookline serve`` and the sender processes run uvloop, which resolves and connects in
+    libuv without an audit event: the net gives them a loop that raises the events first."""
+    port = receiver.base_url.rsplit(":", 1)[1]
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _UVLOOP_PROBE,
+        port,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await child.communicate()
+    assert child.returncode == 0, err.decode()
+    assert out.decode().strip() == "4", err.decode()  # every try refused; loopback reached
+    assert err.decode().count("test safety net") == 4

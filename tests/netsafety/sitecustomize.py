@@ -6,14 +6,22 @@ imports it as ``sitecustomize`` at start-up. It is an audit hook (PEP 578): it s
 ``socket.connect``/``connect_ex``, whichever library or event loop (asyncio, uvloop) calls
 it, and refuses any destination that is not a loopback address. The reqwest sender connects
 from native code, out of the audit hook's sight, so it raises its own audit event with the
-address each client will connect to, and the same rule applies to it.
+address each client will connect to, and the same rule applies to it. uvloop (the loop of
+``hookline serve`` and of the sender processes) resolves and connects in libuv, where no
+audit event is raised either: its loop is replaced, when it is imported, by one that raises
+them first (``_AuditedUvloop``).
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import ipaddress
 import os
 import sys
+from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 ENV = "NETSAFETY_LOOPBACK_ONLY"
@@ -81,10 +89,72 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         _refuse(f"DNS lookup of {args[0]!r} refused (stub the lookup instead)")
 
 
+def _audit_uvloop(uvloop: ModuleType) -> None:
+    """Make uvloop's loop raise the audit events its native code skips."""
+    base = uvloop.Loop
+    if getattr(base, "_netsafety", False):
+        return
+
+    class AuditedLoop(base):  # type: ignore[misc, valid-type]
+        _netsafety = True
+
+        async def getaddrinfo(self, host: Any, port: Any, **kwargs: Any) -> Any:
+            sys.audit("socket.getaddrinfo", host, port)
+            return await super().getaddrinfo(host, port, **kwargs)
+
+        async def create_connection(
+            self, protocol_factory: Any, host: Any = None, port: Any = None, **kwargs: Any
+        ) -> Any:
+            if host is not None:
+                # A name is resolved in libuv: judged as a lookup; an address as a connection.
+                if _literal_or_local(host) and str(host).lower() != "localhost":
+                    sys.audit("socket.connect", None, (str(host).strip("[]"), port))
+                else:
+                    sys.audit("socket.getaddrinfo", host, port)
+            return await super().create_connection(protocol_factory, host, port, **kwargs)
+
+        async def sock_connect(self, sock: Any, address: Any) -> Any:
+            sys.audit("socket.connect", sock, address)
+            return await super().sock_connect(sock, address)
+
+    # new_event_loop() and uvloop.run() make this one.
+    uvloop.Loop = AuditedLoop  # type: ignore[attr-defined]
+
+
+class _UvloopFinder(importlib.abc.MetaPathFinder):
+    """Patches uvloop as it is imported: importing it here would slow every start."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "uvloop":
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        loader = spec.loader if spec is not None else None
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        run = loader.exec_module
+
+        def exec_and_audit(module: ModuleType) -> None:
+            run(module)
+            _audit_uvloop(module)
+
+        loader.exec_module = exec_and_audit  # type: ignore[method-assign]
+        return spec
+
+
 def install() -> None:
     global _installed
     if not _installed:
         sys.addaudithook(_hook)
+        if "uvloop" in sys.modules:
+            _audit_uvloop(sys.modules["uvloop"])
+        else:
+            sys.meta_path.insert(0, _UvloopFinder())
         _installed = True
 
 
