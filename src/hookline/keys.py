@@ -132,6 +132,9 @@ def issue(role: Role, brands: tuple[str, ...], name: str, now: int) -> tuple[Api
 def check_name(name: str) -> str:
     if len(name) > MAX_NAME:
         raise InvalidInput(f"a key's name is at most {MAX_NAME} characters", field="name")
+    if any(c < " " or c == "\x7f" for c in name):
+        # A line break in a name would print as a line of its own in `hookline keys list`.
+        raise InvalidInput("a key's name cannot hold control characters", field="name")
     return name
 
 
@@ -139,7 +142,14 @@ def check_brands(brands: Iterable[Any]) -> tuple[str, ...]:
     """Brands as text, each once, in the order given; InvalidInput naming the bad one."""
     out: dict[str, None] = {}
     for i, brand in enumerate(brands):
-        out[str(check_brand(brand, f"brands[{i}]"))] = None
+        checked = check_brand(brand, f"brands[{i}]")
+        if checked is None:
+            # "No brand" is what an empty list says; a null in it would become the brand "None".
+            raise InvalidInput(
+                "a brand is a string or an integer; leave brands empty for a key of every brand",
+                field=f"brands[{i}]",
+            )
+        out[str(checked)] = None
     if len(out) > MAX_BRANDS:
         raise InvalidInput(f"a key names at most {MAX_BRANDS} brands", field="brands")
     return tuple(out)
