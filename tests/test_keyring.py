@@ -126,6 +126,26 @@ async def test_keys_changed_by_another_process_arrive(store: SqliteStore) -> Non
     assert here.active == 0
 
 
+async def test_a_reload_is_as_old_as_the_read_that_made_it(store: SqliteStore) -> None:
+    """A revoke committed while a reload's read was under way may be missing from it: the
+    reload counts as fresh from when its read began, so the revoke arrives within
+    ``refresh`` of its commit (what ``hookline keys revoke --data-dir`` waits for)."""
+    clock = Clock()
+
+    class SlowStore(CountingStore):
+        async def list_keys(self, *, active_only: bool = False) -> list[ApiKey]:
+            keys = await super().list_keys(active_only=active_only)
+            clock.now += 3.0  # the read took 3 s
+            return keys
+
+    slow = SlowStore(store)
+    ring = KeyRing(slow, RingConfig(refresh=5.0), clock=clock)
+    await ring.load()
+    clock.now += 2.5  # 5.5 s after the read began, 2.5 s after it ended
+    await ring.refresh()
+    assert slow.reads == 2
+
+
 async def test_a_version_2_database_gets_the_keys_table_on_open(tmp_path: Path) -> None:
     path = tmp_path / "hookline.db"
     store = open_sqlite(path)

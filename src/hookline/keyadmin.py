@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,8 +38,13 @@ err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 UrlOption = Annotated[
-    str,
-    typer.Option("--url", envvar="HOOKLINE_URL", help="Base URL of a running hookline server."),
+    str | None,
+    typer.Option(
+        "--url",
+        help="Base URL of a running hookline server; may also come before the command "
+        "(else HOOKLINE_URL, else http://127.0.0.1:8080)",
+        show_default=False,
+    ),
 ]
 KeyOption = Annotated[
     str | None,
@@ -91,7 +97,31 @@ def _direct(data_dir: Path, work: Callable[[KeyRing], Awaitable[T]]) -> T:
         _fail(exc.detail)
 
 
-def _remote(url: str, key: str | None, method: str, path: str, body: Any = None) -> Any:
+def _until_the_server_has_it(data_dir: Path) -> None:
+    """Return once a hookline serving ``data_dir`` must have taken a key made or revoked
+    there: it reloads its keys on the first request after ``RingConfig.refresh`` seconds
+    (and at once for a key it does not know, but not for a revoked one it holds)."""
+    from hookline.keyring import RingConfig
+    from hookline.serving import holder
+
+    pid = holder(data_dir)
+    if pid is None:
+        return
+    wait = RingConfig().refresh
+    err.print(
+        f"hookline (pid {pid}) serves this data directory: waiting {wait:g} s for it to take "
+        "the change"
+    )
+    time.sleep(wait)
+
+
+def _remote(
+    ctx: typer.Context, url: str | None, key: str | None, method: str, path: str, body: Any = None
+) -> Any:
+    """Ask the server: ``--url`` after the command, else before it (or HOOKLINE_URL), else
+    the default, as every other client command does."""
+    root = ctx.find_root().obj
+    url = url or (root if isinstance(root, str) else None) or DEFAULT_URL
     try:
         return Client(url, key=key).request(method, path, body)
     except ApiError as exc:
@@ -124,13 +154,14 @@ def _print_json(value: Any) -> None:
 
 @keys_app.command("create")
 def create(
+    ctx: typer.Context,
     role: Annotated[Role, typer.Option("--role", help="admin, ingest or read")],
     brand: Annotated[
         list[str] | None,
         typer.Option("--brand", help="Limit the key to this ext_brand_id (repeat for more)"),
     ] = None,
     name: Annotated[str, typer.Option("--name", help="What the key is for")] = "",
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     key: KeyOption = None,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
@@ -148,9 +179,10 @@ def create(
             return {**record.as_dict(), "key": text}
 
         made = _direct(data_dir, work)
+        _until_the_server_has_it(data_dir)
     else:
         body = {"role": role.value, "brands": brands, "name": name}
-        made = _remote(url, key, "POST", "/api/v1/keys", body)
+        made = _remote(ctx, url, key, "POST", "/api/v1/keys", body)
     if as_json:
         _print_json(made)
         return
@@ -164,7 +196,8 @@ def create(
 
 @keys_app.command("list")
 def list_keys(
-    url: UrlOption = DEFAULT_URL,
+    ctx: typer.Context,
+    url: UrlOption = None,
     key: KeyOption = None,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
@@ -177,7 +210,7 @@ def list_keys(
 
         keys = _direct(data_dir, work)
     else:
-        keys = _remote(url, key, "GET", "/api/v1/keys")["data"]
+        keys = _remote(ctx, url, key, "GET", "/api/v1/keys")["data"]
     if as_json:
         _print_json(keys)
         return
@@ -198,20 +231,22 @@ def list_keys(
 
 @keys_app.command("revoke")
 def revoke(
+    ctx: typer.Context,
     key_id: Annotated[str, typer.Argument(help="The key's id (key_...)", metavar="ID")],
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     key: KeyOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Revoke a key: it stops working at once (within seconds for a server on --data-dir)."""
+    """Revoke a key: once the command returns, the server refuses it."""
     if data_dir is not None:
 
         async def work(ring: KeyRing) -> dict[str, Any]:
             return (await ring.revoke(key_id)).as_dict()
 
         revoked = _direct(data_dir, work)
+        _until_the_server_has_it(data_dir)
     else:
-        revoked = _remote(url, key, "DELETE", f"/api/v1/keys/{key_id}")
+        revoked = _remote(ctx, url, key, "DELETE", f"/api/v1/keys/{key_id}")
     err.print(f"revoked {revoked['id']} at {_time(revoked['revoked_at'])}")
 
 

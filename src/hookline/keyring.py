@@ -69,10 +69,13 @@ class KeyRing:
             await self._load()
 
     async def _load(self) -> None:
+        # The time the read began: a change committed after it may be missing from it, so
+        # the ring counts its age from then (``hookline keys --data-dir`` relies on it).
+        began = self._clock()
         keys = await self.store.list_keys()
         self._by_hash = {k.hash: k for k in keys if k.revoked_at is None}
         self._made = len(keys)
-        self._loaded_at = self._clock()
+        self._loaded_at = began
 
     async def refresh(self, max_age: float | None = None) -> None:
         """Reload if the ring is older than ``max_age`` (default: ``config.refresh``)."""

@@ -1,0 +1,152 @@
+"""Issue 8 read as a user would, bullet by bullet: the gaps an audit found, each pinned here.
+
+Keys and their command line: a ``null`` among a key's brands, a key name that would print
+as two lines, ``hookline --url ... keys`` (the ``--url`` before the command), and a key made
+or revoked on the data directory of a server that is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+from typer.testing import CliRunner, Result
+
+from hookline.cli import app
+from hookline.keyring import RingConfig
+from hookline.keys import Role
+from hookline.serving import DataDirLock, holder
+from tests.helpers import Hookline
+
+runner = CliRunner()
+
+
+async def _run(*args: str, key: str = "") -> Result:
+    # The environment may hold a key or a URL of its own: only what is given here counts.
+    env = {"HOOKLINE_API_KEY": key, "HOOKLINE_URL": ""}
+    return await asyncio.to_thread(runner.invoke, app, list(args), env=env)
+
+
+async def test_a_null_among_a_keys_brands_is_refused_not_made_the_brand_none(
+    hookline: Hookline,
+) -> None:
+    """``"brands": [null]`` once made a key of the brand "None", which sees events of "None"."""
+    resp = await hookline.post("/api/v1/keys", {"role": "read", "brands": ["b1", None]})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["code"] == "invalid_input"
+    assert resp.json()["field"] == "brands[1]"
+    assert (await hookline.client.get("/api/v1/keys")).json()["data"] == []
+
+
+async def test_a_key_name_with_a_line_break_is_refused(hookline: Hookline) -> None:
+    """A name is printed in the ``keys list`` table: a line break would forge a row there."""
+    for name in ("ops\nkey_01FAKE  root  admin", "tab\there", "bell\x07", "del\x7f"):
+        resp = await hookline.post("/api/v1/keys", {"role": "read", "name": name})
+        assert resp.status_code == 422, (name, resp.text)
+        assert resp.json()["field"] == "name"
+    made = await hookline.post("/api/v1/keys", {"role": "read", "name": "Shop backend (é)"})
+    assert made.status_code == 201, made.text
+
+
+async def test_the_keys_commands_take_the_url_given_before_the_command(
+    hookline: Hookline,
+) -> None:
+    """``hookline --url URL keys list`` talks to URL, as ``hookline --url URL rules list`` does."""
+    _, admin = await hookline.runtime.keys.create(Role.ADMIN, (), "root")
+    listed = await _run("--url", hookline.base_url, "keys", "list", "--json", key=admin)
+    assert listed.exit_code == 0, listed.output
+    assert [k["name"] for k in orjson.loads(listed.stdout)] == ["root"]
+
+    made = await _run(
+        "--url", hookline.base_url, "keys", "create", "--role", "read", "--json", key=admin
+    )
+    assert made.exit_code == 0, made.output
+    read = orjson.loads(made.stdout)
+    revoked = await _run("--url", hookline.base_url, "keys", "revoke", read["id"], key=admin)
+    assert revoked.exit_code == 0, revoked.output
+    # After the command, as before it: --url there wins over the one before the command.
+    after = await _run(
+        "--url", "http://127.0.0.1:9", "keys", "list", "--url", hookline.base_url, key=admin
+    )
+    assert after.exit_code == 0, after.output
+    assert read["id"] in after.stdout
+
+
+def test_holder_names_the_server_that_holds_a_data_directory(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    assert holder(data_dir) is None  # no directory yet
+    lock = DataDirLock.acquire(data_dir)
+    try:
+        held = holder(data_dir)
+        assert held is not None and held > 0
+    finally:
+        lock.release()
+    assert holder(data_dir) is None
+
+
+async def test_a_key_revoked_on_the_data_directory_is_refused_once_the_command_returns(
+    hookline: Hookline,
+) -> None:
+    """The server holds the keys it knows in memory and reloads them every few seconds: with
+    ``--data-dir`` while it runs, ``keys revoke`` returns only once the server must have
+    dropped the key, so a leaked key is dead when the operator sees the command finish."""
+    data_dir = hookline.runtime.settings.data_dir
+    _, admin = await hookline.runtime.keys.create(Role.ADMIN, (), "root")
+    record, leaked = await hookline.runtime.keys.create(Role.READ, (), "leaked")
+    as_leaked = {"Authorization": f"Bearer {leaked}"}
+    used = await hookline.client.get("/api/v1/rules", headers=as_leaked)
+    assert used.status_code == 200, used.text  # the server now holds the key in memory
+
+    # As `hookline serve` does: the in-process test server takes no lock of its own.
+    lock = DataDirLock.acquire(data_dir)
+    try:
+        started = time.monotonic()
+        revoked = await _run("keys", "revoke", record.id, "--data-dir", str(data_dir))
+        took = time.monotonic() - started
+    finally:
+        lock.release()
+    assert revoked.exit_code == 0, revoked.output
+    assert "waiting" in revoked.stderr and f"revoked {record.id}" in revoked.stderr
+    assert took >= RingConfig().refresh
+
+    refused = await hookline.client.get("/api/v1/rules", headers=as_leaked)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["field"] == "Authorization"
+    still = await hookline.client.get("/api/v1/rules", headers={"Authorization": f"Bearer {admin}"})
+    assert still.status_code == 200
+
+
+async def test_without_a_server_the_data_directory_commands_do_not_wait(tmp_path: Path) -> None:
+    data = ("--data-dir", str(tmp_path / "d"))
+    started = time.monotonic()
+    made = await _run("keys", "create", "--role", "admin", "--json", *data)
+    revoked = await _run("keys", "revoke", orjson.loads(made.stdout)["id"], *data)
+    assert made.exit_code == 0 and revoked.exit_code == 0, made.output + revoked.output
+    assert "waiting" not in made.stderr + revoked.stderr
+    assert time.monotonic() - started < RingConfig().refresh
+
+
+async def test_an_open_server_closes_once_the_first_key_command_returns(
+    hookline: Hookline,
+) -> None:
+    """The first admin key, made on the data directory of a server running open on loopback:
+    when the command returns, a request without a key is refused."""
+    data_dir = hookline.runtime.settings.data_dir
+    assert (await hookline.client.get("/api/v1/rules")).status_code == 200  # open
+    lock = DataDirLock.acquire(data_dir)
+    try:
+        made = await _run("keys", "create", "--role", "admin", "--data-dir", str(data_dir))
+    finally:
+        lock.release()
+    assert made.exit_code == 0, made.output
+    assert made.stdout.strip().startswith("hlk_")
+    refused = await hookline.client.get("/api/v1/rules")
+    assert refused.status_code == 401, refused.text
+    async with httpx.AsyncClient(base_url=hookline.base_url) as client:
+        ok = await client.get(
+            "/api/v1/rules", headers={"Authorization": f"Bearer {made.stdout.strip()}"}
+        )
+    assert ok.status_code == 200
