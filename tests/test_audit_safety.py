@@ -1,23 +1,27 @@
 """Issue 8 read as a user would, bullet by bullet: the gaps an audit found, each pinned here.
 
 Keys and their command line: a ``null`` among a key's brands, a key name that would print
-as two lines, ``hookline --url ... keys`` (the ``--url`` before the command), and a key made
-or revoked on the data directory of a server that is running.
+as two lines, ``hookline --url ... keys`` (the ``--url`` before the command), a key made
+or revoked on the data directory of a server that is running, and a key pasted where its
+id goes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 from typer.testing import CliRunner, Result
 
+from hookline.api.access import loggable_path
 from hookline.cli import app
 from hookline.keyring import RingConfig
-from hookline.keys import Role
+from hookline.keys import KEY_PREFIX, Role
 from hookline.serving import DataDirLock, holder
 from tests.helpers import Hookline
 
@@ -150,3 +154,36 @@ async def test_an_open_server_closes_once_the_first_key_command_returns(
             "/api/v1/rules", headers={"Authorization": f"Bearer {made.stdout.strip()}"}
         )
     assert ok.status_code == 200
+
+
+async def test_a_key_pasted_where_its_id_goes_is_never_logged_nor_echoed(
+    hookline: Hookline, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever holds a leaked key revokes it by the key (``hookline keys revoke hlk_...``):
+    the path carries it, and the log line of every request shows the path."""
+    caplog.set_level(logging.INFO, logger="hookline")
+    _, admin = await hookline.runtime.keys.create(Role.ADMIN, (), "root")
+    _, leaked = await hookline.runtime.keys.create(Role.READ, (), "leaked")
+    as_admin = {"Authorization": f"Bearer {admin}"}
+    resp = await hookline.client.delete(f"/api/v1/keys/{leaked}", headers=as_admin)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"] == "key_id"
+    assert "keys list" in resp.json()["detail"] and leaked not in resp.text
+    other = await hookline.client.get(f"/api/v1/rules/{leaked}/x", headers=as_admin)
+    assert other.status_code == 404
+    assert leaked not in caplog.text and leaked[4:] not in caplog.text
+    assert f"DELETE /api/v1/keys/{KEY_PREFIX}*** 422" in caplog.text
+
+    cli = await _run(
+        "keys", "revoke", leaked, "--data-dir", str(hookline.runtime.settings.data_dir)
+    )
+    assert cli.exit_code == 1
+    assert "keys list" in cli.output and leaked not in cli.output
+    assert (await hookline.client.get("/api/v1/rules", headers=as_admin)).status_code == 200
+
+
+def test_api_keys_are_masked_in_logged_paths() -> None:
+    assert loggable_path("/api/v1/keys/hlk_abc-DEF_123") == "/api/v1/keys/hlk_***"
+    assert loggable_path("/api/v1/users/hlk_x/state") == "/api/v1/users/hlk_***/state"
+    assert loggable_path("/echo-send/hlk_abcdefgh/") == "/echo-send/***/"
+    assert loggable_path("/api/v1/keys/key_01J") == "/api/v1/keys/key_01J"

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hookline.errors import NotFound, StoreError
+from hookline.errors import InvalidInput, NotFound, StoreError
 from hookline.events import now_ms
-from hookline.keys import ApiKey, Role, issue, key_hash
+from hookline.keys import KEY_PREFIX, ApiKey, Role, issue, key_hash
 from hookline.store.base import KeyStore
 
 log = logging.getLogger("hookline.keys")
@@ -117,6 +117,14 @@ class KeyRing:
 
     async def revoke(self, key_id: str) -> ApiKey:
         """Revoke a key (again is fine: it keeps its first revocation time)."""
+        if key_id.startswith(KEY_PREFIX):
+            # A leaked key in hand instead of its id: say how to find the id, never echo it.
+            raise InvalidInput(
+                f"this is a key ({KEY_PREFIX}...), not a key's id (key_...): find its id with "
+                "`hookline keys list` (or GET /api/v1/keys) by its first 12 characters, "
+                "key_prefix",
+                field="key_id",
+            )
         async with self._lock:
             record = await self.store.revoke_key(key_id, now_ms())
             if record is None:

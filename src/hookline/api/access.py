@@ -8,18 +8,25 @@ line per request.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hookline.keys import KEY_PREFIX
+
 log = logging.getLogger("hookline.access")
 
-# The echo service's secret is the only credential a path carries.
+# The echo service's secret is the credential a path carries by design.
 _ECHO_PREFIXES = ("/echo-send/", "/echo-list/")
+# And an API key pasted where an id goes (`hookline keys revoke hlk_...` for a leaked key).
+_API_KEY = re.compile(re.escape(KEY_PREFIX) + r"[^/]*")
 
 
 def loggable_path(path: str) -> str:
-    """The path with an echo secret masked (``/echo-send/***/``)."""
+    """The path with an echo secret masked (``/echo-send/***/``), and any API key."""
+    if KEY_PREFIX in path:
+        path = _API_KEY.sub(f"{KEY_PREFIX}***", path)
     if path.startswith(_ECHO_PREFIXES):
         prefix = path[: path.index("/", 1) + 1]
         rest = path[len(prefix) :]
