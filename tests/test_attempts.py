@@ -212,6 +212,42 @@ async def test_a_2xx_whose_body_is_cut_off_succeeds_with_a_warning_not_an_error(
     assert "cut off" in seen["/retry"]["warning"]
 
 
+async def test_a_header_value_that_is_not_ascii_is_recorded_with_the_rest_of_the_answer(
+    hookline: Hookline, raw: RawReceiver
+) -> None:
+    """A receiver may answer a Latin-1 or UTF-8 header value. aiohttp read one with
+    surrogates the store could not write, so the attempt was never recorded and the webhook
+    went out again and again; reqwest, which gives no such value as text, lost the headers
+    and the body and called a 200 an error."""
+    for path, value in (("/latin1", b"caf\xe9"), ("/utf8", "café".encode())):
+        head = b"HTTP/1.1 200 OK\r\nX-Name: " + value + b"\r\nRetry-After: 7\r\n"
+        raw.answers[path] = head + b"Content-Length: 2\r\nConnection: close\r\n\r\nok"
+        rule = example_rule(name=f"to-{path[1:]}", activity={"url": raw.base_url + path})
+        assert (await hookline.post("/api/v1/rules", rule)).status_code == 201
+    resp = await hookline.post("/api/v1/events", spin_event())
+    ids = resp.json()["events"][0]["deliveries"]
+    await asyncio.wait_for(hookline.idle(), 30)
+    reqwest = hookline.runtime.settings.sender == "reqwest"
+    shown = {
+        "/latin1": "\ufffd" if reqwest else "caf\ufffd",
+        "/utf8": "\ufffd" if reqwest else "café",
+    }
+    for delivery_id in ids:
+        detail = await _delivery(hookline, delivery_id)
+        path = detail["request"]["url"].removeprefix(raw.base_url)
+        assert detail["status"] == "succeeded", detail
+        (attempt,) = detail["attempt_log"]
+        assert (attempt["status_code"], attempt["error"], attempt["response_body"]) == (
+            200,
+            None,
+            "ok",
+        )
+        headers = {k.lower(): v for k, v in attempt["response_headers"].items()}
+        assert headers["x-name"] == shown[path]
+        assert headers["retry-after"] == "7"
+    assert raw.hits == {"/latin1": 1, "/utf8": 1}
+
+
 async def test_attempts_without_trouble_carry_no_warning(
     hookline: Hookline, receiver: Receiver
 ) -> None:

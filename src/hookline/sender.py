@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -229,7 +230,7 @@ class HttpSender:
                 timeout=aiohttp.ClientTimeout(total=request.timeout),
             ) as resp:
                 ex.status_code = resp.status
-                ex.headers = tuple((str(k), v) for k, v in resp.headers.items())
+                ex.headers = text_headers(resp.raw_headers)
                 ex.retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
                 if not 100 <= resp.status < 200:  # a 1xx (101 switches protocols) has no body
                     head, ex.warning = await _read_head(resp)
@@ -266,6 +267,13 @@ def signed_headers(request: Request) -> dict[str, str]:
             request.signing_keys, request.webhook_id, timestamp, request.body
         )
     return sent
+
+
+def text_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
+    """Response headers as the text an attempt records: a value that is not UTF-8 (Latin-1,
+    say) shows its bytes as U+FFFD, as the body does. Decoded with surrogates, as aiohttp's
+    own ``headers`` are, it could not be stored, and the attempt was sent again forever."""
+    return tuple((name.decode("latin-1"), value.decode("utf-8", "replace")) for name, value in raw)
 
 
 def judge_status(ex: Exchange) -> Exchange:

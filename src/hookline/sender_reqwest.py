@@ -30,7 +30,7 @@ from pyreqwest.exceptions import (
     PyreqwestError,
     RequestTimeoutError,
 )
-from pyreqwest.http import Url
+from pyreqwest.http import HeaderMap, Url
 from pyreqwest.response import Response
 
 from hookline.deliveries import MAX_RESPONSE_BODY, parse_retry_after
@@ -169,8 +169,9 @@ class ReqwestSender:
                 builder = builder.body_bytes(request.body)
             async with builder.build_streamed() as resp:
                 ex.status_code = resp.status
-                ex.headers = tuple(resp.headers.items())
-                ex.retry_after = parse_retry_after(resp.get_header("retry-after"), time.time())
+                ex.headers = _text_headers(resp.headers)
+                retry_after = next((v for k, v in ex.headers if k == "retry-after"), None)
+                ex.retry_after = parse_retry_after(retry_after, time.time())
                 if not 100 <= resp.status < 200:  # a 1xx (101 switches protocols) has no body
                     head, ex.warning = await _read_head(resp)
                     ex.body = head.decode("utf-8", "replace")
@@ -192,6 +193,22 @@ class ReqwestSender:
             # The next attempt resolves again: a changed answer gets checked at once.
             self._answers.pop(name, None)
         return ex
+
+
+def _text_headers(headers: HeaderMap) -> tuple[tuple[str, str], ...]:
+    """The response headers as text. reqwest gives only visible ASCII values as text, and
+    no bytes: a value with any other byte (Latin-1, UTF-8) is recorded as U+FFFD, so the
+    rest of the answer (its other headers, its body) is still recorded."""
+    try:
+        return tuple(headers.items())
+    except ValueError:
+        pairs: list[tuple[str, str]] = []
+        for name in dict.fromkeys(headers.keys()):
+            try:
+                pairs.extend((name, value) for value in headers.getall(name))
+            except ValueError:
+                pairs.append((name, "\ufffd"))
+        return tuple(pairs)
 
 
 def _not_http(exc: PyreqwestError) -> bool:
