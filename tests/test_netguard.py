@@ -60,6 +60,11 @@ BLOCKED = [
     "::c0a8:1",
     "64:ff9b:1::a9fe:a9fe",  # local-use NAT64 of 169.254.169.254
     "::1:0:0:0",  # reserved ::/8
+    "3fff::1",  # documentation (RFC 9637), which Python's ipaddress calls global
+    "5f00::1",  # SRv6 SIDs (RFC 9602), not globally reachable
+    "::ffff:100.64.0.1",  # IPv4-mapped CGNAT, multicast, reserved
+    "::ffff:224.0.0.1",
+    "::ffff:240.0.0.1",
 ]
 
 ALLOWED = ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "::ffff:8.8.8.8"]

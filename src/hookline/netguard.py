@@ -55,6 +55,8 @@ BLOCKED_RANGES: Final[tuple[tuple[str, IPNetwork], ...]] = tuple(
         ("discard-only", "100::/64"),
         ("IETF protocol assignments", "2001::/23"),
         ("documentation", "2001:db8::/32"),
+        ("documentation", "3fff::/20"),  # RFC 9637; newer than Python's ipaddress tables
+        ("segment routing (SRv6 SIDs)", "5f00::/16"),  # RFC 9602, not globally reachable
         ("unique local (private)", "fc00::/7"),
         ("link-local", "fe80::/10"),
         ("site-local (deprecated)", "fec0::/10"),
