@@ -126,6 +126,11 @@ def test_literal_addresses_include_the_legacy_forms_the_resolver_takes(
         "http://[::ffff:10.0.0.1]/",
         "http://2130706433/",
         "http://0x7f.1/",
+        # Percent-encoded: reqwest decodes a host before reading it, and then blocks it
+        # when sent; it is refused when saved, as the plain literal is.
+        "http://%31%32%37.0.0.1:9000/x",
+        "http://127.0.0.1%2e/",
+        "http://%31%36%39.254.169.254/latest/meta-data/",
     ],
 )
 def test_a_literal_blocked_url_is_refused_when_saved(url: str) -> None:

@@ -21,7 +21,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from yarl import URL
 
@@ -289,6 +289,11 @@ def check_literal_url(url: str, policy: NetworkPolicy, *, field: str = "url") ->
     if not host or "{{" in host:
         return
     address = literal_address(host)
+    if address is None and "%" in host:
+        # reqwest (a WHATWG URL parser) percent-decodes a host before it reads it:
+        # %31%32%37.0.0.1 is 127.0.0.1 to it, and is judged so when saved too.
+        decoded = sent_host(f"http://{unquote(host)}/")
+        address = literal_address(decoded) if decoded else None
     if address is None:
         return
     why = policy.blocked_reason(address)
