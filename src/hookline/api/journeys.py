@@ -259,7 +259,9 @@ async def _write(
     return await write(change, journey_id, if_match, _owned(key, journey_id), edit)
 
 
-@router.delete("/{journey_id}", status_code=204, summary="Delete a journey, its instances and its chain cuts")
+@router.delete(
+    "/{journey_id}", status_code=204, summary="Delete a journey, its instances and its chain cuts"
+)
 async def delete_journey(
     journey_id: str, runtime: RuntimeDep, key: KeyDep, if_match: IfMatch = None
 ) -> Response:
