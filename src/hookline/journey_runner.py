@@ -57,6 +57,8 @@ TIMER_AHEAD = 2
 TIMER_RETRY_MS = 60_000
 # The timer looks again at least this often (seconds), in case a wake-up was missed.
 TIMER_IDLE = 1.0
+# Journeys whose finished walks may still convert (a stopped one counts no more).
+_RUNNING = frozenset({JourneyStatus.ACTIVE, JourneyStatus.PAUSED})
 
 
 @dataclass
@@ -147,7 +149,7 @@ async def load_index(
         j for j in await store.list_journeys() if j.status is not JourneyStatus.DRAFT
     ]
     current = {(j.id, j.version) for j in wanted}
-    for journey_id, version in await store.versions_in_use():
+    for journey_id, version in await store.versions_in_use(now_ms()):
         if (journey_id, version) not in current:
             old = await store.get_version(journey_id, version)
             if old is not None:
@@ -188,11 +190,15 @@ class JourneyBatch:
         self.now = now
         self.ever = ever
         self.by_user: dict[UserKey, list[Instance]] = {}
+        # Finished walks whose goal still counts (goal_until), by user: they only convert.
+        self.converting: dict[UserKey, list[Instance]] = {}
         # As read in this transaction: the store updates these, and inserts the others.
         self.loaded: dict[str, Instance] = {}
         for inst in instances:
-            self.by_user.setdefault(inst.user, []).append(inst)
+            active = inst.status is InstanceStatus.ACTIVE
+            (self.by_user if active else self.converting).setdefault(inst.user, []).append(inst)
             self.loaded[inst.id] = inst
+        self.closed_goals: list[str] = []  # stopped journeys: their goal windows close
         self.changed: dict[str, Instance] = {}
         self.counts: dict[tuple[str, str], tuple[int, int]] = {}
         self.timers_set = False
@@ -210,7 +216,11 @@ class JourneyBatch:
         users: Sequence[UserKey],
         now: int,
     ) -> JourneyBatch:
-        instances = await jsql.load_active(conn, users, index.unreadable) if users else []
+        instances = (
+            await jsql.load_active(conn, users, index.unreadable, converting_at=now)
+            if users
+            else []
+        )
         ever: set[tuple[str, UserKey]] = set()
         if index.lifetime_ids and users:
             ever = await jsql.entered_ever(conn, users, index.lifetime_ids)
@@ -218,6 +228,9 @@ class JourneyBatch:
 
     def _record(self, journey: CompiledJourney, step: Step) -> Applied:
         inst = step.instance
+        before = self.changed.get(inst.id) or self.loaded.get(inst.id)
+        # A walk that had finished and now converts late is no second finish.
+        newly = before is None or before.status is InstanceStatus.ACTIVE
         self.changed[inst.id] = inst
         users = self.by_user.setdefault(inst.user, [])
         users[:] = [i for i in users if i.id != inst.id]
@@ -225,7 +238,7 @@ class JourneyBatch:
             users.append(inst)
             if inst.due_at is not None:
                 self.timers_set = True
-        elif inst.finish_reason is not None:
+        elif inst.finish_reason is not None and newly:
             reason = inst.finish_reason
             self.finished[reason] = self.finished.get(reason, 0) + 1
         for name in step.entered:
@@ -270,6 +283,7 @@ class JourneyBatch:
             if step is not None:
                 applied.append(self._record(journey, step))
                 state = _with_patches(state, step)
+        applied += self._late_conversions(user, event, scope, state)
         context = {"event": scope, "state": state}
         for journey in self.index.by_trigger.get(event.event_type, ()):
             own = journey.journey.ext_brand_id
@@ -292,6 +306,23 @@ class JourneyBatch:
             )
             applied.append(self._record(journey, step))
             state = _with_patches(state, step)
+        return applied
+
+    def _late_conversions(
+        self, user: UserKey, event: Event, scope: dict[str, Any], state: dict[str, Any]
+    ) -> list[Applied]:
+        """The goal event of a user who walked a journey to its end, while the goal counts."""
+        applied: list[Applied] = []
+        waiting = self.converting.get(user)
+        for inst in list(waiting or ()):
+            journey = self.index.version(inst.journey_id, inst.version)
+            current = self.index.current.get(inst.journey_id)
+            if journey is None or current is None or current.journey.status not in _RUNNING:
+                continue
+            step = on_event(journey, inst, event.event_type, scope, state, self.now)
+            if step is not None and waiting is not None:
+                waiting.remove(inst)
+                applied.append(self._record(journey, step))
         return applied
 
     def on_timers(
@@ -330,6 +361,9 @@ class JourneyBatch:
 
     def on_stop(self, journey_id: str) -> list[Applied]:
         applied: list[Applied] = []
+        self.closed_goals.append(journey_id)
+        for finished in self.converting.values():
+            finished[:] = [i for i in finished if i.journey_id != journey_id]
         for instances in list(self.by_user.values()):
             for inst in list(instances):
                 if inst.journey_id != journey_id:
@@ -345,6 +379,8 @@ class JourneyBatch:
         await jsql.save_instances(conn, self.changed.values(), self.loaded)
         await jsql.add_block_counts(conn, self.counts)
         await jsql.insert_chain_cuts(conn, self.cuts)
+        for journey_id in self.closed_goals:
+            await jsql.close_goal_windows(conn, journey_id)
         if self.stuck and await jsql.clear_stuck_timers(conn, self.stuck, self.now):
             log.error("journey instances %s cannot be read; their timers are cleared", self.stuck)
 

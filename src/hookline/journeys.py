@@ -29,7 +29,7 @@ from hookline.rules import SavedWebhook
 from hookline.signing import Signing
 from hookline.state import RESERVED, UserKey, merge_patch, user_key
 from hookline.templates import JOURNEY_SCOPES, Template, TemplateMode, compile_template
-from hookline.times import parse_duration, short_value
+from hookline.times import MAX_DURATION_MS, parse_duration, short_value
 from hookline.values import MAX_DEPTH, check_json
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
 
@@ -760,6 +760,8 @@ class Instance:
     finished_at: int | None = None
     converted_at: int | None = None
     block_since: int | None = None
+    # A walk that completed before converting: its goal still counts until then (ms).
+    goal_until: int | None = None
 
     @property
     def user(self) -> UserKey:
@@ -933,6 +935,12 @@ class _Walk:
         return self.instance.entered_at + limit if limit is not None else None
 
     def finish(self, reason: FinishReason) -> None:
+        goal_until = None
+        if reason is FinishReason.COMPLETED and self.instance.converted_at is None:
+            # Walking to the end is no reason not to convert: the goal counts for the same
+            # window as the control group's (see goal_window_end), or the rates would differ.
+            end = goal_window_end(self.journey, self.instance.entered_at)
+            goal_until = end if end is not None and end > self.now else None
         self.instance = replace(
             self.instance,
             status=InstanceStatus.FINISHED,
@@ -942,6 +950,7 @@ class _Walk:
             finish_reason=reason,
             finished_at=self.now,
             updated_at=self.now,
+            goal_until=goal_until,
         )
         payload = campaign_payload(self.journey, self.instance)
         payload["reason"] = reason.value
@@ -1073,6 +1082,18 @@ def next_time_of_day(until: TimeOfDay, state: Mapping[str, Any], now: int) -> in
     return int(target.timestamp() * 1000)
 
 
+def goal_window_end(journey: CompiledJourney, entered_at: int) -> int | None:
+    """Until when the goal counts for an entry at ``entered_at``: ``within`` or
+    ``max_duration`` after it, the earlier; None without a goal.
+
+    A goal with neither counts as long as the journey runs (ten years at most).
+    """
+    if journey.goal is None:
+        return None
+    limits = (journey.goal.within_ms, journey.max_duration_ms)
+    return entered_at + min((x for x in limits if x is not None), default=MAX_DURATION_MS)
+
+
 def enter(
     journey: CompiledJourney,
     instance_id: str,
@@ -1084,8 +1105,9 @@ def enter(
 ) -> Step:
     """A user enters: ``campaign_started``, then the blocks run (none in the control group).
 
-    A control-group instance stays active, without blocks, until its goal window (or the
-    journey's max_duration) ends, so its conversions are counted like the treatment's.
+    A control-group instance stays active, without blocks, until its goal window ends (see
+    :func:`goal_window_end`; without ``within`` or ``max_duration``, until it converts), so its
+    conversions are counted like the treatment's.
     """
     control = in_control_group(journey, user_ext_id, instance_id)
     instance = Instance(
@@ -1107,16 +1129,12 @@ def enter(
     if not control:
         walk.run(journey.start)
         return walk.step()
-    ends = [
-        now + limit
-        for limit in (journey.goal.within_ms if journey.goal else None, journey.max_duration_ms)
-        if limit is not None
-    ]
-    if journey.goal is None or not ends:
+    if journey.goal is None:
         # Nothing to measure against: the control user is done at once.
         walk.finish(FinishReason.COMPLETED)
     else:
-        walk.wait(min(ends), None)
+        limited = journey.goal.within_ms is not None or journey.max_duration_ms is not None
+        walk.wait(goal_window_end(journey, now) if limited else None, None)
     return walk.step()
 
 
@@ -1132,9 +1150,10 @@ def on_event(
 
     Order: an exit criterion ends the instance first; then the goal (converted once, within
     its window; exit if the goal says so); then a waiting ``wait_for_event`` block moves on.
+    A walk that completed converts until its ``goal_until``, and stays finished as it was.
     """
     if instance.status is not InstanceStatus.ACTIVE:
-        return None
+        return _late_conversion(journey, instance, event_type, event_scope, state, now)
     walk = _Walk(journey, instance, state, now)
     context = {**walk.context(instance.block), "event": event_scope}
     for watch in journey.exit_on:
@@ -1169,6 +1188,32 @@ def on_event(
         walk.run(block.next)
         changed = True
     return walk.step() if changed else None
+
+
+def _late_conversion(
+    journey: CompiledJourney,
+    instance: Instance,
+    event_type: str,
+    event_scope: Mapping[str, Any],
+    state: Mapping[str, Any],
+    now: int,
+) -> Step | None:
+    """The goal event of a user who walked the journey to its end, while it still counts."""
+    goal = journey.goal
+    if (
+        goal is None
+        or instance.goal_until is None
+        or instance.converted_at is not None
+        or goal.watch.event_type != event_type
+        or now > instance.goal_until
+    ):
+        return None
+    walk = _Walk(journey, instance, state, now)
+    if not goal.watch.predicate({**walk.context(None), "event": event_scope}):
+        return None
+    walk.instance = replace(instance, converted_at=now, goal_until=None, updated_at=now)
+    walk.emitted.append(Emitted(CAMPAIGN_CONVERTED, campaign_payload(journey, walk.instance)))
+    return walk.step()
 
 
 def on_timer(

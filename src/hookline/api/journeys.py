@@ -344,6 +344,13 @@ async def journey_stats(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JS
     store = _store(runtime)
     journey = await _journey(store, journey_id, key)
     stats = await store.stats(journey_id)
+    # Every block of the journey, zeros for those nobody reached yet (the other branch).
+    counted = stats["blocks"]
+    blocks = journey.definition.get("blocks")
+    names = list(blocks) if isinstance(blocks, dict) else []
+    zero = {"entered": 0, "passed": 0, "waiting": 0}
+    listed = {name: counted.get(name, zero) for name in names}
+    stats["blocks"] = {**listed, **{k: v for k, v in counted.items() if k not in listed}}
     return JSON({"journey_id": journey.id, "version": journey.version, **stats})
 
 

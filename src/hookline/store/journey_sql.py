@@ -14,7 +14,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -173,22 +173,37 @@ def _brand_is(brand: str | None) -> Any:
 
 
 async def load_active(
-    conn: AsyncConnection, users: Sequence[UserKey], unreadable: dict[str, str] | None = None
+    conn: AsyncConnection,
+    users: Sequence[UserKey],
+    unreadable: dict[str, str] | None = None,
+    *,
+    converting_at: int | None = None,
 ) -> list[Instance]:
-    """The active instances of these users (the one place that knows the user key).
+    """The active instances of these users (the one place that knows the user key); with
+    ``converting_at``, also their finished ones whose goal still counts then (goal_until).
 
     Rows that cannot be read are left out, and named with why in ``unreadable``.
     """
     found: list[Instance] = []
     wanted = set(users)
+    alive = _I.c.status == "active"
+    if converting_at is not None:
+        alive = or_(alive, _I.c.goal_until >= converting_at)
     for part in _chunks(_ids(users)):
         rows = await conn.execute(
-            select(*_INSTANCE.columns(_I)).where(
-                _I.c.user_ext_id.in_(part), _I.c.status == "active"
-            )
+            select(*_INSTANCE.columns(_I)).where(_I.c.user_ext_id.in_(part), alive)
         )
         found.extend(i for i in _readable(rows, unreadable) if i.user in wanted)
     return found
+
+
+async def close_goal_windows(conn: AsyncConnection, journey_id: str) -> None:
+    """A stopped journey counts no more conversions of users who walked it to its end."""
+    await conn.execute(
+        update(_I)
+        .where(_I.c.journey_id == journey_id, _I.c.goal_until.is_not(None))
+        .values(goal_until=None)
+    )
 
 
 async def clear_stuck_timers(conn: AsyncConnection, instance_ids: Sequence[str], now: int) -> int:
@@ -243,6 +258,7 @@ _UPDATABLE = (
     "finished_at",
     "updated_at",
     "last_event",
+    "goal_until",
 )
 
 
@@ -359,11 +375,14 @@ class JourneyStore:
         async with self._read() as conn:
             return await _version(conn, journey_id, version)
 
-    async def versions_in_use(self) -> list[tuple[str, int]]:
-        """(journey id, version) of every version some active instance still walks."""
+    async def versions_in_use(self, now: int) -> list[tuple[str, int]]:
+        """(journey id, version) of every version some active instance still walks, or
+        whose goal still counts for a walk that completed (at ``now``)."""
         async with self._read() as conn:
             rows = await conn.execute(
-                select(_I.c.journey_id, _I.c.version).where(_I.c.status == "active").distinct()
+                select(_I.c.journey_id, _I.c.version)
+                .where(or_(_I.c.status == "active", _I.c.goal_until >= now))
+                .distinct()
             )
             return [(r.journey_id, r.version) for r in rows]
 

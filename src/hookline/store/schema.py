@@ -251,6 +251,8 @@ journey_instances = Table(
     Column("finish_reason", String(16), nullable=True),
     Column("finished_at", Integer, nullable=True),
     Column("updated_at", Integer, nullable=False),
+    # A walk that completed unconverted: its goal counts until then (ADDED_COLUMNS).
+    Column("goal_until", Integer, nullable=True),
     # Timers: only waiting instances carry due_at, so the index stays small.
     Index(
         "ix_journey_instances_due",
@@ -315,6 +317,7 @@ ADDED_COLUMNS = (
     (journeys, "signing"),
     (rules, "limits"),
     (rules, "counting_epoch"),
+    (journey_instances, "goal_until"),
 )
 
 # Indexes on ADDED_COLUMNS: create_all makes them only with a new table.

@@ -1,0 +1,309 @@
+"""Journeys as a user reading the issue would try them: the gaps an audit found, pinned."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hookline.journeys import (
+    CAMPAIGN_CONVERTED,
+    FinishReason,
+    InstanceStatus,
+    Journey,
+    JourneyStatus,
+    compile_journey,
+    enter,
+    on_event,
+    on_timer,
+)
+from tests.helpers import Hookline, Receiver, spin_event
+from tests.test_journeys_e2e import create, hook, instances, journey
+from tests.test_metrics_e2e import scrape
+
+HOUR = 3_600_000
+
+
+def deposit(user: str = "u-1", **payload: Any) -> dict[str, Any]:
+    return {
+        "event_type": "deposit_made",
+        "user_ext_id": user,
+        "ext_brand_id": "brand-1",
+        "payload": payload,
+    }
+
+
+async def watch_campaign_events(h: Hookline, receiver: Receiver) -> None:
+    """A rule on each campaign event, calling /<event type> with its payload's fields."""
+    body = (
+        '{"journey": "{{event.journey_name}}", "control_group": {{event.control_group}}, '
+        '"instance_id": "{{event.instance_id}}", "reason": "{{event.reason|-}}"}'
+    )
+    for kind in ("campaign_started", "campaign_converted", "campaign_finished"):
+        rule = {
+            "name": f"see-{kind}",
+            "trigger": {"event_type": kind},
+            "activity": {"url": receiver.url(f"/{kind}"), "body": body},
+        }
+        resp = await h.client.post("/api/v1/rules", json=rule)
+        assert resp.status_code == 201, resp.text
+
+
+async def stats(h: Hookline, journey_id: str) -> dict[str, Any]:
+    resp = await h.client.get(f"/api/v1/journeys/{journey_id}/stats")
+    assert resp.status_code == 200, resp.text
+    result: dict[str, Any] = resp.json()
+    return result
+
+
+# --- conversion after the walk ended ----------------------------------------------------
+
+
+async def test_a_user_who_walked_to_the_end_still_converts_within_the_goal_window(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    """The issue's walk-through: two webhooks, then a deposit converts (no block lingers)."""
+    h = hookline
+    await watch_campaign_events(h, receiver)
+    j = await create(
+        h,
+        journey(
+            {"hello": hook(receiver, "/hello", next="bye"), "bye": {"type": "exit"}},
+            goal={"event_type": "deposit_made", "within": "7d"},
+        ),
+    )
+    await h.post("/api/v1/events", spin_event())
+    await receiver.wait_for(1, "/hello")
+    (done,) = await receiver.wait_for(1, "/campaign_finished")
+    assert done.json()["reason"] == "completed"
+    (inst,) = await instances(h, j["id"])
+    assert inst["status"] == "finished" and inst["finish_reason"] == "completed"
+
+    resp = await h.post("/api/v1/events", deposit())
+    assert resp.status_code == 202, resp.text
+    (converted,) = await receiver.wait_for(1, "/campaign_converted")
+    assert converted.json() == {
+        "journey": "spin-welcome",
+        "control_group": False,
+        "instance_id": inst["id"],
+        "reason": "-",
+    }
+    (after,) = await instances(h, j["id"])
+    # Still finished as it was: converting late is no second finish.
+    assert after["finish_reason"] == "completed" and after["converted_at"] is not None
+    counted = await stats(h, j["id"])
+    assert counted["treatment"]["converted"] == 1
+    assert counted["treatment"]["conversion_rate"] == 1.0
+    assert counted["treatment"]["finished"] == {"completed": 1}
+
+    # The goal converts once.
+    await h.post("/api/v1/events", deposit())
+    await h.idle()
+    assert len(receiver.on("/campaign_converted")) == 1
+    assert len(receiver.on("/campaign_finished")) == 1
+    figures = await scrape(h)
+    assert figures[("hookline_journey_finishes_total", (("reason", "completed"),))] == 1
+
+
+async def test_a_user_who_left_by_an_exit_event_or_a_stop_does_not_convert_late(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    h = hookline
+    await watch_campaign_events(h, receiver)
+    blocks = {
+        "hello": hook(receiver, "/hello", next="wait"),
+        "wait": {"type": "delay", "duration": "1h"},
+    }
+    j = await create(
+        h,
+        journey(
+            blocks,
+            goal={"event_type": "deposit_made", "within": "7d"},
+            exit_on=[{"event_type": "user_blocked"}],
+            entry={"trigger": {"event_type": "minigame_spin_issued"}, "mode": "every_time"},
+        ),
+    )
+    await h.post("/api/v1/events", spin_event("blocked"))
+    await h.post("/api/v1/events", {**deposit("blocked"), "event_type": "user_blocked"})
+    await h.post("/api/v1/events", deposit("blocked"))
+    await h.idle()
+    assert receiver.on("/campaign_converted") == []
+
+    # Walked to the end, then the journey was stopped: it counts no more.
+    path = f"/api/v1/journeys/{j['id']}"
+    short = {"hello": hook(receiver, "/hello")}
+    resp = await h.client.put(path, json=journey(short, goal={"event_type": "deposit_made"}))
+    assert resp.status_code == 200, resp.text
+    await h.post("/api/v1/events", spin_event("walked"))
+    await h.idle()
+    (walked,) = await instances(h, j["id"], user_ext_id="walked", ext_brand_id="brand-1")
+    assert walked["finish_reason"] == "completed"
+    for status in ("stopped", "active"):
+        resp = await h.client.patch(path, json={"status": status})
+        assert resp.status_code == 200, resp.text
+    await h.post("/api/v1/events", deposit("walked"))
+    await h.idle()
+    assert receiver.on("/campaign_converted") == []
+
+
+async def test_a_finished_walk_converts_on_its_own_version_after_a_restart(
+    make_hookline: Any, receiver: Receiver
+) -> None:
+    h = await make_hookline()
+    j = await create(
+        h,
+        journey(
+            {"hello": hook(receiver, "/hello")},
+            goal={"event_type": "deposit_made", "within": "1d"},
+        ),
+    )
+    await h.post("/api/v1/events", spin_event())
+    await receiver.wait_for(1, "/hello")
+    # Version 2 has another goal; the finished walk of version 1 keeps its own.
+    changed = journey(
+        {"hello": hook(receiver, "/hello")}, goal={"event_type": "vip_reached", "within": "1d"}
+    )
+    resp = await h.client.put(f"/api/v1/journeys/{j['id']}", json=changed)
+    assert resp.json()["version"] == 2
+    await h.stop()
+
+    h = await make_hookline()
+    await h.post("/api/v1/events", deposit())
+    await h.idle()
+    (inst,) = await instances(h, j["id"])
+    assert inst["version"] == 1 and inst["converted_at"] is not None
+    assert (await stats(h, j["id"]))["treatment"]["converted"] == 1
+
+
+# --- the control group ------------------------------------------------------------------
+
+
+async def test_a_control_group_with_a_goal_and_no_window_still_counts_toward_it(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    """No `within`, no `max_duration`: the control user waits for the goal, not for nothing."""
+    h = hookline
+    await watch_campaign_events(h, receiver)
+    j = await create(
+        h,
+        journey(
+            {"hello": hook(receiver, "/hello")},
+            control_group={"percent": 100},
+            goal={"event_type": "deposit_made"},
+        ),
+    )
+    await h.post("/api/v1/events", spin_event())
+    (started,) = await receiver.wait_for(1, "/campaign_started")
+    assert started.json()["control_group"] is True
+    (inst,) = await instances(h, j["id"])
+    assert inst["control_group"] is True and inst["status"] == "active"
+    assert inst["due_at"] is None  # no timer: nothing ends its wait but the goal or a stop
+
+    await h.post("/api/v1/events", deposit())
+    (converted,) = await receiver.wait_for(1, "/campaign_converted")
+    assert converted.json()["control_group"] is True
+    (finished,) = await receiver.wait_for(1, "/campaign_finished")
+    assert finished.json()["reason"] == "goal"
+    assert receiver.on("/hello") == []
+    counted = await stats(h, j["id"])
+    assert counted["control"]["converted"] == 1 and counted["control"]["conversion_rate"] == 1.0
+    assert counted["blocks"]["hello"] == {"entered": 0, "passed": 0, "waiting": 0}
+
+
+# --- stats ------------------------------------------------------------------------------
+
+
+async def test_stats_list_every_block_with_zeros_for_those_nobody_reached(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    h = hookline
+    j = await create(
+        h,
+        journey(
+            {
+                "ask": {
+                    "type": "wait_for_event",
+                    "event_type": "deposit_made",
+                    "timeout": "1d",
+                    "next": "yes",
+                    "on_timeout": "no",
+                },
+                "yes": hook(receiver, "/yes"),
+                "no": hook(receiver, "/no"),
+            },
+            start="ask",
+        ),
+    )
+    before = await stats(h, j["id"])
+    assert before["blocks"] == {
+        name: {"entered": 0, "passed": 0, "waiting": 0} for name in ("ask", "yes", "no")
+    }
+    await h.post("/api/v1/events", spin_event())
+    await h.post("/api/v1/events", deposit())
+    await receiver.wait_for(1, "/yes")
+    after = (await stats(h, j["id"]))["blocks"]
+    assert after["ask"] == {"entered": 1, "passed": 1, "waiting": 0}
+    assert after["yes"] == {"entered": 1, "passed": 1, "waiting": 0}
+    assert after["no"] == {"entered": 0, "passed": 0, "waiting": 0}
+
+
+# --- the same, as pure steps ------------------------------------------------------------
+
+
+def _compiled(**extra: Any) -> Any:
+    definition = {
+        "entry": {"trigger": {"event_type": "spin"}},
+        "start": "hello",
+        "blocks": {"hello": {"type": "webhook", "activity": {"url": "http://127.0.0.1:9/"}}},
+        **extra,
+    }
+    return compile_journey(Journey("jrn_1", "j", JourneyStatus.ACTIVE, definition, 0, 0), {})
+
+
+def test_a_completed_walk_converts_until_the_goal_window_ends_and_only_then() -> None:
+    j = _compiled(goal={"event_type": "deposit", "within": "1h"}, max_duration="2h")
+    done = enter(j, "jri_1", "u-1", None, {}, {}, now=0).instance
+    assert done.status is InstanceStatus.FINISHED and done.goal_until == HOUR
+    late = on_event(j, done, "deposit", {}, {}, now=HOUR)
+    assert late is not None and [e.event_type for e in late.emitted] == [CAMPAIGN_CONVERTED]
+    assert late.instance.finish_reason is FinishReason.COMPLETED
+    assert late.instance.converted_at == HOUR and late.instance.goal_until is None
+    assert on_event(j, late.instance, "deposit", {}, {}, now=HOUR) is None  # once
+    assert on_event(j, done, "deposit", {}, {}, now=HOUR + 1) is None  # too late
+    assert on_event(j, done, "other", {}, {}, now=5) is None
+    # max_duration shorter than within bounds the window, as for the control group.
+    short = _compiled(goal={"event_type": "deposit", "within": "2h"}, max_duration="1h")
+    assert enter(short, "jri_1", "u-1", None, {}, {}, now=0).instance.goal_until == HOUR
+    # Without a goal there is nothing to count.
+    assert enter(_compiled(), "jri_1", "u-1", None, {}, {}, now=0).instance.goal_until is None
+
+
+def test_only_a_walk_that_completed_keeps_counting_its_goal() -> None:
+    j = _compiled(
+        goal={"event_type": "deposit", "within": "2h"},
+        exit_on=[{"event_type": "blocked"}],
+        max_duration="1h",
+        blocks={"hello": {"type": "delay", "duration": "3h"}},
+        start="hello",
+    )
+    waiting = enter(j, "jri_1", "u-1", None, {}, {}, now=0).instance
+    assert waiting.due_at == HOUR  # max_duration cuts the delay short
+    exited = on_event(j, waiting, "blocked", {}, {}, now=1)
+    assert exited is not None and exited.instance.finish_reason is FinishReason.EXITED
+    assert exited.instance.goal_until is None
+    timed_out = on_timer(j, waiting, {}, now=HOUR)
+    assert timed_out is not None and timed_out.instance.finish_reason is FinishReason.TIMEOUT
+    assert timed_out.instance.goal_until is None
+    converted = on_event(j, waiting, "deposit", {}, {}, now=2)
+    assert converted is not None and converted.instance.finish_reason is FinishReason.GOAL
+    assert converted.instance.goal_until is None
+
+
+def test_a_control_user_without_a_goal_window_waits_with_no_timer() -> None:
+    j = _compiled(goal={"event_type": "deposit"}, control_group={"percent": 100})
+    step = enter(j, "jri_1", "u-1", None, {}, {}, now=0)
+    assert step.webhooks == () and step.instance.status is InstanceStatus.ACTIVE
+    assert step.instance.due_at is None
+    converted = on_event(j, step.instance, "deposit", {}, {}, now=10 * HOUR)
+    assert converted is not None and converted.instance.finish_reason is FinishReason.GOAL
+    # Without a goal the control user has nothing to wait for.
+    alone = enter(_compiled(control_group={"percent": 100}), "jri_1", "u-1", None, {}, {}, now=0)
+    assert alone.instance.finish_reason is FinishReason.COMPLETED
