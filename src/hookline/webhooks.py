@@ -31,6 +31,10 @@ class Method(StrEnum):
 
 DEFAULT_CONTENT_TYPE: Final = "application/json"
 MAX_TIMEOUT: Final = 300.0
+# As the API's models take them, checked here too: a journey's block is no model field.
+MAX_URL_LENGTH: Final = 4096
+MAX_CONTENT_TYPE_LENGTH: Final = 200
+MAX_SECRET_HEADERS: Final = 100
 # hookline owns these: they carry identity, signing and framing of every delivery.
 RESERVED_HEADERS: Final = frozenset(
     {
@@ -270,6 +274,17 @@ def compile_webhook(
     except ValueError:
         allowed = ", ".join(m.value for m in Method)
         raise InvalidInput(f"method must be one of {allowed}", field=p + "method") from None
+    if not spec.url or len(spec.url) > MAX_URL_LENGTH:
+        raise InvalidInput(f"the url is 1-{MAX_URL_LENGTH} characters", field=p + "url")
+    if len(spec.content_type) > MAX_CONTENT_TYPE_LENGTH:
+        raise InvalidInput(
+            f"content_type is at most {MAX_CONTENT_TYPE_LENGTH} characters",
+            field=p + "content_type",
+        )
+    if len(spec.secret_headers) > MAX_SECRET_HEADERS:
+        raise InvalidInput(
+            f"secret_headers names at most {MAX_SECRET_HEADERS} headers", field=p + "secret_headers"
+        )
     if not _MEDIA_TYPE.fullmatch(spec.content_type):
         raise InvalidInput(
             "content_type must be a media type such as application/json", field=p + "content_type"

@@ -35,6 +35,7 @@ from hookline.events import (
 from hookline.journeys import FinishReason, InstanceStatus, JourneyStatus
 from hookline.keys import MAX_NAME, Role
 from hookline.values import check_json
+from hookline.webhooks import MAX_CONTENT_TYPE_LENGTH, MAX_SECRET_HEADERS, MAX_URL_LENGTH
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
@@ -102,11 +103,11 @@ class WebhookFields(_Strict):
 
     url: str = Field(
         min_length=1,
-        max_length=4096,
+        max_length=MAX_URL_LENGTH,
         examples=["https://api.example.com/hooks/{{state.user_ext_id}}"],
     )
     method: Method = "POST"
-    content_type: str = Field(default="application/json", max_length=200)
+    content_type: str = Field(default="application/json", max_length=MAX_CONTENT_TYPE_LENGTH)
     headers: dict[str, str] = Field(default_factory=dict)
     query: dict[str, str] = Field(default_factory=dict)
     body: Body = Field(
@@ -119,7 +120,7 @@ class WebhookFields(_Strict):
     )
     secret_headers: list[str] = Field(
         default_factory=list,
-        max_length=100,
+        max_length=MAX_SECRET_HEADERS,
         description="Headers whose values are credentials: sent as written, shown as ***. "
         "Authorization, Cookie and X-Api-Key always are.",
     )
@@ -140,15 +141,15 @@ class Activity(_Strict):
 
     type: Literal["webhook"] = "webhook"
     webhook_id: str | None = None
-    url: str | None = Field(default=None, min_length=1, max_length=4096)
+    url: str | None = Field(default=None, min_length=1, max_length=MAX_URL_LENGTH)
     method: Method | None = None
-    content_type: str | None = Field(default=None, max_length=200)
+    content_type: str | None = Field(default=None, max_length=MAX_CONTENT_TYPE_LENGTH)
     headers: dict[str, str] | None = None
     query: dict[str, str] | None = None
     body: Body = None
     timeout: float | None = Field(default=None, gt=0, le=300)
     retry_schedule: list[float] | None = None
-    secret_headers: list[str] | None = Field(default=None, max_length=100)
+    secret_headers: list[str] | None = Field(default=None, max_length=MAX_SECRET_HEADERS)
 
     @field_validator("method", mode="before")
     @classmethod
