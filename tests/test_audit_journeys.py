@@ -307,3 +307,63 @@ def test_a_control_user_without_a_goal_window_waits_with_no_timer() -> None:
     # Without a goal the control user has nothing to wait for.
     alone = enter(_compiled(control_group={"percent": 100}), "jri_1", "u-1", None, {}, {}, now=0)
     assert alone.instance.finish_reason is FinishReason.COMPLETED
+
+
+# --- what a careless user sends ---------------------------------------------------------
+
+
+async def test_block_names_in_any_script_are_kept_walked_and_counted(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    h = hookline
+    blocks = {
+        "приветствие": hook(receiver, "/hi", '{"b": "{{journey.block}}"}', next="ジ"),
+        "ジ": {"type": "exit"},
+    }
+    j = await create(h, journey(blocks, start="приветствие"))
+    assert list(j["blocks"]) == ["приветствие", "ジ"]
+    await h.post("/api/v1/events", spin_event())
+    (hi,) = await receiver.wait_for(1, "/hi")
+    assert hi.json() == {"b": "приветствие"}
+    counted = (await stats(h, j["id"]))["blocks"]
+    assert counted["ジ"] == {"entered": 1, "passed": 1, "waiting": 0}
+    for bad in ("say hi", "a.b", "x" * 65):
+        named = journey({"ok": {"type": "exit"}, bad: {"type": "exit"}}, start="ok")
+        resp = await h.client.post("/api/v1/journeys/validate", json=named)
+        assert resp.status_code == 422, bad
+        assert resp.json()["field"] == f"blocks.{bad}"
+
+
+async def test_durations_as_quoted_seconds_or_with_a_fraction_are_taken(
+    hookline: Hookline,
+) -> None:
+    h = hookline
+    for duration, seconds in (("3600", 3600), ("1.5h", 5400), ("0.5", 0.5), ("2.5m", 150)):
+        blocks = {"wait": {"type": "delay", "duration": duration}}
+        j = await create(h, journey(blocks, start="wait", name=f"d-{duration}"))
+        assert j["blocks"]["wait"]["duration"] == duration  # kept as written
+        await h.post("/api/v1/events", spin_event(f"u-{duration}"))
+        (inst,) = await instances(h, j["id"])
+        assert inst["due_at"] - inst["entered_at"] == seconds * 1000
+    for bad in ("1.h", ".5h", "1d2h", "0.0001s", "1e3"):
+        blocks = {"wait": {"type": "delay", "duration": bad}}
+        resp = await h.client.post("/api/v1/journeys", json=journey(blocks, start="wait"))
+        assert resp.status_code == 422, bad
+        assert resp.json()["field"] == "blocks.wait.duration"
+
+
+async def test_a_webhook_block_takes_the_limits_of_a_rules_activity(hookline: Hookline) -> None:
+    """One code path: what a rule refuses in its activity, a webhook block refuses too."""
+    h = hookline
+    too_long = {"url": "http://127.0.0.1:9/" + "a" * 4096}
+    many = {f"X-{i}": "v" for i in range(101)}
+    secrets = {"url": "http://127.0.0.1:9/", "headers": many, "secret_headers": list(many)}
+    for activity, field in ((too_long, "url"), (secrets, "secret_headers")):
+        block = {"hello": {"type": "webhook", "activity": activity}}
+        resp = await h.client.post("/api/v1/journeys", json=journey(block))
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["field"] == f"blocks.hello.activity.{field}"
+        rule = {"name": "r", "trigger": {"event_type": "x"}, "activity": activity}
+        resp = await h.client.post("/api/v1/rules", json=rule)
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["field"].startswith(f"activity.{field}")

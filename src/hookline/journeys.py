@@ -82,7 +82,8 @@ MAX_BLOCKS: Final = 200
 # A block in a cycle that feeds a value back into itself ({"a": "{{state.a}}{{state.a}}"})
 # would otherwise double the user's state on every pass, nesting or length alike.
 MAX_RENDERED_BYTES: Final = 64 * 1024
-_BLOCK_NAME: Final = re.compile(r"[A-Za-z0-9_\-?!]{1,64}")
+# Letters and digits of any script ("приветствие" as well as "hello"), no spaces or dots.
+_BLOCK_NAME: Final = re.compile(r"[\w\-?!]{1,64}")
 _EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _TIME_OF_DAY: Final = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 _ACTIVITY_KEYS: Final = frozenset(
@@ -500,7 +501,8 @@ def _blocks(raw: Any, webhooks: Mapping[str, SavedWebhook]) -> tuple[dict[str, B
         path = f"blocks.{name}"
         if not isinstance(name, str) or not _BLOCK_NAME.fullmatch(name):
             raise InvalidInput(
-                "a block name is 1-64 letters, digits, '_', '-', '?', '!'", field=path
+                "a block name is 1-64 letters (of any script), digits, '_', '-', '?', '!'",
+                field=path,
             )
         data = _object(spec, path, required=True)
         kind = _enum(BlockType, data.get("type"), f"{path}.type")

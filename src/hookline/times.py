@@ -21,18 +21,23 @@ def iso_ms(ms: int) -> str:
 
 
 MAX_DURATION_MS: Final = 10 * 366 * 86_400_000  # ten years: anything longer is a typo
-_DURATION: Final = re.compile(r"([0-9]{1,9})(ms|s|m|h|d|w)")
+# A number and a unit; no unit is seconds, as a number is ("3600" from a quoted YAML value).
+_DURATION: Final = re.compile(r"([0-9]{1,9})(?:\.([0-9]{1,6}))?(ms|s|m|h|d|w)?")
 _UNIT_MS: Final = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _UNIT_MS["w"] = 7 * _UNIT_MS["d"]
 
 
 def parse_duration(value: Any, field: str) -> int:
-    """Milliseconds from seconds (a number) or text such as ``90s``, ``5m``, ``2h``, ``7d``."""
+    """Milliseconds from seconds (a number) or text such as ``90s``, ``5m``, ``2h``, ``7d``,
+    ``1.5h`` or ``3600`` (seconds)."""
     ms: int | None = None
     if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
         ms = int(value * 1000) if 0 <= value < 1e12 else None
     elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())):
-        ms = int(m[1]) * _UNIT_MS[m[2]]
+        unit = _UNIT_MS[m[3] or "s"]
+        fraction = m[2] or ""
+        # In integers: 1.5h is 5,400,000 ms exactly; a part of a millisecond is dropped.
+        ms = (int(m[1]) * 10 ** len(fraction) + int(fraction or 0)) * unit // 10 ** len(fraction)
     if ms is None or not 0 < ms <= MAX_DURATION_MS:
         raise InvalidInput(
             "a duration is a positive number of seconds or text such as '90s', '5m', '2h', "
