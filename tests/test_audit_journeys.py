@@ -367,3 +367,18 @@ async def test_a_webhook_block_takes_the_limits_of_a_rules_activity(hookline: Ho
         resp = await h.client.post("/api/v1/rules", json=rule)
         assert resp.status_code == 422, resp.text
         assert resp.json()["field"].startswith(f"activity.{field}")
+
+
+async def test_a_brand_journeys_instances_filter_by_user_without_naming_the_brand(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    """Only users of its brand enter a journey of a brand: the brand is not asked again."""
+    h = hookline
+    j = await create(h, journey({"hello": hook(receiver, "/hello")}, ext_brand_id="brand-1"))
+    await h.post("/api/v1/events", spin_event("u-1"))
+    await h.post("/api/v1/events", spin_event("u-2"))
+    await h.idle()
+    (mine,) = await instances(h, j["id"], user_ext_id="u-1")
+    assert mine["user_ext_id"] == "u-1" and mine["ext_brand_id"] == "brand-1"
+    assert await instances(h, j["id"], user_ext_id="u-1", ext_brand_id="brand-2") == []
+    assert len(await instances(h, j["id"])) == 2

@@ -32,6 +32,7 @@ from hookline.api.models import (
     _Strict,
 )
 from hookline.api.users import UserId
+from hookline.brands import brand_text
 from hookline.errors import Conflict, NotFound, StoreError
 from hookline.events import MAX_ID_LENGTH, later_than, now_ms
 from hookline.ids import new_id
@@ -322,9 +323,12 @@ async def list_instances(
     status: InstanceStatus | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> JSON:
-    """With ``user_ext_id``, the user is (``ext_brand_id``, user): absent, the one of no brand."""
+    """With ``user_ext_id``, the user is (``ext_brand_id``, user): absent, the one of no brand,
+    or for a journey of a brand, the one of its brand (no other user enters it)."""
     store = _store(runtime)
-    await _journey(store, journey_id, key)
+    journey = await _journey(store, journey_id, key)
+    if ext_brand_id is None and journey.ext_brand_id is not None:
+        ext_brand_id = brand_text(journey.ext_brand_id)
     found = await store.list_instances(
         journey_id=journey_id,
         user_ext_id=user_ext_id,
