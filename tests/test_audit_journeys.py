@@ -93,6 +93,9 @@ async def test_a_user_who_walked_to_the_end_still_converts_within_the_goal_windo
     assert counted["treatment"]["converted"] == 1
     assert counted["treatment"]["conversion_rate"] == 1.0
     assert counted["treatment"]["finished"] == {"completed": 1}
+    # The journey's own figures: both groups together.
+    assert counted["converted"] == 1 and counted["conversion_rate"] == 1.0
+    assert counted["finished"] == {"completed": 1}
 
     # The goal converts once.
     await h.post("/api/v1/events", deposit())
@@ -205,6 +208,8 @@ async def test_a_control_group_with_a_goal_and_no_window_still_counts_toward_it(
     assert receiver.on("/hello") == []
     counted = await stats(h, j["id"])
     assert counted["control"]["converted"] == 1 and counted["control"]["conversion_rate"] == 1.0
+    assert counted["treatment"]["entered"] == 0 and counted["treatment"]["conversion_rate"] is None
+    assert counted["finished"] == {"goal": 1} and counted["converted"] == 1
     assert counted["blocks"]["hello"] == {"entered": 0, "passed": 0, "waiting": 0}
 
 

@@ -690,9 +690,14 @@ class JourneyStats(_Answer):
     version: int
     treatment: GroupStats
     control: GroupStats = Field(description="The control group: held out of every block.")
-    entered: int
+    entered: int = Field(description="Both groups together, as the next four.")
     active: int
-    blocks: dict[str, BlockStats]
+    finished: dict[FinishReason, int]
+    converted: int
+    conversion_rate: float | None
+    blocks: dict[str, BlockStats] = Field(
+        description="Every block of the journey (and of older versions that were entered)."
+    )
     chain_cuts: int = Field(
         description="Events its steps did not emit because their chain of emitted events "
         "reached depth 8 (listed by /chain-cuts)."

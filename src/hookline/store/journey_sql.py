@@ -600,8 +600,16 @@ class JourneyStore:
                 "converted": converted,
                 "conversion_rate": converted / entered if entered else None,
             }
-        answer["entered"] = answer["treatment"]["entered"] + answer["control"]["entered"]
-        answer["active"] = answer["treatment"]["active"] + answer["control"]["active"]
+        # Both groups together, as one figure of the journey.
+        treatment, control = answer["treatment"], answer["control"]
+        entered = answer["entered"] = treatment["entered"] + control["entered"]
+        answer["active"] = treatment["active"] + control["active"]
+        finished = dict(treatment["finished"])
+        for reason, n in control["finished"].items():
+            finished[reason] = finished.get(reason, 0) + n
+        answer["finished"] = finished
+        converted = answer["converted"] = treatment["converted"] + control["converted"]
+        answer["conversion_rate"] = converted / entered if entered else None
         answer["blocks"] = {
             name: {**counts_, "waiting": waiting_now.get(name, 0)}
             for name, counts_ in blocks.items()
