@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
+import yaml
+from typer.testing import CliRunner
+
+from hookline.cli import app
 from hookline.journeys import (
     CAMPAIGN_CONVERTED,
     FinishReason,
@@ -387,3 +393,15 @@ async def test_a_brand_journeys_instances_filter_by_user_without_naming_the_bran
     assert mine["user_ext_id"] == "u-1" and mine["ext_brand_id"] == "brand-1"
     assert await instances(h, j["id"], user_ext_id="u-1", ext_brand_id="brand-2") == []
     assert len(await instances(h, j["id"])) == 2
+
+
+async def test_journeys_apply_names_a_journey_in_its_own_script(
+    hookline: Hookline, tmp_path: Path
+) -> None:
+    bad = journey({"wait": {"type": "delay", "duration": 0}}, start="wait", name="приветствие ジ")
+    path = tmp_path / "journeys.yaml"
+    path.write_text(yaml.safe_dump({"journeys": [bad]}, allow_unicode=True), encoding="utf-8")
+    args = ["journeys", "apply", "-f", str(path), "--url", hookline.base_url]
+    done = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert done.exit_code == 1
+    assert 'journey "приветствие ジ": blocks.wait.duration' in done.output

@@ -73,7 +73,7 @@ class Kind:
         """How errors name a resource: by its name, or by its place in the file."""
         name = resource.get("name")
         if isinstance(name, str):
-            return f"{self.noun} {json.dumps(name)}"
+            return f"{self.noun} {json.dumps(name, ensure_ascii=False)}"
         return f"{self.noun} #{index + 1}"
 
 
