@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 from typer.testing import CliRunner
@@ -405,3 +407,54 @@ async def test_journeys_apply_names_a_journey_in_its_own_script(
     done = await asyncio.to_thread(CliRunner().invoke, app, args)
     assert done.exit_code == 1
     assert 'journey "приветствие ジ": blocks.wait.duration' in done.output
+
+
+def _next_local(hour: int, minute: int, zone: str, after_ms: int) -> int:
+    """The next hour:minute in ``zone`` after ``after_ms``, worked out apart from hookline."""
+    local = datetime.fromtimestamp(after_ms / 1000, ZoneInfo(zone))
+    target = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if target <= local:
+        target += timedelta(days=1)  # wall-clock arithmetic: the same time the next day
+    return int(target.timestamp() * 1000)
+
+
+async def test_a_delay_until_a_time_of_day_in_the_zone_a_state_property_names(
+    hookline: Hookline,
+) -> None:
+    """Both ways to write it; a user with no zone, or one no one knows, gets the default."""
+    h = hookline
+    forms: dict[str, dict[str, Any]] = {
+        "flat": {"time_zone_field": "state.core_timezone", "time_zone": "America/New_York"},
+        "object": {"time_zone": {"field": "core_timezone", "default": "America/New_York"}},
+    }
+    zones = {"tokyo": "Asia/Tokyo", "unknown": "Mars/Olympus", "none": None}
+    for user, zone in zones.items():
+        if zone is not None:
+            patch = await h.client.patch(
+                f"/api/v1/users/{user}/state", json={"core_timezone": zone}
+            )
+            assert patch.status_code == 200, patch.text
+    for name, form in forms.items():
+        blocks = {"wait": {"type": "delay", "until": "9:30", **form}}
+        entry = {"trigger": {"event_type": f"go-{name}"}}
+        j = await create(h, journey(blocks, start="wait", name=name, entry=entry))
+        for user in zones:
+            await h.post("/api/v1/events", {"event_type": f"go-{name}", "user_ext_id": user})
+        due = {
+            i["user_ext_id"]: (i["due_at"], i["entered_at"]) for i in await instances(h, j["id"])
+        }
+        for user, zone in zones.items():
+            expected = zone if zone == "Asia/Tokyo" else "America/New_York"
+            due_at, entered_at = due[user]
+            assert due_at == _next_local(9, 30, expected, entered_at), (name, user)
+    refused: list[tuple[dict[str, Any], str]] = [
+        ({"time_zone": {"field": "state.tz", "default": "Nowhere/At_All"}}, "time_zone.default"),
+        ({"time_zone": {"field": "event.tz"}}, "time_zone.field"),
+        ({"time_zone": {"zone": "UTC"}}, "time_zone.zone"),
+        ({"time_zone": {"field": "tz"}, "time_zone_field": "tz"}, "time_zone_field"),
+    ]
+    for form, field in refused:
+        blocks = {"wait": {"type": "delay", "until": "09:00", **form}}
+        resp = await h.client.post("/api/v1/journeys", json=journey(blocks, start="wait"))
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["field"] == f"blocks.wait.{field}"

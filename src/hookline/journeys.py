@@ -85,7 +85,8 @@ MAX_RENDERED_BYTES: Final = 64 * 1024
 # Letters and digits of any script ("приветствие" as well as "hello"), no spaces or dots.
 _BLOCK_NAME: Final = re.compile(r"[\w\-?!]{1,64}")
 _EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_TIME_OF_DAY: Final = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+_TIME_OF_DAY: Final = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
+_STATE_NAME: Final = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 _ACTIVITY_KEYS: Final = frozenset(
     {"type", "webhook_id", "url", "method", "content_type", "headers", "query", "body"}
     | {"timeout", "retry_schedule", "secret_headers"}
@@ -585,23 +586,36 @@ def _block(
 
 
 def _until(data: Mapping[str, Any], path: str) -> TimeOfDay:
+    """``until`` and the zone it is read in: ``time_zone_field`` and ``time_zone`` (the
+    default), or both in one object, ``time_zone: {"field": ..., "default": ...}``."""
     text = data.get("until")
     match = _TIME_OF_DAY.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise InvalidInput("until is a time of day, hh:mm (24 h)", field=f"{path}.until")
-    zone_field = data.get("time_zone_field")
+    zone_field, field_path = data.get("time_zone_field"), f"{path}.time_zone_field"
+    default, default_path = data.get("time_zone", "UTC"), f"{path}.time_zone"
+    if isinstance(default, Mapping):
+        if zone_field is not None:
+            raise InvalidInput(
+                "give the state property once: time_zone.field or time_zone_field",
+                field=field_path,
+            )
+        _only(default, {"field", "default"}, default_path)
+        zone_field, field_path = default.get("field"), f"{default_path}.field"
+        default, default_path = default.get("default", "UTC"), f"{default_path}.default"
+    if isinstance(zone_field, str) and _STATE_NAME.fullmatch(zone_field):
+        zone_field = f"state.{zone_field}"  # a bare property name is the state's
     if zone_field is not None and (
         not isinstance(zone_field, str) or not zone_field.startswith("state.")
     ):
         raise InvalidInput(
-            "time_zone_field names a state property, such as 'state.core_timezone'",
-            field=f"{path}.time_zone_field",
+            "the time zone is read from a state property, such as 'state.core_timezone'",
+            field=field_path,
         )
-    default = data.get("time_zone", "UTC")
     if not isinstance(default, str) or _zone(default) is None:
         raise InvalidInput(
             f"unknown time zone {short_value(default)}; use an IANA name such as 'Europe/Malta'",
-            field=f"{path}.time_zone",
+            field=default_path,
         )
     return TimeOfDay(int(match[1]), int(match[2]), zone_field, default)
 
