@@ -458,3 +458,33 @@ async def test_a_delay_until_a_time_of_day_in_the_zone_a_state_property_names(
         resp = await h.client.post("/api/v1/journeys", json=journey(blocks, start="wait"))
         assert resp.status_code == 422, resp.text
         assert resp.json()["field"] == f"blocks.wait.{field}"
+
+
+async def test_true_is_no_brand_of_a_journey_rule_webhook_or_preview(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    """pydantic makes true the integer 1: a careless brand would silently become "1"."""
+    h = hookline
+    bodies = {
+        "/api/v1/journeys": journey({"hello": hook(receiver, "/hello")}),
+        "/api/v1/rules": {
+            "name": "r",
+            "trigger": {"event_type": "x"},
+            "activity": {"url": "http://127.0.0.1:9/"},
+        },
+        "/api/v1/webhooks": {"name": "w", "url": "http://127.0.0.1:9/"},
+    }
+    for path, body in bodies.items():
+        for brand in (True, False, 1.5):
+            resp = await h.client.post(path, json={**body, "ext_brand_id": brand})
+            assert resp.status_code == 422, (path, brand, resp.text)
+            assert resp.json()["field"] == "ext_brand_id"
+    preview = {"webhook": {"url": "http://127.0.0.1:9/"}, "event": {"ext_brand_id": True}}
+    resp = await h.client.post("/api/v1/webhooks/preview", json=preview)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["field"] == "event.ext_brand_id"
+    # 5 and "5" stay one brand, kept as text.
+    resp = await h.client.post(
+        "/api/v1/journeys", json={**bodies["/api/v1/journeys"], "ext_brand_id": 5}
+    )
+    assert resp.status_code == 201 and resp.json()["ext_brand_id"] == "5"

@@ -9,6 +9,7 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     RootModel,
@@ -68,15 +69,12 @@ def error_location(error: Mapping[str, Any]) -> tuple[Any, ...]:
     return loc
 
 
-def _brand(value: str | int | None) -> str | None:
-    # Stored as text: 5 and "5" are one brand (brands.brand_text).
-    return brand_text(checked_brand(value))
-
-
-# The brand a rule, saved webhook or journey belongs to; none: every brand.
+# The brand a rule, saved webhook or journey belongs to; none: every brand. Checked as sent
+# (pydantic would make true the brand 1), and stored as text: 5 and "5" are one brand.
 BrandIn = Annotated[
     str | int | None,
-    AfterValidator(_brand),
+    BeforeValidator(checked_brand),
+    AfterValidator(brand_text),
     Field(description="The brand it belongs to (compared as text); none: every brand."),
 ]
 
@@ -248,10 +246,11 @@ class SampleEvent(_Strict):
             raise ValueError(seconds_not_milliseconds(value))
         return value
 
-    @field_validator("ext_brand_id")
+    @field_validator("ext_brand_id", mode="before")
     @classmethod
-    def _brand(cls, value: str | int | None) -> str | int | None:
+    def _brand(cls, value: Any) -> Any:
         # A validator, not a constrained union member: errors then name the field alone.
+        # Before pydantic's own: it would make true the brand 1.
         return checked_brand(value)
 
 
