@@ -488,3 +488,30 @@ async def test_true_is_no_brand_of_a_journey_rule_webhook_or_preview(
         "/api/v1/journeys", json={**bodies["/api/v1/journeys"], "ext_brand_id": 5}
     )
     assert resp.status_code == 201 and resp.json()["ext_brand_id"] == "5"
+
+
+async def test_an_old_version_kept_only_for_late_goals_is_no_load_problem_once_it_breaks(
+    make_hookline: Any, receiver: Receiver
+) -> None:
+    """Its saved webhook may be deleted (nobody walks it); a restart then reports nothing."""
+    h = await make_hookline()
+    saved = await h.client.post("/api/v1/webhooks", json={"name": "w", "url": receiver.url("/w")})
+    assert saved.status_code == 201, saved.text
+    first = {"hello": {"type": "webhook", "activity": {"webhook_id": saved.json()["id"]}}}
+    goal = {"event_type": "deposit_made", "within": "1d"}
+    j = await create(h, journey(first, goal=goal))
+    await h.post("/api/v1/events", spin_event())
+    await receiver.wait_for(1, "/w")
+    resp = await h.client.put(
+        f"/api/v1/journeys/{j['id']}", json=journey({"hello": hook(receiver, "/v2")}, goal=goal)
+    )
+    assert resp.json()["version"] == 2
+    gone = await h.client.delete(f"/api/v1/webhooks/{saved.json()['id']}")
+    assert gone.status_code == 204, gone.text
+    await h.stop()
+
+    h = await make_hookline()
+    health = (await h.client.get("/healthz")).json()
+    assert health["problem_count"] == 0, health
+    await h.post("/api/v1/events", spin_event("u-2"))
+    await receiver.wait_for(1, "/v2")  # the current version runs

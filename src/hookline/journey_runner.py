@@ -149,11 +149,15 @@ async def load_index(
         j for j in await store.list_journeys() if j.status is not JourneyStatus.DRAFT
     ]
     current = {(j.id, j.version) for j in wanted}
-    for journey_id, version in await store.versions_in_use(now_ms()):
+    # Older versions only finished walks still convert on: no user is held up without them.
+    for_goals: set[tuple[str, int]] = set()
+    for (journey_id, version), walked in (await store.versions_in_use(now_ms())).items():
         if (journey_id, version) not in current:
             old = await store.get_version(journey_id, version)
             if old is not None:
                 wanted.append(old)
+                if not walked:
+                    for_goals.add((journey_id, version))
     for journey in wanted:
         if journey.problem is not None:
             problems[journey.id] = journey.problem
@@ -161,6 +165,17 @@ async def load_index(
         try:
             compiled.append(compile_journey(journey, webhooks))
         except HooklineError as exc:
+            if (journey.id, journey.version) in for_goals:
+                # A saved webhook it called may be gone (nobody walks it): no load problem.
+                log.warning(
+                    "journey %s (%s) version %d no longer compiles (%s): the users who walked "
+                    "it to its end no longer convert",
+                    journey.name,
+                    journey.id,
+                    journey.version,
+                    exc.detail,
+                )
+                continue
             # As for rules: what was valid when saved but no longer is, is skipped, loudly.
             log.error("journey %s (%s) is skipped: %s", journey.name, journey.id, exc.detail)
             problems[journey.id] = exc.detail

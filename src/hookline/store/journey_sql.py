@@ -375,16 +375,20 @@ class JourneyStore:
         async with self._read() as conn:
             return await _version(conn, journey_id, version)
 
-    async def versions_in_use(self, now: int) -> list[tuple[str, int]]:
-        """(journey id, version) of every version some active instance still walks, or
-        whose goal still counts for a walk that completed (at ``now``)."""
+    async def versions_in_use(self, now: int) -> dict[tuple[str, int], bool]:
+        """(journey id, version) of every version some active instance still walks (True), or
+        whose goal only still counts for walks that completed (False), at ``now``."""
         async with self._read() as conn:
             rows = await conn.execute(
-                select(_I.c.journey_id, _I.c.version)
+                select(_I.c.journey_id, _I.c.version, _I.c.status)
                 .where(or_(_I.c.status == "active", _I.c.goal_until >= now))
                 .distinct()
             )
-            return [(r.journey_id, r.version) for r in rows]
+            found: dict[tuple[str, int], bool] = {}
+            for r in rows:
+                key = (r.journey_id, r.version)
+                found[key] = found.get(key, False) or r.status == "active"
+            return found
 
     async def save_journey(
         self, journey: Journey, *, create: bool, expected_revision: int | None = None
