@@ -26,12 +26,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(RUN_STAMP)
 	$(BIN)/hookline serve
 
-## test: the whole suite: lint, types and tests
-test: $(STAMP)
+# The browser tests drive the system's Chromium, Debian's package (never a downloaded one);
+# CHROMIUM=/path/to/chromium uses another.
+CHROMIUM ?= /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)
+
+## test: the whole suite: lint, types and tests (installs Debian's chromium for the browser tests)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/ruff check $(PY_DIRS)
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	HOOKLINE_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q
 
 check: test
 
@@ -39,8 +46,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format $(PY_DIRS)
 	$(BIN)/ruff check --fix $(PY_DIRS)
 
-pytest: $(STAMP)
-	$(BIN)/pytest -q
+pytest: $(STAMP) $(CHROMIUM)
+	HOOKLINE_TEST_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
