@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -188,7 +189,7 @@ async def test_role_by_route_matrix(make_hookline: MakeHookline) -> None:
             resp = await _call(h.client, method, path, key)
             if resp.status_code != 401 or resp.json()["code"] != "unauthorized":
                 wrong.append(f"{method} {path} with {label}: {resp.status_code} {resp.text}")
-            elif resp.headers.get("www-authenticate") != 'Bearer realm="hookline"':
+            elif resp.headers.get_list("www-authenticate") != _challenges(path):
                 wrong.append(f"{method} {path} with {label}: no WWW-Authenticate")
         for label, (record, text) in keys.items():
             allowed = record.can(need)
@@ -464,3 +465,36 @@ async def test_healthz_lists_load_problems_only_to_a_key_of_every_brand(
         assert resp.status_code == 200, resp.text
         assert resp.json()["problem_count"] == 1
         assert ("b2-secret-campaign" in resp.text) is listed, headers
+
+
+def _challenges(path: str) -> list[str]:
+    """What a 401 offers: Bearer, and Basic too on the pages a browser opens."""
+    bearer = 'Bearer realm="hookline"'
+    if path in {"/docs", "/openapi.json"}:
+        return [bearer, 'Basic realm="hookline", charset="UTF-8"']
+    return [bearer]
+
+
+async def test_a_key_may_come_as_basic_credentials_for_browsers_and_basic_only_tools(
+    make_hookline: MakeHookline,
+) -> None:
+    h = await make_hookline()
+    _, key = await h.runtime.keys.create(Role.READ, (), "docs")
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {pair}"}
+
+    for headers in (basic("anyone", key), basic(key, "")):
+        assert (await h.client.get("/api/v1/rules", headers=headers)).status_code == 200
+        assert (await h.client.get("/openapi.json", headers=headers)).status_code == 200
+    refused = await h.client.get("/api/v1/rules", headers=basic("anyone", "hlk_" + "x" * 43))
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == "the API key is not valid: unknown or revoked"
+    garbled = await h.client.get("/api/v1/rules", headers={"Authorization": "Basic %%%"})
+    assert garbled.status_code == 401
+    assert garbled.json()["field"] == "Authorization"
+    assert "base64" in garbled.json()["detail"]
+    # A read key sent as Basic is a read key: writing stays forbidden.
+    written = await h.client.post("/api/v1/rules", json={}, headers=basic("", key))
+    assert written.status_code == 403

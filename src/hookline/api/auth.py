@@ -18,6 +18,7 @@ A key is never logged or echoed: errors say what was wrong, never the key.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import re
@@ -200,15 +201,34 @@ class RouteRights:
         return right_for(method, template), template
 
 
-def _bearer(scope: Scope) -> str:
+def _presented(scope: Scope) -> str:
+    """The key a request carries; Unauthorized, saying how to send one, if none."""
     header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
     if not header:
         raise Unauthorized(
             "this route needs an API key: send 'Authorization: Bearer <key>'",
             field="Authorization",
         )
-    scheme, _, token = bytes(header).decode("latin-1").partition(" ")
+    return presented_key(bytes(header).decode("latin-1"))
+
+
+def presented_key(authorization: str) -> str:
+    """The key in an Authorization header value: ``Bearer <key>``, or HTTP Basic.
+
+    Basic is for browsers (the docs page) and tools that speak only it: the key is the
+    password, or the user name when the password is empty (``curl -u "$KEY:"``).
+    """
+    scheme, _, token = authorization.partition(" ")
     token = token.strip()
+    if scheme.lower() == "basic":
+        try:
+            user, _, password = base64.b64decode(token, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise Unauthorized(
+                "the Authorization header is 'Basic' but not base64 of 'user:key'",
+                field="Authorization",
+            ) from None
+        return password or user
     if scheme.lower() == "bearer" and not token:
         # What `-H "Authorization: Bearer $KEY"` sends when $KEY was never set in this shell.
         raise Unauthorized(
@@ -219,6 +239,11 @@ def _bearer(scope: Scope) -> str:
     if scheme.lower() != "bearer":
         raise Unauthorized("the Authorization header must be 'Bearer <key>'", field="Authorization")
     return token
+
+
+# Pages a browser opens: their 401 also offers Basic, so the browser asks for the key
+# (as the password) and sends it with the page's own requests.
+BROWSER_PAGES: Final = frozenset({"/docs", "/openapi.json"})
 
 
 class Gate:
@@ -245,6 +270,10 @@ class Gate:
                 answer = error_response(exc.status, exc.code, exc.detail, exc.field)
                 if isinstance(exc, Unauthorized):
                     answer.headers["WWW-Authenticate"] = 'Bearer realm="hookline"'
+                    if template in BROWSER_PAGES:
+                        answer.headers.append(
+                            "WWW-Authenticate", 'Basic realm="hookline", charset="UTF-8"'
+                        )
                 await answer(scope, receive, send)
                 return
             scope.setdefault("state", {})["key"] = key
@@ -260,10 +289,10 @@ class Gate:
             # first admin key, on the data directory): looking it up loads the keys,
             # and from then on they are required.
             with contextlib.suppress(Unauthorized):
-                await ring.find(_bearer(scope))
+                await ring.find(_presented(scope))
             if not keys_required(self.mode, self.host, ring.made):
                 return OPEN
-        key = await ring.find(_bearer(scope))
+        key = await ring.find(_presented(scope))
         if key is None:
             raise Unauthorized(
                 "the API key is not valid: unknown or revoked", field="Authorization"
@@ -290,10 +319,10 @@ async def sees_everything(request: Request, runtime: Runtime) -> bool:
     await ring.refresh()
     if not keys_required(runtime.settings.auth_mode, runtime.settings.host, ring.made):
         return True
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    try:
+        key = await ring.find(presented_key(request.headers.get("authorization", "")))
+    except Unauthorized:
         return False
-    key = await ring.find(token.strip())
     return key is not None and key.all_brands and key.can(Right.READ)
 
 
