@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from hookline.errors import ConfigError, InvalidInput
-from hookline.values import MAX_DEPTH, check_json
+from hookline.values import MAX_DEPTH, check_json, same
 
 
 class ChangeKind(StrEnum):
@@ -167,19 +167,6 @@ def dotted(loc: Sequence[int | str]) -> str | None:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or None
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal as JSON values: numbers numerically (``0`` is ``0.0``), but never a bool a number."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a is b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(type(a) is type(b) and a == b)
 
 
 def diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[FieldChange]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hookline.applyfile import Kind, diff, dotted, duplicate_names, error_line, same
+from hookline.applyfile import Kind, diff, dotted, duplicate_names, error_line
 from hookline.errors import HooklineError
+from hookline.values import same
 
 __all__ = ["RULES", "check", "diff", "same"]
 
