@@ -288,3 +288,32 @@ def test_help_shows_the_defaults_and_where_else_they_come_from() -> None:
     serve = runner.invoke(app, ["serve", "--help"], env=wide).stdout
     for shown in ("HOOKLINE_HOST; default 127.0.0.1", "HOOKLINE_PORT; default 8080"):
         assert shown in serve
+
+
+async def test_rules_as_listed_apply_here_or_elsewhere_with_their_ids_and_secrets_left_out(
+    hookline: Hookline, tmp_path: Path
+) -> None:
+    created = await hookline.create_rule()
+    listed = await _run("--url", hookline.base_url, "rules", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    path = tmp_path / "rules.json"
+    path.write_text(listed.stdout)
+    here = await _apply(hookline, path)
+    assert here.exit_code == 0, here.output
+    assert _lines(here)[0] == f"unchanged spin-to-crm ({created['id']})"
+
+    # As saved from another server: its own ids, versions and secrets; one field edited.
+    (rule,) = orjson.loads(listed.stdout)
+    elsewhere = {**rule, "id": "rule_elsewhere", "version": 9, "description": "edited"}
+    elsewhere["activity"] = {**rule["activity"], "signing_secret": "whsec_" + "B" * 32}
+    path.write_text(orjson.dumps([elsewhere]).decode())
+    result = await _apply(hookline, path)
+    assert result.exit_code == 0, result.output
+    assert _lines(result)[0] == f"updated   spin-to-crm ({created['id']}): description"
+    after = (await _stored(hookline))["spin-to-crm"]
+    assert after == {
+        **rule,  # its id and signing secret, the stored header value behind ***
+        "description": "edited",
+        "updated_at": after["updated_at"],
+        "version": rule["version"] + 1,
+    }

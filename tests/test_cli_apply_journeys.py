@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from typer.testing import CliRunner, Result
 
@@ -164,3 +165,27 @@ async def test_validate_answers_the_journey_as_stored_and_writes_nothing(
     assert answer["valid"] is True and answer["journey"]["description"] == ""
     assert "id" not in answer["journey"] and "revision" not in answer["journey"]
     assert await _stored(hookline) == {}
+
+
+async def test_journeys_as_listed_apply_with_their_ids_versions_and_secrets_left_out(
+    hookline: Hookline, tmp_path: Path
+) -> None:
+    path = _write(tmp_path / "journeys.yaml", [_journey()])
+    assert (await _apply(hookline, path)).exit_code == 0
+    listed = await _run("--url", hookline.base_url, "journeys", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    (journey,) = orjson.loads(listed.stdout)
+    # As saved from another server: its own id, versions and secret; one field edited.
+    elsewhere = {**journey, "id": "jrn_elsewhere", "revision": 9, "description": "edited"}
+    elsewhere["signing_secret"] = "whsec_" + "B" * 32
+    path.write_text(orjson.dumps([elsewhere]).decode())
+    result = await _apply(hookline, path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"updated   welcome ({journey['id']}): description"
+    after = (await _stored(hookline))["welcome"]
+    assert after == {
+        **journey,  # its id and signing secret
+        "description": "edited",
+        "revision": journey["revision"] + 1,
+        "updated_at": after["updated_at"],
+    }

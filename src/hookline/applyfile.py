@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from hookline.errors import ConfigError, InvalidInput
-from hookline.values import MAX_DEPTH, check_json
+from hookline.readonly import ReadOnly
+from hookline.values import MAX_DEPTH, check_json, same
 
 
 class ChangeKind(StrEnum):
@@ -57,8 +58,8 @@ class Kind:
     plural: str  # "rules": the file's top key, and the API's path /api/v1/<plural>
     keys: tuple[str, ...]  # the keys a file writes; the server's others are never a change
     check: Callable[[Sequence[Mapping[str, Any]]], list[str]]  # problems found locally
-    # The server's normalised form, with keys it adds that a file never writes removed.
-    comparable: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # What only the server sets (ids, versions, signing secrets): never a file's to decide.
+    read_only: ReadOnly
 
     @property
     def path(self) -> str:
@@ -66,8 +67,7 @@ class Kind:
 
     def part(self, resource: Mapping[str, Any]) -> dict[str, Any]:
         """The fields of ``resource`` a file decides, as compared."""
-        part = {k: resource.get(k) for k in self.keys}
-        return self.comparable(part) if self.comparable is not None else part
+        return self.read_only.strip({k: resource.get(k) for k in self.keys})
 
     def label(self, resource: Mapping[str, Any], index: int) -> str:
         """How errors name a resource: by its name, or by its place in the file."""
@@ -107,7 +107,12 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def load(path: Path, kind: Kind) -> list[dict[str, Any]]:
-    """The resources of a YAML or JSON file: one, a list, or ``{<plural>: [...]}``."""
+    """The resources of a YAML or JSON file: one, a list, or ``{<plural>: [...]}``.
+
+    The fields only the server sets (``id``, ``version``, ``signing_secret``, ...) are left
+    out, so a file saved from the API's answers (of this server or another) applies as is:
+    resources match by name, and each keeps its own id and secret.
+    """
     try:
         data = yaml.load(path.read_text(), Loader=_StrictLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
@@ -136,7 +141,7 @@ def load(path: Path, kind: Kind) -> list[dict[str, Any]]:
             f"{path}: expected a {kind.noun}, a list of {kind.plural} or {{{kind.plural}: [...]}}",
             field="file",
         )
-    return data
+    return [kind.read_only.strip(resource) for resource in data]
 
 
 def error_line(label: str, field: str | None, detail: str) -> str:
@@ -167,19 +172,6 @@ def dotted(loc: Sequence[int | str]) -> str | None:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or None
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal as JSON values: numbers numerically (``0`` is ``0.0``), but never a bool a number."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a is b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(type(a) is type(b) and a == b)
 
 
 def diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[FieldChange]:

@@ -12,8 +12,9 @@ from typing import Any
 
 from hookline.applyfile import Kind, dotted, duplicate_names, error_line
 from hookline.journeys import DEFINITION_KEYS
+from hookline.readonly import JOURNEY
 
-# The keys of a journey as written; the server adds id, version, revision and times.
+# The keys of a journey as written; the server adds the read-only ones (readonly.JOURNEY).
 JOURNEY_KEYS = ("name", "description", "status", "ext_brand_id", *DEFINITION_KEYS)
 
 
@@ -37,4 +38,4 @@ def check(journeys: Sequence[Mapping[str, Any]]) -> list[str]:
     return problems
 
 
-JOURNEYS = Kind("journey", "journeys", JOURNEY_KEYS, check)
+JOURNEYS = Kind("journey", "journeys", JOURNEY_KEYS, check, JOURNEY)

@@ -10,18 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hookline.applyfile import Kind, diff, dotted, duplicate_names, error_line, same
+from hookline.applyfile import Kind, diff, dotted, duplicate_names, error_line
 from hookline.errors import HooklineError
+from hookline.readonly import RULE
+from hookline.values import same
 
 __all__ = ["RULES", "check", "diff", "same"]
 
-# The keys of a rule as written; the server adds id, created_at, updated_at (and may add more).
+# The keys of a rule as written; the server adds the read-only ones (hookline.readonly.RULE).
 RULE_KEYS = (
     *("name", "description", "enabled", "trigger", "conditions"),
     *("once_per_user", "frequency", "accumulate", "activity"),
 )
-# Keys the server adds inside the activity: never written in a file, never a change.
-SERVER_ACTIVITY_KEYS = ("signing_secret",)
 
 
 def check(rules: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -59,11 +59,4 @@ def check(rules: Sequence[Mapping[str, Any]]) -> list[str]:
     return problems
 
 
-def _comparable(part: dict[str, Any]) -> dict[str, Any]:
-    activity = part.get("activity")
-    if isinstance(activity, Mapping):
-        part["activity"] = {k: v for k, v in activity.items() if k not in SERVER_ACTIVITY_KEYS}
-    return part
-
-
-RULES = Kind("rule", "rules", RULE_KEYS, check, _comparable)
+RULES = Kind("rule", "rules", RULE_KEYS, check, RULE)

@@ -108,3 +108,16 @@ def _check_text(text: str, path: str) -> None:
 
 def _deep_message(max_depth: int) -> str:
     return f"objects and arrays nest deeper than {max_depth} levels; flatten the data"
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal as JSON values: numbers numerically (``0`` is ``0.0``), but never a bool a number."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(type(a) is type(b) and a == b)

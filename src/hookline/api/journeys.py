@@ -2,7 +2,9 @@
 
 Secret header values of inline webhook blocks are shown as ``***`` (and a ``***`` sent back
 keeps the stored value); the journey's ``signing_secret``, which its inline blocks sign
-with, is shown to admins only (see :func:`hookline.redaction.show_secrets`).
+with, is shown to admins only (see :func:`hookline.redaction.show_secrets`). A body may
+carry the fields only answers set (``id``, ``version``, ``revision``, ...) as read: see
+:mod:`hookline.readonly`.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from hookline.journeys import (
     successor,
 )
 from hookline.keys import ApiKey, Right
+from hookline.readonly import JOURNEY
 from hookline.redaction import show_secrets
 from hookline.runtime import Runtime
 from hookline.store.journey_sql import JourneyStore
@@ -59,6 +62,8 @@ Duration = str | float
 
 class JourneyIn(_Strict):
     """A journey: entry, optional control group, goal, exits, and its blocks."""
+
+    read_only = JOURNEY.fields
 
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
@@ -75,6 +80,8 @@ class JourneyIn(_Strict):
 
 class JourneyPatch(_Strict):
     """Change some fields of a journey (often just ``status``); the others stay."""
+
+    read_only = JOURNEY.fields
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
@@ -149,6 +156,7 @@ def _from_input(
 @router.post("", status_code=201, summary="Create a journey", response_model=JourneyOut)
 async def create_journey(body: JourneyIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
     may_own(key, body.ext_brand_id)
+    await JOURNEY.check_new(body.read_only_sent(), _store(runtime).get_journey, key.sees)
     now = now_ms()
     journey = _from_input(body, new_id("jrn", now), now)
     saved = await runtime.catalog.create_journey(journey, sees=key.sees)
@@ -181,6 +189,7 @@ async def replace_journey(
     may_own(key, body.ext_brand_id)
 
     def edit(current: Journey) -> Journey:
+        JOURNEY.check(body.read_only_sent(), current.as_dict(), journey_id)
         new = _from_input(body, journey_id, 0, stored=current)
         later = later_than(current.updated_at)
         return replace(new, created_at=current.created_at, updated_at=later)
@@ -208,6 +217,7 @@ async def patch_journey(
             raise Conflict(
                 f"{current.problem}; replace it with PUT or delete it", field="journey_id"
             )
+        JOURNEY.check(body.read_only_sent(), current.as_dict(), journey_id)
         # Only the fields given change, on the journey as it is now (not as first read).
         definition = dict(current.definition)
         for name in DEFINITION_KEYS:
@@ -272,10 +282,6 @@ async def delete_journey(
     return Response(status_code=204)
 
 
-# Fields the server sets; a validated journey has none of them yet.
-_SERVER_SET = ("id", "version", "revision", "signing_secret", "created_at", "updated_at")
-
-
 @router.post(
     "/validate",
     summary="Check a journey exactly as a save would, without saving it",
@@ -302,12 +308,16 @@ async def validate_journey(
         current = await _store(runtime).get_journey(compare_to)
         if current is not None and not key.sees(current.ext_brand_id):
             current = None
+    if current is not None:
+        JOURNEY.check(body.read_only_sent(), current.as_dict(), current.id)  # as a PUT would
+    else:
+        await JOURNEY.check_new(body.read_only_sent(), _store(runtime).get_journey, key.sees)
     journey = _from_input(body, "jrn_validate", 0, stored=current)
     await runtime.catalog.check_journey(journey, key.sees, current)
     if current is not None:
         successor(current, journey)
     shown_journey = shown(journey, admin=key.can(Right.ADMIN))
-    stored = {k: v for k, v in shown_journey.items() if k not in _SERVER_SET}
+    stored = JOURNEY.strip(shown_journey)  # a validated journey has no id, version, ...
     return JSON({"valid": True, "journey": stored})
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
 from pydantic import (
@@ -12,6 +12,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     RootModel,
     StrictBool,
     StrictFloat,
@@ -35,6 +37,7 @@ from hookline.events import (
 )
 from hookline.journeys import FinishReason, InstanceStatus, JourneyStatus
 from hookline.keys import MAX_NAME, Role
+from hookline.readonly import RULE, WEBHOOK, describe
 from hookline.values import check_json
 from hookline.webhooks import MAX_CONTENT_TYPE_LENGTH, MAX_SECRET_HEADERS, MAX_URL_LENGTH
 
@@ -79,21 +82,51 @@ BrandIn = Annotated[
 ]
 
 
+def _document_read_only(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    # The request schema lists the read-only fields too, so a client whose one model serves
+    # reads and writes may send an answer back; readOnly says what the server does with them.
+    properties = schema.setdefault("properties", {})
+    for name in getattr(model, "read_only", ()):
+        properties[name] = {"readOnly": True, "description": describe(name)}
+
+
 class _Strict(BaseModel):
     # allow_inf_nan: a float field must not turn the string "nan" or "inf" into a number.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, json_schema_extra=_document_read_only
+    )
 
-    @model_validator(mode="before")
+    # Fields the answers of this resource carry and no request sets (hookline.readonly):
+    # taken off the body before it is validated, kept for the route to check.
+    read_only: ClassVar[tuple[str, ...]] = ()
+    _read_only_sent: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
     @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        # Before pydantic's own extra_forbidden, so the error suggests the key meant.
+    def _known_keys(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        sent: dict[str, Any] = {}
         if isinstance(data, dict):
+            if cls.read_only:
+                sent = {k: data[k] for k in cls.read_only if k in data}
+                data = {k: v for k, v in data.items() if k not in sent}
+            # Before pydantic's own extra_forbidden, so the error suggests the key meant.
             unknown = sorted(k for k in data if k not in cls.model_fields)
             if unknown:
                 key = str(unknown[0])
                 detail = unknown_key(key, cls.model_fields)
                 raise PydanticCustomError(UNKNOWN_KEY, "{detail}", {"key": key, "detail": detail})
-        return data
+        model = handler(data)
+        model._read_only_sent = sent
+        return model
+
+    def read_only_sent(self, prefix: str = "") -> dict[str, Any]:
+        """The read-only fields the body gave, nested ones too, by dotted name."""
+        sent = {f"{prefix}{name}": value for name, value in self._read_only_sent.items()}
+        for name in self.model_fields_set:
+            value = getattr(self, name)
+            if isinstance(value, _Strict):
+                sent.update(value.read_only_sent(f"{prefix}{name}."))
+        return sent
 
 
 class WebhookFields(_Strict):
@@ -130,12 +163,16 @@ class WebhookFields(_Strict):
 
 
 class WebhookIn(WebhookFields):
+    read_only = WEBHOOK.fields
+
     name: str = Field(min_length=1, max_length=200)
     ext_brand_id: BrandIn = None
 
 
 class Activity(_Strict):
     """A rule's activity: an inline webhook, or ``webhook_id`` of a saved one."""
+
+    read_only = RULE.nested["activity"]
 
     type: Literal["webhook"] = "webhook"
     webhook_id: str | None = None
@@ -199,6 +236,8 @@ class AccumulateIn(_Strict):
 
 
 class RuleIn(_Strict):
+    read_only = RULE.fields
+
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     enabled: bool = True
@@ -215,6 +254,8 @@ class RuleIn(_Strict):
 
 class RulePatch(_Strict):
     """Change some fields of a rule; the others stay."""
+
+    read_only = RULE.fields
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)

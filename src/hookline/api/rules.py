@@ -2,7 +2,8 @@
 
 Answers carry the rule's ``version`` and an ETag; writes take If-Match (see _etag).
 Secret header values are shown as ``***``; an inline webhook's ``signing_secret`` is shown
-to admins (see :func:`hookline.redaction.show_secrets`).
+to admins (see :func:`hookline.redaction.show_secrets`). A body may carry the fields only
+answers set (``id``, ``version``, ...) as read: see :mod:`hookline.readonly`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from hookline.errors import InvalidInput, NotFound
 from hookline.events import later_than, now_ms
 from hookline.ids import new_id
 from hookline.keys import ApiKey, Right
-from hookline.redaction import MASK, secret_names, show_secrets
+from hookline.readonly import RULE
+from hookline.redaction import MASK, SIGNING_SECRET, secret_names, show_secrets
 from hookline.rules import Rule
 from hookline.runtime import Runtime
 from hookline.webhooks import WebhookSpec, compile_webhook
@@ -105,6 +107,16 @@ def _from_input(body: RuleIn, rule_id: str, created_at: int, now: int) -> Rule:
     )
 
 
+def _unchanged(body: RuleIn | RulePatch, current: Rule) -> None:
+    """Refuse a body whose read-only fields (an answer's, sent back) differ from ``current``."""
+    stored = current.as_dict()
+    if current.signing is not None:
+        # Kept while the rule calls a saved webhook, so an activity read when it was inline
+        # may come back with it.
+        stored["activity"][SIGNING_SECRET] = current.signing.secret
+    RULE.check(body.read_only_sent(), stored, current.id)
+
+
 def _kept_secrets(rule: Rule, current: Rule | None) -> Rule:
     """``rule`` with the secret headers a read showed as ``***`` kept from ``current``."""
     if rule.webhook is None:
@@ -142,6 +154,7 @@ async def _may_use(key: ApiKey, runtime: Runtime, webhook_id: str | None) -> Non
 
 @router.post("", status_code=201, summary="Create a rule", response_model=RuleSaved)
 async def create_rule(body: RuleIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
+    await RULE.check_new(body.read_only_sent(), runtime.store.get_rule, key.sees)
     now = now_ms()
     rule = _kept_secrets(_from_input(body, new_id("rule"), now, now), None)
     await _may_save(key, runtime, rule)
@@ -174,6 +187,7 @@ async def replace_rule(
     await _may_save(key, runtime, new)
 
     def edit(current: Rule) -> Rule:
+        _unchanged(body, current)
         return replace(
             _kept_secrets(new, current),
             created_at=current.created_at,
@@ -220,6 +234,7 @@ async def patch_rule(
     await _may_use(key, runtime, changes.get("webhook_id"))
 
     def edit(current: Rule) -> Rule:
+        _unchanged(body, current)
         # Only the fields given change, on the rule as it is now (not as first read).
         changed = replace(current, **changes, updated_at=later_than(current.updated_at))
         changed = _kept_secrets(changed, current)
@@ -254,8 +269,6 @@ async def rotate_secret(
     return versioned(shown(rule, admin=True), rule.version)
 
 
-# Fields the server sets; a validated rule has none of them yet.
-_SERVER_SET = ("id", "version", "created_at", "updated_at")
 # A secret header value that differs from the stored rule's (see validate_rule).
 CHANGED_SECRET = f"{MASK} (changed)"
 
@@ -284,11 +297,15 @@ async def validate_rule(
     current = await runtime.store.get_rule(compare_to) if compare_to is not None else None
     if current is not None and not key.sees(current.ext_brand_id):
         current = None  # another brand's rule is, for this key, not there
+    if current is not None:
+        _unchanged(body, current)  # as a PUT to it would
+    else:
+        await RULE.check_new(body.read_only_sent(), runtime.store.get_rule, key.sees)
     # As a save would: a *** sent back keeps compare_to's value, and without one is refused.
     rule = _kept_secrets(_from_input(body, "rule_validate", 0, 0), current)
     await _may_save(key, runtime, rule)
     await runtime.catalog.check_rule(rule)
-    stored = {k: v for k, v in shown(rule, admin=True).items() if k not in _SERVER_SET}
+    stored = RULE.strip(shown(rule, admin=True))  # a validated rule has no id, version, ...
     if compare_to is not None and rule.webhook is not None:
         before = current.webhook.headers if current and current.webhook else {}
         secret = secret_names(rule.webhook.secret_headers)

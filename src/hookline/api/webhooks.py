@@ -3,6 +3,8 @@
 Secret header values are shown as ``***``; the ``signing_secret`` is shown to admins (see
 :func:`hookline.redaction.show_secrets`). A URL whose host is a literal address the SSRF
 guard blocks is refused (422), for saved webhooks and for previews and test sends alike.
+A body may carry the fields only answers set (``id``, ``version``, ...) as read: see
+:mod:`hookline.readonly`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from hookline.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hookline.events import Event, later_than, now_ms
 from hookline.ids import new_id
 from hookline.keys import ApiKey, Right
+from hookline.readonly import WEBHOOK
 from hookline.redaction import show_secrets
 from hookline.rules import SavedWebhook
 from hookline.runtime import Runtime
@@ -84,6 +87,7 @@ def _saved(saved: SavedWebhook, status_code: int = 200) -> JSON:
     response_model=SavedWebhookSaved,
 )
 async def create_webhook(body: WebhookIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
+    await WEBHOOK.check_new(body.read_only_sent(), runtime.store.get_webhook, key.sees)
     now = now_ms()
     brand = brand_text(body.ext_brand_id)
     may_own(key, brand)
@@ -119,6 +123,7 @@ async def replace_webhook(
     may_own(key, brand)
 
     def edit(current: SavedWebhook) -> SavedWebhook:
+        WEBHOOK.check(body.read_only_sent(), current.as_dict(), webhook_id)
         later = later_than(current.updated_at)
         kept = spec.keeping_secrets(current.spec, "headers")  # a GET's *** sent back
         return replace(current, name=body.name, spec=kept, updated_at=later, ext_brand_id=brand)
