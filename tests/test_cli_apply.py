@@ -81,6 +81,17 @@ async def test_integer_retry_schedule_applies_once_then_is_unchanged(
     assert (await _stored(hookline))["spin-to-crm"]["updated_at"] == stored["updated_at"]
 
 
+async def test_moving_a_rule_to_another_brand_is_a_change(
+    hookline: Hookline, tmp_path: Path
+) -> None:
+    path = _write(tmp_path / "rules.yaml", [example_rule(ext_brand_id="b1")])
+    assert (await _apply(hookline, path)).exit_code == 0
+    moved = await _apply(hookline, _write(path, [example_rule(ext_brand_id="b9")]))
+    assert moved.exit_code == 0, moved.output
+    assert _lines(moved)[-1] == "0 created, 1 updated, 0 unchanged, 0 deleted"
+    assert (await _stored(hookline))["spin-to-crm"]["ext_brand_id"] == "b9"
+
+
 async def test_a_bad_rule_in_the_middle_is_named_and_nothing_is_applied(
     hookline: Hookline, tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ __all__ = ["RULES", "check", "diff", "same"]
 
 # The keys of a rule as written; the server adds the read-only ones (hookline.readonly.RULE).
 RULE_KEYS = (
-    *("name", "description", "enabled", "trigger", "conditions"),
+    *("name", "description", "enabled", "ext_brand_id", "trigger", "conditions"),
     *("once_per_user", "frequency", "accumulate", "activity"),
 )
 
