@@ -29,6 +29,7 @@ from hookline.api.models import (
     JourneyOut,
     JourneyStats,
     JourneyValidation,
+    Label,
     _Strict,
 )
 from hookline.api.users import UserId
@@ -60,7 +61,7 @@ Duration = str | float
 class JourneyIn(_Strict):
     """A journey: entry, optional control group, goal, exits, and its blocks."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Label
     description: str = Field(default="", max_length=2000)
     status: Status = "draft"
     ext_brand_id: BrandIn = None
@@ -76,7 +77,7 @@ class JourneyIn(_Strict):
 class JourneyPatch(_Strict):
     """Change some fields of a journey (often just ``status``); the others stay."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Label | None = None
     description: str | None = Field(default=None, max_length=2000)
     status: Status | None = None
     ext_brand_id: BrandIn = None
