@@ -5,10 +5,13 @@ if an older hookline stored one."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from typer.testing import CliRunner, Result
@@ -17,7 +20,7 @@ from hookline.cli import app
 from hookline.errors import InvalidInput
 from hookline.keys import Role
 from hookline.labels import check_label, describe, printable
-from tests.helpers import Hookline, example_rule
+from tests.helpers import Hookline, Receiver, example_rule, spin_event
 from tests.test_api_errors import assert_error
 
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
@@ -168,3 +171,92 @@ async def test_apply_files_refuse_a_name_with_a_line_break_and_change_nothing(
     assert "nothing was applied" in result.stderr
     assert result.stdout == ""
     assert (await hookline.client.get(f"/api/v1/{kind}")).json()["data"] == []
+
+
+def _rename(db: Path, table: str, row_id: str, name: str) -> None:
+    """Write a name as an older hookline could, behind this one's back."""
+    conn = sqlite3.connect(db)
+    try:
+        cur = conn.execute(f"UPDATE {table} SET name = ? WHERE id = ?", (name, row_id))
+        assert cur.rowcount == 1
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_names_stored_by_an_older_version_load_work_and_print_escaped(
+    make_hookline: MakeHookline,
+    receiver: Receiver,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = await make_hookline()
+    rule = await first.create_rule(name="spins", activity={"url": receiver.url()})
+    broken = await first.create_rule(name="broken")
+    hook = (await first.post("/api/v1/webhooks", {"name": "hook", "url": receiver.url()})).json()
+    walk = _journey("walk", receiver.url("/walk"))
+    journey = (await first.post("/api/v1/journeys", walk)).json()
+    await first.stop()
+    db = tmp_path / "data" / "hookline.db"
+    forged = "spins\nbroken  rule_01FAKE  yes"
+    _rename(db, "rules", rule["id"], forged)
+    _rename(db, "rules", broken["id"], "broken\x1b[2J")
+    _rename(db, "webhooks", hook["id"], "hook\u202e")
+    _rename(db, "journeys", journey["id"], "walk\u2028more")
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE rules SET conditions = ? WHERE id = ?", (b'{"all": [', broken["id"]))
+    conn.commit()
+    conn.close()
+
+    caplog.set_level(logging.ERROR, logger="hookline")
+    h = await make_hookline()
+    # Started; only the rule whose conditions cannot be read is a problem, not any name.
+    health = (await h.client.get("/healthz")).json()
+    assert [p["id"] for p in health["problems"]] == [broken["id"]]
+    [skipped] = [r.getMessage() for r in caplog.records if broken["id"] in r.getMessage()]
+    assert skipped.startswith("rule 'broken\\x1b[2J' (")
+    assert "\x1b" not in skipped
+
+    # A name decides nothing: the rule and the journey with such names still send.
+    resp = await h.post("/api/v1/events", spin_event())
+    assert resp.status_code == 202, resp.text
+    assert len(resp.json()["events"][0]["deliveries"]) == 2
+    await receiver.wait_for(1, path="/hook")
+    await receiver.wait_for(1, path="/walk")
+
+    listed = await _run("rules", "list", "--url", h.base_url)
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 3  # the header and two rules: no forged row
+    assert any(line.startswith(repr(forged)) for line in lines), lines
+    assert "\x1b" not in listed.stdout
+    journeys = await _run("journeys", "list", "--url", h.base_url)
+    assert journeys.exit_code == 0, journeys.output
+    assert journeys.stdout.splitlines()[1].startswith("'walk\\u2028more'  ")
+    # The API answers JSON, which carries the name exactly.
+    by_id = {r["id"]: r["name"] for r in (await h.client.get("/api/v1/rules")).json()["data"]}
+    assert by_id[rule["id"]] == forged
+
+    # Still managed: a change that keeps the old name is taken, a new bad name is not.
+    paused = await h.client.patch(f"/api/v1/journeys/{journey['id']}", json={"status": "paused"})
+    assert paused.status_code == 200, paused.text
+    off = await h.client.patch(f"/api/v1/rules/{rule['id']}", json={"enabled": False})
+    assert off.status_code == 200, off.text
+    renamed = await h.client.patch(f"/api/v1/rules/{rule['id']}", json={"name": "spins"})
+    assert renamed.status_code == 200, renamed.text
+    same = await h.client.put(f"/api/v1/journeys/{journey['id']}", json=_journey(forged))
+    assert_error(same, 422, field="name", says="U+000A (line break) at index 5")
+
+
+async def test_keys_list_prints_a_stored_name_escaped(tmp_path: Path) -> None:
+    made = await _run(
+        "keys", "create", "--role", "read", "--name", "ci", "--data-dir", str(tmp_path), "--json"
+    )
+    assert made.exit_code == 0, made.output
+    key_id = orjson.loads(made.stdout)["id"]
+    _rename(tmp_path / "hookline.db", "api_keys", key_id, "ci\rkey_01FAKE")
+    listed = await _run("keys", "list", "--data-dir", str(tmp_path))
+    assert listed.exit_code == 0, listed.output
+    [_header, row] = listed.stdout.splitlines()
+    assert row.startswith(f"{key_id}  'ci\\rkey_01FAKE'  read")
+    assert "\r" not in listed.stdout
