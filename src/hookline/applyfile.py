@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from hookline.errors import ConfigError, InvalidInput
+from hookline.labels import printable
 from hookline.readonly import ReadOnly
 from hookline.values import MAX_DEPTH, check_json, same
 
@@ -73,7 +74,9 @@ class Kind:
         """How errors name a resource: by its name, or by its place in the file."""
         name = resource.get("name")
         if isinstance(name, str):
-            return f"{self.noun} {json.dumps(name, ensure_ascii=False)}"
+            # Written as in the file (Cyrillic stays Cyrillic), unless it holds what a name
+            # may not: then every character past ASCII is escaped, U+2028 and U+202E too.
+            return f"{self.noun} {json.dumps(name, ensure_ascii=printable(name) != name)}"
         return f"{self.noun} #{index + 1}"
 
 

@@ -38,6 +38,7 @@ from hookline.journeys import (
     saved_webhooks_used,
     successor,
 )
+from hookline.labels import printable
 from hookline.netguard import NetworkPolicy, check_literal_url
 from hookline.redaction import check_url_credentials
 from hookline.rules import CompiledRule, Rule, SavedWebhook, compile_rule
@@ -470,6 +471,6 @@ def _compile_users(
             compiled.append((rule.id, compile_rule(rule, {webhook.id: webhook})))
         except HooklineError as exc:
             # As at start-up: a stored rule that no longer compiles is skipped, loudly.
-            log.error("rule %s (%s) is skipped: %s", rule.name, rule.id, exc.detail)
+            log.error("rule %s (%s) is skipped: %s", printable(rule.name), rule.id, exc.detail)
             compiled.append((rule.id, None))
     return compiled

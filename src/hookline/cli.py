@@ -23,6 +23,7 @@ from hookline.client import ApiError, Client
 from hookline.errors import ConfigError, HooklineError
 from hookline.journeyfile import JOURNEYS
 from hookline.keyadmin import keys_app, refuse_open_exposure
+from hookline.labels import printable
 from hookline.rulefile import RULES
 from hookline.times import iso_ms
 
@@ -188,6 +189,8 @@ def send_event(
 
 def _columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Plain aligned columns: never cut, so an id can be copied whole from any terminal."""
+    # A name stored by an older hookline may hold a line break: printed escaped, not raw.
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
@@ -232,7 +235,7 @@ _VERBS = {
 def _report(change: Change, *, dry_run: bool, resource_id: str | None = None) -> None:
     verb = _VERBS[change.kind][0 if dry_run else 1]
     resource_id = resource_id or change.resource_id
-    line = f"{verb:<10}{change.name}" + (f" ({resource_id})" if resource_id else "")
+    line = f"{verb:<10}{printable(change.name)}" + (f" ({resource_id})" if resource_id else "")
     if change.kind is ChangeKind.UPDATE and not dry_run:
         line += ": " + ", ".join(f.path for f in change.fields)
     if change.kind is ChangeKind.KEEP:
@@ -307,7 +310,7 @@ def _apply(client: Client, kind: Kind, file: Path, *, dry_run: bool, prune: bool
                 client.request("DELETE", f"{kind.path}/{change.resource_id}")
         except ApiError as exc:
             # Checked above, so only a concurrent change or an outage gets here.
-            where = f'{kind.noun} "{change.name}"'
+            where = f'{kind.noun} "{printable(change.name)}"'
             _fail(f"{where}: {exc}; the {kind.plural} reported above were applied, this one not", 1)
         _report(change, dry_run=False, resource_id=resource_id)
     sys.stdout.write(_summary(counts, dry_run=False) + "\n")

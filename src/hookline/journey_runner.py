@@ -38,6 +38,7 @@ from hookline.journeys import (
     on_timer,
     stop,
 )
+from hookline.labels import printable
 from hookline.rules import SavedWebhook
 from hookline.state import UserKey, user_key
 from hookline.store import journey_sql as jsql
@@ -170,14 +171,16 @@ async def load_index(
                 log.warning(
                     "journey %s (%s) version %d no longer compiles (%s): the users who walked "
                     "it to its end no longer convert",
-                    journey.name,
+                    printable(journey.name),
                     journey.id,
                     journey.version,
                     exc.detail,
                 )
                 continue
             # As for rules: what was valid when saved but no longer is, is skipped, loudly.
-            log.error("journey %s (%s) is skipped: %s", journey.name, journey.id, exc.detail)
+            log.error(
+                "journey %s (%s) is skipped: %s", printable(journey.name), journey.id, exc.detail
+            )
             problems[journey.id] = exc.detail
     index.rebuild(compiled)
     index.problems = problems

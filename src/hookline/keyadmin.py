@@ -25,6 +25,7 @@ from rich.markup import escape
 from hookline.client import ApiError, Client
 from hookline.errors import HooklineError
 from hookline.keys import AuthMode, Role, check_brands, check_name, is_loopback
+from hookline.labels import printable
 from hookline.settings import Settings
 
 if TYPE_CHECKING:  # the store and the API load at use: `hookline --help` stays quick
@@ -142,6 +143,8 @@ def _time(ms: int | None) -> str:
 
 def _columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Plain aligned columns: never cut, so an id can be copied whole."""
+    # A name stored by an older hookline may hold a line break: printed escaped, not raw.
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))

@@ -15,6 +15,7 @@ from typing import Any, Final
 from hookline.brands import MAX_BRAND_LENGTH, brand_text, check_brand
 from hookline.errors import InvalidInput
 from hookline.ids import new_id
+from hookline.labels import check_label
 
 KEY_PREFIX: Final = "hlk_"
 # 32 random bytes: a key is guessed no sooner than a 256-bit secret.
@@ -130,12 +131,11 @@ def issue(role: Role, brands: tuple[str, ...], name: str, now: int) -> tuple[Api
 
 
 def check_name(name: str) -> str:
+    """``name`` if it may name a key (see :mod:`hookline.labels`); InvalidInput otherwise."""
     if len(name) > MAX_NAME:
         raise InvalidInput(f"a key's name is at most {MAX_NAME} characters", field="name")
-    if any(c < " " or c == "\x7f" for c in name):
-        # A line break in a name would print as a line of its own in `hookline keys list`.
-        raise InvalidInput("a key's name cannot hold control characters", field="name")
-    return name
+    # Printed in `hookline keys list`: a line break in it would print as a row of its own.
+    return check_label(name, "name", "a key's name")
 
 
 def check_brands(brands: Iterable[Any]) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from typing import Any
 from hookline.conditions import Predicate, compile_conditions
 from hookline.counters import NO_LIMITS, Limits
 from hookline.errors import Conflict, HooklineError, InvalidInput
+from hookline.labels import printable
 from hookline.signing import Signing
 from hookline.webhooks import CompiledWebhook, WebhookSpec, compile_webhook
 
@@ -209,12 +210,17 @@ class RuleIndex:
         for webhook in webhooks.values():
             if webhook.problem is not None:
                 log.error(
-                    "webhook %s (%s) is skipped: %s", webhook.name, webhook.id, webhook.problem
+                    "webhook %s (%s) is skipped: %s",
+                    printable(webhook.name),
+                    webhook.id,
+                    webhook.problem,
                 )
                 problems[webhook.id] = Problem("webhook", webhook.id, webhook.problem)
         for rule in rules:
             if rule.problem is not None:
-                log.error("rule %s (%s) is skipped: %s", rule.name, rule.id, rule.problem)
+                log.error(
+                    "rule %s (%s) is skipped: %s", printable(rule.name), rule.id, rule.problem
+                )
                 problems[rule.id] = Problem("rule", rule.id, rule.problem)
                 continue
             if not rule.enabled:
@@ -236,7 +242,7 @@ class RuleIndex:
                         if isinstance(exc, HooklineError)
                         else f"{exc.__class__.__name__}: {exc}"
                     )
-                    log.error("rule %s (%s) is skipped: %s", rule.name, rule.id, detail)
+                    log.error("rule %s (%s) is skipped: %s", printable(rule.name), rule.id, detail)
                     problems[rule.id] = Problem("rule", rule.id, detail)
                     continue
             cache[rule.id] = (rule.version, wh_version, compiled)

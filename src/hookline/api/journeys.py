@@ -31,6 +31,7 @@ from hookline.api.models import (
     JourneyOut,
     JourneyStats,
     JourneyValidation,
+    Label,
     _Strict,
 )
 from hookline.api.users import UserId
@@ -65,7 +66,7 @@ class JourneyIn(_Strict):
 
     read_only = JOURNEY.fields
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Label
     description: str = Field(default="", max_length=2000)
     status: Status = "draft"
     ext_brand_id: BrandIn = None
@@ -83,7 +84,7 @@ class JourneyPatch(_Strict):
 
     read_only = JOURNEY.fields
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Label | None = None
     description: str | None = Field(default=None, max_length=2000)
     status: Status | None = None
     ext_brand_id: BrandIn = None

@@ -37,6 +37,7 @@ from hookline.events import (
 )
 from hookline.journeys import FinishReason, InstanceStatus, JourneyStatus
 from hookline.keys import MAX_NAME, Role
+from hookline.labels import check_label
 from hookline.readonly import RULE, WEBHOOK, describe
 from hookline.values import check_json
 from hookline.webhooks import MAX_CONTENT_TYPE_LENGTH, MAX_SECRET_HEADERS, MAX_URL_LENGTH
@@ -56,6 +57,17 @@ def _free_json(value: Any) -> Any:
             raise ValueError(f"cannot be stored as JSON: {exc}") from None
     return value
 
+
+def _label(value: str) -> str:
+    """:func:`hookline.labels.check_label` for pydantic, whose message is then the detail."""
+    try:
+        return check_label(value, "name")
+    except InvalidInput as exc:
+        raise PydanticCustomError("invalid_label", "{detail}", {"detail": exc.detail}) from None
+
+
+# The name of a rule, saved webhook or journey: printed in lists and logs, so one line.
+Label = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_label)]
 
 Body = Annotated[str | dict[str, Any] | list[Any] | None, AfterValidator(_free_json)]
 FreeObject = Annotated[dict[str, Any], AfterValidator(_free_json)]
@@ -165,7 +177,7 @@ class WebhookFields(_Strict):
 class WebhookIn(WebhookFields):
     read_only = WEBHOOK.fields
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Label
     ext_brand_id: BrandIn = None
 
 
@@ -238,7 +250,7 @@ class AccumulateIn(_Strict):
 class RuleIn(_Strict):
     read_only = RULE.fields
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Label
     description: str = Field(default="", max_length=2000)
     enabled: bool = True
     ext_brand_id: BrandIn = None
@@ -257,7 +269,7 @@ class RulePatch(_Strict):
 
     read_only = RULE.fields
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Label | None = None
     description: str | None = Field(default=None, max_length=2000)
     enabled: bool | None = None
     ext_brand_id: BrandIn = None
