@@ -200,6 +200,12 @@ class Dispatcher:
         ahead = min(self.settings.max_per_host * CLAIM_AHEAD, MAX_HELD // 2)
         busy = self._per_host.keys() | self._ready.keys()
         host_room = {h: ahead - self._held_for(h) for h in busy}
+        if room < CLAIM_BATCH:
+            # Memory is short: a place goes to a destination with nothing waiting here. Slow
+            # destinations' backlogs come first in due order, and claiming ahead for them
+            # gave each freed place to one more in their queues while another destination's
+            # due work waited for their whole backlog.
+            host_room.update(dict.fromkeys(self._ready, 0))
         now = now_ms()
         look_past = now >= self._look_past_at
         if (
