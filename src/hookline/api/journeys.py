@@ -25,6 +25,7 @@ from hookline.api.deps import RuntimeDep
 from hookline.api.models import (
     BrandIn,
     ChainCutList,
+    Duration,
     FreeObject,
     InstanceList,
     JourneyList,
@@ -58,7 +59,6 @@ router = APIRouter(prefix="/api/v1/journeys", tags=["journeys"], route_class=JSO
 users_router = APIRouter(prefix="/api/v1/users", tags=["journeys"], route_class=JSONRoute)
 
 Status = Literal["draft", "active", "paused", "stopped", "archived"]
-Duration = str | float
 
 
 class JourneyIn(_Strict):
