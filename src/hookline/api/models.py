@@ -171,7 +171,7 @@ class WebhookFields(_Strict):
         default_factory=list,
         max_length=MAX_SECRET_HEADERS,
         description="Headers whose values are credentials: sent as written, shown as ***. "
-        "Authorization, Cookie and X-Api-Key always are.",
+        "Authorization, Proxy-Authorization, Cookie and X-Api-Key always are.",
     )
 
     @field_validator("method", mode="before")

@@ -273,7 +273,7 @@ async def test(body: PreviewIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
     return JSON(
         {
             "request": request.as_dict(),
-            "response": exchange.as_dict(),
+            "response": exchange.as_dict(compiled.spec.secret_headers),
             "warnings": compiled.warnings,
         }
     )
