@@ -253,6 +253,7 @@ async def rotate_secret(
 ) -> JSON:
     """Both secrets sign every request for 24 hours (two signatures, space-separated), so
     the receiver can switch to the new one without refusing a delivery; then only the new.
+    At most 5 replaced secrets sign at once: a sixth rotation within 24 hours is a 409.
     Blocks that use a saved webhook sign with that webhook's secret: rotate it there.
     """
     edit = runtime.catalog.rotate_journey_secret
