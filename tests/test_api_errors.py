@@ -542,6 +542,75 @@ async def test_bad_activity_is_422_naming_the_field(
     assert_error(resp, 422, field=field)
 
 
+# JSON numbers only, as everywhere in hookline: pydantic's lax mode would read true as 1 s
+# and "5" as 5 s, so a typo or a quoted number would be saved as a different webhook.
+NOT_NUMBERS = [True, False, "5", "1.5"]
+
+
+@pytest.mark.parametrize("value", NOT_NUMBERS)
+async def test_a_timeout_that_is_not_a_json_number_is_refused_everywhere(
+    hookline: Hookline, value: Any
+) -> None:
+    rule = example_rule(activity={"timeout": value})
+    assert_error(await hookline.post("/api/v1/rules", rule), 422, field="activity.timeout")
+    saved = {"name": "w", "url": "http://a/", "timeout": value}
+    assert_error(await hookline.post("/api/v1/webhooks", saved), 422, field="timeout")
+    preview = {"webhook": {"url": "http://a/", "timeout": value}}
+    resp = await hookline.post("/api/v1/webhooks/preview", preview)
+    assert_error(resp, 422, field="webhook.timeout")
+    journey = {
+        "name": "j",
+        "entry": {"trigger": {"event_type": "a"}},
+        "start": "w",
+        "blocks": {"w": {"type": "webhook", "activity": {"url": "http://a/", "timeout": value}}},
+    }
+    resp = await hookline.post("/api/v1/journeys", journey)
+    assert_error(resp, 422, field="blocks.w.activity.timeout", says="number of seconds")
+
+
+@pytest.mark.parametrize("value", NOT_NUMBERS)
+async def test_a_retry_delay_that_is_not_a_json_number_is_refused(
+    hookline: Hookline, value: Any
+) -> None:
+    rule = example_rule(activity={"retry_schedule": [0, value]})
+    resp = await hookline.post("/api/v1/rules", rule)
+    assert_error(resp, 422, field="activity.retry_schedule[1]")
+    saved = {"name": "w", "url": "http://a/", "retry_schedule": [value]}
+    assert_error(await hookline.post("/api/v1/webhooks", saved), 422, field="retry_schedule[0]")
+
+
+async def test_numbers_stay_numbers_and_other_lax_values_are_refused(hookline: Hookline) -> None:
+    rule = example_rule(activity={"timeout": 5, "retry_schedule": [0, 1.5]})
+    resp = await hookline.post("/api/v1/rules", rule)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["activity"]["timeout"] == 5
+    assert resp.json()["activity"]["retry_schedule"] == [0, 1.5]
+    for change, field in (
+        ({"enabled": 1}, "enabled"),
+        ({"enabled": "true"}, "enabled"),
+        ({"frequency": {"max": True, "per": 60}}, "frequency.max"),
+        ({"frequency": {"max": 1, "per": True}}, "frequency.per"),
+        ({"accumulate": {"count": "3"}}, "accumulate.count"),
+    ):
+        resp = await hookline.post("/api/v1/rules", example_rule(name="other", **change))
+        assert_error(resp, 422, field=field)
+    preview = {"webhook": {"url": "http://a/"}, "event": {"event_date": "1700000000000"}}
+    resp = await hookline.post("/api/v1/webhooks/preview", preview)
+    assert_error(resp, 422, field="event.event_date")
+    journey = {
+        "name": "j",
+        "entry": {"trigger": {"event_type": "a"}},
+        "start": "w",
+        "max_duration": True,
+        "blocks": {"w": {"type": "webhook", "activity": {"url": "http://a/"}}},
+    }
+    assert_error(await hookline.post("/api/v1/journeys", journey), 422, field="max_duration")
+    journey["max_duration"] = None
+    journey["control_group"] = {"percent": "5"}
+    resp = await hookline.post("/api/v1/journeys", journey)
+    assert_error(resp, 422, field="control_group.percent")
+
+
 async def test_rule_body_must_be_an_object(hookline: Hookline) -> None:
     for body in ([example_rule()], "rule", 5):
         resp = await hookline.client.post(

@@ -118,6 +118,44 @@ async def test_keys_on_the_data_dir_without_a_server(tmp_path: Path) -> None:
     assert role.exit_code == 2
 
 
+async def test_list_and_revoke_refuse_a_data_dir_with_no_database(tmp_path: Path) -> None:
+    """A mistyped --data-dir must not become a new, empty database that has no keys."""
+    real = tmp_path / "hookline-data"
+    made = await _run("keys", "create", "--role", "admin", "--json", "--data-dir", str(real))
+    assert made.exit_code == 0, made.output
+    key_id = orjson.loads(made.stdout)["id"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for typo in (tmp_path / "hookline-dat", empty, real / "hookline.db"):
+        for command in (["list"], ["revoke", key_id]):
+            result = await _run("keys", *command, "--data-dir", str(typo))
+            assert result.exit_code == 2, result.output
+            assert result.stdout == ""
+            assert "no hookline database" in result.stderr and str(typo) in result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "hookline-dat").exists()
+    assert list(empty.iterdir()) == []
+    # The real directory still answers, and the key was not revoked by the refusals.
+    listed = await _run("keys", "list", "--json", "--data-dir", str(real))
+    assert [k["revoked_at"] for k in orjson.loads(listed.stdout)] == [None]
+
+
+async def test_create_makes_the_database_in_a_new_or_an_empty_directory(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for data_dir in (tmp_path / "new" / "data", empty):
+        made = await _run("keys", "create", "--role", "admin", "--data-dir", str(data_dir))
+        assert made.exit_code == 0, made.output
+        assert (data_dir / "hookline.db").is_file()
+        listed = await _run("keys", "list", "--data-dir", str(data_dir))
+        assert listed.exit_code == 0 and len(listed.stdout.splitlines()) == 2
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("")
+    made = await _run("keys", "create", "--role", "admin", "--data-dir", str(a_file))
+    assert made.exit_code == 1
+    assert f"cannot use the data directory {a_file}" in made.stderr
+
+
 def _blocked_port() -> tuple[socket.socket, int]:
     """A port held on 127.0.0.1, so nothing can listen on 0.0.0.0 with it either.
 

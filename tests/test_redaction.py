@@ -16,13 +16,14 @@ from typer.testing import CliRunner
 
 from hookline.cli import app
 from hookline.logs import QUIET
-from hookline.redaction import MASK, redact_headers, show_secrets
+from hookline.redaction import MASK, SECRET_RESPONSE_HEADERS, redact_headers, show_secrets
 from tests.helpers import Hookline, Receiver, example_rule, spin_event
 
 SECRETS = {
     "Authorization": "Bearer tok-authorization-1",
     "Cookie": "session=tok-cookie-2",
     "X-Api-Key": "tok-api-key-3",
+    "Proxy-Authorization": "Basic tok-proxy-authorization-7",
     "X-Partner-Token": "tok-partner-4",
 }
 # Listed by the webhook, in another case than the header: names match case-insensitively.
@@ -46,12 +47,27 @@ def _no_secret_in(text: str) -> None:
 
 
 def test_redact_headers_masks_the_fixed_names_and_the_listed_ones_in_any_case() -> None:
-    headers = [("authorization", "a"), ("COOKIE", "c"), ("X-Other", "o"), ("x-mine", "m")]
+    headers = [
+        ("authorization", "a"),
+        ("COOKIE", "c"),
+        ("Proxy-Authorization", "p"),
+        ("X-Other", "o"),
+        ("x-mine", "m"),
+    ]
     assert redact_headers(headers, ["X-MINE"]) == {
         "authorization": MASK,
         "COOKIE": MASK,
+        "Proxy-Authorization": MASK,
         "X-Other": "o",
         "x-mine": MASK,
+    }
+    # An answer's own credentials: the request's names, plus the cookies it hands out.
+    answer = [("Set-Cookie", "s"), ("proxy-authorization", "p"), ("Cookie", "c"), ("X", "x")]
+    assert redact_headers(answer, base=SECRET_RESPONSE_HEADERS) == {
+        "Set-Cookie": MASK,
+        "proxy-authorization": MASK,
+        "Cookie": MASK,
+        "X": "x",
     }
 
 
@@ -132,7 +148,11 @@ async def test_saved_webhook_answers_mask_secret_headers_on_every_route(hookline
 async def test_deliveries_and_attempts_mask_request_and_response_credentials(
     hookline: Hookline, receiver: Receiver
 ) -> None:
-    receiver.extra_headers["/hook"] = {"Set-Cookie": "sid=tok-set-cookie-6", "X-Seen": "yes"}
+    receiver.extra_headers["/hook"] = {
+        "Set-Cookie": "sid=tok-set-cookie-6",
+        "X-Partner-Token": "tok-echoed-8",
+        "X-Seen": "yes",
+    }
     await hookline.post("/api/v1/rules", example_rule(activity=_activity(receiver.url())))
     resp = await hookline.post("/api/v1/events", spin_event())
     (delivery_id,) = resp.json()["events"][0]["deliveries"]
@@ -146,6 +166,7 @@ async def test_deliveries_and_attempts_mask_request_and_response_credentials(
     # Names as the client read them: aiohttp keeps the case, reqwest lowers it.
     answered = {name.lower(): value for name, value in attempt["response_headers"].items()}
     assert answered["set-cookie"] == MASK
+    assert answered["x-partner-token"] == MASK
     assert answered["x-seen"] == "yes"
     _no_secret_in(detail.text + listed.text)
     assert "tok-set-cookie-6" not in detail.text
@@ -154,7 +175,11 @@ async def test_deliveries_and_attempts_mask_request_and_response_credentials(
 async def test_preview_and_test_send_show_the_request_masked(
     hookline: Hookline, receiver: Receiver
 ) -> None:
-    receiver.extra_headers["/hook"] = {"Set-Cookie": "sid=tok-set-cookie-6"}
+    # A receiver may echo a listed secret header back: masked here as in attempt logs.
+    receiver.extra_headers["/hook"] = {
+        "Set-Cookie": "sid=tok-set-cookie-6",
+        "X-Partner-Token": "tok-echoed-8",
+    }
     sample = {"webhook": _activity(receiver.url())}
     preview = await hookline.post("/api/v1/webhooks/preview", sample)
     assert preview.status_code == 200, preview.text
@@ -164,8 +189,9 @@ async def test_preview_and_test_send_show_the_request_masked(
     _masked(test.json()["request"]["headers"])
     answered = {name.lower(): v for name, v in test.json()["response"]["headers"].items()}
     assert answered["set-cookie"] == MASK
+    assert answered["x-partner-token"] == MASK
     _no_secret_in(preview.text + test.text)
-    assert "tok-set-cookie-6" not in test.text
+    assert "tok-set-cookie-6" not in test.text and "tok-echoed-8" not in test.text
     (got,) = await receiver.wait_for(1)
     assert got.headers["x-partner-token"] == "tok-partner-4"  # sent as written
 

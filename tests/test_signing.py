@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from hookline.errors import Conflict
 from hookline.events import now_ms
 from hookline.settings import SENDERS
 from hookline.signing import (
+    MAX_PREVIOUS_SECRETS,
     ROTATION_OVERLAP_MS,
     SecretRing,
     Signing,
@@ -105,6 +107,23 @@ def test_a_rotation_keeps_the_old_secret_for_the_overlap_only() -> None:
     assert again.secrets_at(2_000) == (again.secret, signing.secret, rotated.secret)
     assert again.secrets_at(1_000 + ROTATION_OVERLAP_MS) == (again.secret, rotated.secret)
     assert Signing.from_json(again.as_json()) == again
+
+
+def test_at_most_five_replaced_secrets_sign_and_a_sixth_rotation_waits() -> None:
+    """As Svix: each replaced secret adds a signature, so rotations within its overlap are
+    capped, and refused (not the oldest dropped: a receiver may still hold only that one)."""
+    assert MAX_PREVIOUS_SECRETS == 5
+    signing = Signing.new()
+    for minute in range(MAX_PREVIOUS_SECRETS):
+        signing = signing.rotated(minute * 60_000)
+    assert len(signing.secrets_at(MAX_PREVIOUS_SECRETS * 60_000)) == 1 + MAX_PREVIOUS_SECRETS
+    with pytest.raises(Conflict) as refused:
+        signing.rotated(MAX_PREVIOUS_SECRETS * 60_000)
+    assert "5 times within 24 hours" in refused.value.detail
+    assert "1970-01-02T00:00:00.000Z" in refused.value.detail  # when the oldest stops
+    # Once the oldest stops signing, one more rotation is allowed.
+    again = signing.rotated(ROTATION_OVERLAP_MS)
+    assert len(again.secrets_at(ROTATION_OVERLAP_MS)) == 1 + MAX_PREVIOUS_SECRETS
 
 
 def test_the_key_ring_follows_its_clock() -> None:
@@ -225,6 +244,40 @@ async def test_after_a_rotation_both_secrets_verify_for_24_hours_then_only_the_n
     (_, after) = await receiver.wait_for(2)
     assert len(signatures(after)) == 1
     assert verifies(new, after) and not verifies(old, after)
+
+
+async def test_rotations_beyond_five_a_day_are_refused_and_the_newest_secret_verifies(
+    make_hookline: MakeHookline, receiver: Receiver
+) -> None:
+    h = await make_hookline()
+    rule = await h.create_rule(activity={"url": receiver.url()})
+    saved = await h.post("/api/v1/webhooks", {"name": "crm", "url": receiver.url()})
+    journey = {
+        "name": "j",
+        "entry": {"trigger": {"event_type": "a"}},
+        "start": "w",
+        "blocks": {"w": {"type": "webhook", "activity": {"url": receiver.url()}}},
+    }
+    made = await h.post("/api/v1/journeys", journey)
+    assert made.status_code == 201, made.text
+    paths = [
+        f"/api/v1/rules/{rule['id']}/rotate-secret",
+        f"/api/v1/webhooks/{saved.json()['id']}/rotate-secret",
+        f"/api/v1/journeys/{made.json()['id']}/rotate-secret",
+    ]
+    for path in paths:
+        for _ in range(MAX_PREVIOUS_SECRETS):
+            assert (await h.post(path)).status_code == 200
+        refused = await h.post(path)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["code"] == "conflict"
+        assert "at most 5 times within 24 hours" in refused.json()["detail"]
+    newest = (await h.client.get(f"/api/v1/rules/{rule['id']}")).json()
+    await h.post("/api/v1/events", spin_event())
+    (got,) = await receiver.wait_for(1)
+    assert len(signatures(got)) == 1 + MAX_PREVIOUS_SECRETS
+    assert verifies(newest["activity"]["signing_secret"], got)
+    assert verifies(rule["activity"]["signing_secret"], got)  # the first, still in its day
 
 
 async def test_a_retry_after_a_rotation_carries_the_new_signature(

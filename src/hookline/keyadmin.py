@@ -76,14 +76,25 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _direct(data_dir: Path, work: Callable[[KeyRing], Awaitable[T]]) -> T:
-    """Run ``work`` on the key ring of the database in ``data_dir``."""
+def _direct(data_dir: Path, work: Callable[[KeyRing], Awaitable[T]], *, create: bool = False) -> T:
+    """Run ``work`` on the key ring of the database in ``data_dir``; ``create`` makes the
+    database (and the directory) when there is none yet, as the first key needs."""
 
     from hookline.keyring import KeyRing
     from hookline.store.sqlite import open_sqlite
 
+    path = Settings(data_dir=data_dir).database_path
+    if not create and not path.is_file():
+        # Opening it would make an empty database there: a mistyped directory would list no
+        # keys, or say a key does not exist, and leave a stray database behind.
+        _fail(
+            f"no hookline database in {data_dir} (no {path.name} there); give the data "
+            "directory hookline serves",
+            2,
+        )
+
     async def run() -> T:
-        store = open_sqlite(Settings(data_dir=data_dir).database_path)
+        store = open_sqlite(path)
         try:
             await store.open()
             ring = KeyRing(store)
@@ -96,6 +107,8 @@ def _direct(data_dir: Path, work: Callable[[KeyRing], Awaitable[T]]) -> T:
         return asyncio.run(run())
     except HooklineError as exc:
         _fail(exc.detail)
+    except OSError as exc:  # the directory cannot be made: a file has its name, no rights
+        _fail(f"cannot use the data directory {data_dir}: {exc.strerror or exc}")
 
 
 def _until_the_server_has_it(data_dir: Path) -> None:
@@ -181,7 +194,7 @@ def create(
             record, text = await ring.create(role, *checked)
             return {**record.as_dict(), "key": text}
 
-        made = _direct(data_dir, work)
+        made = _direct(data_dir, work, create=True)
         _until_the_server_has_it(data_dir)
     else:
         body = {"role": role.value, "brands": brands, "name": name}
@@ -262,7 +275,7 @@ def refuse_open_exposure(settings: Settings) -> None:
     async def count(ring: KeyRing) -> int:
         return ring.active
 
-    problem = start_problem(settings, _direct(settings.data_dir, count))
+    problem = start_problem(settings, _direct(settings.data_dir, count, create=True))
     if problem is not None:
         err.print(f"[red]hookline will not start:[/red] {escape(problem)}")
         raise typer.Exit(2)

@@ -1,8 +1,9 @@
 """What answers, the command line and logs show of secrets: never their values.
 
-A header value that carries a credential (``Authorization``, ``Cookie``, ``X-Api-Key``, and
-any header a webhook lists in ``secret_headers``) is stored and sent as written, but shown
-as ``***``. A webhook's signing secret is shown to admins only (:func:`show_secrets`).
+A header value that carries a credential (``Authorization``, ``Proxy-Authorization``,
+``Cookie``, ``X-Api-Key``, and any header a webhook lists in ``secret_headers``) is stored
+and sent as written, but shown as ``***``; so is a ``Set-Cookie`` a receiver answers with.
+A webhook's signing secret is shown to admins only (:func:`show_secrets`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from hookline.errors import InvalidInput
 
 MASK: Final = "***"
 # Request headers whose values are credentials whatever the webhook says.
-SECRET_HEADERS: Final = frozenset({"authorization", "cookie", "x-api-key"})
+SECRET_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 # An answer may hand out credentials too (a session cookie).
-SECRET_RESPONSE_HEADERS: Final = SECRET_HEADERS | {"set-cookie", "proxy-authorization"}
+SECRET_RESPONSE_HEADERS: Final = SECRET_HEADERS | {"set-cookie"}
 # Where a signing secret appears in an answer: a saved webhook's own field, or the
 # activity of a rule with an inline webhook.
 SIGNING_SECRET: Final = "signing_secret"

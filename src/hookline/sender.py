@@ -90,10 +90,11 @@ class Exchange:
     final: bool = False
     warning: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, secret_headers: Iterable[str] = ()) -> dict[str, Any]:
+        """The answer, masked as an attempt's is: the webhook's secret headers too."""
         return {
             "status_code": self.status_code,
-            "headers": redact_headers(self.headers, base=SECRET_RESPONSE_HEADERS),
+            "headers": redact_headers(self.headers, secret_headers, SECRET_RESPONSE_HEADERS),
             "body": self.body,
             "error": self.error,
             "warning": self.warning,

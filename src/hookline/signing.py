@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from hookline.errors import InvalidInput
+from hookline.errors import Conflict, InvalidInput
+from hookline.times import iso_ms
 
 SECRET_PREFIX: Final = "whsec_"
 # 24 bytes, as the public libraries generate; within the spec's 24 to 64.
@@ -30,6 +31,10 @@ MIN_SECRET_BYTES: Final = 24
 MAX_SECRET_BYTES: Final = 64
 # After a rotation the previous secret keeps signing for this long (milliseconds).
 ROTATION_OVERLAP_MS: Final = 24 * 3600 * 1000
+# How many replaced secrets may still be signing (as Svix allows): each adds a signature to
+# webhook-signature, and receivers cap a header's size. A rotation beyond it is refused,
+# not made by dropping the oldest: a receiver may not have switched from that one yet.
+MAX_PREVIOUS_SECRETS: Final = 5
 
 
 def new_secret() -> str:
@@ -79,8 +84,18 @@ class Signing:
         return cls(new_secret())
 
     def rotated(self, now: int, overlap_ms: int = ROTATION_OVERLAP_MS) -> Signing:
-        """A new current secret; the old one signs too until ``now + overlap_ms``."""
+        """A new current secret; the old one signs too until ``now + overlap_ms``.
+
+        Refused (:class:`Conflict`) while :data:`MAX_PREVIOUS_SECRETS` replaced ones sign.
+        """
         kept = tuple((s, until) for s, until in self.previous if until > now)
+        if len(kept) >= MAX_PREVIOUS_SECRETS:
+            raise Conflict(
+                f"a signing secret can be rotated at most {MAX_PREVIOUS_SECRETS} times within "
+                f"{overlap_ms / 3_600_000:g} hours: each replaced secret keeps signing that "
+                "long, and each adds a signature to every request; the next rotation is "
+                f"possible at {iso_ms(min(until for _, until in kept))}, when the oldest stops"
+            )
         return Signing(new_secret(), (*kept, (self.secret, now + overlap_ms)))
 
     def secrets_at(self, now: int) -> tuple[str, ...]:

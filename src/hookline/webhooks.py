@@ -19,6 +19,7 @@ import orjson
 from hookline.errors import InvalidInput, RenderError
 from hookline.redaction import hide_url_credentials, keep_masked, redact_headers, same_origin
 from hookline.templates import SCOPES, Template, TemplateMode, compile_template
+from hookline.times import short_value
 
 
 class Method(StrEnum):
@@ -309,7 +310,11 @@ def compile_webhook(
     if spec.timeout is not None and not (
         _is_number(spec.timeout) and 0 < spec.timeout <= MAX_TIMEOUT
     ):
-        raise InvalidInput(f"timeout must be between 0 and {MAX_TIMEOUT} s", field=p + "timeout")
+        raise InvalidInput(
+            f"timeout is a number of seconds, more than 0 and at most {MAX_TIMEOUT:g}; "
+            f"got {short_value(spec.timeout)}",
+            field=p + "timeout",
+        )
     if spec.retry_schedule is not None:
         s = spec.retry_schedule
         if not s or len(s) > 50 or not all(_is_delay(d) for d in s):

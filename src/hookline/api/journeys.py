@@ -25,6 +25,7 @@ from hookline.api.deps import RuntimeDep
 from hookline.api.models import (
     BrandIn,
     ChainCutList,
+    Duration,
     FreeObject,
     InstanceList,
     JourneyList,
@@ -58,7 +59,6 @@ router = APIRouter(prefix="/api/v1/journeys", tags=["journeys"], route_class=JSO
 users_router = APIRouter(prefix="/api/v1/users", tags=["journeys"], route_class=JSONRoute)
 
 Status = Literal["draft", "active", "paused", "stopped", "archived"]
-Duration = str | float
 
 
 class JourneyIn(_Strict):
@@ -253,6 +253,7 @@ async def rotate_secret(
 ) -> JSON:
     """Both secrets sign every request for 24 hours (two signatures, space-separated), so
     the receiver can switch to the new one without refusing a delivery; then only the new.
+    At most 5 replaced secrets sign at once: a sixth rotation within 24 hours is a 409.
     Blocks that use a saved webhook sign with that webhook's secret: rotate it there.
     """
     edit = runtime.catalog.rotate_journey_secret

@@ -141,6 +141,12 @@ class _Strict(BaseModel):
         return sent
 
 
+# JSON numbers and booleans only: pydantic's lax mode would read true as 1 s and "5" as 5 s
+# (hookline refuses both as numbers everywhere else). A JSON integer is still a number.
+Seconds = StrictFloat
+Timeout = Annotated[Seconds, Field(gt=0, le=300)]
+
+
 class WebhookFields(_Strict):
     """The WebHook activity: where to call and what to send; tags may appear anywhere."""
 
@@ -157,15 +163,15 @@ class WebhookFields(_Strict):
         default=None,
         description="A template: JSON text with {{event.x}} / {{state.y}} tags, or a JSON value.",
     )
-    timeout: float | None = Field(default=None, gt=0, le=300, description="Seconds; default 15.")
-    retry_schedule: list[float] | None = Field(
+    timeout: Timeout | None = Field(default=None, description="Seconds; default 15.")
+    retry_schedule: list[Seconds] | None = Field(
         default=None, description="Seconds before each attempt, e.g. [0, 5, 300]."
     )
     secret_headers: list[str] = Field(
         default_factory=list,
         max_length=MAX_SECRET_HEADERS,
         description="Headers whose values are credentials: sent as written, shown as ***. "
-        "Authorization, Cookie and X-Api-Key always are.",
+        "Authorization, Proxy-Authorization, Cookie and X-Api-Key always are.",
     )
 
     @field_validator("method", mode="before")
@@ -194,8 +200,8 @@ class Activity(_Strict):
     headers: dict[str, str] | None = None
     query: dict[str, str] | None = None
     body: Body = None
-    timeout: float | None = Field(default=None, gt=0, le=300)
-    retry_schedule: list[float] | None = None
+    timeout: Timeout | None = None
+    retry_schedule: list[Seconds] | None = None
     secret_headers: list[str] | None = Field(default=None, max_length=MAX_SECRET_HEADERS)
 
     @field_validator("method", mode="before")
@@ -252,7 +258,7 @@ class RuleIn(_Strict):
 
     name: Label
     description: str = Field(default="", max_length=2000)
-    enabled: bool = True
+    enabled: StrictBool = True
     ext_brand_id: BrandIn = None
     trigger: Trigger
     conditions: FreeObject | None = None
@@ -271,7 +277,7 @@ class RulePatch(_Strict):
 
     name: Label | None = None
     description: str | None = Field(default=None, max_length=2000)
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
     ext_brand_id: BrandIn = None
     trigger: Trigger | None = None
     conditions: FreeObject | None = None
@@ -288,7 +294,7 @@ class SampleEvent(_Strict):
     event_type: str = "preview"
     user_ext_id: str = Field(default="preview-user", min_length=1, max_length=MAX_ID_LENGTH)
     ext_brand_id: str | int | None = None
-    event_date: int | None = Field(default=None, ge=0, le=MAX_EVENT_DATE)
+    event_date: StrictInt | None = Field(default=None, ge=0, le=MAX_EVENT_DATE)
     payload: FreeObject = Field(default_factory=dict)
 
     @field_validator("event_date")

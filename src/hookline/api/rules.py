@@ -262,6 +262,7 @@ async def rotate_secret(
 ) -> JSON:
     """Both secrets sign every request for 24 hours (two signatures, space-separated), so
     the receiver can switch to the new one without refusing a delivery; then only the new.
+    At most 5 replaced secrets sign at once: a sixth rotation within 24 hours is a 409.
     """
     catalog = runtime.catalog
     owned = _owned(key, rule_id)  # another brand's rule is not there for this key

@@ -143,6 +143,7 @@ async def rotate_secret(
 ) -> JSON:
     """Both secrets sign every request for 24 hours (two signatures, space-separated), so
     the receiver can switch to the new one without refusing a delivery; then only the new.
+    At most 5 replaced secrets sign at once: a sixth rotation within 24 hours is a 409.
     """
     catalog = runtime.catalog
     owned = _owned(key, webhook_id)  # another brand's is not there for this key
@@ -273,7 +274,7 @@ async def test(body: PreviewIn, runtime: RuntimeDep, key: KeyDep) -> JSON:
     return JSON(
         {
             "request": request.as_dict(),
-            "response": exchange.as_dict(),
+            "response": exchange.as_dict(compiled.spec.secret_headers),
             "warnings": compiled.warnings,
         }
     )
