@@ -498,3 +498,37 @@ async def test_a_key_may_come_as_basic_credentials_for_browsers_and_basic_only_t
     # A read key sent as Basic is a read key: writing stays forbidden.
     written = await h.client.post("/api/v1/rules", json={}, headers=basic("", key))
     assert written.status_code == 403
+
+
+async def test_a_change_with_basic_credentials_from_another_sites_page_is_refused(
+    make_hookline: MakeHookline,
+) -> None:
+    """A browser sends cached Basic credentials with another site's forms: forged requests."""
+    h = await make_hookline()
+    _, key = await h.runtime.keys.create(Role.ADMIN, (), "docs admin")
+    basic = {"Authorization": "Basic " + base64.b64encode(f"me:{key}".encode()).decode()}
+    own = h.base_url.removeprefix("http://")
+    event = spin_event()
+    for forged in (
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "http://evil.example"},
+        {"Origin": f"http://{own}.evil.example"},
+    ):
+        resp = await h.client.post("/api/v1/events", json=event, headers=basic | forged)
+        assert resp.status_code == 403, forged
+        assert resp.json()["field"] == "Authorization"
+        assert "Bearer" in resp.json()["detail"]
+    for fine in (
+        {},  # curl and other tools say nothing of where they come from
+        {"Sec-Fetch-Site": "same-origin", "Origin": f"http://{own}"},
+        {"Origin": f"http://{own}"},
+    ):
+        resp = await h.client.post("/api/v1/events", json=event, headers=basic | fine)
+        assert resp.status_code == 202, (fine, resp.text)
+    # Reads from anywhere stay allowed (another site cannot read the answer), and a Bearer
+    # key is never sent by a browser on its own, so it is never asked where it comes from.
+    cross = {"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.example"}
+    assert (await h.client.get("/api/v1/rules", headers=basic | cross)).status_code == 200
+    bearer = {"Authorization": f"Bearer {key}"} | cross
+    assert (await h.client.post("/api/v1/events", json=event, headers=bearer)).status_code == 202

@@ -83,11 +83,15 @@ async def test_the_docs_page_shows_every_operation_and_asks_only_hookline(
     assert elsewhere == []
 
 
+@pytest.mark.parametrize("with_keys", [False, True], ids=["open", "admin key"])
 async def test_an_event_posted_from_the_docs_page_is_accepted(
-    browser: Browser, hookline: Hookline
+    browser: Browser, hookline: Hookline, with_keys: bool
 ) -> None:
+    key = None
+    if with_keys:  # the key typed into the browser's prompt; the page's own POST carries it
+        _, key = await hookline.runtime.keys.create(Role.ADMIN, (), "docs admin")
     elsewhere: list[str] = []
-    page = await _page(browser, hookline, elsewhere)
+    page = await _page(browser, hookline, elsewhere, key)
     await page.goto(f"{hookline.base_url}/docs")
     post = page.locator(".opblock-post", has=page.locator("[data-path='/api/v1/events']"))
     await post.locator(".opblock-summary").click()
@@ -100,7 +104,10 @@ async def test_an_event_posted_from_the_docs_page_is_accepted(
     accepted = await (await answered.value).json()
     status = post.locator(".live-responses-table .response .response-col_status")
     assert (await status.first.inner_text()).strip() == "202"
-    stored = await hookline.client.get(f"/api/v1/events/{accepted['events'][0]['id']}")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    stored = await hookline.client.get(
+        f"/api/v1/events/{accepted['events'][0]['id']}", headers=headers
+    )
     assert stored.json()["user_ext_id"] == "from-the-docs"
     assert elsewhere == []
 

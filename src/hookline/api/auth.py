@@ -24,6 +24,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Annotated, Any, Final
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -209,7 +210,36 @@ def _presented(scope: Scope) -> str:
             "this route needs an API key: send 'Authorization: Bearer <key>'",
             field="Authorization",
         )
-    return presented_key(bytes(header).decode("latin-1"))
+    authorization = bytes(header).decode("latin-1")
+    if scope["method"] not in SAFE_METHODS and authorization[:6].lower() == "basic ":
+        _refuse_other_sites(scope)
+    return presented_key(authorization)
+
+
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _refuse_other_sites(scope: Scope) -> None:
+    """Forbidden if a browser sent this change from another site (cross-site request forgery).
+
+    A browser that was given a key as Basic credentials sends them with every request to
+    hookline, a form posted from another site's page included; a Bearer key is never sent
+    by itself. Browsers say where a request comes from (``Sec-Fetch-Site``, and ``Origin``
+    on every POST); tools such as curl send neither.
+    """
+    headers = {k: bytes(v).decode("latin-1") for k, v in scope["headers"]}
+    site = headers.get(b"sec-fetch-site", "").lower()
+    origin = headers.get(b"origin")
+    host = headers.get(b"host", "")
+    if site in {"", "same-origin", "none"} and (
+        origin is None or urlsplit(origin).netloc.lower() == host.lower()
+    ):
+        return
+    raise Forbidden(
+        "a change sent with Basic credentials from another site's page is refused (it would "
+        "be a forged request); send the key as 'Authorization: Bearer <key>'",
+        field="Authorization",
+    )
 
 
 def presented_key(authorization: str) -> str:
