@@ -532,3 +532,30 @@ async def test_a_change_with_basic_credentials_from_another_sites_page_is_refuse
     assert (await h.client.get("/api/v1/rules", headers=basic | cross)).status_code == 200
     bearer = {"Authorization": f"Bearer {key}"} | cross
     assert (await h.client.post("/api/v1/events", json=event, headers=bearer)).status_code == 202
+
+
+async def test_the_echo_service_never_records_a_hookline_key_a_browser_sends_by_itself(
+    make_hookline: MakeHookline,
+) -> None:
+    """A browser given a key for the docs page sends it to every path of hookline: a link
+    to another's echo secret would hand the key to whoever reads that public list."""
+    h = await make_hookline()
+    _, key = await h.runtime.keys.create(Role.ADMIN, (), "docs admin")
+    pair = base64.b64encode(f"me:{key}".encode()).decode()
+    sent = [
+        {"Authorization": f"Basic {pair}"},
+        {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()},
+        {"Authorization": f"Bearer {key}"},
+        {"Authorization": f"Basic {base64.b64encode(b'receiver:their-password').decode()}"},
+    ]
+    for headers in sent:
+        resp = await h.client.get("/echo-send/someone-elses-secret/", headers=headers)
+        assert resp.status_code == 200
+    shown = await h.client.get("/echo-list/someone-elses-secret/")
+    page = await h.client.get("/echo-list/someone-elses-secret/", headers={"Accept": "text/html"})
+    for text in (shown.text, page.text):
+        assert key not in text and key[12:] not in text and pair not in text
+    recorded = [r["headers"]["authorization"] for r in reversed(shown.json()["requests"])]
+    assert recorded[:3] == ["Basic ***", "Basic ***", "Bearer ***"]
+    # Other credentials are shown as a receiver would get them: testing them is its use.
+    assert recorded[3] == sent[3]["Authorization"]

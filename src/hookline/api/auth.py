@@ -34,7 +34,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hookline.api.errors import error_response
 from hookline.errors import Forbidden, HooklineError, Unauthorized
 from hookline.events import EventInput
-from hookline.keys import OPEN, ApiKey, AuthMode, Right, is_loopback, keys_required
+from hookline.keys import (
+    KEY_PREFIX,
+    OPEN,
+    ApiKey,
+    AuthMode,
+    Right,
+    is_loopback,
+    keys_required,
+)
+from hookline.redaction import MASK
 from hookline.runtime import Runtime
 from hookline.settings import Settings
 
@@ -269,6 +278,22 @@ def presented_key(authorization: str) -> str:
     if scheme.lower() != "bearer":
         raise Unauthorized("the Authorization header must be 'Bearer <key>'", field="Authorization")
     return token
+
+
+def without_api_key(authorization: str) -> str:
+    """An Authorization header value as hookline may keep it: its own key masked.
+
+    The echo service keeps what it receives, for anyone who knows its secret to read; a
+    browser given a key for the docs page sends it with every request to hookline, a link
+    someone else made to their own echo secret included.
+    """
+    try:
+        key = presented_key(authorization)
+    except Unauthorized:
+        return authorization
+    if not key.startswith(KEY_PREFIX):
+        return authorization
+    return f"{authorization.partition(' ')[0]} {MASK}"
 
 
 # Pages a browser opens: their 401 also offers Basic, so the browser asks for the key

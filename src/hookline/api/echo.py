@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
 from hookline.api._json import JSON, read_body
+from hookline.api.auth import without_api_key
 from hookline.api.deps import RuntimeDep
 from hookline.api.models import EchoAck, EchoCleared, EchoList
 from hookline.echo import check_secret, check_status, render_html
@@ -24,7 +25,10 @@ async def echo_send(secret: str, request: Request, runtime: RuntimeDep) -> Respo
         request.method,
         request.url.path,
         request.url.query,
-        [(k, v) for k, v in request.headers.items()],
+        [
+            (k, without_api_key(v) if k == "authorization" else v)
+            for k, v in request.headers.items()
+        ],
         body,
     )
     return JSON({"ok": 200 <= status < 300, "id": record.id, "secret": secret}, status_code=status)
