@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Callable, Coroutine
@@ -559,3 +560,29 @@ async def test_the_echo_service_never_records_a_hookline_key_a_browser_sends_by_
     assert recorded[:3] == ["Basic ***", "Basic ***", "Bearer ***"]
     # Other credentials are shown as a receiver would get them: testing them is its use.
     assert recorded[3] == sent[3]["Authorization"]
+
+
+async def test_an_origin_of_no_host_or_a_second_cross_site_header_is_never_same_origin(
+    make_hookline: MakeHookline,
+) -> None:
+    """'Origin: null' (a sandboxed page, a redirect) matched a request without Host; and
+    only the last of two Sec-Fetch-Site or Origin headers was looked at."""
+    h = await make_hookline()
+    _, key = await h.runtime.keys.create(Role.ADMIN, (), "docs admin")
+    basic = ("Authorization", "Basic " + base64.b64encode(f"me:{key}".encode()).decode())
+    own = h.base_url.removeprefix("http://")
+    for doubled in (
+        [("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Site", "same-origin")],
+        [("Origin", "http://evil.example"), ("Origin", f"http://{own}")],
+    ):
+        resp = await h.client.post("/api/v1/events", json=spin_event(), headers=[basic, *doubled])
+        assert resp.status_code == 403, doubled
+    host, port = own.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /api/v1/deliveries/dlv_0/retry HTTP/1.0\r\n"
+        + f"{basic[0]}: {basic[1]}\r\nOrigin: null\r\nContent-Length: 0\r\n\r\n".encode()
+    )
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 403 "), answer[:200]

@@ -236,12 +236,14 @@ def _refuse_other_sites(scope: Scope) -> None:
     by itself. Browsers say where a request comes from (``Sec-Fetch-Site``, and ``Origin``
     on every POST); tools such as curl send neither.
     """
-    headers = {k: bytes(v).decode("latin-1") for k, v in scope["headers"]}
-    site = headers.get(b"sec-fetch-site", "").lower()
-    origin = headers.get(b"origin")
-    host = headers.get(b"host", "")
-    if site in {"", "same-origin", "none"} and (
-        origin is None or urlsplit(origin).netloc.lower() == host.lower()
+    # Every value counts: a second header must not stand in for the first.
+    sites = [
+        bytes(v).decode("latin-1").lower() for k, v in scope["headers"] if k == b"sec-fetch-site"
+    ]
+    origins = [bytes(v).decode("latin-1") for k, v in scope["headers"] if k == b"origin"]
+    host = next((bytes(v).decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
+    if all(site in {"same-origin", "none"} for site in sites) and all(
+        _is_host(origin, host) for origin in origins
     ):
         return
     raise Forbidden(
@@ -249,6 +251,16 @@ def _refuse_other_sites(scope: Scope) -> None:
         "be a forged request); send the key as 'Authorization: Bearer <key>'",
         field="Authorization",
     )
+
+
+def _is_host(origin: str, host: str) -> bool:
+    """Whether an Origin names the host and port the request was sent to.
+
+    An origin without a host ('null': a sandboxed page, or after a redirect) is never
+    hookline's own, not even for a request that names no Host either.
+    """
+    seen = urlsplit(origin).netloc.lower()
+    return bool(seen) and seen == host.lower()
 
 
 def presented_key(authorization: str) -> str:
