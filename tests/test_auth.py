@@ -586,3 +586,17 @@ async def test_an_origin_of_no_host_or_a_second_cross_site_header_is_never_same_
     answer = await reader.read()
     writer.close()
     assert answer.startswith(b"HTTP/1.1 403 "), answer[:200]
+
+
+async def test_basic_credentials_need_only_the_key_to_be_text(make_hookline: MakeHookline) -> None:
+    """A user name a browser sends in Latin-1, or base64 without its padding, still works."""
+    h = await make_hookline()
+    _, key = await h.runtime.keys.create(Role.READ, (), "docs")
+    for pair in ("José:".encode("latin-1") + key.encode(), f"{key}:".encode()):
+        for token in (base64.b64encode(pair).decode(), base64.b64encode(pair).decode().rstrip("=")):
+            resp = await h.client.get("/api/v1/rules", headers={"Authorization": f"Basic {token}"})
+            assert resp.status_code == 200, (pair, token, resp.text)
+    bad = base64.b64encode(b"user:\xff\xfe").decode()
+    refused = await h.client.get("/api/v1/rules", headers={"Authorization": f"Basic {bad}"})
+    assert refused.status_code == 401
+    assert "UTF-8" in refused.json()["detail"]

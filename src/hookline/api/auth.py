@@ -273,13 +273,21 @@ def presented_key(authorization: str) -> str:
     token = token.strip()
     if scheme.lower() == "basic":
         try:
-            user, _, password = base64.b64decode(token, validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
+            # Padding is optional (some tools leave it out); the alphabet is not.
+            pair = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+        except ValueError:
             raise Unauthorized(
                 "the Authorization header is 'Basic' but not base64 of 'user:key'",
                 field="Authorization",
             ) from None
-        return password or user
+        user, _, password = pair.partition(b":")
+        try:
+            # Only the key need be text: a browser may send the user name in Latin-1.
+            return (password or user).decode()
+        except UnicodeDecodeError:
+            raise Unauthorized(
+                "the key in the Basic credentials is not UTF-8 text", field="Authorization"
+            ) from None
     if scheme.lower() == "bearer" and not token:
         # What `-H "Authorization: Bearer $KEY"` sends when $KEY was never set in this shell.
         raise Unauthorized(
