@@ -26,6 +26,8 @@ async def test_healthz_and_openapi(hookline: Hookline) -> None:
 async def test_docs_page_loads_its_assets_from_hookline(hookline: Hookline) -> None:
     page = await hookline.client.get("/docs")
     assert page.status_code == 200
+    assert page.headers["x-frame-options"] == "DENY"  # no other site may frame it
+    assert page.headers["content-security-policy"] == "frame-ancestors 'none'"
     urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
     urls += re.findall(r"""url:\s*['"]([^'"]+)['"]""", page.text)
     assert urls

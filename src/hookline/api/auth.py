@@ -219,10 +219,7 @@ def _presented(scope: Scope) -> str:
             "this route needs an API key: send 'Authorization: Bearer <key>'",
             field="Authorization",
         )
-    authorization = bytes(header).decode("latin-1")
-    if scope["method"] not in SAFE_METHODS and authorization[:6].lower() == "basic ":
-        _refuse_other_sites(scope)
-    return presented_key(authorization)
+    return presented_key(bytes(header).decode("latin-1"))
 
 
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -231,26 +228,39 @@ SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 def _refuse_other_sites(scope: Scope) -> None:
     """Forbidden if a browser sent this change from another site (cross-site request forgery).
 
-    A browser that was given a key as Basic credentials sends them with every request to
-    hookline, a form posted from another site's page included; a Bearer key is never sent
-    by itself. Browsers say where a request comes from (``Sec-Fetch-Site``, and ``Origin``
-    on every POST); tools such as curl send neither.
+    A browser sends Basic credentials it was given with every request to hookline, a form
+    posted from another site's page included, and an open hookline (no keys, loopback)
+    needs none at all; only a Bearer key is never sent by itself. Browsers say where a
+    request comes from: ``Sec-Fetch-Site`` when they send it (it alone decides, so a proxy
+    that rewrites ``Host`` does not matter), else ``Origin``, whose host must be the one the
+    request was sent to. Tools such as curl send neither.
     """
+    if scope["method"] in SAFE_METHODS or _sends_bearer(scope):
+        return
     # Every value counts: a second header must not stand in for the first.
     sites = [
         bytes(v).decode("latin-1").lower() for k, v in scope["headers"] if k == b"sec-fetch-site"
     ]
     origins = [bytes(v).decode("latin-1") for k, v in scope["headers"] if k == b"origin"]
     host = next((bytes(v).decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
-    if all(site in {"same-origin", "none"} for site in sites) and all(
-        _is_host(origin, host) for origin in origins
-    ):
+    if sites:
+        if all(site in {"same-origin", "none"} for site in sites):
+            return
+        field = "Sec-Fetch-Site"
+    elif all(_is_host(origin, host) for origin in origins):
         return
+    else:
+        field = "Origin"
     raise Forbidden(
-        "a change sent with Basic credentials from another site's page is refused (it would "
-        "be a forged request); send the key as 'Authorization: Bearer <key>'",
-        field="Authorization",
+        "a change sent by a browser from another site's page is refused (it would be a forged "
+        "request); send it from a program, with 'Authorization: Bearer <key>'",
+        field=field,
     )
+
+
+def _sends_bearer(scope: Scope) -> bool:
+    header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+    return bytes(header[:7]).lower() == b"bearer "
 
 
 def _is_host(origin: str, host: str) -> bool:
@@ -340,6 +350,7 @@ class Gate:
         need, template = self.rights.need_of(scope["method"], scope["path"])
         if need is not PUBLIC:
             try:
+                _refuse_other_sites(scope)
                 key = await self._admit(scope, need, template)
             except HooklineError as exc:
                 answer = error_response(exc.status, exc.code, exc.detail, exc.field)
