@@ -60,6 +60,9 @@ class Receiver:
     inflight: dict[str, int] = field(default_factory=dict)
     max_inflight: dict[str, int] = field(default_factory=dict)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    # Set by stop(): a request still held by ``delay`` is answered at once, so a test's
+    # teardown does not wait out a delay that has proved what it was for.
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _runner: web.AppRunner | None = None
 
     def url(self, path: str = "/hook") -> str:
@@ -74,6 +77,7 @@ class Receiver:
         self._runner, self.base_url = await serve_aiohttp(app)
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -94,7 +98,8 @@ class Receiver:
         self.max_inflight[path] = max(self.max_inflight.get(path, 0), self.inflight[path])
         pause = self.delay.get(path)
         if pause:
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause)
         self.inflight[path] -= 1
         statuses = self.script.get(request.path)
         status = statuses.pop(0) if statuses else 200
