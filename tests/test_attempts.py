@@ -188,7 +188,7 @@ async def test_a_2xx_whose_body_is_cut_off_succeeds_with_a_warning_not_an_error(
     for path in raw.answers:
         # Only the stalled answer meets its timeout; the others get time to spare on a
         # loaded machine, so a slow start can never pass for a cut body.
-        timeout = 2.0 if path == "/stall" else 30.0
+        timeout = 1.0 if path == "/stall" else 30.0
         activity = {"url": raw.base_url + path, "timeout": timeout, "retry_schedule": [0]}
         rule = example_rule(name=f"to-{path[1:]}", activity=activity)
         assert (await hookline.post("/api/v1/rules", rule)).status_code == 201

@@ -34,6 +34,18 @@ async def _run(*args: str, key: str = "") -> Result:
     return await asyncio.to_thread(runner.invoke, app, list(args), env=env)
 
 
+def _refresh_in(hookline: Hookline, monkeypatch: pytest.MonkeyPatch, seconds: float) -> float:
+    """Shorten the server's key refresh and, alike, the wait of ``keys ... --data-dir`` beside it.
+
+    The command waits ``RingConfig().refresh``, what a server started by default uses: the
+    relation the tests pin holds at any length, and 5 s twice over is most of a file's time.
+    """
+    config = RingConfig(refresh=seconds)
+    hookline.runtime.keys.config = config
+    monkeypatch.setattr("hookline.keyring.RingConfig", lambda: config)
+    return seconds
+
+
 async def test_a_null_among_a_keys_brands_is_refused_not_made_the_brand_none(
     hookline: Hookline,
 ) -> None:
@@ -92,12 +104,13 @@ def test_holder_names_the_server_that_holds_a_data_directory(tmp_path: Path) -> 
 
 
 async def test_a_key_revoked_on_the_data_directory_is_refused_once_the_command_returns(
-    hookline: Hookline,
+    hookline: Hookline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The server holds the keys it knows in memory and reloads them every few seconds: with
     ``--data-dir`` while it runs, ``keys revoke`` returns only once the server must have
     dropped the key, so a leaked key is dead when the operator sees the command finish."""
     data_dir = hookline.runtime.settings.data_dir
+    refresh = _refresh_in(hookline, monkeypatch, 0.5)
     _, admin = await hookline.runtime.keys.create(Role.ADMIN, (), "root")
     record, leaked = await hookline.runtime.keys.create(Role.READ, (), "leaked")
     as_leaked = {"Authorization": f"Bearer {leaked}"}
@@ -114,7 +127,7 @@ async def test_a_key_revoked_on_the_data_directory_is_refused_once_the_command_r
         lock.release()
     assert revoked.exit_code == 0, revoked.output
     assert "waiting" in revoked.stderr and f"revoked {record.id}" in revoked.stderr
-    assert took >= RingConfig().refresh
+    assert took >= refresh
 
     refused = await hookline.client.get("/api/v1/rules", headers=as_leaked)
     assert refused.status_code == 401, refused.text
@@ -134,11 +147,12 @@ async def test_without_a_server_the_data_directory_commands_do_not_wait(tmp_path
 
 
 async def test_an_open_server_closes_once_the_first_key_command_returns(
-    hookline: Hookline,
+    hookline: Hookline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first admin key, made on the data directory of a server running open on loopback:
     when the command returns, a request without a key is refused."""
     data_dir = hookline.runtime.settings.data_dir
+    _refresh_in(hookline, monkeypatch, 0.5)
     assert (await hookline.client.get("/api/v1/rules")).status_code == 200  # open
     lock = DataDirLock.acquire(data_dir)
     try:
