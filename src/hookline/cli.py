@@ -22,7 +22,7 @@ from hookline.applyfile import Change, ChangeKind, Kind
 from hookline.client import ApiError, Client
 from hookline.errors import ConfigError, HooklineError
 from hookline.journeyfile import JOURNEYS
-from hookline.keyadmin import keys_app, refuse_open_exposure
+from hookline.keyadmin import DEFAULT_URL, UrlOption, keys_app, refuse_open_exposure
 from hookline.labels import printable
 from hookline.rulefile import RULES
 from hookline.times import iso_ms
@@ -39,17 +39,6 @@ app.add_typer(echo_app, name="echo")
 app.add_typer(keys_app, name="keys")
 
 err = Console(stderr=True, soft_wrap=True)  # a message stays one line, whatever the width
-
-UrlOption = Annotated[
-    str | None,
-    typer.Option(
-        "--url",
-        help="Base URL of a running hookline server; may also come before the command "
-        "(else HOOKLINE_URL, else http://127.0.0.1:8080)",
-        show_default=False,
-    ),
-]
-DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 @app.callback()

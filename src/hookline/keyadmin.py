@@ -37,6 +37,7 @@ keys_app = typer.Typer(
 )
 err = Console(stderr=True, soft_wrap=True)
 
+# The server every client command talks to, the keys commands' and the others' (cli.py).
 DEFAULT_URL = "http://127.0.0.1:8080"
 UrlOption = Annotated[
     str | None,
