@@ -972,6 +972,15 @@ class _Walk:
         payload["reason"] = reason.value
         self.emitted.append(Emitted(CAMPAIGN_FINISHED, payload))
 
+    def convert(self) -> None:
+        """The goal is met: converted now (once), and ``campaign_converted`` says so."""
+        self.instance = replace(
+            self.instance, converted_at=self.now, goal_until=None, updated_at=self.now
+        )
+        self.emitted.append(
+            Emitted(CAMPAIGN_CONVERTED, campaign_payload(self.journey, self.instance))
+        )
+
     def leave(self) -> None:
         """The current block is done."""
         if self.instance.block is not None:
@@ -1186,8 +1195,7 @@ def on_event(
         and (goal.within_ms is None or now <= instance.entered_at + goal.within_ms)
         and goal.watch.predicate(context)
     ):
-        walk.instance = replace(walk.instance, converted_at=now, updated_at=now)
-        walk.emitted.append(Emitted(CAMPAIGN_CONVERTED, campaign_payload(journey, walk.instance)))
+        walk.convert()
         changed = True
         if goal.exit_on_goal or instance.control_group:
             walk.finish(FinishReason.GOAL)
@@ -1227,8 +1235,7 @@ def _late_conversion(
     walk = _Walk(journey, instance, state, now)
     if not goal.watch.predicate({**walk.context(None), "event": event_scope}):
         return None
-    walk.instance = replace(instance, converted_at=now, goal_until=None, updated_at=now)
-    walk.emitted.append(Emitted(CAMPAIGN_CONVERTED, campaign_payload(journey, walk.instance)))
+    walk.convert()
     return walk.step()
 
 
