@@ -261,6 +261,20 @@ def example_rule(**overrides: Any) -> dict[str, Any]:
     return rule
 
 
+def example_journey(
+    name: str = "welcome", url: str = "http://127.0.0.1:9/hi", **overrides: Any
+) -> dict[str, Any]:
+    """An active journey on spins whose one block posts to ``url``; ``overrides`` replace."""
+    journey: dict[str, Any] = {
+        "name": name,
+        "status": "active",
+        "entry": {"trigger": {"event_type": "minigame_spin_issued"}},
+        "start": "hello",
+        "blocks": {"hello": {"type": "webhook", "activity": {"url": url}}},
+    }
+    return journey | overrides
+
+
 def spin_event(user: str = "u-1", spins: int = 3, **extra: Any) -> dict[str, Any]:
     event: dict[str, Any] = {
         "event_type": "minigame_spin_issued",

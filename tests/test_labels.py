@@ -20,7 +20,7 @@ from hookline.cli import app
 from hookline.errors import InvalidInput
 from hookline.keys import Role
 from hookline.labels import check_label, describe, printable
-from tests.helpers import Hookline, Receiver, example_rule, spin_event
+from tests.helpers import Hookline, Receiver, example_journey, example_rule, spin_event
 from tests.test_api_errors import assert_error
 
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
@@ -50,18 +50,6 @@ ACCEPTED = [
     "عرض خاص\u200f",  # a right-to-left mark is a mark, not an override
     'VIP "gold" \\ tier: 50% off',
 ]
-
-
-def _journey(name: str, url: str = "http://127.0.0.1:9/hi") -> dict[str, Any]:
-    return {
-        "name": name,
-        "status": "active",
-        "entry": {"trigger": {"event_type": "minigame_spin_issued"}},
-        "start": "hello",
-        "blocks": {
-            "hello": {"type": "webhook", "activity": {"url": url}},
-        },
-    }
 
 
 async def _run(*args: str) -> Result:
@@ -98,7 +86,7 @@ async def test_every_name_a_user_gives_is_refused_with_the_character(
     bad = f"ops{char}rule_01FAKE  yes"
     rule = await hookline.create_rule(name="fine")
     webhook = await hookline.post("/api/v1/webhooks", {"name": "hook", "url": "http://127.0.0.1:9"})
-    journey = await hookline.post("/api/v1/journeys", _journey("walk"))
+    journey = await hookline.post("/api/v1/journeys", example_journey("walk"))
     assert webhook.status_code == journey.status_code == 201, (webhook.text, journey.text)
     writes = [
         ("POST", "/api/v1/rules", example_rule(name=bad)),
@@ -107,9 +95,9 @@ async def test_every_name_a_user_gives_is_refused_with_the_character(
         ("PATCH", f"/api/v1/rules/{rule['id']}", {"name": bad}),
         ("POST", "/api/v1/webhooks", {"name": bad, "url": "http://127.0.0.1:9"}),
         ("PUT", f"/api/v1/webhooks/{webhook.json()['id']}", {"name": bad, "url": "http://x.y"}),
-        ("POST", "/api/v1/journeys", _journey(bad)),
-        ("POST", "/api/v1/journeys/validate", _journey(bad)),
-        ("PUT", f"/api/v1/journeys/{journey.json()['id']}", _journey(bad)),
+        ("POST", "/api/v1/journeys", example_journey(bad)),
+        ("POST", "/api/v1/journeys/validate", example_journey(bad)),
+        ("PUT", f"/api/v1/journeys/{journey.json()['id']}", example_journey(bad)),
         ("PATCH", f"/api/v1/journeys/{journey.json()['id']}", {"name": bad}),
         ("POST", "/api/v1/keys", {"role": "read", "name": bad}),
     ]
@@ -133,7 +121,7 @@ async def test_names_in_any_script_are_saved_everywhere(hookline: Hookline) -> N
         hook = await hookline.post(
             "/api/v1/webhooks", {"name": name, "url": f"http://127.0.0.1:9/{i}"}
         )
-        journey = await hookline.post("/api/v1/journeys", _journey(name))
+        journey = await hookline.post("/api/v1/journeys", example_journey(name))
         key = await hookline.post("/api/v1/keys", {"role": "read", "name": name})
         for resp in (rule, hook, journey, key):
             assert resp.status_code == 201, resp.text
@@ -156,7 +144,7 @@ async def test_apply_files_refuse_a_name_with_a_line_break_and_change_nothing(
     items = (
         [example_rule(name="kept"), example_rule(name=bad)]
         if kind == "rules"
-        else [_journey("kept"), _journey(bad)]
+        else [example_journey("kept"), example_journey(bad)]
     )
     path = tmp_path / f"{kind}.yaml"
     path.write_text(yaml.safe_dump({kind: items}, sort_keys=False))
@@ -194,7 +182,7 @@ async def test_names_stored_by_an_older_version_load_work_and_print_escaped(
     rule = await first.create_rule(name="spins", activity={"url": receiver.url()})
     broken = await first.create_rule(name="broken")
     hook = (await first.post("/api/v1/webhooks", {"name": "hook", "url": receiver.url()})).json()
-    walk = _journey("walk", receiver.url("/walk"))
+    walk = example_journey("walk", receiver.url("/walk"))
     journey = (await first.post("/api/v1/journeys", walk)).json()
     await first.stop()
     db = tmp_path / "data" / "hookline.db"
@@ -244,7 +232,7 @@ async def test_names_stored_by_an_older_version_load_work_and_print_escaped(
     assert off.status_code == 200, off.text
     renamed = await h.client.patch(f"/api/v1/rules/{rule['id']}", json={"name": "spins"})
     assert renamed.status_code == 200, renamed.text
-    same = await h.client.put(f"/api/v1/journeys/{journey['id']}", json=_journey(forged))
+    same = await h.client.put(f"/api/v1/journeys/{journey['id']}", json=example_journey(forged))
     assert_error(same, 422, field="name", says="U+000A (line break) at index 5")
 
 

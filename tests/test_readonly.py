@@ -15,7 +15,7 @@ from hookline.api.models import RuleIn, RulePatch
 from hookline.errors import Conflict, InvalidInput
 from hookline.keys import Role
 from hookline.readonly import JOURNEY, RULE, WEBHOOK, Branded
-from tests.helpers import Hookline, Receiver, example_rule
+from tests.helpers import Hookline, Receiver, example_journey, example_rule
 from tests.test_api_errors import assert_error
 
 SECRET = "whsec_" + "A" * 32  # the shape of a signing secret, never one hookline made
@@ -122,23 +122,6 @@ def test_request_models_set_read_only_fields_aside_and_still_refuse_unknown_ones
 # --- the three resources over HTTP --------------------------------------------------------
 
 
-def _journey(url: str, name: str = "welcome") -> dict[str, Any]:
-    return {
-        "name": name,
-        "status": "active",
-        "entry": {"trigger": {"event_type": "minigame_spin_issued"}},
-        "start": "hello",
-        "blocks": {
-            "hello": {
-                "type": "webhook",
-                "activity": {"url": url, "headers": {"Authorization": "Bearer t-1"}},
-                "next": "done",
-            },
-            "done": {"type": "exit"},
-        },
-    }
-
-
 def _new(kind: str, receiver: Receiver, name: str = "one") -> dict[str, Any]:
     """A body to create one of ``kind``, with a secret header to keep."""
     if kind == "rules":
@@ -156,7 +139,12 @@ def _new(kind: str, receiver: Receiver, name: str = "one") -> dict[str, Any]:
     if kind == "webhooks":
         headers = {"Authorization": "Bearer t-1"}
         return {"name": name, "url": receiver.url(), "headers": headers, "timeout": 5}
-    return _journey(receiver.url(), name)
+    hello = {
+        "type": "webhook",
+        "activity": {"url": receiver.url(), "headers": {"Authorization": "Bearer t-1"}},
+        "next": "done",
+    }
+    return example_journey(name, blocks={"hello": hello, "done": {"type": "exit"}})
 
 
 async def _create(h: Hookline, kind: str, receiver: Receiver, **headers: str) -> dict[str, Any]:
