@@ -18,7 +18,14 @@ from aiohttp import web
 
 from hookline.deliveries import Delivery
 from hookline.events import now_ms
-from tests.helpers import Hookline, Receiver, due_delivery, serve_aiohttp, spin_event
+from tests.helpers import (
+    Hookline,
+    Receiver,
+    due_delivery,
+    example_rule,
+    serve_aiohttp,
+    spin_event,
+)
 
 MakeHookline = Callable[..., Coroutine[Any, Any, Hookline]]
 
@@ -244,8 +251,9 @@ async def test_slow_backlogs_filling_memory_do_not_starve_another_destination(
         await watch.until(lambda: hookline.runtime.dispatcher.capacity() == 0)
         extra = await _write_backlog(hookline, fast.url("/fast"), 1, 0)
         hookline.runtime.dispatcher.signal.notify()
-        # The slow ones answer now and then: each answer frees a place in memory.
-        for _ in range(20):
+        # The slow ones answer now and then: each answer frees a place in memory. Starved,
+        # the fast one would wait for their 800 due before it (75 rounds free at most 600).
+        for _ in range(75):
             gate.set()
             await asyncio.sleep(0)
             gate.clear()
@@ -253,7 +261,49 @@ async def test_slow_backlogs_filling_memory_do_not_starve_another_destination(
                 break
             await asyncio.sleep(0.2)
         assert [r.headers["webhook-id"] for r in fast.on("/fast")] == extra
+        assert len(slow.ids) < 4 * 200
     finally:
         gate.set()
         await fast.stop()
         await slow.stop()
+
+
+async def test_hung_destinations_with_bursts_handed_over_give_memory_back(
+    make_hookline: MakeHookline, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Eight destinations take a burst each, handed over at commit (50 places each fill the
+    # 400 of memory), then hang: nothing they hold is answered within the test.
+    monkeypatch.setattr("hookline.dispatcher.MAX_HELD", 400)
+    monkeypatch.setattr("hookline.dispatcher.SLOW_AFTER", 0.2)
+    hookline = await make_hookline(max_per_host=2)
+    dispatcher = hookline.runtime.dispatcher
+    hung = Ports()
+    await hung.start(8)
+    hung.gate = asyncio.Event()
+    try:
+        for n, url in enumerate(hung.urls):
+            rule = example_rule(name=f"hung-{n}", activity={"url": url, "timeout": 60})
+            assert (await hookline.client.post("/api/v1/rules", json=rule)).status_code == 201
+        fast = example_rule(
+            name="fast", trigger={"event_type": "deposit_made"}, conditions={"all": []}
+        )
+        fast["activity"]["url"] = receiver.url("/fast")
+        assert (await hookline.client.post("/api/v1/rules", json=fast)).status_code == 201
+        burst = [spin_event(f"u-{i}") for i in range(50)]
+        assert (await hookline.client.post("/api/v1/events", json=burst)).status_code == 202
+        assert dispatcher.capacity() == 0  # every place is theirs
+        deposit = spin_event("u-0", event_type="deposit_made")
+        resp = await hookline.client.post("/api/v1/events", json=deposit)
+        assert resp.status_code == 202, resp.text
+        # Before their first answer times out (60 s), the hung ones give memory back.
+        await receiver.wait_for(1, path="/fast", timeout=10)
+        assert dispatcher.capacity() > 0
+        # They answer again: what they gave back is claimed at once (no lease to wait for),
+        # and each of their 400 deliveries is sent once.
+        hung.gate.set()
+        await hung.wait_for(400, timeout=20)
+        await dispatcher.idle()
+        assert len(hung.ids) == len(set(hung.ids)) == 400
+    finally:
+        hung.gate.set()
+        await hung.stop()

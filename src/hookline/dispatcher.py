@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, deque
 from collections.abc import Sequence
 
@@ -60,6 +61,14 @@ HELD_ROUNDS = 16
 # fewer than one burst of batched events brings to one destination; the rest went to the
 # outbox and were claimed back, row by row, at about a sixth of the ingest core's time.
 HELD_SHARE = 8
+# A destination with requests in flight and no answer for this long (seconds) is slow: it
+# may hold SLOW_ROUNDS rounds of its limit in memory, not HELD_SHARE. When free places fall
+# under a RESERVE_SHARE of MAX_HELD, slow destinations give the rest back to the outbox, so
+# destinations that hang after a big burst was handed to them cannot keep every place in
+# memory until their timeouts (a round of 15 s each) free it, while others wait.
+SLOW_AFTER = 1.0
+SLOW_ROUNDS = 2
+RESERVE_SHARE = 4
 MAX_IDLE_WAIT = 5.0
 # How often a claim may read past the backlog of destinations that have no room, to find
 # other destinations' due work behind it. That read walks the whole backlog (100,000 rows:
@@ -87,6 +96,8 @@ class Dispatcher:
         self.keyring = keyring if keyring is not None else SecretRing()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._per_host: Counter[str] = Counter()  # in flight, by destination
+        # Busy destinations: when each last answered, or began to be busy (time.monotonic()).
+        self._answered: dict[str, float] = {}
         # Waiting to be sent, by destination; destinations with work and room, in turn.
         self._ready: dict[str, deque[Delivery]] = {}
         self._turns: dict[str, None] = {}
@@ -182,14 +193,49 @@ class Dispatcher:
 
     def room(self, destination: str) -> int:
         """How many more deliveries to ``destination`` the engine may hand over now."""
-        share = max(self.settings.max_per_host * HELD_ROUNDS, MAX_HELD // HELD_SHARE)
+        if self._slow(destination, time.monotonic()):
+            share = self.settings.max_per_host * SLOW_ROUNDS
+        else:
+            share = max(self.settings.max_per_host * HELD_ROUNDS, MAX_HELD // HELD_SHARE)
         return max(0, share - self._held_for(destination))
+
+    def _slow(self, destination: str, now: float) -> bool:
+        """Whether ``destination`` has requests in flight and answered none for SLOW_AFTER."""
+        answered = self._answered.get(destination)
+        return answered is not None and now - answered > SLOW_AFTER
+
+    async def _give_back(self) -> None:
+        """When memory runs short, slow destinations keep SLOW_ROUNDS rounds of their limit
+        here and give the newest of the rest back to the outbox, unleased: claims take them
+        again when the destination has room."""
+        if MAX_HELD - len(self._held) >= MAX_HELD // RESERVE_SHARE:
+            return
+        now = time.monotonic()
+        keep = self.settings.max_per_host * SLOW_ROUNDS
+        given: list[str] = []
+        for host, queue in list(self._ready.items()):
+            if not self._slow(host, now):
+                continue
+            for _ in range(min(len(queue), self._held_for(host) - keep)):
+                given.append(queue.pop().id)
+            if not queue:
+                del self._ready[host]
+                self._turns.pop(host, None)
+        if not given:
+            return
+        self._held.difference_update(given)
+        log.info(
+            "memory is short: %s to slow destinations go back to the outbox", _count(len(given))
+        )
+        # Should this fail, their leases end by themselves (a claim takes them after).
+        await self.store.release_leases(given)
 
     def _held_for(self, destination: str) -> int:
         """Deliveries to ``destination`` in flight or waiting here."""
         return self._per_host[destination] + len(self._ready.get(destination, ()))
 
     async def _claim(self) -> int:
+        await self._give_back()
         room = min(MAX_HELD - len(self._held), CLAIM_BATCH)
         if room <= 0:
             self._full_at_claim = frozenset()
@@ -199,7 +245,11 @@ class Dispatcher:
         # At most half of memory, though: a slow destination must leave room for the others.
         ahead = min(self.settings.max_per_host * CLAIM_AHEAD, MAX_HELD // 2)
         busy = self._per_host.keys() | self._ready.keys()
-        host_room = {h: ahead - self._held_for(h) for h in busy}
+        slow_ahead = self.settings.max_per_host * SLOW_ROUNDS
+        clock = time.monotonic()
+        host_room = {
+            h: (slow_ahead if self._slow(h, clock) else ahead) - self._held_for(h) for h in busy
+        }
         if room < CLAIM_BATCH:
             # Memory is short: a place goes to a destination with nothing waiting here. Slow
             # destinations' backlogs come first in due order, and claiming ahead for them
@@ -247,6 +297,8 @@ class Dispatcher:
             delivery = queue.popleft()
             if not queue:
                 del self._ready[host]
+            if not self._per_host[host]:
+                self._answered[host] = time.monotonic()  # busy from now on
             self._per_host[host] += 1
             self._inflight[delivery.id] = asyncio.create_task(self._send(delivery, host))
             if queue and self._per_host[host] < per_host:
@@ -301,6 +353,9 @@ class Dispatcher:
             self._per_host[host] -= 1
             if self._per_host[host] <= 0:
                 del self._per_host[host]
+                del self._answered[host]
+            else:
+                self._answered[host] = time.monotonic()
             if host in self._ready:
                 self._turns[host] = None
             self._pump()

@@ -176,7 +176,9 @@ class Store(KeyStore, Protocol):
         """Deliveries not finished yet (pending or retrying): a count on an index."""
         ...
 
-    async def release_leases(self) -> int: ...
+    async def release_leases(self, ids: Sequence[str] | None = None) -> int:
+        """Unlease these deliveries (None: every one); how many were leased."""
+        ...
 
     async def list_deliveries(
         self, flt: DeliveryFilter, limit: int, before: str | None

@@ -1060,13 +1060,17 @@ class SqlStore:
             )
         return int(value or 0)
 
-    async def release_leases(self) -> int:
+    async def release_leases(self, ids: Sequence[str] | None = None) -> int:
         d = t.deliveries
+        leased = d.c.lease_until.is_not(None)
+        parts = [None] if ids is None else list(_chunks(ids))
+        released = 0
         async with self._write() as conn:
-            result = await conn.execute(
-                update(d).where(d.c.lease_until.is_not(None)).values(lease_until=None)
-            )
-        return int(result.rowcount or 0)
+            for part in parts:
+                where = leased if part is None else and_(leased, d.c.id.in_(part))
+                result = await conn.execute(update(d).where(where).values(lease_until=None))
+                released += int(result.rowcount or 0)
+        return released
 
     async def list_deliveries(
         self, flt: DeliveryFilter, limit: int, before: str | None
