@@ -443,8 +443,36 @@ def test_update_state_renders_journey_and_event_tags() -> None:
         }
     )
     step = enter(j, "jri_1", "u-1", None, SPIN, {}, now=0)
-    assert step.state_patches == ({"last_campaign": "spin-welcome", "tpl": "12"},)
+    assert step.state_patches == ({"last_campaign": "spin-welcome", "tpl": 12},)
     assert "yes" in step.entered  # a later block sees the state it set
+
+
+def test_a_value_that_is_one_tag_keeps_its_type() -> None:
+    event = {**SPIN, "amount": 12.5, "vip": True, "tags": ["a"], "name": "Ann"}
+    values = {
+        "amount": "{{event.amount}}",
+        "vip": "{{event.vip}}",
+        "tags": "{{event.tags}}",
+        "none": "{{event.missing}}",
+        "or": "{{event.missing|7}}",
+        "text": "{{event.name}}",
+        "said": "spent {{event.amount}}",
+        "deep": {"list": ["{{event.amount}}", "x{{event.vip}}"]},
+    }
+    j = simple({"b1": {"type": "update_state", "set": values}})
+    step = enter(j, "jri_1", "u-1", None, event, {}, now=0)
+    assert step.state_patches == (
+        {
+            "amount": 12.5,
+            "vip": True,
+            "tags": ["a"],
+            "none": None,
+            "or": 7,
+            "text": "Ann",
+            "said": "spent 12.5",
+            "deep": {"list": [12.5, "xtrue"]},
+        },
+    )
 
 
 def test_emit_event_renders_its_payload() -> None:

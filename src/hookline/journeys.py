@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -86,6 +87,8 @@ MAX_RENDERED_BYTES: Final = 64 * 1024
 _BLOCK_NAME: Final = re.compile(r"[\w\-?!]{1,64}")
 _EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _TIME_OF_DAY: Final = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
+# A template string that is a single tag: in update_state and emit_event, a typed value.
+_WHOLE_TAG: Final = re.compile(r"\{\{[^{}]*\}\}")
 _STATE_NAME: Final = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 _ACTIVITY_KEYS: Final = frozenset(
     {"type", "webhook_id", "url", "method", "content_type", "headers", "query", "body"}
@@ -646,11 +649,33 @@ def _branches(raw: Any, path: str) -> tuple[tuple[float, str], ...]:
 
 
 def _json_template(values: Mapping[str, Any], path: str) -> Template:
-    """An object whose strings may hold tags, compiled as one JSON template (always valid)."""
+    """An object whose strings may hold tags, compiled as one JSON template (always valid).
+
+    A string that is one tag and nothing else stands for the value itself, typed:
+    ``{"amount": "{{event.amount}}"}`` keeps 12.5 a number (a missing one is null, or its
+    fallback), so conditions on the state compare it as the event had it. A string with
+    more around its tags (``"lvl-{{event.level}}"``) renders a string.
+    """
+    token = secrets.token_hex(8)
+    tags: dict[str, str] = {}
+
+    def mark(value: Any) -> Any:
+        if isinstance(value, str) and _WHOLE_TAG.fullmatch(value):
+            marker = f"hookline-tag-{token}-{len(tags)}"
+            tags[orjson.dumps(marker).decode()] = value
+            return marker
+        if isinstance(value, dict):
+            return {k: mark(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [mark(v) for v in value]
+        return value
+
     try:
-        source = orjson.dumps(values).decode()
+        source = orjson.dumps(mark(values)).decode()
     except TypeError as exc:
         raise InvalidInput(f"not JSON: {exc}", field=path) from None
+    for marker, tag in tags.items():
+        source = source.replace(marker, tag, 1)
     return compile_template(source, TemplateMode.JSON, field=path, scopes=JOURNEY_SCOPES)
 
 
