@@ -15,6 +15,7 @@ import pytest
 
 from hookline.deliveries import Attempt, DeliveryStatus, is_retryable
 from hookline.events import now_ms
+from hookline.labels import describe
 from hookline.settings import SENDERS
 from hookline.store.base import Outcome
 from hookline.store.sqlite import open_sqlite
@@ -281,8 +282,7 @@ async def test_a_control_character_rendered_into_a_header_is_final_before_sendin
     # schedule: retried until dead, three attempts later.
     assert (detail["status"], detail["attempts"], detail["attempt_log"]) == ("dead", 0, [])
     assert detail["last_error"] == (
-        f"not sent: header 'X-Note' would contain the control character U+{ord(char):04X}; "
-        "the value was refused"
+        f"not sent: header 'X-Note' would contain {describe(char)}; the value was refused"
     )
     assert receiver.requests == []
 
@@ -309,11 +309,15 @@ async def test_a_stored_request_no_sender_will_send_is_dead_after_one_attempt(
 @pytest.mark.parametrize(
     ("activity", "field", "says"),
     [
-        ({"headers": {"X-Note": "a\x07b"}}, "activity.headers.X-Note", "U+0007 (at index 1)"),
+        (
+            {"headers": {"X-Note": "a\x07b"}},
+            "activity.headers.X-Note",
+            "U+0007 (control character) (at index 1)",
+        ),
         ({"headers": {"X-Note": "a\x7f"}}, "activity.headers.X-Note", "U+007F"),
-        ({"headers": {"X-Note": "a\rb"}}, "activity.headers.X-Note", "line break (CR)"),
+        ({"headers": {"X-Note": "a\rb"}}, "activity.headers.X-Note", "U+000D (carriage return)"),
         ({"headers": {"X-\x00": "1"}}, "activity.headers.X-\x00", "not a valid header name"),
-        ({"content_type": "application/json\r\n;x=1"}, "activity.content_type", "line break"),
+        ({"content_type": "application/json\r\n;x=1"}, "activity.content_type", "carriage return"),
         ({"content_type": "text/plain; a=\x00"}, "activity.content_type", "U+0000"),
         ({"url": "http://127.0.0.1:9/a\x07b"}, "activity.url", "U+0007"),
     ],

@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from hookline.errors import InvalidInput, RenderError
+from hookline.labels import describe
 from hookline.redaction import hide_url_credentials, keep_masked, redact_headers, same_origin
 from hookline.templates import SCOPES, Template, TemplateMode, compile_template
 from hookline.times import short_value
@@ -208,8 +209,7 @@ class CompiledWebhook:
             bad = _NOT_IN_FIELD_VALUE.search(value)
             if bad is not None:
                 raise RenderError(
-                    f"header {name!r} would contain {_describe(bad.group())}; the value was "
-                    "refused",
+                    f"header {name!r} would contain {describe(bad.group())}; the value was refused",
                     field=f"headers.{name}",
                 )
             headers.append((name, value))
@@ -238,17 +238,11 @@ def _compile_header(name: str, value: str, prefix: str, scopes: frozenset[str]) 
     bad = _NOT_IN_FIELD_VALUE.search(value)
     if bad is not None:
         raise InvalidInput(
-            f"a header value cannot contain {_describe(bad.group())} (at index {bad.start()}); "
+            f"a header value cannot contain {describe(bad.group())} (at index {bad.start()}); "
             "only tab, space and visible characters are allowed",
             field=where,
         )
     return compile_template(value, TemplateMode.TEXT, field=where, scopes=scopes)
-
-
-def _describe(char: str) -> str:
-    """A control character, named for a message."""
-    names = {"\r": "a line break (CR)", "\n": "a line break (LF)", "\t": "a tab"}
-    return names.get(char) or f"the control character U+{ord(char):04X}"
 
 
 def _check_secret_headers(spec: WebhookSpec, prefix: str) -> None:
@@ -293,7 +287,7 @@ def compile_webhook(
     bad = _NOT_IN_FIELD_VALUE.search(spec.content_type)
     if bad is not None:  # its parameters are free text, and it is sent as a header
         raise InvalidInput(
-            f"content_type cannot contain {_describe(bad.group())}", field=p + "content_type"
+            f"content_type cannot contain {describe(bad.group())}", field=p + "content_type"
         )
     if method is Method.GET and spec.body is not None:
         raise InvalidInput(
@@ -301,7 +295,7 @@ def compile_webhook(
         )
     bad = _CONTROL.search(spec.url)
     if bad is not None:  # no sender puts one on a request line: it could only be retried
-        raise InvalidInput(f"the url cannot contain {_describe(bad.group())}", field=p + "url")
+        raise InvalidInput(f"the url cannot contain {describe(bad.group())}", field=p + "url")
     try:
         urlsplit(spec.url).port  # noqa: B018 - parsing the port is the check
     except ValueError as exc:
