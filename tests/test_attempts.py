@@ -315,7 +315,11 @@ async def test_a_stored_request_no_sender_will_send_is_dead_after_one_attempt(
             "U+0007 (control character) (at index 1)",
         ),
         ({"headers": {"X-Note": "a\x7f"}}, "activity.headers.X-Note", "U+007F"),
-        ({"headers": {"X-Note": "a\rb"}}, "activity.headers.X-Note", "U+000D (carriage return)"),
+        (
+            {"headers": {"X-Note": "a\rb"}},
+            "activity.headers.X-Note",
+            "U+000D (carriage return, a line break)",
+        ),
         ({"headers": {"X-\x00": "1"}}, "activity.headers.X-\x00", "not a valid header name"),
         ({"content_type": "application/json\r\n;x=1"}, "activity.content_type", "carriage return"),
         ({"content_type": "text/plain; a=\x00"}, "activity.content_type", "U+0000"),

@@ -29,7 +29,7 @@ runner = CliRunner()
 # Each refused character, with how the error names it.
 REFUSED = [
     ("\n", "U+000A (line break)"),
-    ("\r", "U+000D (carriage return)"),
+    ("\r", "U+000D (carriage return, a line break)"),
     ("\x00", "U+0000 (NUL)"),
     ("\t", "U+0009 (tab)"),
     ("\x1b", "U+001B (escape)"),

@@ -33,7 +33,7 @@ _CONTROL_NAMES: Final = {
     "\x00": "NUL",
     "\t": "tab",
     "\n": "line break",
-    "\r": "carriage return",
+    "\r": "carriage return, a line break",
     "\x1b": "escape",
     "\x7f": "delete",
     "\x85": "next line",
