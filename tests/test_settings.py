@@ -47,6 +47,8 @@ def test_env_then_overrides() -> None:
         ({"HOOKLINE_SENDER_PROCESSES": "many"}, "HOOKLINE_SENDER_PROCESSES"),
         ({"HOOKLINE_SENDER_PROCESSES": "-1"}, "HOOKLINE_SENDER_PROCESSES"),
         ({"HOOKLINE_SENDER_PROCESSES": "65"}, "HOOKLINE_SENDER_PROCESSES"),
+        ({"HOOKLINE_LOG_LEVEL": "verbose"}, "HOOKLINE_LOG_LEVEL"),
+        ({"HOOKLINE_LOG_LEVEL": "warn"}, "HOOKLINE_LOG_LEVEL"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], field: str) -> None:
@@ -84,3 +86,8 @@ def test_an_unknown_sender_is_refused_naming_the_setting_and_the_choices() -> No
         Settings.from_env({"HOOKLINE_SENDER": "httpx"})
     assert info.value.field == "HOOKLINE_SENDER"
     assert info.value.detail == "HOOKLINE_SENDER must be one of reqwest, aiohttp, not 'httpx'"
+
+
+@pytest.mark.parametrize("raw", ["debug", "info", "warning", "error", "WARNING"])
+def test_the_documented_log_levels_are_taken_in_any_case(raw: str) -> None:
+    assert Settings.from_env({"HOOKLINE_LOG_LEVEL": raw}).log_level == raw

@@ -17,6 +17,8 @@ from hookline.netguard import IPNetwork, parse_networks
 
 # The HTTP clients a sender can use (HOOKLINE_SENDER); the first is the default.
 SENDERS: tuple[str, ...] = ("reqwest", "aiohttp")
+# The levels HOOKLINE_LOG_LEVEL names, in any case; logging would raise a trace on others.
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 MIB = 1024 * 1024
 
@@ -127,6 +129,12 @@ class Settings:
             raise ConfigError(
                 f"HOOKLINE_SENDER must be one of {', '.join(SENDERS)}, not {self.sender!r}",
                 field="HOOKLINE_SENDER",
+            )
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(
+                f"HOOKLINE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, "
+                f"not {self.log_level!r}",
+                field="HOOKLINE_LOG_LEVEL",
             )
         if self.auth.strip().lower() not in set(AuthMode):
             raise ConfigError(
