@@ -127,3 +127,36 @@ def test_the_readme_command_line_section_shows_every_command() -> None:
     assert len(commands) >= 12
     missing = [c for c in commands if not any(s == c or s.startswith(c + " ") for s in shown)]
     assert missing == []
+
+
+def _commands(group: Any, prefix: str) -> list[tuple[str, Any]]:
+    """Every command with its words, as `_command_paths` names them."""
+    found: list[tuple[str, Any]] = []
+    for name, command in sorted(group.commands.items()):
+        if hasattr(command, "commands"):
+            found += _commands(command, f"{prefix} {name}")
+        else:
+            found.append((f"{prefix} {name}", command))
+    return found
+
+
+def test_the_readme_command_line_section_shows_every_option_of_each_command() -> None:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = text.index("## Command line")
+    section = text[start : text.index("\n## ", start + 1)]
+    (block,) = re.findall(r"```sh\n(.*?)```", section, re.S)[:1]
+    # The client options every command shares are told once, in the prose under the block.
+    shared = {"--url", "--key"}
+    missing = []
+    for path, command in _commands(typer.main.get_command(app), "hookline"):
+        lines = [line for line in block.splitlines() if line.startswith(path + " ")]
+        shown = {word.strip("[]") for line in lines for word in line.split()}
+        for param in command.params:
+            names = [*param.opts, *param.secondary_opts]
+            if param.param_type_name != "option" or "--help" in names:
+                continue
+            if set(names) & shared and all(f"`{n}`" in section for n in set(names) & shared):
+                continue
+            if not shown & set(names):
+                missing.append(f"{path} {names[0]}")
+    assert missing == []

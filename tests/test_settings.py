@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,14 @@ def test_an_unknown_sender_is_refused_naming_the_setting_and_the_choices() -> No
 @pytest.mark.parametrize("raw", ["debug", "info", "warning", "error", "WARNING"])
 def test_the_documented_log_levels_are_taken_in_any_case(raw: str) -> None:
     assert Settings.from_env({"HOOKLINE_LOG_LEVEL": raw}).log_level == raw
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("## Configuration")
+    table = readme[start : readme.index("\n## ", start + 1)]
+    names = [
+        f"HOOKLINE_{f.name.upper()}" for f in dataclasses.fields(Settings) if f.name != "extra"
+    ]
+    assert len(names) > 15
+    assert [name for name in names if f"| `{name}`" not in table] == []
