@@ -35,6 +35,17 @@ async def test_send_event_from_argument_file_and_stdin(hookline: Hookline, tmp_p
     assert orjson.loads(result.stdout)["accepted"] == 1
 
 
+def test_send_event_from_a_file_that_is_not_there_says_so_without_a_trace(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "events.json"
+    # Nothing is sent: the port is the discard port, and the file is read first.
+    result = runner.invoke(app, ["send-event", "-f", str(missing), "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 2
+    assert f"cannot read {missing}: No such file or directory" in result.output
+    assert not isinstance(result.exception, OSError)
+
+
 async def test_send_event_error_is_reported(hookline: Hookline) -> None:
     result = await _run("send-event", '{"event_type": 1}', "--url", hookline.base_url)
     assert result.exit_code == 1

@@ -168,7 +168,10 @@ def send_event(
 ) -> None:
     """Send one event or a JSON array of events; prints the answer: ids and deliveries."""
     if file is not None:
-        raw = file.read_bytes()
+        try:
+            raw = file.read_bytes()
+        except OSError as exc:  # as `rules apply -f`: a message and code 2, not a trace
+            _fail(f"cannot read {file}: {exc.strerror or exc}", 2)
     elif event is None or event == "-":
         raw = sys.stdin.buffer.read()
     else:
