@@ -46,6 +46,18 @@ def test_send_event_from_a_file_that_is_not_there_says_so_without_a_trace(
     assert not isinstance(result.exception, OSError)
 
 
+def test_a_server_url_without_its_scheme_is_refused_saying_what_it_should_be() -> None:
+    # urllib took `127.0.0.1:8080` for a scheme and a path, and the CLI said it could not
+    # connect to "None:80"; `notaurl` raised a trace. Nothing is sent either way.
+    for args in (["--url", "127.0.0.1:9"], ["--url", "notaurl"], ["--url", "http://127.0.0.1:x"]):
+        for command in (["rules", "list"], ["keys", "list"]):
+            result = runner.invoke(app, [*args, *command])
+            assert result.exit_code == 1, result.output
+            assert "must be http:// or https:// and a host" in result.output
+            assert f"got {args[1]!r}" in result.output
+            assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 async def test_send_event_error_is_reported(hookline: Hookline) -> None:
     result = await _run("send-event", '{"event_type": 1}', "--url", hookline.base_url)
     assert result.exit_code == 1
