@@ -243,3 +243,13 @@ async def test_every_query_parameter_of_the_api_is_in_the_readme(hookline: Hookl
                 if not any(named):
                     missing.append(f"{shown}?{name}=")
     assert missing == []
+
+
+async def test_every_path_of_the_api_is_in_the_readme(hookline: Hookline) -> None:
+    spec = await _spec(hookline)
+    readme = README.read_text()
+    shown = [re.sub(r"\{(?!user_ext_id)\w+\}", "{id}", path) for path in spec["paths"]]
+    assert len(shown) > 25
+    # The echo routes are written with the secret: `/echo-send/<secret>/`.
+    shown = [path.replace("{id}/", "<secret>/") if "/echo-" in path else path for path in shown]
+    assert [path for path in shown if path not in readme] == []
