@@ -107,7 +107,7 @@ def serve(
     from hookline import logs
     from hookline.api import create_app
     from hookline.runtime import build_runtime
-    from hookline.serving import DataDirLock, listen
+    from hookline.serving import DataDirLock, base_url, listen
     from hookline.settings import Settings
 
     try:
@@ -132,7 +132,7 @@ def serve(
     logs.configure(settings.log_level)
     gil.hand_over_promptly()  # SQLite's thread answers without waiting 5 ms for the GIL
     logging.getLogger("hookline").info(
-        "listening on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid()
+        "listening on %s (pid %d)", base_url(settings.host, settings.port), os.getpid()
     )
     config = uvicorn.Config(
         create_app(build_runtime(settings)),
