@@ -6,7 +6,12 @@ from pathlib import Path
 import pytest
 
 from hookline.errors import ConfigError
-from hookline.settings import DEFAULT_RETRY_SCHEDULE, Settings, parse_schedule
+from hookline.settings import (
+    DEFAULT_RETRY_SCHEDULE,
+    Settings,
+    parse_schedule,
+    unknown_variables,
+)
 
 
 def test_defaults() -> None:
@@ -103,3 +108,21 @@ def test_every_setting_is_in_the_readme_configuration_table() -> None:
     ]
     assert len(names) > 15
     assert [name for name in names if f"| `{name}`" not in table] == []
+
+
+def test_a_misspelt_setting_is_named_with_the_one_it_resembles() -> None:
+    env = {
+        "HOOKLINE_MAX_PER_HOSTS": "64",
+        "HOOKLINE_MAX_PER_HOST": "8",
+        "HOOKLINE_URL": "http://127.0.0.1:8080",
+        "HOOKLINE_API_KEY": "hlk_x",
+        "HOOKLINE_TEST_CHROMIUM": "/usr/bin/chromium",
+        "HOOKLINE_ZZZ": "1",
+        "PATH": "/bin",
+    }
+    assert unknown_variables(env) == [
+        "HOOKLINE_MAX_PER_HOSTS is not a hookline setting and is ignored; "
+        "did you mean HOOKLINE_MAX_PER_HOST?",
+        "HOOKLINE_ZZZ is not a hookline setting and is ignored",
+    ]
+    assert unknown_variables({"HOOKLINE_PORT": "1", "HOOKLINE_AUTH": "on"}) == []

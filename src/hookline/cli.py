@@ -108,7 +108,7 @@ def serve(
     from hookline.api import create_app
     from hookline.runtime import build_runtime
     from hookline.serving import DataDirLock, base_url, listen
-    from hookline.settings import Settings
+    from hookline.settings import Settings, unknown_variables
 
     try:
         settings = Settings.from_env(host=host, port=port, data_dir=data_dir, log_level=log_level)
@@ -130,6 +130,8 @@ def serve(
         lock.release()
         _fail(exc.detail, 1)
     logs.configure(settings.log_level)
+    for line in unknown_variables():
+        logging.getLogger("hookline").warning("%s", line)
     gil.hand_over_promptly()  # SQLite's thread answers without waiting 5 ms for the GIL
     logging.getLogger("hookline").info(
         "listening on %s (pid %d)", base_url(settings.host, settings.port), os.getpid()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -152,6 +153,30 @@ class Settings:
                 field="HOOKLINE_DEFAULT_TIMEOUT",
             )
         check_schedule(self.retry_schedule, setting="HOOKLINE_RETRY_SCHEDULE")
+
+
+# HOOKLINE_* variables that are not server settings: the command line's, and the tests'.
+CLIENT_VARIABLES = ("HOOKLINE_URL", "HOOKLINE_API_KEY")
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
+    """A line for each ``HOOKLINE_*`` variable that no setting reads: a typo is ignored
+    otherwise (``HOOKLINE_MAX_PER_HOSTS=64`` would leave the limit at 32 without a word)."""
+    env = os.environ if env is None else env
+    known = [
+        f"HOOKLINE_{f.name.upper()}" for f in dataclasses.fields(Settings) if f.name != "extra"
+    ]
+    lines = []
+    for name in sorted(env):
+        if not name.startswith("HOOKLINE_") or name in known or name in CLIENT_VARIABLES:
+            continue
+        if name.startswith("HOOKLINE_TEST_"):
+            continue
+        # Compared without the prefix, which every name shares.
+        close = difflib.get_close_matches(name[9:], [k[9:] for k in known], n=1)
+        hint = f"; did you mean HOOKLINE_{close[0]}?" if close else ""
+        lines.append(f"{name} is not a hookline setting and is ignored{hint}")
+    return lines
 
 
 # Settings that are counts or sizes: read as integers, and each must be above zero.
