@@ -8,7 +8,12 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint pytest bench bench-quick mutation clean
+.PHONY: help run test check lint pytest bench bench-quick mutation clean
+
+# `make` alone lists the targets (it used to make a bare venv and stop there).
+.DEFAULT_GOAL := help
+help:
+	@sed -n 's/^## //p' $(firstword $(MAKEFILE_LIST))
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +47,7 @@ test: $(STAMP) $(CHROMIUM)
 
 check: test
 
+## lint: format and fix the code (ruff format, ruff check --fix)
 lint: $(STAMP)
 	$(BIN)/ruff format $(PY_DIRS)
 	$(BIN)/ruff check --fix $(PY_DIRS)

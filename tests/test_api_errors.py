@@ -75,9 +75,13 @@ async def test_malformed_json_is_400_malformed_json(
 
 
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)
-async def test_empty_body_is_400(hookline: Hookline, method: str, path: str) -> None:
-    resp = await hookline.client.request(method, path, content=b"", headers=JSON_HEADERS)
-    assert_error(resp, 400, field="body")
+async def test_an_empty_body_is_400_missing_body_on_every_route(
+    hookline: Hookline, method: str, path: str
+) -> None:
+    # The events and state routes read their body themselves; the README has one code for it.
+    for raw in (b"", b" \n"):
+        resp = await hookline.client.request(method, path, content=raw, headers=JSON_HEADERS)
+        assert_error(resp, 400, code="missing_body", field="body", says="JSON body is required")
 
 
 async def test_malformed_json_in_rule_replace_and_patch(hookline: Hookline) -> None:

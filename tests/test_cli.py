@@ -35,6 +35,29 @@ async def test_send_event_from_argument_file_and_stdin(hookline: Hookline, tmp_p
     assert orjson.loads(result.stdout)["accepted"] == 1
 
 
+def test_send_event_from_a_file_that_is_not_there_says_so_without_a_trace(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "events.json"
+    # Nothing is sent: the port is the discard port, and the file is read first.
+    result = runner.invoke(app, ["send-event", "-f", str(missing), "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 2
+    assert f"cannot read {missing}: No such file or directory" in result.output
+    assert not isinstance(result.exception, OSError)
+
+
+def test_a_server_url_without_its_scheme_is_refused_saying_what_it_should_be() -> None:
+    # urllib took `127.0.0.1:8080` for a scheme and a path, and the CLI said it could not
+    # connect to "None:80"; `notaurl` raised a trace. Nothing is sent either way.
+    for args in (["--url", "127.0.0.1:9"], ["--url", "notaurl"], ["--url", "http://127.0.0.1:x"]):
+        for command in (["rules", "list"], ["keys", "list"]):
+            result = runner.invoke(app, [*args, *command])
+            assert result.exit_code == 1, result.output
+            assert "must be http:// or https:// and a host" in result.output
+            assert f"got {args[1]!r}" in result.output
+            assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 async def test_send_event_error_is_reported(hookline: Hookline) -> None:
     result = await _run("send-event", '{"event_type": 1}', "--url", hookline.base_url)
     assert result.exit_code == 1
@@ -126,4 +149,37 @@ def test_the_readme_command_line_section_shows_every_command() -> None:
     commands = _command_paths(typer.main.get_command(app), "hookline")
     assert len(commands) >= 12
     missing = [c for c in commands if not any(s == c or s.startswith(c + " ") for s in shown)]
+    assert missing == []
+
+
+def _commands(group: Any, prefix: str) -> list[tuple[str, Any]]:
+    """Every command with its words, as `_command_paths` names them."""
+    found: list[tuple[str, Any]] = []
+    for name, command in sorted(group.commands.items()):
+        if hasattr(command, "commands"):
+            found += _commands(command, f"{prefix} {name}")
+        else:
+            found.append((f"{prefix} {name}", command))
+    return found
+
+
+def test_the_readme_command_line_section_shows_every_option_of_each_command() -> None:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = text.index("## Command line")
+    section = text[start : text.index("\n## ", start + 1)]
+    (block,) = re.findall(r"```sh\n(.*?)```", section, re.S)[:1]
+    # The client options every command shares are told once, in the prose under the block.
+    shared = {"--url", "--key"}
+    missing = []
+    for path, command in _commands(typer.main.get_command(app), "hookline"):
+        lines = [line for line in block.splitlines() if line.startswith(path + " ")]
+        shown = {word.strip("[]") for line in lines for word in line.split()}
+        for param in command.params:
+            names = [*param.opts, *param.secondary_opts]
+            if param.param_type_name != "option" or "--help" in names:
+                continue
+            if set(names) & shared and all(f"`{n}`" in section for n in set(names) & shared):
+                continue
+            if not shown & set(names):
+                missing.append(f"{path} {names[0]}")
     assert missing == []

@@ -223,3 +223,33 @@ def test_every_error_code_the_server_answers_is_in_the_readme() -> None:
     errors = README.read_text().split("## Errors", 1)[1].split("\n## ", 1)[0]
     missing = sorted(code for code in codes if f"`{code}`" not in errors)
     assert not missing, f"README's Errors section does not list {missing}"
+
+
+async def test_every_query_parameter_of_the_api_is_in_the_readme(hookline: Hookline) -> None:
+    spec = await _spec(hookline)
+    readme = README.read_text()
+    missing = []
+    for path, item in spec["paths"].items():
+        # The README names ids `{id}`, except a user's.
+        shown = re.sub(r"\{(?!user_ext_id)\w+\}", "{id}", path)
+        queries = re.findall(re.escape(shown) + r"\?([\w=&\[\]<> ]*)", readme)
+        for op in item.values():
+            for param in op.get("parameters", []):
+                if param["in"] != "query":
+                    continue
+                name = param["name"]
+                # Where the README writes the path with a query, that query names them all.
+                named = (f"{name}=" in q for q in queries) if queries else [f"{name}=" in readme]
+                if not any(named):
+                    missing.append(f"{shown}?{name}=")
+    assert missing == []
+
+
+async def test_every_path_of_the_api_is_in_the_readme(hookline: Hookline) -> None:
+    spec = await _spec(hookline)
+    readme = README.read_text()
+    shown = [re.sub(r"\{(?!user_ext_id)\w+\}", "{id}", path) for path in spec["paths"]]
+    assert len(shown) > 25
+    # The echo routes are written with the secret: `/echo-send/<secret>/`.
+    shown = [path.replace("{id}/", "<secret>/") if "/echo-" in path else path for path in shown]
+    assert [path for path in shown if path not in readme] == []

@@ -266,3 +266,19 @@ def test_make_run_installs_only_what_running_needs_and_make_test_the_dev_tools()
     assert run[-1].endswith("pip install -q -e .")
     assert not any("dev" in line for line in run)
     assert _make_dry_run("test")[-1].endswith("pip install -q -e '.[dev]'")
+
+
+def test_make_alone_lists_every_target_the_readme_names_and_installs_nothing() -> None:
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    named = set(re.findall(r"`make ([a-z-]+)`", README.read_text()))
+    assert {"run", "test", "lint", "bench", "bench-quick"} <= named
+    done = subprocess.run(
+        ["make", "-n"], cwd=README.parent, capture_output=True, text=True, timeout=30, check=True
+    )
+    assert "pip" not in done.stdout and "venv" not in done.stdout
+    listed = subprocess.run(
+        ["make", "-s"], cwd=README.parent, capture_output=True, text=True, timeout=30, check=True
+    )
+    targets = {line.split(":", 1)[0] for line in listed.stdout.splitlines()}
+    assert named <= targets, f"`make` does not list {named - targets}"

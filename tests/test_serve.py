@@ -71,3 +71,13 @@ def test_bad_setting_is_refused_with_its_name(tmp_path: Path) -> None:
     result = subprocess.run(SERVE, env=env, capture_output=True, timeout=30, check=False)
     assert result.returncode == 2
     assert b"HOOKLINE_RETRY_SCHEDULE" in result.stderr
+
+
+def test_an_unknown_log_level_flag_is_refused_with_its_name_not_a_trace(tmp_path: Path) -> None:
+    env = {**os.environ, "HOOKLINE_DATA_DIR": str(tmp_path)}
+    args = [*SERVE, "--port", "1", "--log-level", "verbose"]
+    result = subprocess.run(args, env=env, capture_output=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert b"HOOKLINE_LOG_LEVEL must be one of debug, info, warning, error" in result.stderr
+    assert b"Traceback" not in result.stderr
+    assert b"ValueError" not in result.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hookline.serving import DataDirBusy, DataDirLock
+from hookline.serving import DataDirBusy, DataDirLock, base_url
 from tests.test_serve import SERVE, _free_port, _wait_healthy
 
 
@@ -96,3 +96,11 @@ def test_lock_in_one_process_refuses_a_second_taker(tmp_path: Path) -> None:
     finally:
         held.release()
     DataDirLock.acquire(tmp_path).release()  # released means free
+
+
+def test_the_url_logged_at_start_can_be_pasted_for_an_ipv6_host_too() -> None:
+    assert base_url("127.0.0.1", 8080) == "http://127.0.0.1:8080"
+    assert base_url("localhost", 8080) == "http://localhost:8080"
+    # http://::1:8080 is no URL: the brackets tell the address from the port.
+    assert base_url("::1", 8080) == "http://[::1]:8080"
+    assert httpx.URL(base_url("::1", 8080)).port == 8080

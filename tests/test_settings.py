@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from hookline.errors import ConfigError
-from hookline.settings import DEFAULT_RETRY_SCHEDULE, Settings, parse_schedule
+from hookline.settings import (
+    DEFAULT_RETRY_SCHEDULE,
+    Settings,
+    parse_schedule,
+    unknown_variables,
+)
 
 
 def test_defaults() -> None:
@@ -47,6 +53,8 @@ def test_env_then_overrides() -> None:
         ({"HOOKLINE_SENDER_PROCESSES": "many"}, "HOOKLINE_SENDER_PROCESSES"),
         ({"HOOKLINE_SENDER_PROCESSES": "-1"}, "HOOKLINE_SENDER_PROCESSES"),
         ({"HOOKLINE_SENDER_PROCESSES": "65"}, "HOOKLINE_SENDER_PROCESSES"),
+        ({"HOOKLINE_LOG_LEVEL": "verbose"}, "HOOKLINE_LOG_LEVEL"),
+        ({"HOOKLINE_LOG_LEVEL": "warn"}, "HOOKLINE_LOG_LEVEL"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], field: str) -> None:
@@ -84,3 +92,37 @@ def test_an_unknown_sender_is_refused_naming_the_setting_and_the_choices() -> No
         Settings.from_env({"HOOKLINE_SENDER": "httpx"})
     assert info.value.field == "HOOKLINE_SENDER"
     assert info.value.detail == "HOOKLINE_SENDER must be one of reqwest, aiohttp, not 'httpx'"
+
+
+@pytest.mark.parametrize("raw", ["debug", "info", "warning", "error", "WARNING"])
+def test_the_documented_log_levels_are_taken_in_any_case(raw: str) -> None:
+    assert Settings.from_env({"HOOKLINE_LOG_LEVEL": raw}).log_level == raw
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("## Configuration")
+    table = readme[start : readme.index("\n## ", start + 1)]
+    names = [
+        f"HOOKLINE_{f.name.upper()}" for f in dataclasses.fields(Settings) if f.name != "extra"
+    ]
+    assert len(names) > 15
+    assert [name for name in names if f"| `{name}`" not in table] == []
+
+
+def test_a_misspelt_setting_is_named_with_the_one_it_resembles() -> None:
+    env = {
+        "HOOKLINE_MAX_PER_HOSTS": "64",
+        "HOOKLINE_MAX_PER_HOST": "8",
+        "HOOKLINE_URL": "http://127.0.0.1:8080",
+        "HOOKLINE_API_KEY": "hlk_x",
+        "HOOKLINE_TEST_CHROMIUM": "/usr/bin/chromium",
+        "HOOKLINE_ZZZ": "1",
+        "PATH": "/bin",
+    }
+    assert unknown_variables(env) == [
+        "HOOKLINE_MAX_PER_HOSTS is not a hookline setting and is ignored; "
+        "did you mean HOOKLINE_MAX_PER_HOST?",
+        "HOOKLINE_ZZZ is not a hookline setting and is ignored",
+    ]
+    assert unknown_variables({"HOOKLINE_PORT": "1", "HOOKLINE_AUTH": "on"}) == []

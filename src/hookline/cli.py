@@ -107,8 +107,8 @@ def serve(
     from hookline import logs
     from hookline.api import create_app
     from hookline.runtime import build_runtime
-    from hookline.serving import DataDirLock, listen
-    from hookline.settings import Settings
+    from hookline.serving import DataDirLock, base_url, listen
+    from hookline.settings import Settings, unknown_variables
 
     try:
         settings = Settings.from_env(host=host, port=port, data_dir=data_dir, log_level=log_level)
@@ -130,9 +130,11 @@ def serve(
         lock.release()
         _fail(exc.detail, 1)
     logs.configure(settings.log_level)
+    for line in unknown_variables():
+        logging.getLogger("hookline").warning("%s", line)
     gil.hand_over_promptly()  # SQLite's thread answers without waiting 5 ms for the GIL
     logging.getLogger("hookline").info(
-        "listening on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid()
+        "listening on %s (pid %d)", base_url(settings.host, settings.port), os.getpid()
     )
     config = uvicorn.Config(
         create_app(build_runtime(settings)),
@@ -168,7 +170,10 @@ def send_event(
 ) -> None:
     """Send one event or a JSON array of events; prints the answer: ids and deliveries."""
     if file is not None:
-        raw = file.read_bytes()
+        try:
+            raw = file.read_bytes()
+        except OSError as exc:  # as `rules apply -f`: a message and code 2, not a trace
+            _fail(f"cannot read {file}: {exc.strerror or exc}", 2)
     elif event is None or event == "-":
         raw = sys.stdin.buffer.read()
     else:

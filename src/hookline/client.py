@@ -32,6 +32,7 @@ class Client:
         self.key = key or os.environ.get("HOOKLINE_API_KEY") or None
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
+        _check_base_url(self.base_url)
         data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
         req = urllib.request.Request(self.base_url + path, data=data, method=method)
         if data is not None:
@@ -52,6 +53,22 @@ class Client:
         except urllib.error.URLError as exc:
             raise ApiError(0, _unreachable(self.base_url, exc.reason)) from None
         return orjson.loads(payload) if payload else None
+
+
+def _check_base_url(base_url: str) -> None:
+    """Refuse a server URL urllib would trip on (``127.0.0.1:8080`` reads as a scheme)."""
+    try:
+        parts = urllib.parse.urlsplit(base_url)
+        # .port raises ValueError on a port that is not a number or beyond 65535.
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ApiError(
+            0,
+            "the server URL (--url or HOOKLINE_URL) must be http:// or https:// and a host, "
+            f"such as http://127.0.0.1:8080; got {base_url!r}",
+        )
 
 
 def _unreachable(base_url: str, reason: object) -> str:

@@ -101,6 +101,11 @@ def _read_pid(fd: int) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def base_url(host: str, port: int) -> str:
+    """The URL a client uses for ``host:port``: an IPv6 address goes in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def listen(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` for the server to accept on, or CannotListen."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

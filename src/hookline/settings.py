@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -17,6 +18,8 @@ from hookline.netguard import IPNetwork, parse_networks
 
 # The HTTP clients a sender can use (HOOKLINE_SENDER); the first is the default.
 SENDERS: tuple[str, ...] = ("reqwest", "aiohttp")
+# The levels HOOKLINE_LOG_LEVEL names, in any case; logging would raise a trace on others.
+LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 MIB = 1024 * 1024
 
@@ -128,6 +131,12 @@ class Settings:
                 f"HOOKLINE_SENDER must be one of {', '.join(SENDERS)}, not {self.sender!r}",
                 field="HOOKLINE_SENDER",
             )
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(
+                f"HOOKLINE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, "
+                f"not {self.log_level!r}",
+                field="HOOKLINE_LOG_LEVEL",
+            )
         if self.auth.strip().lower() not in set(AuthMode):
             raise ConfigError(
                 "HOOKLINE_AUTH must be auto (keys once one exists; open only on loopback "
@@ -144,6 +153,30 @@ class Settings:
                 field="HOOKLINE_DEFAULT_TIMEOUT",
             )
         check_schedule(self.retry_schedule, setting="HOOKLINE_RETRY_SCHEDULE")
+
+
+# HOOKLINE_* variables that are not server settings: the command line's, and the tests'.
+CLIENT_VARIABLES = ("HOOKLINE_URL", "HOOKLINE_API_KEY")
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
+    """A line for each ``HOOKLINE_*`` variable that no setting reads: a typo is ignored
+    otherwise (``HOOKLINE_MAX_PER_HOSTS=64`` would leave the limit at 32 without a word)."""
+    env = os.environ if env is None else env
+    known = [
+        f"HOOKLINE_{f.name.upper()}" for f in dataclasses.fields(Settings) if f.name != "extra"
+    ]
+    lines = []
+    for name in sorted(env):
+        if not name.startswith("HOOKLINE_") or name in known or name in CLIENT_VARIABLES:
+            continue
+        if name.startswith("HOOKLINE_TEST_"):
+            continue
+        # Compared without the prefix, which every name shares.
+        close = difflib.get_close_matches(name[9:], [k[9:] for k in known], n=1)
+        hint = f"; did you mean HOOKLINE_{close[0]}?" if close else ""
+        lines.append(f"{name} is not a hookline setting and is ignored{hint}")
+    return lines
 
 
 # Settings that are counts or sizes: read as integers, and each must be above zero.

@@ -37,6 +37,13 @@ class MalformedJSON(HooklineError):
     status = 400
 
 
+class MissingBody(HooklineError):
+    """A JSON body is required."""
+
+    code = "missing_body"
+    status = 400
+
+
 # Read (and drop) up to this much of an oversized body so the client, still sending,
 # gets our 413 instead of a reset connection; beyond it we just close.
 # A client that declared a large body but does not send it gets the 413 after DRAIN_SECONDS.
@@ -73,7 +80,8 @@ def parse_json(body: bytes) -> Any:
     it is (``[3].payload.n``) rather than a 400 or a silently changed number.
     """
     if not body.strip():
-        raise MalformedJSON("the body is empty; send a JSON document", field="body")
+        # As FastAPI's routes answer a body that is not there: one code for every route.
+        raise MissingBody("a JSON body is required", field="body")
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
