@@ -113,12 +113,12 @@ async def test_a_child_that_fails_to_start_is_tried_again(
         real_start = _Child.start
         failures = 2
 
-        async def flaky(self: _Child, on_exit: Any) -> None:
+        async def flaky(self: _Child, on_exit: Any, on_answers: Any) -> None:
             nonlocal failures
             if failures:
                 failures -= 1
                 raise OSError("too many open files")
-            await real_start(self, on_exit)
+            await real_start(self, on_exit, on_answers)
 
         monkeypatch.setattr(_Child, "start", flaky)
         os.kill(child.process.pid, signal.SIGKILL)

@@ -23,6 +23,7 @@ import logging
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
+from functools import partial
 
 from hookline.deliveries import (
     LEASE_MARGIN_MS,
@@ -94,7 +95,10 @@ class Dispatcher:
         self.signal = signal
         self.sender = sender
         self.keyring = keyring if keyring is not None else SecretRing()
-        self._inflight: dict[str, asyncio.Task[None]] = {}
+        # In flight: delivery id -> destination. An answer to an id no longer here (given up
+        # by stop()) is not recorded: its lease frees the delivery after a restart.
+        self._inflight: dict[str, str] = {}
+        self._none_in_flight = asyncio.Event()
         self._per_host: Counter[str] = Counter()  # in flight, by destination
         # Busy destinations: when each last answered, or began to be busy (time.monotonic()).
         self._answered: dict[str, float] = {}
@@ -147,16 +151,19 @@ class Dispatcher:
         self._turns.clear()
         if self._inflight:
             log.info("waiting up to %g s for %s in flight", grace, _count(len(self._inflight)))
-            _, pending = await asyncio.wait(list(self._inflight.values()), timeout=grace)
-            if pending:
+            self._none_in_flight.clear()
+            try:
+                await asyncio.wait_for(self._none_in_flight.wait(), grace)
+            except TimeoutError:
                 log.warning(
                     "%d sends did not finish within %g s; they are sent again after a restart",
-                    len(pending),
+                    len(self._inflight),
                     grace,
                 )
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+                self._held.difference_update(self._inflight)
+                self._inflight.clear()
+                self._per_host.clear()
+                self._answered.clear()
         if self._recorder is not None:
             await self._outcomes.join()
             self._recorder.cancel()
@@ -300,7 +307,7 @@ class Dispatcher:
             if not self._per_host[host]:
                 self._answered[host] = time.monotonic()  # busy from now on
             self._per_host[host] += 1
-            self._inflight[delivery.id] = asyncio.create_task(self._send(delivery, host))
+            self._send(delivery, host)
             if queue and self._per_host[host] < per_host:
                 self._turns[host] = None  # back of the line
 
@@ -337,28 +344,47 @@ class Dispatcher:
             fut.cancel()
         await asyncio.gather(signal, freed, return_exceptions=True)
 
-    async def _send(self, delivery: Delivery, host: str) -> None:
+    def _send(self, delivery: Delivery, host: str) -> None:
+        """Hand the request to the sender; ``_sent`` takes the answer."""
+        self._inflight[delivery.id] = host
+        keys = self.keyring.keys(delivery.signer)
+        request = Request(
+            delivery.method,
+            delivery.url,
+            delivery.headers,
+            delivery.body,
+            delivery.timeout,
+            delivery.id,
+            keys or (),
+        )
+        sent = partial(self._sent, delivery, keys is not None)
         try:
-            outcome = await self._attempt(delivery)
-        except BaseException:  # cancelled by stop(): nothing to record, its lease frees it
-            self._held.discard(delivery.id)
-            raise
+            self.sender.submit(request, sent)
+        except Exception as exc:  # a sender bug still ends in a recorded, retried attempt
+            log.exception("sending %s failed", delivery.id)
+            ex = Exchange(started_at=now_ms(), error=f"internal error: {exc!r}")
+            asyncio.get_running_loop().call_soon(sent, ex)
+
+    def _sent(self, delivery: Delivery, signed: bool, ex: Exchange) -> None:
+        host = self._inflight.pop(delivery.id, None)
+        if host is None:
+            return  # given up by stop(): not recorded, its lease frees it
+        outcome = self._outcome(delivery, signed, ex)
+        self._outcomes.put_nowait(outcome)
+        # A success touches nothing here unless it ends a streak of failures.
+        if not outcome.attempt.succeeded or host in self._streaks:
+            self._note_outcome(host, delivery, outcome)
+        self._per_host[host] -= 1
+        if self._per_host[host] <= 0:
+            del self._per_host[host]
+            del self._answered[host]
         else:
-            self._outcomes.put_nowait(outcome)
-            # A success touches nothing here unless it ends a streak of failures.
-            if not outcome.attempt.succeeded or host in self._streaks:
-                self._note_outcome(host, delivery, outcome)
-        finally:
-            self._inflight.pop(delivery.id, None)
-            self._per_host[host] -= 1
-            if self._per_host[host] <= 0:
-                del self._per_host[host]
-                del self._answered[host]
-            else:
-                self._answered[host] = time.monotonic()
-            if host in self._ready:
-                self._turns[host] = None
-            self._pump()
+            self._answered[host] = time.monotonic()
+        if host in self._ready:
+            self._turns[host] = None
+        if not self._inflight:
+            self._none_in_flight.set()
+        self._pump()
 
     def _note_outcome(self, host: str, delivery: Delivery, outcome: Outcome) -> None:
         """Log a dead delivery, and a destination's failures once per streak."""
@@ -399,23 +425,9 @@ class Dispatcher:
         """One request with the headers every delivery carries; nothing is recorded."""
         return await self.sender.exchange(request)
 
-    async def _attempt(self, delivery: Delivery) -> Outcome:
+    def _outcome(self, delivery: Delivery, signed: bool, ex: Exchange) -> Outcome:
+        """The attempt that ``ex`` answered, and what becomes of the delivery."""
         number = delivery.attempts + 1
-        keys = self.keyring.keys(delivery.signer)
-        request = Request(
-            delivery.method,
-            delivery.url,
-            delivery.headers,
-            delivery.body,
-            delivery.timeout,
-            delivery.id,
-            keys or (),
-        )
-        try:
-            ex = await self.sender.exchange(request)
-        except Exception as exc:  # a sender bug still ends in a recorded, retried attempt
-            log.exception("sending %s failed", delivery.id)
-            ex = Exchange(started_at=now_ms(), error=f"internal error: {exc!r}")
         ok = is_success(ex.status_code)
         attempt = Attempt(
             id=new_id("att"),
@@ -428,7 +440,7 @@ class Dispatcher:
             response_body=ex.body,
             error=ex.error,
             succeeded=ok,
-            warning=ex.warning if keys is not None else _unsigned(delivery, ex.warning),
+            warning=ex.warning if signed else _unsigned(delivery, ex.warning),
         )
         if ok:
             return Outcome(attempt, DeliveryStatus.SUCCEEDED, None)

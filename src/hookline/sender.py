@@ -20,9 +20,11 @@ A sender also signs and guards, at the moment it sends:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -54,6 +56,7 @@ from hookline.signing import sign
 _E = TypeVar("_E", bound=BaseException)
 
 USER_AGENT = f"hookline/{__version__}"
+log = logging.getLogger("hookline.sender")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +106,56 @@ class Exchange:
         }
 
 
+Done = Callable[[Exchange], None]
+
+
 class Sender(Protocol):
-    """Sends requests with the headers every delivery carries."""
+    """Sends requests with the headers every delivery carries.
+
+    ``exchange`` awaits one answer; ``submit`` starts a request and calls ``done`` with its
+    answer (never raises, every request gets one), which saves the dispatcher a task and a
+    future per delivery, and the loop turns between them.
+    """
 
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
     async def exchange(self, request: Request) -> Exchange: ...
+
+    def submit(self, request: Request, done: Done) -> None: ...
+
+
+class SubmitsInTasks:
+    """``submit`` for a sender in this process: each request awaits ``exchange`` in a task,
+    and ``close`` cancels those still running (their ``done`` is not called). A subclass
+    sets ``_tasks`` to an empty set when made."""
+
+    _tasks: set[asyncio.Task[None]]
+
+    async def exchange(self, request: Request) -> Exchange:
+        raise NotImplementedError
+
+    def submit(self, request: Request, done: Done) -> None:
+        task = asyncio.get_running_loop().create_task(self._exchange_then(request, done))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _exchange_then(self, request: Request, done: Done) -> None:
+        done(await exchange_or_error(self, request))
+
+    def _cancel_submitted(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+async def exchange_or_error(sender: Sender | SubmitsInTasks, request: Request) -> Exchange:
+    """The answer, or the error of a sender's bug as one: an attempt is recorded and retried."""
+    try:
+        return await sender.exchange(request)
+    except Exception as exc:
+        log.exception("sending %s failed", request.webhook_id)
+        return Exchange(started_at=now_ms(), error=f"internal error: {exc!r}")
 
 
 class GuardedResolver(AbstractResolver):
@@ -147,7 +192,7 @@ class GuardedResolver(AbstractResolver):
         return None
 
 
-class HttpSender:
+class HttpSender(SubmitsInTasks):
     """Sends from this process: one aiohttp session with keep-alive pools per destination.
 
     ``policy`` is the SSRF guard's (everything private blocked unless allowed); ``lookup``
@@ -169,6 +214,7 @@ class HttpSender:
         # hookline's own echo service, which the guard does not apply to (own_echo).
         self._own: aiohttp.ClientSession | None = None
         self._literals = LiteralVerdicts(self.policy)
+        self._tasks = set()
 
     def _new_session(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
@@ -194,6 +240,7 @@ class HttpSender:
             self._own = self._new_session(own)
 
     async def close(self) -> None:
+        self._cancel_submitted()
         for session in (self._session, self._own):
             if session is not None:
                 await session.close()

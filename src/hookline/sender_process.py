@@ -35,7 +35,7 @@ import orjson
 from hookline.events import now_ms
 from hookline.gil import hand_over_promptly
 from hookline.netguard import NetworkPolicy
-from hookline.sender import Exchange, Request, local_sender
+from hookline.sender import Done, Exchange, Request, local_sender
 
 log = logging.getLogger("hookline.sender")
 
@@ -104,13 +104,15 @@ class _Child:
         self.limits = (max_concurrency, max_per_host)
         self.policy = policy
         self.kind = kind
-        self.pending: dict[int, asyncio.Future[Exchange]] = {}
+        self.pending: dict[int, Done] = {}  # requests sent, by number: who takes the answer
         self.process: asyncio.subprocess.Process | None = None
         self.batcher: _Batcher | None = None
         self.reader_task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()  # set while the child takes requests
 
-    async def start(self, on_exit: Callable[[_Child], None]) -> None:
+    async def start(
+        self, on_exit: Callable[[_Child], None], on_answers: Callable[[], None]
+    ) -> None:
         ours, theirs = socket.socketpair()
         with theirs:
             self.process = await asyncio.create_subprocess_exec(
@@ -133,16 +135,23 @@ class _Child:
             await self.process.wait()
             raise OSError(f"sender process {self.number} did not say it was ready") from None
         self.batcher = _Batcher(writer)
-        self.reader_task = asyncio.create_task(self._read(reader, on_exit))
+        self.reader_task = asyncio.create_task(self._read(reader, on_exit, on_answers))
         self.ready.set()
 
-    async def _read(self, reader: asyncio.StreamReader, on_exit: Callable[[_Child], None]) -> None:
+    async def _read(
+        self,
+        reader: asyncio.StreamReader,
+        on_exit: Callable[[_Child], None],
+        on_answers: Callable[[], None],
+    ) -> None:
         try:
             while True:
                 for number, *fields in await _read_frame(reader):
-                    future = self.pending.pop(number, None)
-                    if future is not None and not future.done():
-                        future.set_result(Exchange(*fields))
+                    done = self.pending.pop(number, None)
+                    if done is not None:
+                        _answer(done, Exchange(*fields))
+                # What the answers started (the next sends) goes out now, not a turn later.
+                on_answers()
         except (asyncio.IncompleteReadError, ConnectionError, OSError, pickle.PickleError):
             pass
         finally:
@@ -151,10 +160,9 @@ class _Child:
 
     def _fail_pending(self) -> None:
         pending, self.pending = self.pending, {}
-        for future in pending.values():
-            if not future.done():
-                error = "the sender process exited before the answer came back"
-                future.set_result(Exchange(started_at=now_ms(), error=error))
+        for done in pending.values():
+            error = "the sender process exited before the answer came back"
+            _answer(done, Exchange(started_at=now_ms(), error=error))
 
     async def stop(self) -> None:
         if self.batcher is not None:
@@ -192,12 +200,13 @@ class ProcessSender:
         ]
         self._next_id = 0
         self._closing = False
-        self._restarts: set[asyncio.Task[None]] = set()
+        # Restarts, and requests waiting for a restarting child: cancelled on close.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         for child in self._children:
             try:
-                await child.start(self._exited)
+                await child.start(self._exited, self._flush)
             except Exception:
                 # Serving goes on; its deliveries wait for the child that is tried again.
                 log.exception("sender process %d did not start; trying again", child.number)
@@ -205,30 +214,50 @@ class ProcessSender:
 
     async def close(self) -> None:
         self._closing = True
-        for task in self._restarts:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._restarts, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(child.stop() for child in self._children))
 
     async def exchange(self, request: Request) -> Exchange:
+        future: asyncio.Future[Exchange] = asyncio.get_running_loop().create_future()
+
+        def done(ex: Exchange) -> None:
+            if not future.done():  # the caller may have been cancelled meanwhile
+                future.set_result(ex)
+
+        self.submit(request, done)
+        return await future
+
+    def submit(self, request: Request, done: Done) -> None:
         try:
             destination = urlsplit(request.url).netloc
         except ValueError:  # the child's sender answers it with the reason
             destination = ""
         child = self._children[hash(destination) % len(self._children)]
-        if not child.ready.is_set():
-            # A restarting child costs the delivery some time, not one of its attempts,
-            # unless it stays down longer than the request would have taken.
-            try:
-                await asyncio.wait_for(child.ready.wait(), request.timeout)
-            except TimeoutError:
-                return Exchange(started_at=now_ms(), error="the sender process is not running")
-        assert child.batcher is not None
+        if child.batcher is None or not child.ready.is_set():
+            task = asyncio.get_running_loop().create_task(self._when_ready(child, request, done))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         self._next_id += 1
-        future: asyncio.Future[Exchange] = asyncio.get_running_loop().create_future()
-        child.pending[self._next_id] = future
+        child.pending[self._next_id] = done
         child.batcher.add((self._next_id, *_request_fields(request)))
-        return await future
+
+    async def _when_ready(self, child: _Child, request: Request, done: Done) -> None:
+        """A restarting child costs the delivery some time, not one of its attempts, unless
+        it stays down longer than the request would have taken."""
+        try:
+            await asyncio.wait_for(child.ready.wait(), request.timeout)
+        except TimeoutError:
+            _answer(done, Exchange(started_at=now_ms(), error="the sender process is not running"))
+            return
+        self.submit(request, done)
+
+    def _flush(self) -> None:
+        for child in self._children:
+            if child.batcher is not None:
+                child.batcher.flush()
 
     def _exited(self, child: _Child) -> None:
         if self._closing:
@@ -239,8 +268,8 @@ class ProcessSender:
             child.batcher.writer.close()
         child.batcher = None
         task = asyncio.get_running_loop().create_task(self._restart(child))
-        self._restarts.add(task)
-        task.add_done_callback(self._restarts.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _restart(self, child: _Child) -> None:
         if child.process is not None:
@@ -251,11 +280,19 @@ class ProcessSender:
         while not self._closing:
             await asyncio.sleep(delay)  # a child that cannot start must not spin
             try:
-                await child.start(self._exited)
+                await child.start(self._exited, self._flush)
                 return
             except Exception:
                 log.exception("sender process %d did not start; trying again", child.number)
                 delay = min(delay * 2 or 0.1, MAX_RESTART_DELAY)
+
+
+def _answer(done: Done, ex: Exchange) -> None:
+    """Hand one answer over; a failing taker must not stop the others' answers."""
+    try:
+        done(ex)
+    except Exception:
+        log.exception("handling the answer to a request failed")
 
 
 # --- the child ------------------------------------------------------------------------

@@ -44,7 +44,14 @@ from hookline.netguard import (
     resolve_checked,
     system_lookup,
 )
-from hookline.sender import USER_AGENT, Exchange, Request, judge_status, signed_headers
+from hookline.sender import (
+    USER_AGENT,
+    Exchange,
+    Request,
+    SubmitsInTasks,
+    judge_status,
+    signed_headers,
+)
 from hookline.sender_errors import describe_reqwest, refused_request
 
 # How long a checked answer for a name is used before the name is resolved again.
@@ -58,7 +65,7 @@ _ClientKey = tuple[str, IPAddress | None]
 CONNECT_EVENT: Final = "hookline.sender.connect"
 
 
-class ReqwestSender:
+class ReqwestSender(SubmitsInTasks):
     """Sends from this process with one reqwest client per destination and checked address.
 
     ``policy`` is the SSRF guard's; ``lookup`` resolves names (a stub in tests).
@@ -80,11 +87,13 @@ class ReqwestSender:
         self._answers: dict[str, tuple[IPAddress, float]] = {}
         self._literals = LiteralVerdicts(self.policy)
         self._started = False
+        self._tasks = set()
 
     async def start(self) -> None:
         self._started = True
 
     async def close(self) -> None:
+        self._cancel_submitted()
         self._started = False
         clients, self._clients = list(self._clients.values()), OrderedDict()
         for client in clients:
