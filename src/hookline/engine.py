@@ -23,6 +23,7 @@ from hookline.events import UPDATE_PROFILE, Event, EventInput, now_ms
 from hookline.ids import new_id
 from hookline.journey_runner import (
     MAX_CHAIN_DEPTH,
+    TIMER_RETRY_MS,
     Applied,
     JourneyBatch,
     JourneyIndex,
@@ -220,6 +221,11 @@ class Engine:
                 for work in group:
                     await self._commit_group([work])
                 return
+            if group[0].timers:
+                # One instance whose step cannot be stored must not hold back the other
+                # timers of its batch, nor be claimed again at once for ever.
+                await self._commit_timers_apart(group[0], exc)
+                return
             if not isinstance(exc, HooklineError):
                 log.exception("ingest commit failed")
                 exc = StoreError(f"the events could not be stored: {exc}")
@@ -240,6 +246,36 @@ class Engine:
         for work, result in zip(group, results, strict=True):
             if not work.future.done():
                 work.future.set_result(result)
+
+    async def _commit_timers_apart(self, work: _Work, exc: Exception) -> None:
+        """A batch of timers that failed: each half alone, down to the one that fails, which
+        is put off by TIMER_RETRY_MS (logged), as a timer whose step raised."""
+        if len(work.timers) == 1:
+            ((instance_id, _),) = work.timers
+            log.error(
+                "journey instance %s: its step could not be stored (%s); tried again in %d s",
+                instance_id,
+                exc,
+                TIMER_RETRY_MS // 1000,
+                exc_info=exc,
+            )
+            assert self.journey_store is not None
+            try:
+                await self.journey_store.put_off(instance_id, now_ms() + TIMER_RETRY_MS)
+            except Exception as failed:  # the store itself fails: the timer loop waits
+                work.future.set_exception(failed)
+                return
+            work.future.set_result(0)
+            return
+        half = len(work.timers) // 2
+        parts = [_Work(timers=work.timers[:half]), _Work(timers=work.timers[half:])]
+        for part in parts:
+            await self._commit_group([part])
+        failures = [e for e in (p.future.exception() for p in parts) if e is not None]
+        if failures:
+            work.future.set_exception(failures[0])
+        else:
+            work.future.set_result(sum(p.future.result() for p in parts))
 
     async def _commit(self, group: list[_Work]) -> tuple[list[Any], _Batch]:
         now = now_ms()

@@ -548,6 +548,16 @@ class JourneyStore:
             ]
         return found[:limit]
 
+    async def put_off(self, instance_id: str, until: int) -> None:
+        """Move a due timer to ``until``: its step could not be stored (a timer set later
+        meanwhile, or none, stays as it is)."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(_I)
+                .where(_I.c.id == instance_id, _I.c.due_at.is_not(None), _I.c.due_at < until)
+                .values(due_at=until)
+            )
+
     async def next_due_at(self) -> int | None:
         async with self._read() as conn:
             # The condition lets the partial index on due_at answer (not a table scan).
