@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookline.events import now_ms
-from hookline.journey_runner import TIMER_RETRY_MS
+from hookline.journey_runner import MAX_CHAIN_DEPTH, TIMER_RETRY_MS
 from hookline.journeys import Instance
 from hookline.store import journey_sql
 from tests.helpers import Hookline, Receiver, spin_event
@@ -67,3 +68,75 @@ async def test_a_timer_whose_step_cannot_be_stored_holds_back_no_other_and_is_pu
     still = {i["id"]: i for i in await instances(hookline, j["id"])}
     assert still[poisoned]["status"] == "active" and still[poisoned]["block"] == "wait"
     assert len(receiver.on("/after")) == 2
+
+
+async def test_an_entry_payload_with_its_own_event_id_still_walks_and_links_the_real_event(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    """{{event.event_id}} is the payload's when it has one; the delivery's event is the real."""
+    j = await create(
+        hookline,
+        journey(
+            {
+                "wait": {"type": "delay", "duration": 0.05, "next": "after"},
+                "after": hook(receiver, "/after", '{"e": {{event.event_id}}}'),
+            },
+            start="wait",
+            entry={"trigger": {"event_type": "minigame_spin_issued"}, "mode": "every_time"},
+        ),
+    )
+    own_ids: list[Any] = [{"x": [1, 2]}, 12345, "evt_not_this_one"]
+    sent = [spin_event(payload={"event_id": own}) for own in own_ids]
+    resp = await hookline.post("/api/v1/events", sent)
+    assert resp.status_code == 202, resp.text
+    entered = [e["id"] for e in resp.json()["events"]]
+    got = await receiver.wait_for(3, "/after")
+    assert sorted(map(str, (r.json()["e"] for r in got))) == sorted(map(str, own_ids))
+    linked = []
+    for r in got:
+        delivery = await hookline.client.get(f"/api/v1/deliveries/{r.headers['webhook-id']}")
+        assert delivery.status_code == 200, delivery.text
+        linked.append(delivery.json()["event_id"])
+    assert sorted(linked) == sorted(entered)
+    assert all(i["status"] == "finished" for i in await instances(hookline, j["id"]))
+
+
+async def test_a_journey_that_enters_itself_again_through_a_delay_is_cut_at_depth_8(
+    hookline: Hookline,
+) -> None:
+    """Each walk waits, then emits the event that enters the journey again: without a depth
+    kept across the timer this looped for ever (and doubled at each turn with two emits)."""
+    j = await create(
+        hookline,
+        {
+            "name": "again-and-again",
+            "status": "active",
+            "entry": {"trigger": {"event_type": "again"}, "mode": "every_time"},
+            "start": "wait",
+            "blocks": {
+                "wait": {"type": "delay", "duration": 0.05, "next": "emit"},
+                "emit": {"type": "emit_event", "event_type": "again"},
+            },
+        },
+    )
+    resp = await hookline.post("/api/v1/events", {"event_type": "again", "user_ext_id": "u-1"})
+    assert resp.status_code == 202, resp.text
+    for _ in range(400):
+        stats = (await hookline.client.get(f"/api/v1/journeys/{j['id']}/stats")).json()
+        if stats["chain_cuts"] and not stats["active"]:
+            break
+        await asyncio.sleep(0.025)  # polling the API: no event to await from outside
+    else:
+        raise AssertionError(stats)
+    # Nobody waits any more, so nothing can enter again: the loop is over, not slowed.
+    assert stats["entered"] == MAX_CHAIN_DEPTH + 1, stats
+    assert stats["finished"] == {"completed": MAX_CHAIN_DEPTH + 1}
+    cuts = (await hookline.client.get(f"/api/v1/journeys/{j['id']}/chain-cuts")).json()["data"]
+    assert sorted(c["event_type"] for c in cuts) == [
+        "again",
+        "campaign_finished",
+        "campaign_started",
+    ]
+    assert {c["depth"] for c in cuts} == {MAX_CHAIN_DEPTH}
+    deepest = await hookline.client.get(f"/api/v1/events/{cuts[0]['event_id']}")
+    assert deepest.json()["event_type"] == "again"  # the event that entered the last walk

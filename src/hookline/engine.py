@@ -410,7 +410,7 @@ class _Batch:
         if self.journeys is not None and work.stop_journey is not None:
             applied = self.journeys.on_stop(work.stop_journey)
             for one in applied:
-                self._journey_step(one, None, 0)
+                self._journey_step(one)
             return len(applied)
         if self.journeys is not None and work.timers:
             stepped = 0
@@ -418,7 +418,7 @@ class _Batch:
                 await self._yield_now_and_then()
                 part = work.timers[start : start + TIMER_SLICE]
                 for one in self.journeys.on_timers(part, self.states):
-                    self._journey_step(one, None, 0)
+                    self._journey_step(one)
                     stepped += 1
             return stepped
         if work.timers or work.stop_journey:
@@ -466,7 +466,7 @@ class _Batch:
                     self.deliveries.append(self._delivery(rule, event, context))
             if journeys is not None and reacting:
                 # After the rules: journeys see the same event and the state it left.
-                for applied in journeys.on_event(event, context["event"], state):
+                for applied in journeys.on_event(event, context["event"], state, depth):
                     self._journey_step(applied, event.id, depth)
             # What this event caused (a chained event's deliveries are that event's).
             ids = tuple(d.id for d in self.deliveries[start:] if d.event_id == event.id)
@@ -474,10 +474,20 @@ class _Batch:
             self.known[item.eid] = (event.id, ids)
         return Accepted(event.id, event.eid, False, ids)
 
-    def _journey_step(self, applied: Applied, event_id: str | None, depth: int) -> None:
-        """Apply one journey step here: state patches, deliveries, then emitted events."""
+    def _journey_step(
+        self, applied: Applied, event_id: str | None = None, depth: int | None = None
+    ) -> None:
+        """Apply one journey step here: state patches, deliveries, then emitted events.
+
+        ``event_id`` and ``depth``: the event whose step it is, and its depth in a chain of
+        emitted events. A step no event drove (a timer, a stop) continues the chain of the
+        event that entered the instance, or two journeys that enter each other through a
+        delay would loop for ever (and double at each turn with two emit blocks).
+        """
         step, journey = applied.step, applied.journey
         inst = step.instance
+        if depth is None:
+            event_id, depth = inst.entry_event_id, inst.chain_depth
         user, brand = inst.user_ext_id, inst.ext_brand_id
         key = user_key(brand, user)
         for patch in step.state_patches:
@@ -487,7 +497,7 @@ class _Batch:
         settings = self.engine.settings
         for planned in step.webhooks:
             origin = Origin(
-                event_id or inst.entry_event.get("event_id"),
+                event_id,
                 user,
                 None,
                 planned.webhook_id,
@@ -509,10 +519,9 @@ class _Batch:
         for emitted in step.emitted:
             if depth + 1 > MAX_CHAIN_DEPTH:
                 # Two journeys that trigger each other must not loop for ever. The cut is
-                # stored with this commit. Only an event's step is this deep: timers and
-                # stops start a chain at depth 0.
-                assert self.journeys is not None and event_id is not None
-                self.journeys.cut(applied, emitted.event_type, event_id, depth)
+                # stored with this commit.
+                assert self.journeys is not None
+                self.journeys.cut(applied, emitted.event_type, event_id or "", depth)
                 log.warning(
                     "journey %s: event %s for user %s not emitted: chain depth %d reached",
                     journey.id,

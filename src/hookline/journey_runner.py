@@ -288,8 +288,11 @@ class JourneyBatch:
             )
         )
 
-    def on_event(self, event: Event, scope: dict[str, Any], state: dict[str, Any]) -> list[Applied]:
-        """Advance the user's instances on this event, then enter the journeys it triggers."""
+    def on_event(
+        self, event: Event, scope: dict[str, Any], state: dict[str, Any], depth: int = 0
+    ) -> list[Applied]:
+        """Advance the user's instances on this event, then enter the journeys it triggers;
+        ``depth``: the event's in a chain of emitted events, kept by the instances it enters."""
         applied: list[Applied] = []
         user = user_key(event.ext_brand_id, event.user_ext_id)
         brand = user[0]
@@ -320,7 +323,15 @@ class JourneyBatch:
             self.entered += 1
             instance_id = new_id("jri", self.now)
             step = enter(
-                journey, instance_id, event.user_ext_id, event.ext_brand_id, scope, state, self.now
+                journey,
+                instance_id,
+                event.user_ext_id,
+                event.ext_brand_id,
+                scope,
+                state,
+                self.now,
+                entry_event_id=event.id,
+                chain_depth=depth,
             )
             applied.append(self._record(journey, step))
             state = _with_patches(state, step)

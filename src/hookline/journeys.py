@@ -778,6 +778,11 @@ class Instance:
     block_since: int | None = None
     # A walk that completed before converting: its goal still counts until then (ms).
     goal_until: int | None = None
+    # The id of the event that entered the user (the scope's event_id may be its payload's).
+    entry_event_id: str | None = None
+    # How deep in a chain of emitted events the entry event was. A step no event drives (a
+    # timer, a stop) emits one deeper, so journeys entering each other through a delay stop.
+    chain_depth: int = 0
 
     @property
     def user(self) -> UserKey:
@@ -1127,6 +1132,9 @@ def enter(
     event_scope: Mapping[str, Any],
     state: Mapping[str, Any],
     now: int,
+    *,
+    entry_event_id: str | None = None,
+    chain_depth: int = 0,
 ) -> Step:
     """A user enters: ``campaign_started``, then the blocks run (none in the control group).
 
@@ -1148,6 +1156,8 @@ def enter(
         entry_event=event_scope,
         last_event=event_scope,
         control_group=control,
+        entry_event_id=entry_event_id,
+        chain_depth=chain_depth,
     )
     walk = _Walk(journey, instance, state, now)
     walk.emitted.append(Emitted(CAMPAIGN_STARTED, campaign_payload(journey, instance)))

@@ -76,6 +76,7 @@ _INSTANCE = RowMapper(
         "last_event": rows.JSON,
         "control_group": rows.BOOL,
         "finish_reason": rows.enum(FinishReason, nullable=True),
+        "chain_depth": rows.Codec(load=lambda raw: raw or 0),
     },
 )
 # A cut's brand as _brand reads it: a hand-edited one must not make the list unreadable.
