@@ -1183,19 +1183,15 @@ def on_event(
 ) -> Step | None:
     """An event of the instance's user came; None when it changes nothing.
 
-    Order: an exit criterion ends the instance first; then the goal (converted once, within
-    its window; exit if the goal says so); then a waiting ``wait_for_event`` block moves on.
+    Order: the goal first (converted once, within its window; exit if the goal says so), so
+    a goal event that is also an exit criterion still counts; then an exit criterion ends the
+    instance; then a waiting ``wait_for_event`` block moves on.
     A walk that completed converts until its ``goal_until``, and stays finished as it was.
     """
     if instance.status is not InstanceStatus.ACTIVE:
         return _late_conversion(journey, instance, event_type, event_scope, state, now)
     walk = _Walk(journey, instance, state, now)
     context = {**walk.context(instance.block), "event": event_scope}
-    for watch in journey.exit_on:
-        if watch.event_type == event_type and watch.predicate(context):
-            walk.instance = replace(instance, last_event=event_scope)
-            walk.finish(FinishReason.EXITED)
-            return walk.step()
     changed = False
     goal = journey.goal
     if (
@@ -1209,6 +1205,11 @@ def on_event(
         changed = True
         if goal.exit_on_goal or instance.control_group:
             walk.finish(FinishReason.GOAL)
+            return walk.step()
+    for watch in journey.exit_on:
+        if watch.event_type == event_type and watch.predicate(context):
+            walk.instance = replace(walk.instance, last_event=event_scope)
+            walk.finish(FinishReason.EXITED)
             return walk.step()
     block = journey.blocks.get(instance.block) if instance.block is not None else None
     if (
