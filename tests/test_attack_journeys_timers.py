@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from hookline.journey_runner import MAX_CHAIN_DEPTH, TIMER_RETRY_MS
 from hookline.journeys import Instance
 from hookline.store import journey_sql
 from tests.helpers import Hookline, Receiver, spin_event
+from tests.test_attack_journeys import _write
 from tests.test_journeys_e2e import create, hook, instances, journey
 
 
@@ -140,3 +142,42 @@ async def test_a_journey_that_enters_itself_again_through_a_delay_is_cut_at_dept
     assert {c["depth"] for c in cuts} == {MAX_CHAIN_DEPTH}
     deepest = await hookline.client.get(f"/api/v1/events/{cuts[0]['event_id']}")
     assert deepest.json()["event_type"] == "again"  # the event that entered the last walk
+
+
+async def test_a_chain_depth_edited_by_hand_makes_its_row_unreadable_not_a_failing_step(
+    make_hookline: Any, receiver: Receiver, tmp_path: Path
+) -> None:
+    first = await make_hookline()
+    j = await create(
+        first,
+        journey(
+            {
+                "wait": {"type": "delay", "duration": "1h", "next": "after"},
+                "after": hook(receiver, "/after", '{"u": "{{event.user_ext_id}}"}'),
+            },
+            start="wait",
+        ),
+    )
+    resp = await first.post("/api/v1/events", [spin_event("u-0"), spin_event("u-1")])
+    assert resp.status_code == 202, resp.text
+    await first.stop()
+    _write(
+        tmp_path / "data" / "hookline.db",
+        [
+            ("UPDATE journey_instances SET chain_depth = 'deep' WHERE user_ext_id = 'u-0'", ()),
+            ("UPDATE journey_instances SET due_at = 1 WHERE journey_id = ?", (j["id"],)),
+        ],
+    )
+    h = await make_hookline()
+    (received,) = await receiver.wait_for(1, "/after")
+    assert received.json() == {"u": "u-1"}
+    for _ in range(400):  # the timer meets the unreadable row in its next round
+        health = (await h.client.get("/healthz")).json()
+        if health["problem_count"]:
+            break
+        await asyncio.sleep(0.025)  # polling the API: no event to await from outside
+    (problem,) = health["problems"]
+    assert problem["kind"] == "journey_instance" and "chain_depth" in problem["detail"]
+    store = h.runtime.engine.journey_store
+    assert store is not None
+    assert await store.due(now_ms(), 10) == []  # its timer is cleared, not claimed for ever

@@ -67,6 +67,18 @@ _JOURNEY = RowMapper(
         ),
     },
 )
+
+
+def _depth(raw: Any) -> int:
+    """A stored chain depth: NULL (a row from before the column) is 0; one edited by hand
+    into something else makes the row unreadable, not a step that fails at each try."""
+    if raw is None:
+        return 0
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+        raise ValueError(f"chain_depth is {raw!r}, not a count")
+    return raw
+
+
 _INSTANCE = RowMapper(
     Instance,
     {
@@ -76,7 +88,7 @@ _INSTANCE = RowMapper(
         "last_event": rows.JSON,
         "control_group": rows.BOOL,
         "finish_reason": rows.enum(FinishReason, nullable=True),
-        "chain_depth": rows.Codec(load=lambda raw: raw or 0),
+        "chain_depth": rows.Codec(load=_depth),
     },
 )
 # A cut's brand as _brand reads it: a hand-edited one must not make the list unreadable.
