@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookline.events import now_ms
-from hookline.journey_runner import MAX_CHAIN_DEPTH, TIMER_RETRY_MS
+from hookline.journey_runner import MAX_CHAIN_DEPTH, MAX_CHAIN_EVENTS, TIMER_RETRY_MS
 from hookline.journeys import Instance
 from hookline.store import journey_sql
 from tests.helpers import Hookline, Receiver, spin_event
@@ -181,3 +181,38 @@ async def test_a_chain_depth_edited_by_hand_makes_its_row_unreadable_not_a_faili
     store = h.runtime.engine.journey_store
     assert store is not None
     assert await store.due(now_ms(), 10) == []  # its timer is cleared, not claimed for ever
+
+
+async def test_blocks_that_each_emit_the_trigger_again_stop_at_a_thousand_events(
+    hookline: Hookline,
+) -> None:
+    """Depth alone bounds no fan-out: four emit blocks were 4**8 entries in one commit."""
+    emits = 4
+    blocks: dict[str, Any] = {
+        f"e{i}": {"type": "emit_event", "event_type": "fan", "next": f"e{i + 1}"}
+        for i in range(emits)
+    }
+    del blocks[f"e{emits - 1}"]["next"]
+    j = await create(
+        hookline,
+        {
+            "name": "fan-out",
+            "status": "active",
+            "entry": {"trigger": {"event_type": "fan"}, "mode": "every_time"},
+            "start": "e0",
+            "blocks": blocks,
+        },
+    )
+    resp = await hookline.post("/api/v1/events", {"event_type": "fan", "user_ext_id": "u-1"})
+    assert resp.status_code == 202, resp.text
+    stats = (await hookline.client.get(f"/api/v1/journeys/{j['id']}/stats")).json()
+    # Each entry emits campaign_started too: about a fifth of the events are entries.
+    assert MAX_CHAIN_EVENTS // (emits + 2) <= stats["entered"] <= MAX_CHAIN_EVENTS, stats
+    cuts = await hookline.client.get(f"/api/v1/journeys/{j['id']}/chain-cuts?limit=1000")
+    depths = {c["depth"] for c in cuts.json()["data"]}
+    assert min(depths) < MAX_CHAIN_DEPTH  # cut for its breadth too, not only its depth
+    # Another event starts a chain of its own.
+    again = await hookline.post("/api/v1/events", {"event_type": "fan", "user_ext_id": "u-2"})
+    assert again.status_code == 202, again.text
+    more = (await hookline.client.get(f"/api/v1/journeys/{j['id']}/stats")).json()
+    assert more["entered"] == 2 * stats["entered"]

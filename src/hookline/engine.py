@@ -23,6 +23,7 @@ from hookline.events import UPDATE_PROFILE, Event, EventInput, now_ms
 from hookline.ids import new_id
 from hookline.journey_runner import (
     MAX_CHAIN_DEPTH,
+    MAX_CHAIN_EVENTS,
     TIMER_RETRY_MS,
     Applied,
     JourneyBatch,
@@ -395,6 +396,8 @@ class _Batch:
         self.handed: Sequence[Delivery] = ()
         self.left: Sequence[Delivery] = ()
         self.yield_at = time.perf_counter() + YIELD_EVERY
+        # Events the chain being worked on may still emit (MAX_CHAIN_EVENTS from each root).
+        self.chain_left = MAX_CHAIN_EVENTS
 
     async def apply(self, work: _Work) -> Any:
         if work.patch_user is not None:
@@ -410,6 +413,7 @@ class _Batch:
         if self.journeys is not None and work.stop_journey is not None:
             applied = self.journeys.on_stop(work.stop_journey)
             for one in applied:
+                self.chain_left = MAX_CHAIN_EVENTS
                 self._journey_step(one)
             return len(applied)
         if self.journeys is not None and work.timers:
@@ -418,6 +422,7 @@ class _Batch:
                 await self._yield_now_and_then()
                 part = work.timers[start : start + TIMER_SLICE]
                 for one in self.journeys.on_timers(part, self.states):
+                    self.chain_left = MAX_CHAIN_EVENTS
                     self._journey_step(one)
                     stepped += 1
             return stepped
@@ -426,6 +431,7 @@ class _Batch:
         accepted = []
         for item in work.events:
             await self._yield_now_and_then()
+            self.chain_left = MAX_CHAIN_EVENTS
             accepted.append(self._event(item))
         return accepted
 
@@ -517,19 +523,31 @@ class _Batch:
                 )
             )
         for emitted in step.emitted:
-            if depth + 1 > MAX_CHAIN_DEPTH:
-                # Two journeys that trigger each other must not loop for ever. The cut is
-                # stored with this commit.
+            if depth + 1 > MAX_CHAIN_DEPTH or self.chain_left <= 0:
+                # Two journeys that trigger each other must not loop for ever, nor blocks
+                # that emit their own trigger multiply. The cut is stored with this commit.
                 assert self.journeys is not None
                 self.journeys.cut(applied, emitted.event_type, event_id or "", depth)
-                log.warning(
-                    "journey %s: event %s for user %s not emitted: chain depth %d reached",
-                    journey.id,
-                    emitted.event_type,
-                    user,
-                    MAX_CHAIN_DEPTH,
-                )
+                if depth + 1 > MAX_CHAIN_DEPTH:
+                    log.warning(
+                        "journey %s: event %s for user %s not emitted: chain depth %d reached",
+                        journey.id,
+                        emitted.event_type,
+                        user,
+                        MAX_CHAIN_DEPTH,
+                    )
+                elif self.chain_left == 0:
+                    self.chain_left = -1  # said once per chain: the cuts that follow are many
+                    log.warning(
+                        "journey %s: event %s for user %s not emitted, nor any more of this "
+                        "chain: it emitted %d events",
+                        journey.id,
+                        emitted.event_type,
+                        user,
+                        MAX_CHAIN_EVENTS,
+                    )
                 continue
+            self.chain_left -= 1
             self._event(
                 EventInput(None, emitted.event_type, user, brand, None, emitted.payload),
                 depth + 1,

@@ -50,6 +50,10 @@ log = logging.getLogger("hookline.journeys")
 
 # A chain of events emitted by journeys (and the campaign events) stops at this depth.
 MAX_CHAIN_DEPTH = 8
+# Events one event (or one timer or stop step) may cause through journeys, all depths
+# together. The depth alone bounds no fan-out: a journey whose three blocks each emit its own
+# trigger entered 3 + 9 + ... + 3**8 = 9,840 times in the commit of one event.
+MAX_CHAIN_EVENTS = 1000
 # Due instances claimed per timer round.
 TIMER_BATCH = 1000
 # Claimed batches queued for the writer at most (one committing, the next waiting).
