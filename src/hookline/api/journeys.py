@@ -381,7 +381,8 @@ async def list_chain_cuts(
     key: KeyDep,
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> JSON:
-    """Two journeys that trigger each other stop at depth 8: each event not emitted is kept."""
+    """Journeys that trigger each other stop at depth 8 or 1,000 events: each event not
+    emitted is kept."""
     store = _store(runtime)
     await _journey(store, journey_id, key)
     found = await store.list_chain_cuts(journey_id, limit=limit)

@@ -758,7 +758,7 @@ class JourneyStats(_Answer):
     )
     chain_cuts: int = Field(
         description="Events its steps did not emit because their chain of emitted events "
-        "reached depth 8 (listed by /chain-cuts)."
+        "reached depth 8 or 1,000 events (listed by /chain-cuts)."
     )
 
 
