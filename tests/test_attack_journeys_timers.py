@@ -216,3 +216,33 @@ async def test_blocks_that_each_emit_the_trigger_again_stop_at_a_thousand_events
     assert again.status_code == 202, again.text
     more = (await hookline.client.get(f"/api/v1/journeys/{j['id']}/stats")).json()
     assert more["entered"] == 2 * stats["entered"]
+
+
+async def test_a_stopped_journey_lets_its_users_go_a_page_per_commit(
+    hookline: Hookline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop read every user inside into one commit: a million waiting users, gigabytes."""
+    j = await create(hookline, journey({"wait": {"type": "delay", "duration": "1h"}}, start="wait"))
+    users = [spin_event(f"u-{i:02}") for i in range(25)]
+    # One user in two brands: both leave, though a page ends at that user_ext_id.
+    users.append(spin_event("u-09", ext_brand_id="brand-2"))
+    assert (await hookline.post("/api/v1/events", users)).status_code == 202
+    engine = hookline.runtime.engine
+    engine.stop_users = 10
+    loaded: list[int] = []
+    commit = engine._commit
+
+    async def counting(group: list[Any]) -> Any:
+        results, batch = await commit(group)
+        if any(w.stop_journey for w in group):
+            assert batch.journeys is not None
+            loaded.append(len(batch.journeys.loaded))
+        return results, batch
+
+    monkeypatch.setattr(engine, "_commit", counting)
+    resp = await hookline.client.patch(f"/api/v1/journeys/{j['id']}", json={"status": "stopped"})
+    assert resp.status_code == 200, resp.text
+    assert loaded == [11, 10, 5], loaded
+    assert await instances(hookline, j["id"], status="active") == []
+    stats = (await hookline.client.get(f"/api/v1/journeys/{j['id']}/stats")).json()
+    assert stats["finished"] == {"stopped": 26}

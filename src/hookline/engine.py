@@ -52,6 +52,8 @@ FREEZE_DELAY = 1.0
 YIELD_EVERY = 0.002
 # Due timers stepped between two such looks.
 TIMER_SLICE = 50
+# Users a stopped journey lets go per commit: a million waiting users leave in pieces.
+STOP_USERS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,10 @@ class _Work:
     # Journey work: due timers (instance id, user), or a journey whose users all leave.
     timers: Sequence[tuple[str, UserKey]] = ()
     stop_journey: str | None = None
+    # A stop's page of users: those after ``stop_after`` (by user_ext_id); once read, where
+    # the next page starts (None: this was the last).
+    stop_after: str = ""
+    stop_next: str | None = None
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -109,6 +115,7 @@ class Engine:
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.journey_store = journey_store
+        self.stop_users = STOP_USERS
         self.journeys = JourneyIndex()
         self.journey_timer = (
             JourneyTimer(journey_store, self) if journey_store is not None else None
@@ -153,8 +160,19 @@ class Engine:
         await self._submit(_Work(timers=due))
 
     async def stop_journey(self, journey_id: str) -> int:
-        """Every user inside the journey leaves with reason ``stopped``; how many left."""
-        return await self._submit(_Work(stop_journey=journey_id))  # type: ignore[no-any-return]
+        """Every user inside the journey leaves with reason ``stopped``; how many left.
+
+        ``stop_users`` users per commit: in one, a million waiting users were read into
+        memory at once (gigabytes) and held the writer, every other user's events, meanwhile.
+        """
+        left, after = 0, ""
+        while True:
+            work = _Work(stop_journey=journey_id, stop_after=after)
+            stopped: int = await self._submit(work)
+            left += stopped
+            if work.stop_next is None:
+                return left
+            after = work.stop_next
 
     def put_rule(self, compiled: CompiledRule, webhook_version: int = 0) -> None:
         """Index a rule just saved (only its event type's entry changes)."""
@@ -327,7 +345,12 @@ class Engine:
             return None
         for work in group:
             if work.stop_journey is not None:
-                users.update(await jsql_active_users(conn, work.stop_journey))
+                page = await jsql_active_users(
+                    conn, work.stop_journey, after=work.stop_after, limit=self.stop_users
+                )
+                users.update(page)
+                full = len({user for _, user in page}) >= self.stop_users
+                work.stop_next = max(user for _, user in page) if full else None
         if not any(w.timers or w.stop_journey for w in group) and not any(
             self.journeys.reacts_to(e.event_type) for w in group for e in w.events
         ):

@@ -250,10 +250,22 @@ async def entered_ever(
     return pairs
 
 
-async def active_users_of(conn: AsyncConnection, journey_id: str) -> list[UserKey]:
+async def active_users_of(
+    conn: AsyncConnection, journey_id: str, *, after: str = "", limit: int | None = None
+) -> list[UserKey]:
+    """The users inside the journey: with ``limit``, those of the first ``limit``
+    user_ext_ids after ``after`` (every brand of each), in order."""
+    inside = and_(_I.c.journey_id == journey_id, _I.c.status == "active")
+    ids = (
+        select(_I.c.user_ext_id)
+        .where(inside, _I.c.user_ext_id > after)
+        .distinct()
+        .order_by(_I.c.user_ext_id)
+        .limit(limit)
+    )
     rows = await conn.execute(
         select(_I.c.user_ext_id, _I.c.ext_brand_id)
-        .where(_I.c.journey_id == journey_id, _I.c.status == "active")
+        .where(inside, _I.c.user_ext_id.in_(ids.scalar_subquery()))
         .distinct()
     )
     return list({user_key(_brand(r.ext_brand_id), r.user_ext_id) for r in rows})
