@@ -16,7 +16,7 @@ from hookline.journeys import Instance
 from hookline.store import journey_sql
 from tests.helpers import Hookline, Receiver, spin_event
 from tests.test_attack_journeys import _write
-from tests.test_journeys_e2e import create, hook, instances, journey
+from tests.test_journeys_e2e import create, hook, instances, journey, until_finished
 
 
 async def until_due_later(h: Hookline, journey_id: str, instance_id: str, after: int) -> None:
@@ -246,3 +246,37 @@ async def test_a_stopped_journey_lets_its_users_go_a_page_per_commit(
     assert await instances(hookline, j["id"], status="active") == []
     stats = (await hookline.client.get(f"/api/v1/journeys/{j['id']}/stats")).json()
     assert stats["finished"] == {"stopped": 26}
+
+
+async def test_users_a_stop_did_not_reach_before_a_crash_leave_when_next_met(
+    make_hookline: Any, receiver: Receiver, tmp_path: Path
+) -> None:
+    first = await make_hookline()
+    j = await create(
+        first,
+        journey(
+            {
+                "wait": {"type": "delay", "duration": "1h", "next": "after"},
+                "after": hook(receiver, "/after"),
+            },
+            start="wait",
+        ),
+    )
+    resp = await first.post("/api/v1/events", [spin_event("u-0"), spin_event("u-1")])
+    assert resp.status_code == 202, resp.text
+    await first.stop()
+    # As the store holds it when the server dies after the status is saved, before (all)
+    # the users inside were let go; their delays are over.
+    _write(
+        tmp_path / "data" / "hookline.db",
+        [
+            ("UPDATE journeys SET status = 'stopped' WHERE id = ?", (j["id"],)),
+            ("UPDATE journey_instances SET due_at = 1 WHERE journey_id = ?", (j["id"],)),
+        ],
+    )
+    h = await make_hookline()
+    resp = await h.post("/api/v1/events", spin_event("u-0"))  # met by an event
+    assert resp.status_code == 202, resp.text
+    done = await until_finished(h, j["id"], 2)  # u-1: met by its timer
+    assert {i["finish_reason"] for i in done} == {"stopped"}
+    assert receiver.on("/after") == []  # nobody walked on inside a stopped journey

@@ -165,6 +165,10 @@ class Engine:
         ``stop_users`` users per commit: in one, a million waiting users were read into
         memory at once (gigabytes) and held the writer, every other user's events, meanwhile.
         """
+        # One task: a caller that goes away (a client's timeout) must not end it half done.
+        return await asyncio.shield(self._stop_pages(journey_id))
+
+    async def _stop_pages(self, journey_id: str) -> int:
         left, after = 0, ""
         while True:
             work = _Work(stop_journey=journey_id, stop_after=after)

@@ -64,6 +64,8 @@ TIMER_RETRY_MS = 60_000
 TIMER_IDLE = 1.0
 # Journeys whose finished walks may still convert (a stopped one counts no more).
 _RUNNING = frozenset({JourneyStatus.ACTIVE, JourneyStatus.PAUSED})
+# Journeys everyone has left, or leaves when next met.
+_LEFT = frozenset({JourneyStatus.STOPPED, JourneyStatus.ARCHIVED})
 
 
 @dataclass
@@ -304,6 +306,9 @@ class JourneyBatch:
             journey = self.index.version(inst.journey_id, inst.version)
             if journey is None:
                 continue
+            if self._left_behind(inst):
+                applied.append(self._record(journey, stop(journey, inst, self.now)))
+                continue
             step = on_event(journey, inst, event.event_type, scope, state, self.now)
             if step is not None:
                 applied.append(self._record(journey, step))
@@ -373,6 +378,9 @@ class JourneyBatch:
             if inst.due_at is None or inst.due_at > self.now:
                 continue  # moved on meanwhile (an event came first)
             journey = self.index.version(inst.journey_id, inst.version)
+            if journey is not None and self._left_behind(inst):
+                applied.append(self._record(journey, stop(journey, inst, self.now)))
+                continue
             try:
                 step = (
                     on_timer(journey, inst, states.get(user, {}), self.now)
@@ -391,6 +399,12 @@ class JourneyBatch:
                 continue
             applied.append(self._record(journey, step))
         return applied
+
+    def _left_behind(self, inst: Instance) -> bool:
+        """Whether ``inst`` is still inside a journey that was stopped: the stop's last pages
+        were never committed (the server died meanwhile). It leaves now, not walks on."""
+        current = self.index.current.get(inst.journey_id)
+        return current is not None and current.journey.status in _LEFT
 
     def on_stop(self, journey_id: str) -> list[Applied]:
         applied: list[Applied] = []
