@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookline.events import now_ms
-from hookline.journey_runner import MAX_CHAIN_DEPTH, MAX_CHAIN_EVENTS, TIMER_RETRY_MS
+from hookline.journey_runner import MAX_CHAIN_DEPTH, MAX_CHAIN_EVENTS, TIMER_IDLE, TIMER_RETRY_MS
 from hookline.journeys import Instance
 from hookline.store import journey_sql
 from tests.helpers import Hookline, Receiver, spin_event
@@ -280,3 +281,27 @@ async def test_users_a_stop_did_not_reach_before_a_crash_leave_when_next_met(
     done = await until_finished(h, j["id"], 2)  # u-1: met by its timer
     assert {i["finish_reason"] for i in done} == {"stopped"}
     assert receiver.on("/after") == []  # nobody walked on inside a stopped journey
+
+
+async def test_a_store_that_cannot_commit_timers_is_tried_once_a_round_not_in_a_hot_loop(
+    hookline: Hookline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await create(hookline, journey({"wait": {"type": "delay", "duration": 0.05}}, start="wait"))
+    assert (await hookline.post("/api/v1/events", spin_event())).status_code == 202
+    tried: list[float] = []
+    third = asyncio.Event()
+
+    async def failing(*_: Any) -> None:
+        tried.append(time.monotonic())
+        if len(tried) == 3:
+            third.set()
+        raise RuntimeError("the disk is full")
+
+    store = hookline.runtime.engine.journey_store
+    assert store is not None
+    monkeypatch.setattr(journey_sql, "save_instances", failing)
+    monkeypatch.setattr(store, "put_off", failing)
+    await asyncio.wait_for(third.wait(), 10)
+    # Each round: the step, then putting its timer off; then the next round waits.
+    gap = tried[2] - tried[1]
+    assert gap >= TIMER_IDLE / 2, tried

@@ -463,6 +463,8 @@ class JourneyTimer:
         self._task: asyncio.Task[None] | None = None
         self._pending: deque[tuple[asyncio.Task[None], frozenset[str]]] = deque()
         self._claimed: set[str] = set()
+        # A batch failed to commit: the next claim waits a round (the store may be failing).
+        self._failed = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hookline-journey-timer")
@@ -485,7 +487,7 @@ class JourneyTimer:
         while True:
             self.wake.clear()
             try:
-                if await self.tick():
+                if await self.tick() and not self._failed:
                     continue
                 await self.drain()
                 next_due = await self.store.next_due_at()
@@ -495,8 +497,11 @@ class JourneyTimer:
                 log.exception("journey timer round failed; retrying")
                 next_due = None
             wait = TIMER_IDLE
-            if next_due is not None:
+            if next_due is not None and not self._failed:
                 wait = min(max((next_due - now_ms()) / 1000, 0.0), TIMER_IDLE)
+            # Claimed again at once, a batch the store cannot commit failed (and was logged)
+            # hundreds of times a second.
+            self._failed = False
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), wait)
@@ -530,5 +535,6 @@ class JourneyTimer:
         except Exception:
             # Not committed: the instances are still due and will be claimed again.
             log.exception("a batch of %d journey timers failed", len(ids))
+            self._failed = True
         self._pending.popleft()
         self._claimed -= ids
