@@ -305,3 +305,37 @@ async def test_a_store_that_cannot_commit_timers_is_tried_once_a_round_not_in_a_
     # Each round: the step, then putting its timer off; then the next round waits.
     gap = tried[2] - tried[1]
     assert gap >= TIMER_IDLE / 2, tried
+
+
+async def test_an_instance_stored_before_entry_event_id_links_its_deliveries_as_before(
+    make_hookline: Any, receiver: Receiver, tmp_path: Path
+) -> None:
+    first = await make_hookline()
+    await create(
+        first,
+        journey(
+            {
+                "wait": {"type": "delay", "duration": "1h", "next": "after"},
+                "after": hook(receiver, "/after"),
+            },
+            start="wait",
+        ),
+    )
+    resp = await first.post("/api/v1/events", spin_event())
+    assert resp.status_code == 202, resp.text
+    entered = resp.json()["events"][0]["id"]
+    await first.stop()
+    _write(
+        tmp_path / "data" / "hookline.db",
+        [
+            (
+                "UPDATE journey_instances SET due_at = 1,"
+                " entry_event_id = NULL, chain_depth = NULL",
+                (),
+            )
+        ],
+    )
+    h = await make_hookline()
+    (received,) = await receiver.wait_for(1, "/after")
+    delivery = await h.client.get(f"/api/v1/deliveries/{received.headers['webhook-id']}")
+    assert delivery.json()["event_id"] == entered

@@ -521,6 +521,9 @@ class _Batch:
         inst = step.instance
         if depth is None:
             event_id, depth = inst.entry_event_id, inst.chain_depth
+            if event_id is None:  # a row from before entry_event_id: its scope's, if text
+                scoped = inst.entry_event.get("event_id")
+                event_id = scoped if isinstance(scoped, str) else None
         user, brand = inst.user_ext_id, inst.ext_brand_id
         key = user_key(brand, user)
         for patch in step.state_patches:
