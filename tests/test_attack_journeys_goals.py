@@ -12,6 +12,7 @@ from hookline.journeys import (
     enter,
     on_event,
 )
+from hookline.keys import Role
 from tests.helpers import Hookline, spin_event
 from tests.test_journeys import SPIN, simple
 from tests.test_journeys_e2e import create, journey
@@ -62,3 +63,31 @@ async def test_stats_count_a_conversion_by_an_event_that_is_also_an_exit_criteri
     assert stats["treatment"]["converted"] == 1, stats
     assert stats["treatment"]["conversion_rate"] == 1.0
     assert stats["finished"] == {"exited": 1}
+
+
+async def test_a_brand_key_lists_no_instances_of_another_brand_left_in_its_journey(
+    hookline: Hookline,
+) -> None:
+    j = await create(
+        hookline,
+        journey({"wait": {"type": "delay", "duration": "1h"}}, start="wait", ext_brand_id="b2"),
+    )
+    resp = await hookline.post("/api/v1/events", spin_event(ext_brand_id="b2"))
+    assert resp.status_code == 202, resp.text
+    # Its brand changes while a user of b2 is inside.
+    moved = await hookline.client.patch(f"/api/v1/journeys/{j['id']}", json={"ext_brand_id": "b1"})
+    assert moved.status_code == 200, moved.text
+    _, admin = await hookline.runtime.keys.create(Role.ADMIN, (), "")
+    _, own = await hookline.runtime.keys.create(Role.READ, ("b1",), "")
+    path = f"/api/v1/journeys/{j['id']}/instances"
+    listed = await hookline.client.get(
+        path, params={"ext_brand_id": "b2"}, headers={"authorization": f"Bearer {admin}"}
+    )
+    assert len(listed.json()["data"]) == 1  # an admin of every brand sees it
+    hidden = await hookline.client.get(
+        path, params={"ext_brand_id": "b2"}, headers={"authorization": f"Bearer {own}"}
+    )
+    assert hidden.status_code == 404, hidden.text
+    assert hidden.json()["field"] == "ext_brand_id"
+    mine = await hookline.client.get(path, headers={"authorization": f"Bearer {own}"})
+    assert mine.status_code == 200 and mine.json()["data"] == []

@@ -341,6 +341,10 @@ async def list_instances(
     journey = await _journey(store, journey_id, key)
     if ext_brand_id is None and journey.ext_brand_id is not None:
         ext_brand_id = brand_text(journey.ext_brand_id)
+    # Users of another brand may be inside (a journey whose brand was changed while they
+    # were): they are not this key's to see, as at /users/{id}/journeys.
+    missing = f"no users of brand {ext_brand_id!r} in journey {journey_id!r}"
+    require_visible(key, ext_brand_id, missing, "ext_brand_id")
     found = await store.list_instances(
         journey_id=journey_id,
         user_ext_id=user_ext_id,
