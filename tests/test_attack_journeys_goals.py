@@ -1,4 +1,4 @@
-"""Journeys attacked through what they watch: a goal, an exit criterion and a wait on one type."""
+"""Journeys attacked through what they watch (a goal and an exit on one type) and who sees them."""
 
 from __future__ import annotations
 
