@@ -758,12 +758,13 @@ class JourneyStats(_Answer):
     )
     chain_cuts: int = Field(
         description="Events its steps did not emit because their chain of emitted events "
-        "reached depth 8 (listed by /chain-cuts)."
+        "reached depth 8 or 1,000 events (listed by /chain-cuts)."
     )
 
 
 class ChainCutOut(_Answer):
-    """An event a journey step did not emit: its chain of emitted events was too deep."""
+    """An event a journey step did not emit: its chain of emitted events was too deep, or
+    had emitted 1,000 events already."""
 
     id: str = Field(examples=["jcc_01J..."])
     journey_id: str
@@ -773,7 +774,8 @@ class ChainCutOut(_Answer):
     ext_brand_id: str | int | None
     event_type: str = Field(description="The event not emitted.")
     depth: int = Field(
-        description="The chain depth of event_id (8): the event not emitted would be one deeper."
+        description="The chain depth of event_id: 8 (the event not emitted would be one "
+        "deeper), or less when the chain had emitted 1,000 events already."
     )
     event_id: str = Field(description="The event whose step emitted it (GET /api/v1/events/{id}).")
     cut_at: int
