@@ -248,6 +248,48 @@ async def test_a_header_value_that_is_not_ascii_is_recorded_with_the_rest_of_the
     assert raw.hits == {"/latin1": 1, "/utf8": 1}
 
 
+async def test_a_header_that_came_more_than_once_keeps_every_value(
+    hookline: Hookline, raw: RawReceiver
+) -> None:
+    """Before, the answer showed only the last value of a repeated name (one Link of two)."""
+    raw.answers["/hook"] = _answer(
+        "HTTP/1.1 200 OK\r\nSet-Cookie: a=tok-1\r\nLink: </a>; rel=x\r\nX-Dup: one\r\n"
+        "Set-Cookie: b=tok-2\r\nLink: </b>; rel=y\r\nx-dup: two\r\nX-Case: v"
+    )
+    await hookline.create_rule(activity={"url": raw.base_url + "/hook"})
+    resp = await hookline.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    await hookline.idle()
+    detail = await _delivery(hookline, delivery_id)
+    (attempt,) = detail["attempt_log"]
+    # The same on both senders: names lower-cased, a repeated name's values joined in the
+    # order they came, the cookies (which cannot be joined) masked.
+    assert attempt["response_headers"] == {
+        "set-cookie": "***",
+        "link": "</a>; rel=x, </b>; rel=y",
+        "x-dup": "one, two",
+        "x-case": "v",
+        "content-length": "2",
+        "connection": "close",
+    }
+    assert "tok-" not in str(detail)
+    # The attempt keeps every pair as it came, cookies too.
+    (stored,) = await hookline.runtime.store.list_attempts(delivery_id)
+    assert sorted(stored.response_headers) == sorted(
+        [
+            ("set-cookie", "a=tok-1"),
+            ("set-cookie", "b=tok-2"),
+            ("link", "</a>; rel=x"),
+            ("link", "</b>; rel=y"),
+            ("x-dup", "one"),
+            ("x-dup", "two"),
+            ("x-case", "v"),
+            ("content-length", "2"),
+            ("connection", "close"),
+        ]
+    )
+
+
 async def test_attempts_without_trouble_carry_no_warning(
     hookline: Hookline, receiver: Receiver
 ) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from hookline.errors import HooklineError
-from hookline.redaction import SECRET_RESPONSE_HEADERS, hide_url_credentials, redact_headers
+from hookline.redaction import answer_headers, hide_url_credentials, redact_headers
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -138,9 +138,7 @@ class Attempt:
             "started_at": self.started_at,
             "latency_ms": round(self.latency_ms, 3),
             "status_code": self.status_code,
-            "response_headers": redact_headers(
-                self.response_headers, secret_headers, SECRET_RESPONSE_HEADERS
-            ),
+            "response_headers": answer_headers(self.response_headers, secret_headers),
             "response_body": self.response_body,
             "error": self.error,
             "warning": self.warning,

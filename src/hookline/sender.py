@@ -47,7 +47,7 @@ from hookline.netguard import (
     resolve_checked,
     system_lookup,
 )
-from hookline.redaction import SECRET_RESPONSE_HEADERS, redact_headers
+from hookline.redaction import answer_headers
 from hookline.sender_errors import describe
 from hookline.signing import sign
 
@@ -94,7 +94,7 @@ class Exchange:
         """The answer, masked as an attempt's is: the webhook's secret headers too."""
         return {
             "status_code": self.status_code,
-            "headers": redact_headers(self.headers, secret_headers, SECRET_RESPONSE_HEADERS),
+            "headers": answer_headers(self.headers, secret_headers),
             "body": self.body,
             "error": self.error,
             "warning": self.warning,
@@ -271,10 +271,14 @@ def signed_headers(request: Request) -> dict[str, str]:
 
 
 def text_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
-    """Response headers as the text an attempt records: a value that is not UTF-8 (Latin-1,
-    say) shows its bytes as U+FFFD, as the body does. Decoded with surrogates, as aiohttp's
-    own ``headers`` are, it could not be stored, and the attempt was sent again forever."""
-    return tuple((name.decode("latin-1"), value.decode("utf-8", "replace")) for name, value in raw)
+    """Response headers as the text an attempt records: every pair, in the order it came.
+
+    Names lower-cased, as reqwest gives them. A value that is not UTF-8 (Latin-1, say) shows
+    its bytes as U+FFFD, as the body does. Decoded with surrogates, as aiohttp's own
+    ``headers`` are, it could not be stored, and the attempt was sent again forever."""
+    return tuple(
+        (name.decode("latin-1").lower(), value.decode("utf-8", "replace")) for name, value in raw
+    )
 
 
 def judge_status(ex: Exchange) -> Exchange:
