@@ -290,6 +290,38 @@ async def test_a_header_that_came_more_than_once_keeps_every_value(
     )
 
 
+async def test_a_folded_header_is_unfolded_and_a_head_that_does_not_parse_is_final(
+    hookline: Hookline, raw: RawReceiver
+) -> None:
+    """RFC 9112 (5.2) has a client replace an obsolete line fold with a space: reqwest
+    refused the answer as not HTTP while aiohttp unfolded it. A header line that is not a
+    header was final on reqwest and retried on aiohttp, which gets the same answer again."""
+    raw.answers = {
+        "/folded": _answer("HTTP/1.1 200 OK\r\nX-Fold: a\r\n b"),
+        "/broken": _answer("HTTP/1.1 200 OK\r\nX-Broken"),
+        "/huge": _answer(
+            "HTTP/1.1 200 OK\r\n" + "\r\n".join(f"X-H{i}: {'v' * 1000}" for i in range(200))
+        ),
+    }
+    for path in raw.answers:
+        rule = example_rule(name=f"to-{path[1:]}", activity={"url": raw.base_url + path})
+        assert (await hookline.post("/api/v1/rules", rule)).status_code == 201
+    resp = await hookline.post("/api/v1/events", spin_event())
+    ids = resp.json()["events"][0]["deliveries"]
+    await hookline.idle()
+    seen: dict[str, dict[str, Any]] = {}
+    for delivery_id in ids:
+        detail = await _delivery(hookline, delivery_id)
+        seen[detail["request"]["url"].removeprefix(raw.base_url)] = detail
+    assert seen["/folded"]["status"] == "succeeded"
+    assert seen["/folded"]["attempt_log"][0]["response_headers"]["x-fold"] == "a b"
+    for path in ("/broken", "/huge"):
+        (attempt,) = seen[path]["attempt_log"]
+        assert (seen[path]["status"], attempt["status_code"]) == ("dead", None), path
+        assert attempt["error"].startswith("the answer is not valid HTTP: "), attempt
+    assert raw.hits == dict.fromkeys(raw.answers, 1)
+
+
 async def test_attempts_without_trouble_carry_no_warning(
     hookline: Hookline, receiver: Receiver
 ) -> None:

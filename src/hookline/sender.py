@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.http_exceptions import BadStatusLine
+from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine
 from yarl import URL
 
 from hookline import __version__
@@ -250,6 +250,11 @@ class HttpSender:
             elif _caused_by(exc, BadStatusLine):
                 ex.error = f"the answer is not valid HTTP (bad status line): {exc}"
                 ex.final = True
+            elif isinstance(exc, aiohttp.ClientResponseError) and _caused_by(exc, BadHttpMessage):
+                # A head that does not parse (a header line without a colon, a head too
+                # large): another try gets the same answer, and reqwest calls it final too.
+                reason = exc.message.splitlines()[0].rstrip(":")
+                ex.error, ex.final = f"the answer is not valid HTTP: {reason}", True
         except ValueError as exc:  # a URL or header aiohttp refuses: it always will
             ex.error, ex.final = f"invalid request: {exc}", True
         ex.latency_ms = (time.perf_counter() - t0) * 1000

@@ -102,6 +102,9 @@ class ReqwestSender:
             .zstd(False)
             .deflate(False)
             .max_connections(self.max_per_host)
+            # RFC 9112 (5.2): a folded header value is read with a space, as aiohttp does;
+            # refused, it turned a receiver's 2xx into a dead delivery.
+            .http1_allow_obsolete_multiline_headers_in_responses(True)
         )
         if pin is not None:
             name, address, port = pin
