@@ -9,6 +9,7 @@ import pytest
 
 from hookline.deliveries import (
     MAX_RETRY_AFTER,
+    destination_of,
     is_retryable,
     is_success,
     next_delay,
@@ -93,3 +94,21 @@ def test_plan_delivery_renders_once_and_a_render_failure_is_a_dead_delivery() ->
     assert bad.status is DeliveryStatus.DEAD
     assert bad.next_attempt_at is None
     assert bad.last_error is not None and "line break" in bad.last_error
+
+
+@pytest.mark.parametrize(
+    ("url", "destination"),
+    [
+        ("http://LocalHost:8080/a", "localhost:8080"),
+        ("http://hooks.example.com./a", "hooks.example.com:80"),
+        ("HTTPS://hooks.example.com", "hooks.example.com:443"),
+        ("http://hooks.example.com:80/", "hooks.example.com:80"),
+        ("http://user:pass@Hooks.example.com:1/", "hooks.example.com:1"),
+        ("http://[::1]:9/", "[::1]:9"),
+        ("http://[::1/", ""),
+        ("http://h:99999/", ""),
+    ],
+)
+def test_one_host_and_port_has_one_destination_however_spelled(url: str, destination: str) -> None:
+    """The unit of the per-destination limit; never the password, and never an exception."""
+    assert destination_of(url) == destination

@@ -74,11 +74,7 @@ class Delivery:
     @property
     def destination(self) -> str:
         """The host and port the request goes to: the unit of per-destination limits."""
-        try:
-            # Without userinfo: the destination is logged, a password must not be.
-            return urlsplit(self.url).netloc.rpartition("@")[2][:300]
-        except ValueError:  # refused when saved; an old row must not stop ingest or sends
-            return ""
+        return destination_of(self.url)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +140,25 @@ class Attempt:
             "warning": self.warning,
             "succeeded": self.succeeded,
         }
+
+
+def destination_of(url: str) -> str:
+    """``host:port`` of ``url``, one spelling per destination: the host lower-cased and
+    without a trailing dot, the port written out (80 or 443 when the URL has none).
+
+    The per-destination limit counts by it: ``LOCALHOST``, ``localhost.`` and ``localhost:80``
+    were three destinations, each with its own limit, though they are one host and port.
+    Without userinfo: the destination is logged, a password must not be.
+    """
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".")
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
+    except ValueError:  # refused when saved; an old row must not stop ingest or sends
+        return ""
+    if ":" in host:  # IPv6, bracketed as in a URL
+        host = f"[{host}]"
+    return f"{host}:{port}"[:300]
 
 
 def is_success(status_code: int | None) -> bool:
