@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -74,6 +75,28 @@ def test_parse_retry_after() -> None:
     assert parsed is not None and 29.0 <= parsed <= 31.0
     past = format_datetime(datetime.fromtimestamp(now - 30, UTC), usegmt=True)
     assert parse_retry_after(past, now) == 0.0
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "Tue, 14 Nov 2023 22:15:20 GMT",  # IMF-fixdate
+        "Tuesday, 14-Nov-23 22:15:20 GMT",  # RFC 850
+        "Tue Nov 14 22:15:20 2023",  # asctime: no zone, and GMT all the same
+        "Tue, 14 Nov 2023 22:15:20 -0000",
+    ],
+)
+def test_a_retry_after_date_is_gmt_in_every_format_wherever_the_server_runs(
+    date: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asctime's date was read as local time: 2 minutes became 5 hours and 2 in New York."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert parse_retry_after(date, 1_700_000_000.0) == 120.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_plan_delivery_renders_once_and_a_render_failure_is_a_dead_delivery() -> None:

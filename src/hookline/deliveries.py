@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
@@ -189,9 +190,13 @@ def parse_retry_after(value: str | None, now_s: float) -> float | None:
         seconds = float(value)
     else:
         try:
-            seconds = parsedate_to_datetime(value).timestamp() - now_s
+            when = parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        # An HTTP date is in GMT even when it does not say so (asctime's format has no zone):
+        # read as local time, a server east or west of Greenwich waited hours too long or not
+        # at all.
+        seconds = when.replace(tzinfo=when.tzinfo or UTC).timestamp() - now_s
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
