@@ -214,6 +214,23 @@ async def test_every_answer_shape_is_recorded_alike_by_both_senders(
     assert "/else" not in raw.hits
 
 
+async def test_an_answers_headers_are_kept_up_to_16_kib_as_its_body_is_up_to_4(
+    sender: Sender, raw: RawReceiver
+) -> None:
+    """Each attempt stored every header the parser let through: 400 KiB (reqwest) or 1 MiB
+    (aiohttp) a time, retries included, from a receiver that sends that much."""
+    many = "\r\n".join(f"X-H{i}: {'v' * 1000}" for i in range(90))
+    raw.answers["/many"] = _answer(f"HTTP/1.1 503 Busy\r\n{many}\r\nRetry-After: 7", b"wait")
+    request = Request("POST", raw.base_url + "/many", (), b"{}", 30.0, "d")
+    ex = await sender.exchange(request)
+    assert (ex.status_code, ex.body, ex.error) == (503, "wait", "HTTP 503")
+    assert [name for name, _ in ex.headers] == [f"x-h{i}" for i in range(16)]
+    assert ex.warning == (
+        "the response headers were cut off after 16 of 93 (the first 16 KiB are kept)"
+    )
+    assert ex.retry_after == 7.0  # read from every header, before the cut
+
+
 # --- statuses that are not HTTP -------------------------------------------------------------
 
 

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from hookline.webhooks import CompiledWebhook
 
 MAX_RESPONSE_BODY: Final = 4096
+# An attempt keeps the answer's headers up to this many characters (names and values), in
+# whole headers: a parser lets through up to 400 KiB (reqwest) or 1 MiB (aiohttp) of them.
+MAX_RESPONSE_HEADERS: Final = 16 * 1024
 # A receiver may ask us to wait, but not for longer than a day per attempt.
 MAX_RETRY_AFTER: Final = 86400.0
 JITTER: Final = 0.2

@@ -34,6 +34,7 @@ from yarl import URL
 from hookline import __version__
 from hookline.deliveries import (
     MAX_RESPONSE_BODY,
+    MAX_RESPONSE_HEADERS,
     is_success,
     is_valid_status,
     parse_retry_after,
@@ -258,7 +259,7 @@ class HttpSender:
         except ValueError as exc:  # a URL or header aiohttp refuses: it always will
             ex.error, ex.final = f"invalid request: {exc}", True
         ex.latency_ms = (time.perf_counter() - t0) * 1000
-        return judge_status(ex)
+        return judge_status(keep_headers(ex))
 
 
 def signed_headers(request: Request) -> dict[str, str]:
@@ -284,6 +285,23 @@ def text_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], .
     return tuple(
         (name.decode("latin-1").lower(), value.decode("utf-8", "replace")) for name, value in raw
     )
+
+
+def keep_headers(ex: Exchange) -> Exchange:
+    """Keep the answer's headers up to MAX_RESPONSE_HEADERS, in whole headers, as the body
+    is kept up to 4 KiB: what was left out is said in ``warning``."""
+    size = 0
+    for kept, (name, value) in enumerate(ex.headers):
+        size += len(name) + len(value)
+        if size > MAX_RESPONSE_HEADERS:
+            note = (
+                f"the response headers were cut off after {kept} of {len(ex.headers)} "
+                f"(the first {MAX_RESPONSE_HEADERS // 1024} KiB are kept)"
+            )
+            ex.headers = ex.headers[:kept]
+            ex.warning = f"{ex.warning}; {note}" if ex.warning else note
+            break
+    return ex
 
 
 def judge_status(ex: Exchange) -> Exchange:

@@ -44,7 +44,14 @@ from hookline.netguard import (
     resolve_checked,
     system_lookup,
 )
-from hookline.sender import USER_AGENT, Exchange, Request, judge_status, signed_headers
+from hookline.sender import (
+    USER_AGENT,
+    Exchange,
+    Request,
+    judge_status,
+    keep_headers,
+    signed_headers,
+)
 from hookline.sender_errors import describe_reqwest, refused_request
 
 # How long a checked answer for a name is used before the name is resolved again.
@@ -191,7 +198,7 @@ class ReqwestSender:
         except OSError as exc:  # the name did not resolve
             ex.error = f"cannot resolve host {name or request.url}: {exc}"
         ex.latency_ms = (time.perf_counter() - t0) * 1000
-        judge_status(ex)
+        judge_status(keep_headers(ex))
         if ex.error is not None and name is not None:
             # The next attempt resolves again: a changed answer gets checked at once.
             self._answers.pop(name, None)
