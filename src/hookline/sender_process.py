@@ -28,10 +28,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
+from hookline.deliveries import destination_of
 from hookline.events import now_ms
 from hookline.gil import hand_over_promptly
 from hookline.netguard import NetworkPolicy
@@ -211,11 +211,8 @@ class ProcessSender:
         await asyncio.gather(*(child.stop() for child in self._children))
 
     async def exchange(self, request: Request) -> Exchange:
-        try:
-            destination = urlsplit(request.url).netloc
-        except ValueError:  # the child's sender answers it with the reason
-            destination = ""
-        child = self._children[hash(destination) % len(self._children)]
+        # One child per destination however its host is spelled, so its pool stays warm.
+        child = self._children[hash(destination_of(request.url)) % len(self._children)]
         if not child.ready.is_set():
             # A restarting child costs the delivery some time, not one of its attempts,
             # unless it stays down longer than the request would have taken.

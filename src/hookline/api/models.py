@@ -487,11 +487,19 @@ class RenderedOut(_Answer):
     body: str | None
 
 
+# How an answer's headers read: the same on both senders, and for rows stored before.
+ANSWER_HEADERS = (
+    "The answer's headers, names lower-cased; a name that came more than once shows its "
+    "values joined with ', ' in the order they came. Secret ones (set-cookie, authorization, "
+    "proxy-authorization, cookie, x-api-key, the webhook's secret_headers) show as '***'."
+)
+
+
 class ExchangeOut(_Answer):
     """The receiver's answer to one request, or why there was none."""
 
     status_code: int | None
-    headers: dict[str, str]
+    headers: dict[str, str] = Field(description=ANSWER_HEADERS)
     body: str | None
     error: str | None
     warning: str | None
@@ -573,7 +581,7 @@ class AttemptOut(_Answer):
     started_at: int
     latency_ms: float
     status_code: int | None
-    response_headers: dict[str, str]
+    response_headers: dict[str, str] = Field(description=ANSWER_HEADERS)
     response_body: str | None
     error: str | None
     warning: str | None
