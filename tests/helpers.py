@@ -59,6 +59,7 @@ class Receiver:
     extra_headers: dict[str, dict[str, str]] = field(default_factory=dict)
     inflight: dict[str, int] = field(default_factory=dict)
     max_inflight: dict[str, int] = field(default_factory=dict)
+    peak_inflight: int = 0  # the most requests handled at once, over every path
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     # Set by stop(): a request still held by ``delay`` is answered at once, so a test's
     # teardown does not wait out a delay that has proved what it was for.
@@ -96,6 +97,7 @@ class Receiver:
         async with self._changed:
             self._changed.notify_all()
         self.max_inflight[path] = max(self.max_inflight.get(path, 0), self.inflight[path])
+        self.peak_inflight = max(self.peak_inflight, sum(self.inflight.values()))
         pause = self.delay.get(path)
         if pause:
             with contextlib.suppress(TimeoutError):

@@ -130,3 +130,23 @@ async def test_an_event_whose_payload_cannot_be_read_is_still_shown(
     got = await hookline.client.get(f"/api/v1/events/{event_id}")  # was a 500
     assert got.status_code == 200, got.text
     assert got.json()["payload"] == {} and got.json()["ext_brand_id"] is None
+
+
+async def test_an_attempt_whose_response_headers_cannot_be_read_is_still_shown(
+    hookline: Hookline, receiver: Receiver, tmp_path: Path
+) -> None:
+    await hookline.create_rule(activity={"url": receiver.url()})
+    resp = await hookline.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    await hookline.idle()
+    shown: dict[bytes, dict[str, str]] = {}
+    for stored in (b"not json", b"null", b'{"a": "b"}', b'"ab"', b'[["a"], ["x", "1"], [1, "b"]]'):
+        conn = sqlite3.connect(tmp_path / "data" / "hookline.db")
+        conn.execute("UPDATE attempts SET response_headers = ?", (stored,))
+        conn.commit()
+        conn.close()
+        got = await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")  # was a 500
+        assert got.status_code == 200, (stored, got.text)
+        shown[stored] = got.json()["attempt_log"][0]["response_headers"]
+    # What can be read is shown; the rest is left out (and logged).
+    assert list(shown.values()) == [{}, {}, {}, {}, {"x": "1"}]

@@ -5,9 +5,12 @@ off after a 2xx is a warning on a success; in both sender modes, against a raw r
 from __future__ import annotations
 
 import asyncio
+import gzip
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +19,13 @@ import pytest
 from hookline.deliveries import Attempt, DeliveryStatus, is_retryable
 from hookline.events import now_ms
 from hookline.labels import describe
+from hookline.netguard import NetworkPolicy
+from hookline.sender import Exchange, Request, Sender, local_sender
+from hookline.sender_process import ProcessSender
 from hookline.settings import SENDERS
 from hookline.store.base import Outcome
 from hookline.store.sqlite import open_sqlite
-from tests.conftest import each_sender
+from tests.conftest import LOOPBACK, each_sender
 from tests.helpers import Hookline, Receiver, due_delivery, example_rule, spin_event
 
 
@@ -36,12 +42,14 @@ class RawReceiver:
     """A TCP server that reads one HTTP request and answers ``answers[path]`` verbatim.
 
     After the bytes it closes the connection, or with ``hang`` holds it open until the
-    client gives up, so answers can be cut short or stall mid-body.
+    client gives up, so answers can be cut short or stall mid-body; with ``trickle`` the
+    bytes after the head go one at a time, ``trickle[path]`` seconds apart.
     """
 
     def __init__(self) -> None:
         self.answers: dict[str, bytes] = {}
         self.hang: set[str] = set()
+        self.trickle: dict[str, float] = {}
         self.hits: Counter[str] = Counter()
         self.base_url = ""
         self._server: asyncio.Server | None = None
@@ -67,7 +75,17 @@ class RawReceiver:
             await reader.readexactly(length)
             path = head.split(b" ", 2)[1].decode()
             self.hits[path] += 1
-            writer.write(self.answers[path])
+            answer = self.answers[path]
+            pace = self.trickle.get(path)
+            if pace is None:
+                writer.write(answer)
+            else:
+                head, sep, body = answer.partition(b"\r\n\r\n")
+                writer.write(head + sep)
+                for i in range(len(body)):
+                    await asyncio.sleep(pace)  # the receiver's pace, not a wait for a result
+                    writer.write(body[i : i + 1])
+                    await writer.drain()  # raises once the client has given up
             await writer.drain()
             if path in self.hang:
                 await reader.read()  # until the client closes its end
@@ -108,6 +126,110 @@ def _answer(status_line: str, body: bytes = b"ok", *, length: int | None = None)
     size = len(body) if length is None else length
     head = f"{status_line}\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
     return head.encode() + body
+
+
+# --- what an answer is recorded as, the same on both senders ---------------------------------
+
+
+@pytest.fixture(params=[0, 1], ids=["in-process", "sender-process"])
+async def sender(request: pytest.FixtureRequest, sender_kind: str) -> AsyncIterator[Sender]:
+    """A sender alone, as the dispatcher uses it: in this process or in a sender process."""
+    policy = NetworkPolicy(LOOPBACK)
+    made: Sender = (
+        ProcessSender(1, 64, 8, policy, kind=sender_kind)
+        if request.param
+        else local_sender(sender_kind, 64, 8, policy)
+    )
+    await made.start()
+    yield made
+    await made.close()
+
+
+async def test_every_answer_shape_is_recorded_alike_by_both_senders(
+    sender: Sender, raw: RawReceiver
+) -> None:
+    """Status, headers and the first 4 KiB of the body, as they came: nothing decompressed,
+    a body read to its end however it is framed, bytes that are not UTF-8 as U+FFFD (a
+    character the 4 KiB cut in two too), a redirect not followed, Retry-After read both ways.
+    """
+    retry_on = formatdate(time.time() + 300, usegmt=True)
+    packed = gzip.compress(b'{"ok": true}')
+    huge = b"x" * 4094 + "\u20ac".encode() + b"y" * (4 * 1024 * 1024)
+    chunks = b"".join(b"3e8\r\n" + b"c" * 1000 + b"\r\n" for _ in range(10)) + b"0\r\n\r\n"
+    raw.answers = {
+        "/redirect": _answer(f"HTTP/1.1 302 Found\r\nLocation: {raw.base_url}/else", b"moved"),
+        "/else": _answer("HTTP/1.1 200 OK"),
+        "/huge": _answer("HTTP/1.1 200 OK", huge),
+        "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + chunks,
+        "/not-utf8": _answer("HTTP/1.1 200 OK", b"ab\xff\xfecd\xc3"),
+        "/gzip": _answer("HTTP/1.1 200 OK\r\nContent-Encoding: gzip", packed),
+        "/http10": b"HTTP/1.0 200 OK\r\nX-A: 1\r\n\r\nto the close",
+        "/no-length": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the close",
+        "/204": b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+        "/304": b"HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n",
+        "/seconds": _answer("HTTP/1.1 503 Busy\r\nRetry-After: 120"),
+        "/date": _answer(f"HTTP/1.1 429 Slow\r\nRetry-After: {retry_on}"),
+        "/soon": _answer("HTTP/1.1 503 Busy\r\nRetry-After: soon"),
+        "/closed": b"HTTP/1.1 200 OK\r\nContent-Le",
+        "/never": b"",
+        "/trickle": _answer("HTTP/1.1 200 OK", b"t" * 100),
+    }
+    raw.hang.add("/never")
+    raw.trickle["/trickle"] = 0.05
+    paths = [p for p in raw.answers if p != "/else"]
+    timeout = {"/never": 1.0, "/trickle": 1.0}
+
+    async def send(path: str) -> Exchange:
+        request = Request("POST", raw.base_url + path, (), b"{}", timeout.get(path, 30.0), "d")
+        return await sender.exchange(request)
+
+    got = dict(zip(paths, await asyncio.gather(*(send(p) for p in paths)), strict=True))
+
+    def answer(path: str) -> tuple[int | None, str | None, str | None, str | None]:
+        ex = got[path]
+        return ex.status_code, ex.body, ex.error, ex.warning
+
+    assert answer("/redirect") == (302, "moved", "HTTP 302 (redirects are not followed)", None)
+    assert dict(got["/redirect"].headers)["location"] == raw.base_url + "/else"
+    assert answer("/huge") == (200, "x" * 4094 + "\ufffd", None, None)
+    assert answer("/chunked") == (200, "c" * 4096, None, None)
+    assert answer("/not-utf8") == (200, "ab\ufffd\ufffdcd\ufffd", None, None)
+    assert answer("/gzip") == (200, packed.decode("utf-8", "replace"), None, None)
+    assert dict(got["/gzip"].headers)["content-encoding"] == "gzip"
+    assert answer("/http10") == (200, "to the close", None, None)
+    assert answer("/no-length") == (200, "to the close", None, None)
+    assert answer("/204") == (204, "", None, None)
+    assert answer("/304")[:3] == (304, "", "HTTP 304 (redirects are not followed)"), got["/304"]
+    assert [got[p].retry_after for p in ("/seconds", "/soon")] == [120.0, None]
+    assert 280 < (got["/date"].retry_after or 0) <= 300
+    assert answer("/closed")[0] is None
+    assert got["/closed"].error == f"{raw.base_url[7:]} closed the connection without an answer"
+    assert answer("/never") == (None, None, "timed out after 1 s", None)
+    # A body that trickles in is cut by the request's timeout, as a stalled one is.
+    status, body, error, warning = answer("/trickle")
+    assert (status, error) == (200, None)
+    assert body is not None and 0 < len(body) < 100 and set(body) == {"t"}
+    assert warning == f"the response body was cut off after {len(body)} bytes: timed out"
+    assert not any(got[p].final for p in paths)
+    assert "/else" not in raw.hits
+
+
+async def test_an_answers_headers_are_kept_up_to_16_kib_as_its_body_is_up_to_4(
+    sender: Sender, raw: RawReceiver
+) -> None:
+    """Each attempt stored every header the parser let through: 400 KiB (reqwest) or 1 MiB
+    (aiohttp) a time, retries included, from a receiver that sends that much."""
+    many = "\r\n".join(f"X-H{i}: {'v' * 1000}" for i in range(90))
+    raw.answers["/many"] = _answer(f"HTTP/1.1 503 Busy\r\n{many}\r\nRetry-After: 7", b"wait")
+    request = Request("POST", raw.base_url + "/many", (), b"{}", 30.0, "d")
+    ex = await sender.exchange(request)
+    assert (ex.status_code, ex.body, ex.error) == (503, "wait", "HTTP 503")
+    assert [name for name, _ in ex.headers] == [f"x-h{i}" for i in range(16)]
+    assert ex.warning == (
+        "the response headers were cut off after 16 of 93 (the first 16 KiB are kept)"
+    )
+    assert ex.retry_after == 7.0  # read from every header, before the cut
 
 
 # --- statuses that are not HTTP -------------------------------------------------------------
@@ -247,6 +369,80 @@ async def test_a_header_value_that_is_not_ascii_is_recorded_with_the_rest_of_the
         assert headers["x-name"] == shown[path]
         assert headers["retry-after"] == "7"
     assert raw.hits == {"/latin1": 1, "/utf8": 1}
+
+
+async def test_a_header_that_came_more_than_once_keeps_every_value(
+    hookline: Hookline, raw: RawReceiver
+) -> None:
+    """Before, the answer showed only the last value of a repeated name (one Link of two)."""
+    raw.answers["/hook"] = _answer(
+        "HTTP/1.1 200 OK\r\nSet-Cookie: a=tok-1\r\nLink: </a>; rel=x\r\nX-Dup: one\r\n"
+        "Set-Cookie: b=tok-2\r\nLink: </b>; rel=y\r\nx-dup: two\r\nX-Case: v"
+    )
+    await hookline.create_rule(activity={"url": raw.base_url + "/hook"})
+    resp = await hookline.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    await hookline.idle()
+    detail = await _delivery(hookline, delivery_id)
+    (attempt,) = detail["attempt_log"]
+    # The same on both senders: names lower-cased, a repeated name's values joined in the
+    # order they came, the cookies (which cannot be joined) masked.
+    assert attempt["response_headers"] == {
+        "set-cookie": "***",
+        "link": "</a>; rel=x, </b>; rel=y",
+        "x-dup": "one, two",
+        "x-case": "v",
+        "content-length": "2",
+        "connection": "close",
+    }
+    assert "tok-" not in str(detail)
+    # The attempt keeps every pair as it came, cookies too.
+    (stored,) = await hookline.runtime.store.list_attempts(delivery_id)
+    assert sorted(stored.response_headers) == sorted(
+        [
+            ("set-cookie", "a=tok-1"),
+            ("set-cookie", "b=tok-2"),
+            ("link", "</a>; rel=x"),
+            ("link", "</b>; rel=y"),
+            ("x-dup", "one"),
+            ("x-dup", "two"),
+            ("x-case", "v"),
+            ("content-length", "2"),
+            ("connection", "close"),
+        ]
+    )
+
+
+async def test_a_folded_header_is_unfolded_and_a_head_that_does_not_parse_is_final(
+    hookline: Hookline, raw: RawReceiver
+) -> None:
+    """RFC 9112 (5.2) has a client replace an obsolete line fold with a space: reqwest
+    refused the answer as not HTTP while aiohttp unfolded it. A header line that is not a
+    header was final on reqwest and retried on aiohttp, which gets the same answer again."""
+    raw.answers = {
+        "/folded": _answer("HTTP/1.1 200 OK\r\nX-Fold: a\r\n b"),
+        "/broken": _answer("HTTP/1.1 200 OK\r\nX-Broken"),
+        "/huge": _answer(
+            "HTTP/1.1 200 OK\r\n" + "\r\n".join(f"X-H{i}: {'v' * 1000}" for i in range(200))
+        ),
+    }
+    for path in raw.answers:
+        rule = example_rule(name=f"to-{path[1:]}", activity={"url": raw.base_url + path})
+        assert (await hookline.post("/api/v1/rules", rule)).status_code == 201
+    resp = await hookline.post("/api/v1/events", spin_event())
+    ids = resp.json()["events"][0]["deliveries"]
+    await hookline.idle()
+    seen: dict[str, dict[str, Any]] = {}
+    for delivery_id in ids:
+        detail = await _delivery(hookline, delivery_id)
+        seen[detail["request"]["url"].removeprefix(raw.base_url)] = detail
+    assert seen["/folded"]["status"] == "succeeded"
+    assert seen["/folded"]["attempt_log"][0]["response_headers"]["x-fold"] == "a b"
+    for path in ("/broken", "/huge"):
+        (attempt,) = seen[path]["attempt_log"]
+        assert (seen[path]["status"], attempt["status_code"]) == ("dead", None), path
+        assert attempt["error"].startswith("the answer is not valid HTTP: "), attempt
+    assert raw.hits == dict.fromkeys(raw.answers, 1)
 
 
 async def test_attempts_without_trouble_carry_no_warning(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -9,6 +10,7 @@ import pytest
 
 from hookline.deliveries import (
     MAX_RETRY_AFTER,
+    destination_of,
     is_retryable,
     is_success,
     next_delay,
@@ -75,6 +77,28 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(past, now) == 0.0
 
 
+@pytest.mark.parametrize(
+    "date",
+    [
+        "Tue, 14 Nov 2023 22:15:20 GMT",  # IMF-fixdate
+        "Tuesday, 14-Nov-23 22:15:20 GMT",  # RFC 850
+        "Tue Nov 14 22:15:20 2023",  # asctime: no zone, and GMT all the same
+        "Tue, 14 Nov 2023 22:15:20 -0000",
+    ],
+)
+def test_a_retry_after_date_is_gmt_in_every_format_wherever_the_server_runs(
+    date: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asctime's date was read as local time: 2 minutes became 5 hours and 2 in New York."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert parse_retry_after(date, 1_700_000_000.0) == 120.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_plan_delivery_renders_once_and_a_render_failure_is_a_dead_delivery() -> None:
     from hookline.deliveries import DeliveryStatus, Origin, plan_delivery
     from hookline.webhooks import WebhookSpec, compile_webhook
@@ -93,3 +117,21 @@ def test_plan_delivery_renders_once_and_a_render_failure_is_a_dead_delivery() ->
     assert bad.status is DeliveryStatus.DEAD
     assert bad.next_attempt_at is None
     assert bad.last_error is not None and "line break" in bad.last_error
+
+
+@pytest.mark.parametrize(
+    ("url", "destination"),
+    [
+        ("http://LocalHost:8080/a", "localhost:8080"),
+        ("http://hooks.example.com./a", "hooks.example.com:80"),
+        ("HTTPS://hooks.example.com", "hooks.example.com:443"),
+        ("http://hooks.example.com:80/", "hooks.example.com:80"),
+        ("http://user:pass@Hooks.example.com:1/", "hooks.example.com:1"),
+        ("http://[::1]:9/", "[::1]:9"),
+        ("http://[::1/", ""),
+        ("http://h:99999/", ""),
+    ],
+)
+def test_one_host_and_port_has_one_destination_however_spelled(url: str, destination: str) -> None:
+    """The unit of the per-destination limit; never the password, and never an exception."""
+    assert destination_of(url) == destination

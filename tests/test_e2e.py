@@ -442,6 +442,44 @@ async def test_slow_host_does_not_starve_others(make_hookline: Any, receiver: Re
     assert receiver.max_inflight["/slow"] == 2
 
 
+@pytest.mark.parametrize("processes", [0, 1], ids=["in-process", "sender-process"])
+async def test_one_host_and_port_spelled_three_ways_is_one_destination(
+    make_hookline: Any, receiver: Receiver, processes: int
+) -> None:
+    """The limit counted the host as written: aiohttp sent 6 at once to one host and port
+    limited to 2, and reqwest queued the rest inside its client, their timeouts running."""
+    h = await make_hookline(max_per_host=2, sender_processes=processes)
+    receiver.delay["/slow"] = 0.2
+    port = receiver.base_url.rsplit(":", 1)[1]
+    for i, host in enumerate(["localhost", "LOCALHOST", "LocalHost"]):
+        activity = {"url": f"http://{host}:{port}/slow"}
+        await h.create_rule(
+            name=f"r{i}", trigger={"event_type": "slow"}, conditions=None, activity=activity
+        )
+    await h.post("/api/v1/events", [{"event_type": "slow", "user_ext_id": "u"}] * 4)
+    await receiver.wait_for(12, path="/slow")
+    assert receiver.max_inflight["/slow"] == 2
+
+
+@pytest.mark.parametrize("processes", [0, 1], ids=["in-process", "sender-process"])
+async def test_never_more_in_flight_than_the_global_limit(
+    make_hookline: Any, receiver: Receiver, processes: int
+) -> None:
+    h = await make_hookline(max_concurrency=3, max_per_host=2, sender_processes=processes)
+    port = receiver.base_url.rsplit(":", 1)[1]
+    for path, host in (("/a", "127.0.0.1"), ("/b", "localhost")):  # two destinations
+        receiver.delay[path] = 0.2
+        activity = {"url": f"http://{host}:{port}{path}"}
+        await h.create_rule(
+            name=path[1:], trigger={"event_type": "slow"}, conditions=None, activity=activity
+        )
+    await h.post("/api/v1/events", [{"event_type": "slow", "user_ext_id": "u"}] * 6)
+    await receiver.wait_for(12)
+    # Two destinations of two each could take four; the global limit leaves three.
+    assert receiver.peak_inflight == 3
+    assert receiver.max_inflight == {"/a": 2, "/b": 2}
+
+
 async def test_handed_over_deliveries_are_leased_in_the_outbox(
     hookline: Hookline, receiver: Receiver
 ) -> None:

@@ -16,7 +16,13 @@ from typer.testing import CliRunner
 
 from hookline.cli import app
 from hookline.logs import QUIET
-from hookline.redaction import MASK, SECRET_RESPONSE_HEADERS, redact_headers, show_secrets
+from hookline.redaction import (
+    MASK,
+    SECRET_RESPONSE_HEADERS,
+    answer_headers,
+    redact_headers,
+    show_secrets,
+)
 from tests.helpers import Hookline, Receiver, example_rule, spin_event
 
 SECRETS = {
@@ -69,6 +75,29 @@ def test_redact_headers_masks_the_fixed_names_and_the_listed_ones_in_any_case() 
         "Cookie": MASK,
         "X": "x",
     }
+
+
+def test_an_answer_shows_every_value_of_a_repeated_header_and_no_secret() -> None:
+    # As an attempt stored them: aiohttp kept the receiver's case before it lower-cased.
+    pairs = [
+        ("Link", "</a>; rel=x"),
+        ("Set-Cookie", "sid=1"),
+        ("link", "</b>; rel=y"),
+        ("set-cookie", "sid=2"),
+        ("X-Partner-Token", "t-1"),
+        ("X-Partner-Token", "t-2"),
+        ("X-Empty", ""),
+        ("Vary", "a"),
+        ("Vary", ""),
+    ]
+    assert answer_headers(pairs, ["x-partner-token"]) == {
+        "link": "</a>; rel=x, </b>; rel=y",
+        "set-cookie": MASK,
+        "x-partner-token": MASK,
+        "x-empty": "",
+        "vary": "a, ",
+    }
+    assert answer_headers([]) == {}
 
 
 def test_signing_secrets_show_to_admins_only_wherever_they_are() -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from hookline.errors import HooklineError
-from hookline.redaction import SECRET_RESPONSE_HEADERS, hide_url_credentials, redact_headers
+from hookline.redaction import answer_headers, hide_url_credentials, redact_headers
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
     from hookline.webhooks import CompiledWebhook
 
 MAX_RESPONSE_BODY: Final = 4096
+# An attempt keeps the answer's headers up to this many characters (names and values), in
+# whole headers: a parser lets through up to 400 KiB (reqwest) or 1 MiB (aiohttp) of them.
+MAX_RESPONSE_HEADERS: Final = 16 * 1024
 # A receiver may ask us to wait, but not for longer than a day per attempt.
 MAX_RETRY_AFTER: Final = 86400.0
 JITTER: Final = 0.2
@@ -74,11 +79,7 @@ class Delivery:
     @property
     def destination(self) -> str:
         """The host and port the request goes to: the unit of per-destination limits."""
-        try:
-            # Without userinfo: the destination is logged, a password must not be.
-            return urlsplit(self.url).netloc.rpartition("@")[2][:300]
-        except ValueError:  # refused when saved; an old row must not stop ingest or sends
-            return ""
+        return destination_of(self.url)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -138,14 +139,41 @@ class Attempt:
             "started_at": self.started_at,
             "latency_ms": round(self.latency_ms, 3),
             "status_code": self.status_code,
-            "response_headers": redact_headers(
-                self.response_headers, secret_headers, SECRET_RESPONSE_HEADERS
-            ),
+            "response_headers": answer_headers(self.response_headers, secret_headers),
             "response_body": self.response_body,
             "error": self.error,
             "warning": self.warning,
             "succeeded": self.succeeded,
         }
+
+
+def destination_of(url: str) -> str:
+    """``host:port`` of ``url``, one spelling per destination: the host lower-cased and
+    without a trailing dot, the port written out (80 or 443 when the URL has none).
+
+    The per-destination limit counts by it: ``LOCALHOST``, ``localhost.`` and ``localhost:80``
+    were three destinations, each with its own limit, though they are one host and port.
+    Without userinfo: the destination is logged, a password must not be.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # refused when saved; an old row must not stop ingest or sends
+        return ""
+    return _destination(parts.scheme, parts.netloc)
+
+
+@lru_cache(maxsize=4096)
+def _destination(scheme: str, netloc: str) -> str:
+    """Cached: destinations are few, and every delivery asks more than once (about 3 µs)."""
+    try:
+        parts = SplitResult(scheme, netloc, "", "", "")
+        host = (parts.hostname or "").rstrip(".")
+        port = parts.port or {"http": 80, "https": 443}.get(scheme.lower(), 0)
+    except ValueError:
+        return ""
+    if ":" in host:  # IPv6, bracketed as in a URL
+        host = f"[{host}]"
+    return f"{host}:{port}"[:300]
 
 
 def is_success(status_code: int | None) -> bool:
@@ -176,9 +204,13 @@ def parse_retry_after(value: str | None, now_s: float) -> float | None:
         seconds = float(value)
     else:
         try:
-            seconds = parsedate_to_datetime(value).timestamp() - now_s
+            when = parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        # An HTTP date is in GMT even when it does not say so (asctime's format has no zone):
+        # read as local time, a server east or west of Greenwich waited hours too long or not
+        # at all.
+        seconds = when.replace(tzinfo=when.tzinfo or UTC).timestamp() - now_s
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 

@@ -23,6 +23,8 @@ from hookline.events import UPDATE_PROFILE, Event, EventInput, now_ms
 from hookline.ids import new_id
 from hookline.journey_runner import (
     MAX_CHAIN_DEPTH,
+    MAX_CHAIN_EVENTS,
+    TIMER_RETRY_MS,
     Applied,
     JourneyBatch,
     JourneyIndex,
@@ -50,6 +52,8 @@ FREEZE_DELAY = 1.0
 YIELD_EVERY = 0.002
 # Due timers stepped between two such looks.
 TIMER_SLICE = 50
+# Users a stopped journey lets go per commit: a million waiting users leave in pieces.
+STOP_USERS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,10 @@ class _Work:
     # Journey work: due timers (instance id, user), or a journey whose users all leave.
     timers: Sequence[tuple[str, UserKey]] = ()
     stop_journey: str | None = None
+    # A stop's page of users: those after ``stop_after`` (by user_ext_id); once read, where
+    # the next page starts (None: this was the last).
+    stop_after: str = ""
+    stop_next: str | None = None
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -107,6 +115,7 @@ class Engine:
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.journey_store = journey_store
+        self.stop_users = STOP_USERS
         self.journeys = JourneyIndex()
         self.journey_timer = (
             JourneyTimer(journey_store, self) if journey_store is not None else None
@@ -151,8 +160,23 @@ class Engine:
         await self._submit(_Work(timers=due))
 
     async def stop_journey(self, journey_id: str) -> int:
-        """Every user inside the journey leaves with reason ``stopped``; how many left."""
-        return await self._submit(_Work(stop_journey=journey_id))  # type: ignore[no-any-return]
+        """Every user inside the journey leaves with reason ``stopped``; how many left.
+
+        ``stop_users`` users per commit: in one, a million waiting users were read into
+        memory at once (gigabytes) and held the writer, every other user's events, meanwhile.
+        """
+        # One task: a caller that goes away (a client's timeout) must not end it half done.
+        return await asyncio.shield(self._stop_pages(journey_id))
+
+    async def _stop_pages(self, journey_id: str) -> int:
+        left, after = 0, ""
+        while True:
+            work = _Work(stop_journey=journey_id, stop_after=after)
+            stopped: int = await self._submit(work)
+            left += stopped
+            if work.stop_next is None:
+                return left
+            after = work.stop_next
 
     def put_rule(self, compiled: CompiledRule, webhook_version: int = 0) -> None:
         """Index a rule just saved (only its event type's entry changes)."""
@@ -220,6 +244,11 @@ class Engine:
                 for work in group:
                     await self._commit_group([work])
                 return
+            if group[0].timers:
+                # One instance whose step cannot be stored must not hold back the other
+                # timers of its batch, nor be claimed again at once for ever.
+                await self._commit_timers_apart(group[0], exc)
+                return
             if not isinstance(exc, HooklineError):
                 log.exception("ingest commit failed")
                 exc = StoreError(f"the events could not be stored: {exc}")
@@ -240,6 +269,36 @@ class Engine:
         for work, result in zip(group, results, strict=True):
             if not work.future.done():
                 work.future.set_result(result)
+
+    async def _commit_timers_apart(self, work: _Work, exc: Exception) -> None:
+        """A batch of timers that failed: each half alone, down to the one that fails, which
+        is put off by TIMER_RETRY_MS (logged), as a timer whose step raised."""
+        if len(work.timers) == 1:
+            ((instance_id, _),) = work.timers
+            log.error(
+                "journey instance %s: its step could not be stored (%s); tried again in %d s",
+                instance_id,
+                exc,
+                TIMER_RETRY_MS // 1000,
+                exc_info=exc,
+            )
+            assert self.journey_store is not None
+            try:
+                await self.journey_store.put_off(instance_id, now_ms() + TIMER_RETRY_MS)
+            except Exception as failed:  # the store itself fails: the timer loop waits
+                work.future.set_exception(failed)
+                return
+            work.future.set_result(0)
+            return
+        half = len(work.timers) // 2
+        parts = [_Work(timers=work.timers[:half]), _Work(timers=work.timers[half:])]
+        for part in parts:
+            await self._commit_group([part])
+        failures = [e for e in (p.future.exception() for p in parts) if e is not None]
+        if failures:
+            work.future.set_exception(failures[0])
+        else:
+            work.future.set_result(sum(p.future.result() for p in parts))
 
     async def _commit(self, group: list[_Work]) -> tuple[list[Any], _Batch]:
         now = now_ms()
@@ -290,7 +349,12 @@ class Engine:
             return None
         for work in group:
             if work.stop_journey is not None:
-                users.update(await jsql_active_users(conn, work.stop_journey))
+                page = await jsql_active_users(
+                    conn, work.stop_journey, after=work.stop_after, limit=self.stop_users
+                )
+                users.update(page)
+                full = len({user for _, user in page}) >= self.stop_users
+                work.stop_next = max(user for _, user in page) if full else None
         if not any(w.timers or w.stop_journey for w in group) and not any(
             self.journeys.reacts_to(e.event_type) for w in group for e in w.events
         ):
@@ -359,6 +423,8 @@ class _Batch:
         self.handed: Sequence[Delivery] = ()
         self.left: Sequence[Delivery] = ()
         self.yield_at = time.perf_counter() + YIELD_EVERY
+        # Events the chain being worked on may still emit (MAX_CHAIN_EVENTS from each root).
+        self.chain_left = MAX_CHAIN_EVENTS
 
     async def apply(self, work: _Work) -> Any:
         if work.patch_user is not None:
@@ -374,7 +440,8 @@ class _Batch:
         if self.journeys is not None and work.stop_journey is not None:
             applied = self.journeys.on_stop(work.stop_journey)
             for one in applied:
-                self._journey_step(one, None, 0)
+                self.chain_left = MAX_CHAIN_EVENTS
+                self._journey_step(one)
             return len(applied)
         if self.journeys is not None and work.timers:
             stepped = 0
@@ -382,7 +449,8 @@ class _Batch:
                 await self._yield_now_and_then()
                 part = work.timers[start : start + TIMER_SLICE]
                 for one in self.journeys.on_timers(part, self.states):
-                    self._journey_step(one, None, 0)
+                    self.chain_left = MAX_CHAIN_EVENTS
+                    self._journey_step(one)
                     stepped += 1
             return stepped
         if work.timers or work.stop_journey:
@@ -390,6 +458,7 @@ class _Batch:
         accepted = []
         for item in work.events:
             await self._yield_now_and_then()
+            self.chain_left = MAX_CHAIN_EVENTS
             accepted.append(self._event(item))
         return accepted
 
@@ -430,7 +499,7 @@ class _Batch:
                     self.deliveries.append(self._delivery(rule, event, context))
             if journeys is not None and reacting:
                 # After the rules: journeys see the same event and the state it left.
-                for applied in journeys.on_event(event, context["event"], state):
+                for applied in journeys.on_event(event, context["event"], state, depth):
                     self._journey_step(applied, event.id, depth)
             # What this event caused (a chained event's deliveries are that event's).
             ids = tuple(d.id for d in self.deliveries[start:] if d.event_id == event.id)
@@ -438,10 +507,23 @@ class _Batch:
             self.known[item.eid] = (event.id, ids)
         return Accepted(event.id, event.eid, False, ids)
 
-    def _journey_step(self, applied: Applied, event_id: str | None, depth: int) -> None:
-        """Apply one journey step here: state patches, deliveries, then emitted events."""
+    def _journey_step(
+        self, applied: Applied, event_id: str | None = None, depth: int | None = None
+    ) -> None:
+        """Apply one journey step here: state patches, deliveries, then emitted events.
+
+        ``event_id`` and ``depth``: the event whose step it is, and its depth in a chain of
+        emitted events. A step no event drove (a timer, a stop) continues the chain of the
+        event that entered the instance, or two journeys that enter each other through a
+        delay would loop for ever (and double at each turn with two emit blocks).
+        """
         step, journey = applied.step, applied.journey
         inst = step.instance
+        if depth is None:
+            event_id, depth = inst.entry_event_id, inst.chain_depth
+            if event_id is None:  # a row from before entry_event_id: its scope's, if text
+                scoped = inst.entry_event.get("event_id")
+                event_id = scoped if isinstance(scoped, str) else None
         user, brand = inst.user_ext_id, inst.ext_brand_id
         key = user_key(brand, user)
         for patch in step.state_patches:
@@ -451,7 +533,7 @@ class _Batch:
         settings = self.engine.settings
         for planned in step.webhooks:
             origin = Origin(
-                event_id or inst.entry_event.get("event_id"),
+                event_id,
                 user,
                 None,
                 planned.webhook_id,
@@ -471,20 +553,31 @@ class _Batch:
                 )
             )
         for emitted in step.emitted:
-            if depth + 1 > MAX_CHAIN_DEPTH:
-                # Two journeys that trigger each other must not loop for ever. The cut is
-                # stored with this commit. Only an event's step is this deep: timers and
-                # stops start a chain at depth 0.
-                assert self.journeys is not None and event_id is not None
-                self.journeys.cut(applied, emitted.event_type, event_id, depth)
-                log.warning(
-                    "journey %s: event %s for user %s not emitted: chain depth %d reached",
-                    journey.id,
-                    emitted.event_type,
-                    user,
-                    MAX_CHAIN_DEPTH,
-                )
+            if depth + 1 > MAX_CHAIN_DEPTH or self.chain_left <= 0:
+                # Two journeys that trigger each other must not loop for ever, nor blocks
+                # that emit their own trigger multiply. The cut is stored with this commit.
+                assert self.journeys is not None
+                self.journeys.cut(applied, emitted.event_type, event_id or "", depth)
+                if depth + 1 > MAX_CHAIN_DEPTH:
+                    log.warning(
+                        "journey %s: event %s for user %s not emitted: chain depth %d reached",
+                        journey.id,
+                        emitted.event_type,
+                        user,
+                        MAX_CHAIN_DEPTH,
+                    )
+                elif self.chain_left == 0:
+                    self.chain_left = -1  # said once per chain: the cuts that follow are many
+                    log.warning(
+                        "journey %s: event %s for user %s not emitted, nor any more of this "
+                        "chain: it emitted %d events",
+                        journey.id,
+                        emitted.event_type,
+                        user,
+                        MAX_CHAIN_EVENTS,
+                    )
                 continue
+            self.chain_left -= 1
             self._event(
                 EventInput(None, emitted.event_type, user, brand, None, emitted.payload),
                 depth + 1,

@@ -50,6 +50,10 @@ log = logging.getLogger("hookline.journeys")
 
 # A chain of events emitted by journeys (and the campaign events) stops at this depth.
 MAX_CHAIN_DEPTH = 8
+# Events one event (or one timer or stop step) may cause through journeys, all depths
+# together. The depth alone bounds no fan-out: a journey whose three blocks each emit its own
+# trigger entered 3 + 9 + ... + 3**8 = 9,840 times in the commit of one event.
+MAX_CHAIN_EVENTS = 1000
 # Due instances claimed per timer round.
 TIMER_BATCH = 1000
 # Claimed batches queued for the writer at most (one committing, the next waiting).
@@ -60,6 +64,8 @@ TIMER_RETRY_MS = 60_000
 TIMER_IDLE = 1.0
 # Journeys whose finished walks may still convert (a stopped one counts no more).
 _RUNNING = frozenset({JourneyStatus.ACTIVE, JourneyStatus.PAUSED})
+# Journeys everyone has left, or leaves when next met.
+_LEFT = frozenset({JourneyStatus.STOPPED, JourneyStatus.ARCHIVED})
 
 
 @dataclass
@@ -288,14 +294,20 @@ class JourneyBatch:
             )
         )
 
-    def on_event(self, event: Event, scope: dict[str, Any], state: dict[str, Any]) -> list[Applied]:
-        """Advance the user's instances on this event, then enter the journeys it triggers."""
+    def on_event(
+        self, event: Event, scope: dict[str, Any], state: dict[str, Any], depth: int = 0
+    ) -> list[Applied]:
+        """Advance the user's instances on this event, then enter the journeys it triggers;
+        ``depth``: the event's in a chain of emitted events, kept by the instances it enters."""
         applied: list[Applied] = []
         user = user_key(event.ext_brand_id, event.user_ext_id)
         brand = user[0]
         for inst in list(self.by_user.get(user, ())):
             journey = self.index.version(inst.journey_id, inst.version)
             if journey is None:
+                continue
+            if self._left_behind(inst):
+                applied.append(self._record(journey, stop(journey, inst, self.now)))
                 continue
             step = on_event(journey, inst, event.event_type, scope, state, self.now)
             if step is not None:
@@ -320,7 +332,15 @@ class JourneyBatch:
             self.entered += 1
             instance_id = new_id("jri", self.now)
             step = enter(
-                journey, instance_id, event.user_ext_id, event.ext_brand_id, scope, state, self.now
+                journey,
+                instance_id,
+                event.user_ext_id,
+                event.ext_brand_id,
+                scope,
+                state,
+                self.now,
+                entry_event_id=event.id,
+                chain_depth=depth,
             )
             applied.append(self._record(journey, step))
             state = _with_patches(state, step)
@@ -358,6 +378,9 @@ class JourneyBatch:
             if inst.due_at is None or inst.due_at > self.now:
                 continue  # moved on meanwhile (an event came first)
             journey = self.index.version(inst.journey_id, inst.version)
+            if journey is not None and self._left_behind(inst):
+                applied.append(self._record(journey, stop(journey, inst, self.now)))
+                continue
             try:
                 step = (
                     on_timer(journey, inst, states.get(user, {}), self.now)
@@ -376,6 +399,12 @@ class JourneyBatch:
                 continue
             applied.append(self._record(journey, step))
         return applied
+
+    def _left_behind(self, inst: Instance) -> bool:
+        """Whether ``inst`` is still inside a journey that was stopped: the stop's last pages
+        were never committed (the server died meanwhile). It leaves now, not walks on."""
+        current = self.index.current.get(inst.journey_id)
+        return current is not None and current.journey.status in _LEFT
 
     def on_stop(self, journey_id: str) -> list[Applied]:
         applied: list[Applied] = []
@@ -434,6 +463,8 @@ class JourneyTimer:
         self._task: asyncio.Task[None] | None = None
         self._pending: deque[tuple[asyncio.Task[None], frozenset[str]]] = deque()
         self._claimed: set[str] = set()
+        # A batch failed to commit: the next claim waits a round (the store may be failing).
+        self._failed = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hookline-journey-timer")
@@ -456,7 +487,7 @@ class JourneyTimer:
         while True:
             self.wake.clear()
             try:
-                if await self.tick():
+                if await self.tick() and not self._failed:
                     continue
                 await self.drain()
                 next_due = await self.store.next_due_at()
@@ -466,8 +497,11 @@ class JourneyTimer:
                 log.exception("journey timer round failed; retrying")
                 next_due = None
             wait = TIMER_IDLE
-            if next_due is not None:
+            if next_due is not None and not self._failed:
                 wait = min(max((next_due - now_ms()) / 1000, 0.0), TIMER_IDLE)
+            # Claimed again at once, a batch the store cannot commit failed (and was logged)
+            # hundreds of times a second.
+            self._failed = False
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), wait)
@@ -501,5 +535,6 @@ class JourneyTimer:
         except Exception:
             # Not committed: the instances are still due and will be claimed again.
             log.exception("a batch of %d journey timers failed", len(ids))
+            self._failed = True
         self._pending.popleft()
         self._claimed -= ids

@@ -803,6 +803,11 @@ class Instance:
     block_since: int | None = None
     # A walk that completed before converting: its goal still counts until then (ms).
     goal_until: int | None = None
+    # The id of the event that entered the user (the scope's event_id may be its payload's).
+    entry_event_id: str | None = None
+    # How deep in a chain of emitted events the entry event was. A step no event drives (a
+    # timer, a stop) emits one deeper, so journeys entering each other through a delay stop.
+    chain_depth: int = 0
 
     @property
     def user(self) -> UserKey:
@@ -1152,6 +1157,9 @@ def enter(
     event_scope: Mapping[str, Any],
     state: Mapping[str, Any],
     now: int,
+    *,
+    entry_event_id: str | None = None,
+    chain_depth: int = 0,
 ) -> Step:
     """A user enters: ``campaign_started``, then the blocks run (none in the control group).
 
@@ -1173,6 +1181,8 @@ def enter(
         entry_event=event_scope,
         last_event=event_scope,
         control_group=control,
+        entry_event_id=entry_event_id,
+        chain_depth=chain_depth,
     )
     walk = _Walk(journey, instance, state, now)
     walk.emitted.append(Emitted(CAMPAIGN_STARTED, campaign_payload(journey, instance)))
@@ -1198,19 +1208,15 @@ def on_event(
 ) -> Step | None:
     """An event of the instance's user came; None when it changes nothing.
 
-    Order: an exit criterion ends the instance first; then the goal (converted once, within
-    its window; exit if the goal says so); then a waiting ``wait_for_event`` block moves on.
+    Order: the goal first (converted once, within its window; exit if the goal says so), so
+    a goal event that is also an exit criterion still counts; then an exit criterion ends the
+    instance; then a waiting ``wait_for_event`` block moves on.
     A walk that completed converts until its ``goal_until``, and stays finished as it was.
     """
     if instance.status is not InstanceStatus.ACTIVE:
         return _late_conversion(journey, instance, event_type, event_scope, state, now)
     walk = _Walk(journey, instance, state, now)
     context = {**walk.context(instance.block), "event": event_scope}
-    for watch in journey.exit_on:
-        if watch.event_type == event_type and watch.predicate(context):
-            walk.instance = replace(instance, last_event=event_scope)
-            walk.finish(FinishReason.EXITED)
-            return walk.step()
     changed = False
     goal = journey.goal
     if (
@@ -1224,6 +1230,11 @@ def on_event(
         changed = True
         if goal.exit_on_goal or instance.control_group:
             walk.finish(FinishReason.GOAL)
+            return walk.step()
+    for watch in journey.exit_on:
+        if watch.event_type == event_type and watch.predicate(context):
+            walk.instance = replace(walk.instance, last_event=event_scope)
+            walk.finish(FinishReason.EXITED)
             return walk.step()
     block = journey.blocks.get(instance.block) if instance.block is not None else None
     if (

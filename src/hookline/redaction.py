@@ -42,6 +42,28 @@ def redact_headers(
     return {name: MASK if name.lower() in names else value for name, value in pairs}
 
 
+def answer_headers(pairs: Iterable[tuple[str, str]], extra: Iterable[str] = ()) -> dict[str, str]:
+    """An answer's headers as attempts show them: every value, one entry per name.
+
+    Names are lower-cased (they are case-insensitive, and one sender keeps the receiver's case
+    while the other does not); the values of a name that came more than once are joined with
+    ``", "`` in the order they came, as RFC 9110 (5.3) lets a recipient combine them. The one
+    header that cannot be combined so, ``Set-Cookie``, is a secret: shown as one ``***``, as is
+    every other secret header however often it came. The attempt stores each pair as it came.
+    """
+    names = secret_names(extra, SECRET_RESPONSE_HEADERS)
+    shown: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        if key in names:
+            shown[key] = MASK
+        elif key in shown:
+            shown[key] = f"{shown[key]}, {value}"
+        else:
+            shown[key] = value
+    return shown
+
+
 def check_url_credentials(url: str, field: str = "url") -> None:
     """Refuse, when saved, a URL that carries credentials (``user:password@host``).
 

@@ -30,12 +30,13 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.http_exceptions import BadStatusLine
+from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine
 from yarl import URL
 
 from hookline import __version__
 from hookline.deliveries import (
     MAX_RESPONSE_BODY,
+    MAX_RESPONSE_HEADERS,
     is_success,
     is_valid_status,
     parse_retry_after,
@@ -49,7 +50,7 @@ from hookline.netguard import (
     resolve_checked,
     system_lookup,
 )
-from hookline.redaction import SECRET_RESPONSE_HEADERS, redact_headers
+from hookline.redaction import answer_headers
 from hookline.sender_errors import describe
 from hookline.signing import sign
 
@@ -97,7 +98,7 @@ class Exchange:
         """The answer, masked as an attempt's is: the webhook's secret headers too."""
         return {
             "status_code": self.status_code,
-            "headers": redact_headers(self.headers, secret_headers, SECRET_RESPONSE_HEADERS),
+            "headers": answer_headers(self.headers, secret_headers),
             "body": self.body,
             "error": self.error,
             "warning": self.warning,
@@ -297,10 +298,15 @@ class HttpSender(SubmitsInTasks):
             elif _caused_by(exc, BadStatusLine):
                 ex.error = f"the answer is not valid HTTP (bad status line): {exc}"
                 ex.final = True
+            elif isinstance(exc, aiohttp.ClientResponseError) and _caused_by(exc, BadHttpMessage):
+                # A head that does not parse (a header line without a colon, a head too
+                # large): another try gets the same answer, and reqwest calls it final too.
+                reason = exc.message.splitlines()[0].rstrip(":")
+                ex.error, ex.final = f"the answer is not valid HTTP: {reason}", True
         except ValueError as exc:  # a URL or header aiohttp refuses: it always will
             ex.error, ex.final = f"invalid request: {exc}", True
         ex.latency_ms = (time.perf_counter() - t0) * 1000
-        return judge_status(ex)
+        return judge_status(keep_headers(ex))
 
 
 def signed_headers(request: Request) -> dict[str, str]:
@@ -318,10 +324,31 @@ def signed_headers(request: Request) -> dict[str, str]:
 
 
 def text_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
-    """Response headers as the text an attempt records: a value that is not UTF-8 (Latin-1,
-    say) shows its bytes as U+FFFD, as the body does. Decoded with surrogates, as aiohttp's
-    own ``headers`` are, it could not be stored, and the attempt was sent again forever."""
-    return tuple((name.decode("latin-1"), value.decode("utf-8", "replace")) for name, value in raw)
+    """Response headers as the text an attempt records: every pair, in the order it came.
+
+    Names lower-cased, as reqwest gives them. A value that is not UTF-8 (Latin-1, say) shows
+    its bytes as U+FFFD, as the body does. Decoded with surrogates, as aiohttp's own
+    ``headers`` are, it could not be stored, and the attempt was sent again forever."""
+    return tuple(
+        (name.decode("latin-1").lower(), value.decode("utf-8", "replace")) for name, value in raw
+    )
+
+
+def keep_headers(ex: Exchange) -> Exchange:
+    """Keep the answer's headers up to MAX_RESPONSE_HEADERS, in whole headers, as the body
+    is kept up to 4 KiB: what was left out is said in ``warning``."""
+    size = 0
+    for kept, (name, value) in enumerate(ex.headers):
+        size += len(name) + len(value)
+        if size > MAX_RESPONSE_HEADERS:
+            note = (
+                f"the response headers were cut off after {kept} of {len(ex.headers)} "
+                f"(the first {MAX_RESPONSE_HEADERS // 1024} KiB are kept)"
+            )
+            ex.headers = ex.headers[:kept]
+            ex.warning = f"{ex.warning}; {note}" if ex.warning else note
+            break
+    return ex
 
 
 def judge_status(ex: Exchange) -> Exchange:

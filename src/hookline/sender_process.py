@@ -28,10 +28,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
+from hookline.deliveries import destination_of
 from hookline.events import now_ms
 from hookline.gil import hand_over_promptly
 from hookline.netguard import NetworkPolicy
@@ -230,11 +230,8 @@ class ProcessSender:
         return await future
 
     def submit(self, request: Request, done: Done) -> None:
-        try:
-            destination = urlsplit(request.url).netloc
-        except ValueError:  # the child's sender answers it with the reason
-            destination = ""
-        child = self._children[hash(destination) % len(self._children)]
+        # One child per destination however its host is spelled, so its pool stays warm.
+        child = self._children[hash(destination_of(request.url)) % len(self._children)]
         if child.batcher is None or not child.ready.is_set():
             task = asyncio.get_running_loop().create_task(self._when_ready(child, request, done))
             self._tasks.add(task)

@@ -50,6 +50,7 @@ from hookline.sender import (
     Request,
     SubmitsInTasks,
     judge_status,
+    keep_headers,
     signed_headers,
 )
 from hookline.sender_errors import describe_reqwest, refused_request
@@ -111,6 +112,9 @@ class ReqwestSender(SubmitsInTasks):
             .zstd(False)
             .deflate(False)
             .max_connections(self.max_per_host)
+            # RFC 9112 (5.2): a folded header value is read with a space, as aiohttp does;
+            # refused, it turned a receiver's 2xx into a dead delivery.
+            .http1_allow_obsolete_multiline_headers_in_responses(True)
         )
         if pin is not None:
             name, address, port = pin
@@ -197,7 +201,7 @@ class ReqwestSender(SubmitsInTasks):
         except OSError as exc:  # the name did not resolve
             ex.error = f"cannot resolve host {name or request.url}: {exc}"
         ex.latency_ms = (time.perf_counter() - t0) * 1000
-        judge_status(ex)
+        judge_status(keep_headers(ex))
         if ex.error is not None and name is not None:
             # The next attempt resolves again: a changed answer gets checked at once.
             self._answers.pop(name, None)

@@ -341,6 +341,10 @@ async def list_instances(
     journey = await _journey(store, journey_id, key)
     if ext_brand_id is None and journey.ext_brand_id is not None:
         ext_brand_id = brand_text(journey.ext_brand_id)
+    # Users of another brand may be inside (a journey whose brand was changed while they
+    # were): they are not this key's to see, as at /users/{id}/journeys.
+    missing = f"no users of brand {ext_brand_id!r} in journey {journey_id!r}"
+    require_visible(key, ext_brand_id, missing, "ext_brand_id")
     found = await store.list_instances(
         journey_id=journey_id,
         user_ext_id=user_ext_id,
@@ -381,7 +385,8 @@ async def list_chain_cuts(
     key: KeyDep,
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> JSON:
-    """Two journeys that trigger each other stop at depth 8: each event not emitted is kept."""
+    """Journeys that trigger each other stop at depth 8 or 1,000 events: each event not
+    emitted is kept."""
     store = _store(runtime)
     await _journey(store, journey_id, key)
     found = await store.list_chain_cuts(journey_id, limit=limit)

@@ -170,7 +170,7 @@ def collect(runtime: Runtime, stored: StoredCounts) -> list[Family]:
         one(
             "hookline_journey_chain_cuts_total",
             C,
-            "Events not emitted because a chain of emitted events reached depth 8.",
+            "Events not emitted because a chain of emitted events reached depth 8 or 1,000 events.",
             ingest.journey_chain_cuts,
         ),
         one(

@@ -487,11 +487,19 @@ class RenderedOut(_Answer):
     body: str | None
 
 
+# How an answer's headers read: the same on both senders, and for rows stored before.
+ANSWER_HEADERS = (
+    "The answer's headers, names lower-cased; a name that came more than once shows its "
+    "values joined with ', ' in the order they came. Secret ones (set-cookie, authorization, "
+    "proxy-authorization, cookie, x-api-key, the webhook's secret_headers) show as '***'."
+)
+
+
 class ExchangeOut(_Answer):
     """The receiver's answer to one request, or why there was none."""
 
     status_code: int | None
-    headers: dict[str, str]
+    headers: dict[str, str] = Field(description=ANSWER_HEADERS)
     body: str | None
     error: str | None
     warning: str | None
@@ -573,7 +581,7 @@ class AttemptOut(_Answer):
     started_at: int
     latency_ms: float
     status_code: int | None
-    response_headers: dict[str, str]
+    response_headers: dict[str, str] = Field(description=ANSWER_HEADERS)
     response_body: str | None
     error: str | None
     warning: str | None
@@ -758,12 +766,13 @@ class JourneyStats(_Answer):
     )
     chain_cuts: int = Field(
         description="Events its steps did not emit because their chain of emitted events "
-        "reached depth 8 (listed by /chain-cuts)."
+        "reached depth 8 or 1,000 events (listed by /chain-cuts)."
     )
 
 
 class ChainCutOut(_Answer):
-    """An event a journey step did not emit: its chain of emitted events was too deep."""
+    """An event a journey step did not emit: its chain of emitted events was too deep, or
+    had emitted 1,000 events already."""
 
     id: str = Field(examples=["jcc_01J..."])
     journey_id: str
@@ -773,7 +782,8 @@ class ChainCutOut(_Answer):
     ext_brand_id: str | int | None
     event_type: str = Field(description="The event not emitted.")
     depth: int = Field(
-        description="The chain depth of event_id (8): the event not emitted would be one deeper."
+        description="The chain depth of event_id: 8 (the event not emitted would be one "
+        "deeper), or less when the chain had emitted 1,000 events already."
     )
     event_id: str = Field(description="The event whose step emitted it (GET /api/v1/events/{id}).")
     cut_at: int

@@ -67,6 +67,18 @@ _JOURNEY = RowMapper(
         ),
     },
 )
+
+
+def _depth(raw: Any) -> int:
+    """A stored chain depth: NULL (a row from before the column) is 0; one edited by hand
+    into something else makes the row unreadable, not a step that fails at each try."""
+    if raw is None:
+        return 0
+    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+        raise ValueError(f"chain_depth is {raw!r}, not a count")
+    return raw
+
+
 _INSTANCE = RowMapper(
     Instance,
     {
@@ -76,6 +88,7 @@ _INSTANCE = RowMapper(
         "last_event": rows.JSON,
         "control_group": rows.BOOL,
         "finish_reason": rows.enum(FinishReason, nullable=True),
+        "chain_depth": rows.Codec(load=_depth),
     },
 )
 # A cut's brand as _brand reads it: a hand-edited one must not make the list unreadable.
@@ -237,10 +250,22 @@ async def entered_ever(
     return pairs
 
 
-async def active_users_of(conn: AsyncConnection, journey_id: str) -> list[UserKey]:
+async def active_users_of(
+    conn: AsyncConnection, journey_id: str, *, after: str = "", limit: int | None = None
+) -> list[UserKey]:
+    """The users inside the journey: with ``limit``, those of the first ``limit``
+    user_ext_ids after ``after`` (every brand of each), in order."""
+    inside = and_(_I.c.journey_id == journey_id, _I.c.status == "active")
+    ids = (
+        select(_I.c.user_ext_id)
+        .where(inside, _I.c.user_ext_id > after)
+        .distinct()
+        .order_by(_I.c.user_ext_id)
+        .limit(limit)
+    )
     rows = await conn.execute(
         select(_I.c.user_ext_id, _I.c.ext_brand_id)
-        .where(_I.c.journey_id == journey_id, _I.c.status == "active")
+        .where(inside, _I.c.user_ext_id.in_(ids.scalar_subquery()))
         .distinct()
     )
     return list({user_key(_brand(r.ext_brand_id), r.user_ext_id) for r in rows})
@@ -547,6 +572,16 @@ class JourneyStore:
                 if r.id not in skip
             ]
         return found[:limit]
+
+    async def put_off(self, instance_id: str, until: int) -> None:
+        """Move a due timer to ``until``: its step could not be stored (a timer set later
+        meanwhile, or none, stays as it is)."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(_I)
+                .where(_I.c.id == instance_id, _I.c.due_at.is_not(None), _I.c.due_at < until)
+                .values(due_at=until)
+            )
 
     async def next_due_at(self) -> int | None:
         async with self._read() as conn:

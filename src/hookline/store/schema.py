@@ -253,6 +253,10 @@ journey_instances = Table(
     Column("updated_at", Integer, nullable=False),
     # A walk that completed unconverted: its goal counts until then (ADDED_COLUMNS).
     Column("goal_until", Integer, nullable=True),
+    # The entering event's id and chain depth (journeys.Instance); NULL in rows of a hookline
+    # before them (ADDED_COLUMNS): no id, depth 0.
+    Column("entry_event_id", String(40), nullable=True),
+    Column("chain_depth", Integer, nullable=True),
     # Timers: only waiting instances carry due_at, so the index stays small.
     Index(
         "ix_journey_instances_due",
@@ -318,6 +322,8 @@ ADDED_COLUMNS = (
     (rules, "limits"),
     (rules, "counting_epoch"),
     (journey_instances, "goal_until"),
+    (journey_instances, "entry_event_id"),
+    (journey_instances, "chain_depth"),
 )
 
 # Indexes on ADDED_COLUMNS: create_all makes them only with a new table.

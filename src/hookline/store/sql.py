@@ -597,8 +597,28 @@ _API_KEY = RowMapper(
         ),
     },
 )
+
+
+def _answer_pairs(raw: Any) -> tuple[tuple[str, str], ...]:
+    """An attempt's stored response headers: the pairs of text that can be read. A hand edit
+    (not JSON, not pairs) is logged and left out, not a 500 on reading the delivery."""
+    try:
+        loaded = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        loaded = None
+    items = loaded if isinstance(loaded, list) else [None]
+    pairs = tuple(
+        (item[0], item[1])
+        for item in items
+        if isinstance(item, list) and len(item) == 2 and all(type(x) is str for x in item)
+    )
+    if len(pairs) != len(items):
+        log.error("stored response headers cannot be read whole; they were: %.1000r", raw)
+    return pairs
+
+
 _ATTEMPT = RowMapper(
-    Attempt, {"response_headers": rows.Codec(_dumps, _pairs), "succeeded": rows.BOOL}
+    Attempt, {"response_headers": rows.Codec(_dumps, _answer_pairs), "succeeded": rows.BOOL}
 )
 
 
