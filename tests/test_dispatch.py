@@ -221,3 +221,55 @@ async def test_retry_by_hand_waits_for_the_attempt_in_hand(
     assert again.status_code == 202, again.text
     arrived = await receiver.wait_for(2)
     assert {r.headers["webhook-id"] for r in arrived} == {delivery_id}
+
+
+async def _attempt_errors(hookline: Hookline, delivery_id: str) -> list[str | None]:
+    await hookline.idle()
+    detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")).json()
+    assert detail["status"] == "succeeded"
+    return [a["error"] for a in detail["attempt_log"]]
+
+
+@pytest.mark.parametrize("where", ["submit", "exchange"])
+async def test_a_sender_that_raises_costs_one_attempt_not_the_delivery(
+    hookline: Hookline, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    sender = hookline.runtime.dispatcher.sender
+    real = getattr(sender, where)
+    raised = False
+
+    def broken(*args: Any) -> Any:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise RuntimeError("boom")
+        return real(*args)
+
+    monkeypatch.setattr(sender, where, broken)
+    await hookline.create_rule(activity={"url": receiver.url(), "retry_schedule": [0, 0.01]})
+    resp = await hookline.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    (arrived,) = await receiver.wait_for(1)
+    assert arrived.headers["webhook-id"] == delivery_id
+    errors = await _attempt_errors(hookline, delivery_id)
+    assert errors == ["internal error: RuntimeError('boom')", None]
+
+
+async def test_a_send_that_outlives_the_stop_is_not_recorded_and_goes_again(
+    make_hookline: MakeHookline, receiver: Receiver
+) -> None:
+    first = await make_hookline()
+    await first.create_rule(activity={"url": receiver.url("/slow")})
+    receiver.delay["/slow"] = 30
+    resp = await first.post("/api/v1/events", spin_event())
+    (delivery_id,) = resp.json()["events"][0]["deliveries"]
+    await receiver.wait_inflight("/slow")
+    await first.runtime.dispatcher.stop(grace=0.1)  # gives up on the send in flight
+    stored = await first.runtime.store.get_delivery(delivery_id)
+    assert stored is not None and (stored.status.value, stored.attempts) == ("pending", 0)
+    await first.stop()
+    receiver.delay.clear()
+    again = await make_hookline()
+    (arrived,) = await receiver.wait_for(1, "/slow")  # the first one is still held there
+    assert arrived.headers["webhook-id"] == delivery_id
+    assert await _attempt_errors(again, delivery_id) == [None]
