@@ -125,7 +125,7 @@ async def test_a_claim_leaves_out_full_hosts_and_leases_what_it_takes(runtime: R
                 _due("dlv_b1", "http://b.test/hook"),
             ]
         )
-    full_a = {"a.test": 0}
+    full_a = {"a.test:80": 0}  # a destination is host:port, the port written out
     claimed = await runtime.store.claim_due(2_000, 10, 0, full_a, 32)
     assert [d.id for d in claimed] == ["dlv_b1"]
     assert await runtime.store.claim_due(2_000, 10, 0, full_a, 32) == []  # leased: not again
@@ -142,7 +142,7 @@ async def test_a_claim_reads_past_a_full_hosts_backlog_only_when_asked(runtime: 
     async with runtime.store.ingest() as tx:
         await tx.insert_events([_stored(1)])
         await tx.insert_deliveries([*backlog, _due("dlv_b1", "http://b.test/hook", 1_500)])
-    full_a = {"a.test": 0}
+    full_a = {"a.test:80": 0}  # a destination is host:port, the port written out
     assert await runtime.store.claim_due(2_000, 10, 0, full_a, 32, look_past=False) == []
     claimed = await runtime.store.claim_due(2_000, 10, 0, full_a, 32, look_past=True)
     assert [d.id for d in claimed] == ["dlv_b1"]
