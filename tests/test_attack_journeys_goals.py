@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from hookline.journeys import (
@@ -74,9 +76,24 @@ async def test_a_brand_key_lists_no_instances_of_another_brand_left_in_its_journ
     )
     resp = await hookline.post("/api/v1/events", spin_event(ext_brand_id="b2"))
     assert resp.status_code == 202, resp.text
-    # Its brand changes while a user of b2 is inside.
-    moved = await hookline.client.patch(f"/api/v1/journeys/{j['id']}", json={"ext_brand_id": "b1"})
-    assert moved.status_code == 200, moved.text
+    # Its brand changed while a user of b2 was inside (an older hookline allowed it; now a
+    # journey moves only with nobody inside): the stored brand becomes another journey's b1.
+    other = await create(
+        hookline,
+        journey(
+            {"wait": {"type": "delay", "duration": "1h"}},
+            start="wait",
+            name="other",
+            ext_brand_id="b1",
+        ),
+    )
+    with sqlite3.connect(hookline.runtime.settings.database_path) as db:
+        db.execute(
+            "UPDATE journeys SET ext_brand_id = (SELECT ext_brand_id FROM journeys WHERE id = ?) "
+            "WHERE id = ?",
+            (other["id"], j["id"]),
+        )
+    assert (await hookline.client.get(f"/api/v1/journeys/{j['id']}")).json()["ext_brand_id"] == "b1"
     _, admin = await hookline.runtime.keys.create(Role.ADMIN, (), "")
     _, own = await hookline.runtime.keys.create(Role.READ, ("b1",), "")
     path = f"/api/v1/journeys/{j['id']}/instances"

@@ -16,7 +16,7 @@ from hookline.api.auth import right_for
 from hookline.keys import ApiKey, Role
 from hookline.store.schema import SCHEMA_VERSION
 from hookline.store.sqlite import open_sqlite
-from tests.helpers import Hookline, Receiver, example_rule
+from tests.helpers import Hookline, Receiver, example_journey, example_rule, spin_event
 from tests.test_auth import app_routes
 
 BRANDS: tuple[str | None, ...] = ("b1", "b2", None)
@@ -604,3 +604,26 @@ async def test_another_brands_user_is_404_to_a_state_patch_whether_or_not_it_exi
     # Creating for another brand is what a 403 says: an event of a foreign brand.
     event = {"event_type": "t", "user_ext_id": "u", "ext_brand_id": "b2"}
     assert (await h.post("/api/v1/events", event, headers=_auth(ingest))).status_code == 403
+
+
+async def test_a_journey_moves_to_another_brand_only_with_nobody_inside(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    blocks = {
+        "wait": {"type": "delay", "duration": "1h", "next": "hello"},
+        "hello": {"type": "webhook", "activity": {"url": receiver.url()}},
+    }
+    journey = example_journey(ext_brand_id="brand-1", start="wait", blocks=blocks)
+    resp = await hookline.client.post("/api/v1/journeys", json=journey)
+    assert resp.status_code == 201, resp.text
+    path = f"/api/v1/journeys/{resp.json()['id']}"
+    assert (await hookline.post("/api/v1/events", spin_event("u-1"))).status_code == 202
+    moved = await hookline.client.patch(path, json={"ext_brand_id": "brand-2"})
+    assert moved.status_code == 409, moved.text
+    assert moved.json()["field"] == "ext_brand_id"
+    assert "1 user(s) are inside" in moved.json()["detail"]
+    # Other changes go on; once everyone has left, it may move.
+    assert (await hookline.client.patch(path, json={"status": "stopped"})).status_code == 200
+    moved = await hookline.client.patch(path, json={"ext_brand_id": "brand-2"})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["ext_brand_id"] == "brand-2"

@@ -348,11 +348,26 @@ class Catalog:
             current = await self._journey(journey_id)
             precondition.check("journey", current.revision)
             changed = change(current)
+            await self._check_brand_move(current, changed)
             if changed.signing is None:
                 changed = replace(changed, signing=current.signing or Signing.new())
             saved = await self._save_journey(successor(current, changed), current, sees)
         await self._leave_if_stopped(saved, current)
         return saved
+
+    async def _check_brand_move(self, current: Journey, changed: Journey) -> None:
+        """A journey moves to another brand only with nobody inside: users of the old brand
+        would walk on in the new brand's journey, counted in its stats and sent to its
+        webhooks."""
+        if changed.ext_brand_id == current.ext_brand_id:
+            return
+        inside = await self.journeys.count_inside(current.id)
+        if inside:
+            raise Conflict(
+                f"{inside} user(s) are inside journey {current.id}; a journey moves to another "
+                "brand only with nobody inside: stop it (they leave), or let them finish, first",
+                field="ext_brand_id",
+            )
 
     def rotate_journey_secret(self, current: Journey) -> Journey:
         """The journey with a new secret for its inline webhook blocks; the old one signs for

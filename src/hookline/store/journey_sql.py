@@ -589,6 +589,16 @@ class JourneyStore:
             value = await conn.scalar(select(func.min(_I.c.due_at)).where(_I.c.due_at.is_not(None)))
         return int(value) if value is not None else None
 
+    async def count_inside(self, journey_id: str) -> int:
+        """Users inside the journey now (active instances, on any version)."""
+        async with self._read() as conn:
+            value = await conn.scalar(
+                select(func.count())
+                .select_from(_I)
+                .where(_I.c.journey_id == journey_id, _I.c.status == "active")
+            )
+        return int(value or 0)
+
     async def count_timers(self) -> int:
         """Journey instances waiting for a due time (a delay, a wait's timeout, max duration)."""
         async with self._read() as conn:
