@@ -6,13 +6,15 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import pytest
 
+from hookline.events import now_ms
 from hookline.netguard import NetworkPolicy
 from hookline.sender import Exchange, Request
-from hookline.sender_process import ProcessSender, _Child
+from hookline.sender_process import ProcessSender, _Child, _frame
 from hookline.settings import SENDERS
 from tests.conftest import LOOPBACK, each_sender
 from tests.helpers import Hookline, Receiver, spin_event
@@ -229,3 +231,22 @@ async def test_a_request_after_close_is_answered_at_once(sender_kind: str) -> No
     answer = await asyncio.wait_for(sender.exchange(_request("http://127.0.0.1:9/")), 1)
     assert answer.error == "the sender is closed"
     assert not sender._tasks
+
+
+async def test_an_answer_the_parent_cannot_read_is_an_error_not_a_lost_request() -> None:
+    """A child of another version (hookline upgraded on disk, then a child restarted) may
+    send an answer with more fields: its request was taken from the table of those waiting,
+    then the answer raised, and its taker never heard of it again."""
+    child = _Child(0, 8, 8, ALLOW_LOOPBACK)
+    answers: dict[int, Exchange] = {}
+    child.pending = {1: partial(answers.__setitem__, 1), 2: partial(answers.__setitem__, 2)}
+    fields = (now_ms(), 200, (), "ok", None, None, 1.0, False, None)
+    reader = asyncio.StreamReader()
+    reader.feed_data(_frame([(1, *fields, "a field of a later version"), (2, *fields)]))
+    reader.feed_eof()
+    exited: list[_Child] = []
+    await child._read(reader, exited.append, lambda: None)
+    assert answers[2].status_code == 200
+    assert answers[1].status_code is None and answers[1].error is not None
+    assert "cannot read" in answers[1].error
+    assert exited == [child]

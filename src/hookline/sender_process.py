@@ -158,7 +158,7 @@ class _Child:
                 for number, *fields in await _read_frame(reader):
                     done = self.pending.pop(number, None)
                     if done is not None:
-                        _answer(done, Exchange(*fields))
+                        _answer(done, _exchange(fields))
                 # What the answers started (the next sends) goes out now, not a turn later.
                 on_answers()
         except (asyncio.IncompleteReadError, ConnectionError, OSError, pickle.PickleError):
@@ -303,6 +303,16 @@ class ProcessSender:
             except Exception:
                 log.exception("sender process %d did not start; trying again", child.number)
                 delay = min(delay * 2 or 0.1, MAX_RESTART_DELAY)
+
+
+def _exchange(fields: list[Any]) -> Exchange:
+    """The answer a child sent, or an error standing for it: a child of another version
+    (hookline upgraded on disk, then the child restarted) may send fields this one lacks."""
+    try:
+        return Exchange(*fields)
+    except TypeError as exc:
+        error = f"hookline cannot read the sender process's answer ({exc}); is it another version?"
+        return Exchange(started_at=now_ms(), error=error)
 
 
 def _answer(done: Done, ex: Exchange) -> None:
