@@ -369,11 +369,20 @@ class Dispatcher:
         host = self._inflight.pop(delivery.id, None)
         if host is None:
             return  # given up by stop(): not recorded, its lease frees it
-        outcome = self._outcome(delivery, signed, ex)
-        self._outcomes.put_nowait(outcome)
-        # A success touches nothing here unless it ends a streak of failures.
-        if not outcome.attempt.succeeded or host in self._streaks:
-            self._note_outcome(host, delivery, outcome)
+        queued = False
+        try:
+            outcome = self._outcome(delivery, signed, ex)
+            self._outcomes.put_nowait(outcome)
+            queued = True
+            # A success touches nothing here unless it ends a streak of failures.
+            if not outcome.attempt.succeeded or host in self._streaks:
+                self._note_outcome(host, delivery, outcome)
+        except Exception:
+            # A bug here must not keep the delivery and its destination's place for ever:
+            # not recorded, it goes again when its lease ends (at least once, never zero).
+            log.exception("taking the answer to %s failed; it is sent again later", delivery.id)
+            if not queued:
+                self._held.discard(delivery.id)
         self._per_host[host] -= 1
         if self._per_host[host] <= 0:
             del self._per_host[host]
