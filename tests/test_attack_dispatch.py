@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from hookline.deliveries import Delivery
+from hookline.deliveries import Delivery, destination_of
 from hookline.events import now_ms
 from tests.helpers import (
     Hookline,
@@ -307,3 +307,25 @@ async def test_hung_destinations_with_bursts_handed_over_give_memory_back(
     finally:
         hung.gate.set()
         await hung.stop()
+
+
+async def test_a_destination_whose_requests_only_time_out_is_slow(
+    make_hookline: MakeHookline, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timeout is no sign of life. Counted as an answer, a hung destination whose requests
+    went out at different moments (here 0.3 s apart, timing out after 0.6 s) had an
+    "answer" every 0.3 s, was never slow, and kept its whole share of memory."""
+    monkeypatch.setattr("hookline.dispatcher.SLOW_AFTER", 0.5)
+    hookline = await make_hookline(max_per_host=2)
+    dispatcher = hookline.runtime.dispatcher
+    watch = Watch(hookline, monkeypatch)
+    receiver.delay["/hung"] = 30.0
+    activity = {"url": receiver.url("/hung"), "timeout": 0.6, "retry_schedule": [0] * 20}
+    await hookline.create_rule(activity=activity)
+    await hookline.post("/api/v1/events", spin_event("u-0"))
+    await receiver.wait_inflight("/hung")
+    await asyncio.sleep(0.3)  # the second request goes out half a timeout after the first
+    await hookline.client.post("/api/v1/events", json=[spin_event(f"u-{i}") for i in range(1, 8)])
+    destination = destination_of(receiver.url("/hung"))
+    # Slow, it may hold two rounds of its limit (4): it has 8, so no room is left.
+    await watch.until(lambda: bool(watch.recorded) and dispatcher.room(destination) == 0, 5)

@@ -26,6 +26,11 @@ POISON: dict[str, tuple[str, Any]] = {
     "dlv_00000000000000000000000006": ("timeout", -5.0),
     "dlv_00000000000000000000000007": ("status", "weird"),
     "dlv_00000000000000000000000008": ("timeout", float("inf")),
+    # Finite, but past what an integer column holds once made milliseconds: the claim's lease
+    # (every claim failed, so nothing due was sent again), and the next attempt's time (every
+    # recording of its batch failed, so the others in it were sent again too).
+    "dlv_00000000000000000000000009": ("timeout", 1e300),
+    "dlv_00000000000000000000000010": ("retry_schedule", b"[1e300]"),
 }
 
 

@@ -273,3 +273,35 @@ async def test_a_send_that_outlives_the_stop_is_not_recorded_and_goes_again(
     (arrived,) = await receiver.wait_for(1, "/slow")  # the first one is still held there
     assert arrived.headers["webhook-id"] == delivery_id
     assert await _attempt_errors(again, delivery_id) == [None]
+
+
+async def test_an_answer_that_cannot_be_taken_frees_its_place_and_is_sent_again_later(
+    make_hookline: MakeHookline, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while taking an answer kept the delivery in flight and its destination's place
+    taken for ever: with one place per destination, nothing more went there."""
+    hookline = await make_hookline(max_per_host=1)
+    dispatcher = hookline.runtime.dispatcher
+    real = dispatcher._outcome
+    raised = False
+
+    def broken(*args: Any) -> Any:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise RuntimeError("boom")
+        return real(*args)
+
+    monkeypatch.setattr(dispatcher, "_outcome", broken)
+    await hookline.create_rule(activity={"url": receiver.url()})
+    resp = await hookline.post("/api/v1/events", spin_event("u-1"))
+    (first,) = resp.json()["events"][0]["deliveries"]
+    await receiver.wait_for(1)
+    resp = await hookline.post("/api/v1/events", spin_event("u-2"))
+    (second,) = resp.json()["events"][0]["deliveries"]
+    arrived = await receiver.wait_for(2)
+    assert [r.headers["webhook-id"] for r in arrived] == [first, second]
+    await hookline.idle()
+    assert not dispatcher._per_host and not dispatcher.holds(first)
+    stored = await hookline.runtime.store.get_delivery(first)
+    assert stored is not None and (stored.status.value, stored.attempts) == ("pending", 0)

@@ -475,6 +475,30 @@ def test_a_value_that_is_one_tag_keeps_its_type() -> None:
     )
 
 
+def test_a_fallback_in_a_longer_string_or_a_key_renders_as_written() -> None:
+    """A tag inside a longer string is kept as written when the values become one JSON
+    template: JSON-encoding it first escaped its fallback text, which then rendered as
+    ``say \\"hi\\"`` with the backslashes."""
+    values = {
+        "said": 'x {{event.missing|say "hi"}}',
+        "path": "{{event.missing|C:\\tmp}} y",
+        "lines": "a {{event.missing|1\n2}}",
+        'k {{event.missing|"q"}}': 1,
+        "whole": '{{event.missing|say "hi"}}',
+    }
+    j = simple({"b1": {"type": "update_state", "set": values}})
+    step = enter(j, "jri_1", "u-1", None, SPIN, {}, now=0)
+    assert step.state_patches == (
+        {
+            "said": 'x say "hi"',
+            "path": "C:\\tmp y",
+            "lines": "a 1\n2",
+            'k "q"': 1,
+            "whole": 'say "hi"',
+        },
+    )
+
+
 def test_emit_event_renders_its_payload() -> None:
     j = simple(
         {

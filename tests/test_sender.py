@@ -6,13 +6,15 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import pytest
 
+from hookline.events import now_ms
 from hookline.netguard import NetworkPolicy
-from hookline.sender import Request
-from hookline.sender_process import ProcessSender, _Child
+from hookline.sender import Exchange, Request
+from hookline.sender_process import ProcessSender, _Child, _frame
 from hookline.settings import SENDERS
 from tests.conftest import LOOPBACK, each_sender
 from tests.helpers import Hookline, Receiver, spin_event
@@ -161,3 +163,90 @@ async def test_a_child_is_ready_only_once_it_says_so(
         assert any("did not start" in r.getMessage() for r in caplog.records)
     finally:
         await mute.close()
+
+
+async def test_a_request_started_by_an_answer_of_a_dying_child_is_answered(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, sender_kind: str
+) -> None:
+    """The dispatcher's taker of a failed answer starts the next send to the same destination
+    at once; it went to the dead child's socket and waited for an answer for ever."""
+    monkeypatch.setattr("hookline.sender_process.RESTART_DELAY", 0)
+    sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK, kind=sender_kind)
+    await sender.start()
+    try:
+        (child,) = sender._children
+        assert child.process is not None
+        receiver.delay["/slow"] = 30.0  # still in flight when the child dies
+        answers: list[Exchange] = []
+        next_answered: asyncio.Future[Exchange] = asyncio.get_running_loop().create_future()
+
+        def first_done(ex: Exchange) -> None:
+            answers.append(ex)
+            sender.submit(_request(receiver.url("/next"), "dlv_2"), next_answered.set_result)
+
+        sender.submit(_request(receiver.url("/slow")), first_done)
+        await receiver.wait_inflight("/slow")
+        os.kill(child.process.pid, signal.SIGKILL)
+        answer = await asyncio.wait_for(next_answered, 10)
+        assert answers[0].error is not None and "exited" in answers[0].error
+        assert answer.status_code == 200  # sent by the restarted child
+        assert [r.headers["webhook-id"] for r in receiver.on("/next")] == ["dlv_2"]
+    finally:
+        await sender.close()
+
+
+async def test_close_during_a_restart_ends_the_child_that_was_starting(
+    monkeypatch: pytest.MonkeyPatch, sender_kind: str
+) -> None:
+    """A close while a restarted child has not said hello yet kills it at once, rather than
+    waiting five seconds for a child whose socket nobody closed."""
+    monkeypatch.setattr("hookline.sender_process.RESTART_DELAY", 0)
+    sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK, kind=sender_kind)
+    await sender.start()
+    (child,) = sender._children
+    assert child.process is not None
+    real = asyncio.create_subprocess_exec
+    started: asyncio.Future[asyncio.subprocess.Process] = asyncio.get_running_loop().create_future()
+
+    async def never_says_hello(program: str, *args: Any, **kwargs: Any) -> Any:
+        process = await real("sleep", "60", **kwargs)
+        started.set_result(process)
+        return process
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", never_says_hello)
+    os.kill(child.process.pid, signal.SIGKILL)
+    mute = await asyncio.wait_for(started, 10)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await sender.close()
+    assert loop.time() - began < 2
+    assert mute.returncode is not None
+
+
+async def test_a_request_after_close_is_answered_at_once(sender_kind: str) -> None:
+    """No child starts again after a close: a request then is not left waiting for one."""
+    sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK, kind=sender_kind)
+    await sender.start()
+    await sender.close()
+    answer = await asyncio.wait_for(sender.exchange(_request("http://127.0.0.1:9/")), 1)
+    assert answer.error == "the sender is closed"
+    assert not sender._tasks
+
+
+async def test_an_answer_the_parent_cannot_read_is_an_error_not_a_lost_request() -> None:
+    """A child of another version (hookline upgraded on disk, then a child restarted) may
+    send an answer with more fields: its request was taken from the table of those waiting,
+    then the answer raised, and its taker never heard of it again."""
+    child = _Child(0, 8, 8, ALLOW_LOOPBACK)
+    answers: dict[int, Exchange] = {}
+    child.pending = {1: partial(answers.__setitem__, 1), 2: partial(answers.__setitem__, 2)}
+    fields = (now_ms(), 200, (), "ok", None, None, 1.0, False, None)
+    reader = asyncio.StreamReader()
+    reader.feed_data(_frame([(1, *fields, "a field of a later version"), (2, *fields)]))
+    reader.feed_eof()
+    exited: list[_Child] = []
+    await child._read(reader, exited.append, lambda: None)
+    assert answers[2].status_code == 200
+    assert answers[1].status_code is None and answers[1].error is not None
+    assert "cannot read" in answers[1].error
+    assert exited == [child]

@@ -66,7 +66,8 @@ HELD_SHARE = 8
 # may hold SLOW_ROUNDS rounds of its limit in memory, not HELD_SHARE. When free places fall
 # under a RESERVE_SHARE of MAX_HELD, slow destinations give the rest back to the outbox, so
 # destinations that hang after a big burst was handed to them cannot keep every place in
-# memory until their timeouts (a round of 15 s each) free it, while others wait.
+# memory until their timeouts (a round of 15 s each) free it, while others wait. An answer
+# is an HTTP status, or an error that came sooner than SLOW_AFTER; a timeout is none.
 SLOW_AFTER = 1.0
 SLOW_ROUNDS = 2
 RESERVE_SHARE = 4
@@ -207,7 +208,8 @@ class Dispatcher:
         return max(0, share - self._held_for(destination))
 
     def _slow(self, destination: str, now: float) -> bool:
-        """Whether ``destination`` has requests in flight and answered none for SLOW_AFTER."""
+        """Whether ``destination`` has requests in flight and answered none for SLOW_AFTER
+        (timeouts are no answers)."""
         answered = self._answered.get(destination)
         return answered is not None and now - answered > SLOW_AFTER
 
@@ -369,16 +371,27 @@ class Dispatcher:
         host = self._inflight.pop(delivery.id, None)
         if host is None:
             return  # given up by stop(): not recorded, its lease frees it
-        outcome = self._outcome(delivery, signed, ex)
-        self._outcomes.put_nowait(outcome)
-        # A success touches nothing here unless it ends a streak of failures.
-        if not outcome.attempt.succeeded or host in self._streaks:
-            self._note_outcome(host, delivery, outcome)
+        queued = False
+        try:
+            outcome = self._outcome(delivery, signed, ex)
+            self._outcomes.put_nowait(outcome)
+            queued = True
+            # A success touches nothing here unless it ends a streak of failures.
+            if not outcome.attempt.succeeded or host in self._streaks:
+                self._note_outcome(host, delivery, outcome)
+        except Exception:
+            # A bug here must not keep the delivery and its destination's place for ever:
+            # not recorded, it goes again when its lease ends (at least once, never zero).
+            log.exception("taking the answer to %s failed; it is sent again later", delivery.id)
+            if not queued:
+                self._held.discard(delivery.id)
         self._per_host[host] -= 1
         if self._per_host[host] <= 0:
             del self._per_host[host]
             del self._answered[host]
-        else:
+        elif ex.status_code is not None or ex.latency_ms < SLOW_AFTER * 1000:
+            # A sign of life. A timeout is none: hung, with its requests sent at different
+            # moments, a destination timed out often enough never to count as slow.
             self._answered[host] = time.monotonic()
         if host in self._ready:
             self._turns[host] = None

@@ -655,17 +655,34 @@ def _json_template(values: Mapping[str, Any], path: str) -> Template:
     ``{"amount": "{{event.amount}}"}`` keeps 12.5 a number (a missing one is null, or its
     fallback), so conditions on the state compare it as the event had it. A string with
     more around its tags (``"lvl-{{event.level}}"``) renders a string.
+
+    Every tag goes into the template as written: JSON-encoding the values escapes what is
+    around the tags, not their fallback texts (``say "hi"`` rendered ``say \\"hi\\"``).
     """
     token = secrets.token_hex(8)
-    tags: dict[str, str] = {}
+    tags: dict[str, str] = {}  # marker as it stands in the encoded source -> the tag
+
+    def marker(tag: str, quoted: bool) -> str:
+        name = f"hookline-tag-{token}-{len(tags)}."  # the dot: -1. is no prefix of -10.
+        tags[f'"{name}"' if quoted else name] = tag
+        return name
+
+    def mark_text(text: str) -> str:
+        parts: list[str] = []
+        pos = 0
+        # Tags found as the template parser finds them; an unclosed one is left to refuse.
+        while (start := text.find("{{", pos)) >= 0 and (close := text.find("}}", start + 2)) >= 0:
+            parts += (text[pos:start], marker(text[start : close + 2], quoted=False))
+            pos = close + 2
+        return "".join(parts) + text[pos:] if parts else text
 
     def mark(value: Any) -> Any:
-        if isinstance(value, str) and _WHOLE_TAG.fullmatch(value):
-            marker = f"hookline-tag-{token}-{len(tags)}"
-            tags[orjson.dumps(marker).decode()] = value
-            return marker
+        if isinstance(value, str):
+            if _WHOLE_TAG.fullmatch(value):
+                return marker(value, quoted=True)
+            return mark_text(value)
         if isinstance(value, dict):
-            return {k: mark(v) for k, v in value.items()}
+            return {mark_text(k) if isinstance(k, str) else k: mark(v) for k, v in value.items()}
         if isinstance(value, list):
             return [mark(v) for v in value]
         return value
@@ -674,8 +691,8 @@ def _json_template(values: Mapping[str, Any], path: str) -> Template:
         source = orjson.dumps(mark(values)).decode()
     except TypeError as exc:
         raise InvalidInput(f"not JSON: {exc}", field=path) from None
-    for marker, tag in tags.items():
-        source = source.replace(marker, tag, 1)
+    for name, tag in tags.items():
+        source = source.replace(name, tag, 1)
     return compile_template(source, TemplateMode.JSON, field=path, scopes=JOURNEY_SCOPES)
 
 

@@ -125,15 +125,24 @@ class _Child:
                 self.kind,
                 pass_fds=(theirs.fileno(),),
             )
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        process = self.process
+        writer: asyncio.StreamWriter | None = None
         try:
+            reader, writer = await asyncio.open_unix_connection(sock=ours)
             await asyncio.wait_for(_read_frame(reader), STARTUP_TIMEOUT)  # its hello
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
-            writer.close()
+        except BaseException as exc:
+            # A close cancels a restart here too: the child must not outlive its start.
+            if writer is not None:
+                writer.close()
+            ours.close()
             with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            await self.process.wait()
-            raise OSError(f"sender process {self.number} did not say it was ready") from None
+                process.kill()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            await process.wait()
+            if isinstance(exc, TimeoutError | asyncio.IncompleteReadError | OSError):
+                raise OSError(f"sender process {self.number} did not say it was ready") from None
+            raise
         self.batcher = _Batcher(writer)
         self.reader_task = asyncio.create_task(self._read(reader, on_exit, on_answers))
         self.ready.set()
@@ -149,14 +158,25 @@ class _Child:
                 for number, *fields in await _read_frame(reader):
                     done = self.pending.pop(number, None)
                     if done is not None:
-                        _answer(done, Exchange(*fields))
+                        _answer(done, _exchange(fields))
                 # What the answers started (the next sends) goes out now, not a turn later.
                 on_answers()
         except (asyncio.IncompleteReadError, ConnectionError, OSError, pickle.PickleError):
             pass
         finally:
+            # Not ready before the failed answers go out: their takers start the next sends
+            # at once, and those must wait for a restart, not go to this dead child's socket
+            # (where nothing ever answered them).
+            self.detach()
             self._fail_pending()
             on_exit(self)
+
+    def detach(self) -> None:
+        """Take no more requests: they wait for the next start."""
+        self.ready.clear()
+        if self.batcher is not None:
+            self.batcher.writer.close()
+        self.batcher = None
 
     def _fail_pending(self) -> None:
         pending, self.pending = self.pending, {}
@@ -232,6 +252,10 @@ class ProcessSender:
     def submit(self, request: Request, done: Done) -> None:
         # One child per destination however its host is spelled, so its pool stays warm.
         child = self._children[hash(destination_of(request.url)) % len(self._children)]
+        if self._closing:  # no child will start again: answer now (a turn later, as ever)
+            error = Exchange(started_at=now_ms(), error="the sender is closed")
+            asyncio.get_running_loop().call_soon(_answer, done, error)
+            return
         if child.batcher is None or not child.ready.is_set():
             task = asyncio.get_running_loop().create_task(self._when_ready(child, request, done))
             self._tasks.add(task)
@@ -260,10 +284,7 @@ class ProcessSender:
         if self._closing:
             return
         log.error("sender process %d exited; starting it again", child.number)
-        child.ready.clear()
-        if child.batcher is not None:
-            child.batcher.writer.close()
-        child.batcher = None
+        child.detach()
         task = asyncio.get_running_loop().create_task(self._restart(child))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -282,6 +303,16 @@ class ProcessSender:
             except Exception:
                 log.exception("sender process %d did not start; trying again", child.number)
                 delay = min(delay * 2 or 0.1, MAX_RESTART_DELAY)
+
+
+def _exchange(fields: list[Any]) -> Exchange:
+    """The answer a child sent, or an error standing for it: a child of another version
+    (hookline upgraded on disk, then the child restarted) may send fields this one lacks."""
+    try:
+        return Exchange(*fields)
+    except TypeError as exc:
+        error = f"hookline cannot read the sender process's answer ({exc}); is it another version?"
+        return Exchange(started_at=now_ms(), error=error)
 
 
 def _answer(done: Done, ex: Exchange) -> None:

@@ -33,6 +33,7 @@ class Method(StrEnum):
 
 DEFAULT_CONTENT_TYPE: Final = "application/json"
 MAX_TIMEOUT: Final = 300.0
+MAX_DELAY: Final = 7 * 86400.0  # the longest wait a retry_schedule may name, in seconds
 # As the API's models take them, checked here too: a journey's block is no model field.
 MAX_URL_LENGTH: Final = 4096
 MAX_CONTENT_TYPE_LENGTH: Final = 200
@@ -325,4 +326,4 @@ def _is_number(value: object) -> TypeGuard[float]:
 
 
 def _is_delay(value: object) -> bool:
-    return _is_number(value) and 0 <= value <= 7 * 86400
+    return _is_number(value) and 0 <= value <= MAX_DELAY

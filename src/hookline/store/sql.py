@@ -40,7 +40,7 @@ from hookline.store import rows
 from hookline.store import schema as t
 from hookline.store.base import CounterKey, DeliveryFilter, EchoRecord, Outcome
 from hookline.store.rows import RowMapper
-from hookline.webhooks import WebhookSpec
+from hookline.webhooks import MAX_DELAY, MAX_TIMEOUT, WebhookSpec
 
 log = logging.getLogger("hookline.store")
 
@@ -334,10 +334,13 @@ def _read_delivery(row: Row[Any]) -> tuple[Delivery, str | None]:
         if not all(type(k) is str and type(v) is str for k, v in headers):
             raise ValueError("headers must be pairs of strings")
         schedule = tuple(orjson.loads(row.retry_schedule))
-        if not all(_seconds(d) and d >= 0 for d in schedule):
-            raise ValueError("retry_schedule must hold finite seconds, 0 or more")
-        if not (_seconds(row.timeout) and row.timeout > 0):
-            raise ValueError("timeout must be finite seconds above 0")
+        # Bounded as the API bounds them: beyond, a lease or a next attempt's time in
+        # milliseconds overflows its integer column, and every claim (or every recording of
+        # the batch it is in) fails.
+        if not all(_seconds(d) and 0 <= d <= MAX_DELAY for d in schedule):
+            raise ValueError(f"retry_schedule must hold seconds from 0 to {MAX_DELAY:g}")
+        if not (_seconds(row.timeout) and 0 < row.timeout <= MAX_TIMEOUT):
+            raise ValueError(f"timeout must be seconds above 0, at most {MAX_TIMEOUT:g}")
         if type(row.attempts) is not int or row.attempts < 0:
             raise ValueError("attempts must be a whole number, 0 or more")
         if not (isinstance(row.method, str) and isinstance(row.url, str)):
