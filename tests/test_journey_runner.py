@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,36 @@ async def test_a_moved_instance_saved_in_place_reads_back_as_it_was_written(
         assert stored == done
     finally:
         await store.close()
+
+
+async def test_the_waiting_for_index_an_older_hookline_made_is_dropped_on_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.db"
+    store = open_sqlite(path)
+    await store.open()
+    await store.close()
+    # As an older hookline left it: nothing reads it, yet every wait and entry moved it.
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE INDEX ix_journey_instances_waiting"
+            " ON journey_instances (user_ext_id, waiting_for)"
+        )
+    db.close()
+    store = open_sqlite(path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as db:
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        # The user's instances are still found by index, not by reading the table.
+        plan = " ".join(
+            str(r[3])
+            for r in db.execute(
+                "EXPLAIN QUERY PLAN SELECT * FROM journey_instances "
+                "WHERE user_ext_id IN ('a', 'b') AND (status = 'active' OR goal_until >= 5)"
+            )
+        )
+    db.close()
+    assert "ix_journey_instances_waiting" not in names
+    assert "ix_journey_instances_user" in names and "ix_journey_instances_due" in names
+    assert "USING INDEX ix_journey_instances_user" in plan

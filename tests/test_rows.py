@@ -10,7 +10,7 @@ import pytest
 from hookline.deliveries import Attempt
 from hookline.journeys import FinishReason, Instance, InstanceStatus, Journey, JourneyStatus
 from hookline.keys import ApiKey, Role
-from hookline.store import journey_sql, sql
+from hookline.store import journey_sql, rows, sql
 from hookline.store import schema as t
 from hookline.store.rows import BOOL, RowMapper
 
@@ -76,3 +76,21 @@ def test_attempts_and_keys_round_trip() -> None:
 def test_a_codec_for_a_field_the_dataclass_lacks_is_refused() -> None:
     with pytest.raises(TypeError, match="no fields"):
         RowMapper(Attempt, {"succeded": BOOL})
+
+
+def test_an_enum_codec_reads_members_and_refuses_an_unknown_value_as_the_enum_does() -> None:
+    status = rows.enum(InstanceStatus)
+    reason = rows.enum(FinishReason, nullable=True)
+    assert status.load("active") is InstanceStatus.ACTIVE
+    assert reason.load("goal") is FinishReason.GOAL and reason.load(None) is None
+    # What a hand edit leaves is refused as before (the readers catch ValueError).
+    with pytest.raises(ValueError, match="'actve' is not a valid InstanceStatus"):
+        status.load("actve")
+    with pytest.raises(ValueError, match="None is not a valid InstanceStatus"):
+        status.load(None)
+
+
+def test_a_row_of_the_wrong_width_is_refused_when_read_by_position() -> None:
+    columns = len(journey_sql._INSTANCE.names)
+    with pytest.raises(ValueError, match=f"{columns - 1} columns"):
+        journey_sql._INSTANCE.from_tuple(["x"] * (columns - 1))

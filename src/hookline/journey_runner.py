@@ -508,11 +508,13 @@ class JourneyTimer:
 
     async def tick(self) -> int:
         """Claim one batch of the instances due now and queue it; how many were claimed."""
+        # Room first, then the claim: the writer still has a batch queued while this one is
+        # read, and the read, after one more commit, passes over one uncommitted batch fewer.
+        while len(self._pending) >= self.ahead:
+            await self._settle_oldest()
         due = await self.store.due(now_ms(), self.batch, skip=self._claimed)
         if not due:
             return 0
-        while len(self._pending) >= self.ahead:
-            await self._settle_oldest()
         ids = frozenset(instance_id for instance_id, _ in due)
         self._claimed |= ids
         task = asyncio.create_task(self.engine.submit_timers(due))

@@ -957,7 +957,10 @@ class _Walk:
         self, journey: CompiledJourney, instance: Instance, state: Mapping[str, Any], now: int
     ) -> None:
         self.journey = journey
-        self.instance = instance
+        self._instance = instance
+        # Fields changed since ``_instance``, copied into a new Instance once, when read whole:
+        # a copy of the frozen record cost more than a timer's whole walk besides.
+        self._moves: dict[str, Any] = {}
         self.state = state
         self.now = now
         self.webhooks: list[PlannedWebhook] = []
@@ -978,11 +981,28 @@ class _Walk:
             tuple(self.errors),
         )
 
+    @property
+    def instance(self) -> Instance:
+        """The instance as the walk has moved it so far."""
+        if self._moves:
+            self._instance = replace(self._instance, **self._moves)
+            self._moves = {}
+        return self._instance
+
+    def move(self, **changes: Any) -> None:
+        """Change fields of the instance (applied when it is next read whole)."""
+        self._moves.update(changes)
+
+    def _now(self, name: str) -> Any:
+        """One field of the instance as moved so far, without copying it."""
+        return self._moves[name] if name in self._moves else getattr(self._instance, name)
+
     def context(self, block: str | None) -> dict[str, Any]:
-        inst = self.instance
+        # id, version and entry_event never move during a walk.
+        inst = self._instance
         return {
             "event": inst.entry_event,
-            "last_event": inst.last_event,
+            "last_event": self._now("last_event"),
             "state": self.state,
             "journey": {
                 "id": self.journey.id,
@@ -995,17 +1015,16 @@ class _Walk:
 
     def deadline(self) -> int | None:
         limit = self.journey.max_duration_ms
-        return self.instance.entered_at + limit if limit is not None else None
+        return self._instance.entered_at + limit if limit is not None else None
 
     def finish(self, reason: FinishReason) -> None:
         goal_until = None
-        if reason is FinishReason.COMPLETED and self.instance.converted_at is None:
+        if reason is FinishReason.COMPLETED and self._now("converted_at") is None:
             # Walking to the end is no reason not to convert: the goal counts for the same
             # window as the control group's (see goal_window_end), or the rates would differ.
-            end = goal_window_end(self.journey, self.instance.entered_at)
+            end = goal_window_end(self.journey, self._instance.entered_at)
             goal_until = end if end is not None and end > self.now else None
-        self.instance = replace(
-            self.instance,
+        self.move(
             status=InstanceStatus.FINISHED,
             block=None,
             due_at=None,
@@ -1015,31 +1034,28 @@ class _Walk:
             updated_at=self.now,
             goal_until=goal_until,
         )
-        payload = campaign_payload(self.journey, self.instance)
+        payload = campaign_payload(self.journey, self._instance)  # names no field that moves
         payload["reason"] = reason.value
         self.emitted.append(Emitted(CAMPAIGN_FINISHED, payload))
 
     def convert(self) -> None:
         """The goal is met: converted now (once), and ``campaign_converted`` says so."""
-        self.instance = replace(
-            self.instance, converted_at=self.now, goal_until=None, updated_at=self.now
-        )
+        self.move(converted_at=self.now, goal_until=None, updated_at=self.now)
         self.emitted.append(
-            Emitted(CAMPAIGN_CONVERTED, campaign_payload(self.journey, self.instance))
+            Emitted(CAMPAIGN_CONVERTED, campaign_payload(self.journey, self._instance))
         )
 
     def leave(self) -> None:
         """The current block is done."""
-        if self.instance.block is not None:
-            self.passed.append(self.instance.block)
+        block = self._now("block")
+        if block is not None:
+            self.passed.append(block)
 
     def wait(self, due_at: int | None, waiting_for: str | None) -> None:
         deadline = self.deadline()
         if deadline is not None and (due_at is None or deadline < due_at):
             due_at = deadline
-        self.instance = replace(
-            self.instance, due_at=due_at, waiting_for=waiting_for, updated_at=self.now
-        )
+        self.move(due_at=due_at, waiting_for=waiting_for, updated_at=self.now)
 
     def run(self, name: str | None) -> None:
         """Move to block ``name`` and on, until a block waits or the walk ends."""
@@ -1050,8 +1066,7 @@ class _Walk:
                 self.finish(FinishReason.COMPLETED)
                 return
             block = self.journey.blocks[name]
-            self.instance = replace(
-                self.instance,
+            self.move(
                 block=name,
                 block_since=self.now,
                 due_at=None,
@@ -1060,7 +1075,7 @@ class _Walk:
             )
             self.entered.append(name)
             name = self.enter(block)
-            if self.instance.status is InstanceStatus.FINISHED or name == "":
+            if self._now("status") is InstanceStatus.FINISHED or name == "":
                 return  # finished, or waiting
             self.leave()
         self.finish(FinishReason.COMPLETED)
@@ -1086,7 +1101,7 @@ class _Walk:
         if kind is BlockType.CONDITION:
             return block.then if block.predicate(self.context(block.name)) else block.otherwise
         if kind is BlockType.SPLIT:
-            point = bucket("split", self.journey.id, self.instance.user_ext_id, block.name)
+            point = bucket("split", self.journey.id, self._instance.user_ext_id, block.name)
             total = 0.0
             for percent, target in block.branches:
                 total += percent
@@ -1250,7 +1265,7 @@ def on_event(
             return walk.step()
     for watch in journey.exit_on:
         if watch.event_type == event_type and watch.predicate(context):
-            walk.instance = replace(walk.instance, last_event=event_scope)
+            walk.move(last_event=event_scope)
             walk.finish(FinishReason.EXITED)
             return walk.step()
     block = journey.blocks.get(instance.block) if instance.block is not None else None
@@ -1260,7 +1275,7 @@ def on_event(
         and instance.waiting_for == event_type
         and block.predicate({**context, "last_event": event_scope})
     ):
-        walk.instance = replace(walk.instance, last_event=event_scope)
+        walk.move(last_event=event_scope)
         walk.leave()
         walk.run(block.next)
         changed = True

@@ -50,12 +50,22 @@ BOOL = Codec(_same, bool)
 
 def enum(kind: type[E], *, nullable: bool = False) -> Codec:
     """An enum stored as its value (NULL for None when ``nullable``)."""
+    # A lookup, not a call of the enum (five times the cost, on every row read); a value
+    # that is no member still raises the enum's own ValueError.
+    members: dict[Any, E | None] = {member.value: member for member in kind}
     if nullable:
-        return Codec(
-            lambda v: None if v is None else v.value,
-            lambda raw: None if raw is None else kind(raw),
-        )
-    return Codec(lambda v: v.value, kind)
+        members[None] = None
+
+    def load(raw: Any) -> E | None:
+        member = members.get(raw, _MISSING)
+        return kind(raw) if member is _MISSING else member
+
+    if nullable:
+        return Codec(lambda v: None if v is None else v.value, load)
+    return Codec(lambda v: v.value, load)
+
+
+_MISSING: Any = object()
 
 
 class RowMapper(Generic[R]):
@@ -76,9 +86,13 @@ class RowMapper(Generic[R]):
         if unknown:
             raise TypeError(f"{kind.__name__} has no fields {sorted(unknown)}")
         self.names = tuple(n for n in names if stored is None or n in stored)
-        # Read by position when every field is a column (rows of :meth:`columns`).
-        self._loads = tuple(self.codecs[n].load if n in self.codecs else None for n in names)
+        # Read by position when every field is a column (rows of :meth:`columns`): only the
+        # fields with a codec are touched, the others are passed on as the driver gave them.
+        self._loads = tuple(
+            (i, self.codecs[n].load) for i, n in enumerate(names) if n in self.codecs
+        )
         self._every_field = self.names == names
+        self._dumps = {n: self.codecs[n].dump if n in self.codecs else _same for n in names}
 
     def columns(self, table: Table) -> list[ColumnElement[Any]]:
         """The table's columns in field order: select these to read with :meth:`from_tuple`."""
@@ -89,19 +103,22 @@ class RowMapper(Generic[R]):
         looking each column up by name cost more than the rest of making the record)."""
         if not self._every_field:
             raise TypeError(f"{self.kind.__name__} has fields that are not columns")
-        return self.kind(
-            *[v if load is None else load(v) for load, v in zip(self._loads, values, strict=True)]
-        )
+        if len(values) != len(self.names):
+            raise ValueError(f"{len(values)} columns for the {len(self.names)} of {self.kind}")
+        fields_ = list(values)
+        for i, load in self._loads:
+            fields_[i] = load(fields_[i])
+        return self.kind(*fields_)
 
     def row(self, record: R) -> dict[str, Any]:
         """The record's columns, as stored."""
-        plain = Codec()
-        return {n: self.codecs.get(n, plain).dump(getattr(record, n)) for n in self.names}
+        dumps = self._dumps
+        return {n: dumps[n](getattr(record, n)) for n in self.names}
 
     def values(self, record: R, names: tuple[str, ...]) -> tuple[Any, ...]:
         """Only the ``names`` columns of the record, as stored, in that order."""
-        plain = Codec()
-        return tuple(self.codecs.get(n, plain).dump(getattr(record, n)) for n in names)
+        dumps = self._dumps
+        return tuple(dumps[n](getattr(record, n)) for n in names)
 
     def record(self, row: Row[Any], **given: Any) -> R:
         """The record of a row; ``given`` fields are taken as they are, not read from it."""
