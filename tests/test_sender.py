@@ -14,7 +14,7 @@ import pytest
 from hookline.events import now_ms
 from hookline.netguard import NetworkPolicy
 from hookline.sender import Exchange, Request
-from hookline.sender_process import ProcessSender, _Child, _frame
+from hookline.sender_process import ProcessSender, _Child, _frame, _Frames
 from hookline.settings import SENDERS
 from tests.conftest import LOOPBACK, each_sender
 from tests.helpers import Hookline, Receiver, spin_event
@@ -241,12 +241,8 @@ async def test_an_answer_the_parent_cannot_read_is_an_error_not_a_lost_request()
     answers: dict[int, Exchange] = {}
     child.pending = {1: partial(answers.__setitem__, 1), 2: partial(answers.__setitem__, 2)}
     fields = (now_ms(), 200, (), "ok", None, None, 1.0, False, None)
-    reader = asyncio.StreamReader()
-    reader.feed_data(_frame([(1, *fields, "a field of a later version"), (2, *fields)]))
-    reader.feed_eof()
-    exited: list[_Child] = []
-    await child._read(reader, exited.append, lambda: None)
+    frames = _Frames(child.take_answers)
+    frames.data_received(_frame([(1, *fields, "a field of a later version"), (2, *fields)]))
     assert answers[2].status_code == 200
     assert answers[1].status_code is None and answers[1].error is not None
     assert "cannot read" in answers[1].error
-    assert exited == [child]

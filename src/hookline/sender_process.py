@@ -27,7 +27,7 @@ import struct
 import sys
 from collections.abc import Callable
 from dataclasses import fields
-from typing import Any
+from typing import Any, Protocol, cast
 
 import orjson
 
@@ -71,10 +71,59 @@ async def _read_frame(reader: asyncio.StreamReader) -> list[Any]:
     return items
 
 
+class _Writer(Protocol):
+    """Where frames go: a stream writer (the child's end) or a transport (the parent's)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class _Frames(asyncio.Protocol):
+    """The parent's end of a child's socket: each frame is handed over as it arrives.
+
+    Read from the transport's callback, an answer reaches its taker in the loop turn it
+    arrived in; through a stream reader and a task reading it, a turn later.
+    """
+
+    def __init__(self, on_frame: Callable[[list[Any]], None]) -> None:
+        self.on_frame = on_frame
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's is not an asyncio.Transport subclass, so no check).
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self.buffer)
+            end = _HEADER.size + size
+            if len(self.buffer) < end:
+                return
+            try:
+                items = pickle.loads(self.buffer[_HEADER.size : end])
+            except Exception:  # not our frames: the child is no longer to be trusted
+                log.exception("a sender process sent a frame that does not load")
+                assert self.transport is not None
+                self.transport.abort()
+                return
+            del self.buffer[:end]
+            self.on_frame(items)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
 class _Batcher:
     """Collects items and writes them as one frame at the end of this loop turn."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: _Writer) -> None:
         self.writer = writer
         self.items: list[Any] = []
 
@@ -107,7 +156,7 @@ class _Child:
         self.pending: dict[int, Done] = {}  # requests sent, by number: who takes the answer
         self.process: asyncio.subprocess.Process | None = None
         self.batcher: _Batcher | None = None
-        self.reader_task: asyncio.Task[None] | None = None
+        self.watch_task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()  # set while the child takes requests
 
     async def start(
@@ -126,43 +175,48 @@ class _Child:
                 pass_fds=(theirs.fileno(),),
             )
         process = self.process
-        writer: asyncio.StreamWriter | None = None
+        loop = asyncio.get_running_loop()
+        hello: asyncio.Future[None] = loop.create_future()
+
+        def on_frame(items: list[Any]) -> None:
+            if not hello.done():  # its first frame says it is ready
+                hello.set_result(None)
+                return
+            self.take_answers(items)
+            # What the answers started (the next sends) goes out now, not a turn later.
+            on_answers()
+
+        transport: asyncio.Transport | None = None
         try:
-            reader, writer = await asyncio.open_unix_connection(sock=ours)
-            await asyncio.wait_for(_read_frame(reader), STARTUP_TIMEOUT)  # its hello
+            transport, frames = await loop.create_unix_connection(
+                lambda: _Frames(on_frame), sock=ours
+            )
+            await asyncio.wait(
+                {hello, frames.closed}, timeout=STARTUP_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not hello.done() or frames.closed.done():
+                raise OSError("no hello")
         except BaseException as exc:
             # A close cancels a restart here too: the child must not outlive its start.
-            if writer is not None:
-                writer.close()
+            if transport is not None:
+                transport.close()
             ours.close()
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             if isinstance(exc, asyncio.CancelledError):
                 raise
             await process.wait()
-            if isinstance(exc, TimeoutError | asyncio.IncompleteReadError | OSError):
+            if isinstance(exc, OSError):
                 raise OSError(f"sender process {self.number} did not say it was ready") from None
             raise
-        self.batcher = _Batcher(writer)
-        self.reader_task = asyncio.create_task(self._read(reader, on_exit, on_answers))
+        self.batcher = _Batcher(transport)
+        self.watch_task = asyncio.create_task(self._watch(frames.closed, on_exit))
         self.ready.set()
 
-    async def _read(
-        self,
-        reader: asyncio.StreamReader,
-        on_exit: Callable[[_Child], None],
-        on_answers: Callable[[], None],
-    ) -> None:
+    async def _watch(self, closed: asyncio.Future[None], on_exit: Callable[[_Child], None]) -> None:
+        """Until the socket closes (the child exited, or sent what does not load)."""
         try:
-            while True:
-                for number, *fields in await _read_frame(reader):
-                    done = self.pending.pop(number, None)
-                    if done is not None:
-                        _answer(done, _exchange(fields))
-                # What the answers started (the next sends) goes out now, not a turn later.
-                on_answers()
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, pickle.PickleError):
-            pass
+            await closed
         finally:
             # Not ready before the failed answers go out: their takers start the next sends
             # at once, and those must wait for a restart, not go to this dead child's socket
@@ -170,6 +224,13 @@ class _Child:
             self.detach()
             self._fail_pending()
             on_exit(self)
+
+    def take_answers(self, items: list[Any]) -> None:
+        """Hand each answer of a frame to the one waiting for it."""
+        for number, *values in items:
+            done = self.pending.pop(number, None)
+            if done is not None:
+                _answer(done, _exchange(values))
 
     def detach(self) -> None:
         """Take no more requests: they wait for the next start."""
@@ -193,9 +254,9 @@ class _Child:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
-        if self.reader_task is not None:
-            self.reader_task.cancel()
-            await asyncio.gather(self.reader_task, return_exceptions=True)
+        if self.watch_task is not None:
+            self.watch_task.cancel()
+            await asyncio.gather(self.watch_task, return_exceptions=True)
 
 
 class ProcessSender:
