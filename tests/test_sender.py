@@ -223,6 +223,32 @@ async def test_close_during_a_restart_ends_the_child_that_was_starting(
     assert mute.returncode is not None
 
 
+async def test_a_hung_child_is_killed_and_its_requests_fail_then_it_comes_back(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, sender_kind: str
+) -> None:
+    """A child that stops answering (stopped, deadlocked) but keeps its socket open left its
+    requests waiting for ever, and with them their deliveries' places in flight."""
+    monkeypatch.setattr("hookline.sender_process.RESTART_DELAY", 0)
+    monkeypatch.setattr("hookline.sender_process.HUNG_AFTER", 0.2)
+    monkeypatch.setattr("hookline.sender_process.WATCH_EVERY", 0.05)
+    sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK, kind=sender_kind)
+    await sender.start()
+    try:
+        (child,) = sender._children
+        assert child.process is not None
+        hung = child.process
+        os.kill(hung.pid, signal.SIGSTOP)
+        request = Request("POST", receiver.url(), (), b"{}", 0.2, "dlv_1")
+        answer = await asyncio.wait_for(sender.exchange(request), 10)
+        assert answer.error is not None and "exited" in answer.error
+        await asyncio.wait_for(hung.wait(), 10)  # killed, not left stopped
+        again = await asyncio.wait_for(sender.exchange(_request(receiver.url())), 10)
+        assert again.status_code == 200  # from the child started in its place
+        assert child.process is not hung
+    finally:
+        await sender.close()
+
+
 async def test_a_request_after_close_is_answered_at_once(sender_kind: str) -> None:
     """No child starts again after a close: a request then is not left waiting for one."""
     sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK, kind=sender_kind)
@@ -239,7 +265,10 @@ async def test_an_answer_the_parent_cannot_read_is_an_error_not_a_lost_request()
     then the answer raised, and its taker never heard of it again."""
     child = _Child(0, 8, 8, ALLOW_LOOPBACK)
     answers: dict[int, Exchange] = {}
-    child.pending = {1: partial(answers.__setitem__, 1), 2: partial(answers.__setitem__, 2)}
+    child.pending = {
+        1: (partial(answers.__setitem__, 1), float("inf")),
+        2: (partial(answers.__setitem__, 2), float("inf")),
+    }
     fields = (now_ms(), 200, (), "ok", None, None, 1.0, False, None)
     frames = _Frames(child.take_answers)
     frames.data_received(_frame([(1, *fields, "a field of a later version"), (2, *fields)]))

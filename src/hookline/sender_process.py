@@ -25,6 +25,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, Protocol, cast
@@ -45,6 +46,11 @@ RESTART_DELAY = 0.5
 # for that, so the first delivery after a start does not wait for a child to import.
 STARTUP_TIMEOUT = 30.0
 MAX_RESTART_DELAY = 30.0
+# A child answers every request within its timeout (which covers the whole exchange); one
+# that leaves a request unanswered this long past it is hung (stopped, deadlocked), and is
+# killed so its requests fail and are retried, instead of waiting for ever.
+HUNG_AFTER = 10.0
+WATCH_EVERY = 1.0
 
 
 def _field_values(cls: type) -> Callable[[Any], tuple[Any, ...]]:
@@ -153,7 +159,8 @@ class _Child:
         self.limits = (max_concurrency, max_per_host)
         self.policy = policy
         self.kind = kind
-        self.pending: dict[int, Done] = {}  # requests sent, by number: who takes the answer
+        # Requests sent, by number: who takes the answer, and when the child counts as hung.
+        self.pending: dict[int, tuple[Done, float]] = {}
         self.process: asyncio.subprocess.Process | None = None
         self.batcher: _Batcher | None = None
         self.watch_task: asyncio.Task[None] | None = None
@@ -214,9 +221,22 @@ class _Child:
         self.ready.set()
 
     async def _watch(self, closed: asyncio.Future[None], on_exit: Callable[[_Child], None]) -> None:
-        """Until the socket closes (the child exited, or sent what does not load)."""
+        """Until the socket closes (the child exited, or sent what does not load); a child
+        that is hung is killed, which closes it."""
         try:
-            await closed
+            while not closed.done():
+                await asyncio.wait((closed,), timeout=WATCH_EVERY)
+                if not closed.done() and self._hung():
+                    log.error(
+                        "sender process %d left a request unanswered %g s past its timeout; "
+                        "killing it",
+                        self.number,
+                        HUNG_AFTER,
+                    )
+                    assert self.process is not None
+                    with contextlib.suppress(ProcessLookupError):
+                        self.process.kill()
+                    await closed
         finally:
             # Not ready before the failed answers go out: their takers start the next sends
             # at once, and those must wait for a restart, not go to this dead child's socket
@@ -225,12 +245,16 @@ class _Child:
             self._fail_pending()
             on_exit(self)
 
+    def _hung(self) -> bool:
+        now = time.monotonic()
+        return any(deadline < now for _, deadline in self.pending.values())
+
     def take_answers(self, items: list[Any]) -> None:
         """Hand each answer of a frame to the one waiting for it."""
         for number, *values in items:
-            done = self.pending.pop(number, None)
-            if done is not None:
-                _answer(done, _exchange(values))
+            taker = self.pending.pop(number, None)
+            if taker is not None:
+                _answer(taker[0], _exchange(values))
 
     def detach(self) -> None:
         """Take no more requests: they wait for the next start."""
@@ -241,7 +265,7 @@ class _Child:
 
     def _fail_pending(self) -> None:
         pending, self.pending = self.pending, {}
-        for done in pending.values():
+        for done, _ in pending.values():
             error = "the sender process exited before the answer came back"
             _answer(done, Exchange(started_at=now_ms(), error=error))
 
@@ -323,7 +347,7 @@ class ProcessSender:
             task.add_done_callback(self._tasks.discard)
             return
         self._next_id += 1
-        child.pending[self._next_id] = done
+        child.pending[self._next_id] = (done, time.monotonic() + request.timeout + HUNG_AFTER)
         child.batcher.add((self._next_id, *_request_fields(request)))
 
     async def _when_ready(self, child: _Child, request: Request, done: Done) -> None:
