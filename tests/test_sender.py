@@ -249,6 +249,25 @@ async def test_a_hung_child_is_killed_and_its_requests_fail_then_it_comes_back(
         await sender.close()
 
 
+async def test_a_child_that_cannot_be_spawned_leaves_no_socket_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our end of the socket pair was left to the garbage collector (a ResourceWarning) when
+    spawning the child failed, or a close cancelled it: restarts on "too many open files"
+    held one more descriptor each try until then."""
+
+    async def cannot_spawn(program: str, *args: Any, **kwargs: Any) -> Any:
+        raise OSError("too many open files")
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", cannot_spawn)
+    child = _Child(0, 8, 8, ALLOW_LOOPBACK)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(OSError, match="too many open files"):
+            await child.start(lambda child: None, lambda: None)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
 async def test_a_request_after_close_is_answered_at_once(sender_kind: str) -> None:
     """No child starts again after a close: a request then is not left waiting for one."""
     sender = ProcessSender(1, 8, 8, ALLOW_LOOPBACK, kind=sender_kind)

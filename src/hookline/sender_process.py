@@ -170,17 +170,21 @@ class _Child:
         self, on_exit: Callable[[_Child], None], on_answers: Callable[[], None]
     ) -> None:
         ours, theirs = socket.socketpair()
-        with theirs:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "hookline.sender_process",
-                str(theirs.fileno()),
-                *map(str, self.limits),
-                orjson.dumps(self.policy.as_json()).decode(),
-                self.kind,
-                pass_fds=(theirs.fileno(),),
-            )
+        try:
+            with theirs:
+                self.process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "hookline.sender_process",
+                    str(theirs.fileno()),
+                    *map(str, self.limits),
+                    orjson.dumps(self.policy.as_json()).decode(),
+                    self.kind,
+                    pass_fds=(theirs.fileno(),),
+                )
+        except BaseException:  # no child (it could not be spawned, or a close cancelled it)
+            ours.close()
+            raise
         process = self.process
         loop = asyncio.get_running_loop()
         hello: asyncio.Future[None] = loop.create_future()
