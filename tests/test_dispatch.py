@@ -223,6 +223,21 @@ async def test_retry_by_hand_waits_for_the_attempt_in_hand(
     assert {r.headers["webhook-id"] for r in arrived} == {delivery_id}
 
 
+def _fails_once(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> None:
+    """``owner.name`` raises RuntimeError("boom") on its first call, then works."""
+    real = getattr(owner, name)
+    raised = False
+
+    def broken(*args: Any) -> Any:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise RuntimeError("boom")
+        return real(*args)
+
+    monkeypatch.setattr(owner, name, broken)
+
+
 async def _attempt_errors(hookline: Hookline, delivery_id: str) -> list[str | None]:
     await hookline.idle()
     detail = (await hookline.client.get(f"/api/v1/deliveries/{delivery_id}")).json()
@@ -234,18 +249,7 @@ async def _attempt_errors(hookline: Hookline, delivery_id: str) -> list[str | No
 async def test_a_sender_that_raises_costs_one_attempt_not_the_delivery(
     hookline: Hookline, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    sender = hookline.runtime.dispatcher.sender
-    real = getattr(sender, where)
-    raised = False
-
-    def broken(*args: Any) -> Any:
-        nonlocal raised
-        if not raised:
-            raised = True
-            raise RuntimeError("boom")
-        return real(*args)
-
-    monkeypatch.setattr(sender, where, broken)
+    _fails_once(monkeypatch, hookline.runtime.dispatcher.sender, where)
     await hookline.create_rule(activity={"url": receiver.url(), "retry_schedule": [0, 0.01]})
     resp = await hookline.post("/api/v1/events", spin_event())
     (delivery_id,) = resp.json()["events"][0]["deliveries"]
@@ -282,17 +286,7 @@ async def test_an_answer_that_cannot_be_taken_frees_its_place_and_is_sent_again_
     taken for ever: with one place per destination, nothing more went there."""
     hookline = await make_hookline(max_per_host=1)
     dispatcher = hookline.runtime.dispatcher
-    real = dispatcher._outcome
-    raised = False
-
-    def broken(*args: Any) -> Any:
-        nonlocal raised
-        if not raised:
-            raised = True
-            raise RuntimeError("boom")
-        return real(*args)
-
-    monkeypatch.setattr(dispatcher, "_outcome", broken)
+    _fails_once(monkeypatch, dispatcher, "_outcome")
     await hookline.create_rule(activity={"url": receiver.url()})
     resp = await hookline.post("/api/v1/events", spin_event("u-1"))
     (first,) = resp.json()["events"][0]["deliveries"]
