@@ -37,7 +37,7 @@ from hookline.deliveries import (
 from hookline.events import now_ms
 from hookline.ids import new_id
 from hookline.queue import WorkSignal
-from hookline.sender import Exchange, Request, Sender
+from hookline.sender import Exchange, Request, Sender, internal_error
 from hookline.settings import Settings
 from hookline.signing import SecretRing
 from hookline.store.base import Outcome, Store
@@ -364,8 +364,7 @@ class Dispatcher:
             self.sender.submit(request, sent)
         except Exception as exc:  # a sender bug still ends in a recorded, retried attempt
             log.exception("sending %s failed", delivery.id)
-            ex = Exchange(started_at=now_ms(), error=f"internal error: {exc!r}")
-            asyncio.get_running_loop().call_soon(sent, ex)
+            asyncio.get_running_loop().call_soon(sent, internal_error(exc))
 
     def _sent(self, delivery: Delivery, signed: bool, ex: Exchange) -> None:
         host = self._inflight.pop(delivery.id, None)

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -138,9 +138,7 @@ class SubmitsInTasks:
         raise NotImplementedError
 
     def submit(self, request: Request, done: Done) -> None:
-        task = asyncio.get_running_loop().create_task(self._exchange_then(request, done))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._tasks, self._exchange_then(request, done))
 
     async def _exchange_then(self, request: Request, done: Done) -> None:
         done(await exchange_or_error(self, request))
@@ -150,13 +148,26 @@ class SubmitsInTasks:
             task.cancel()
 
 
+def spawn(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` in a task held in ``tasks`` until it ends (the loop keeps only a weak
+    reference), so whoever owns ``tasks`` can cancel what still runs."""
+    task = asyncio.get_running_loop().create_task(work)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
 async def exchange_or_error(sender: Sender | SubmitsInTasks, request: Request) -> Exchange:
     """The answer, or the error of a sender's bug as one: an attempt is recorded and retried."""
     try:
         return await sender.exchange(request)
     except Exception as exc:
         log.exception("sending %s failed", request.webhook_id)
-        return Exchange(started_at=now_ms(), error=f"internal error: {exc!r}")
+        return internal_error(exc)
+
+
+def internal_error(exc: Exception) -> Exchange:
+    """What stands for the answer when hookline's own code failed sending a request."""
+    return Exchange(started_at=now_ms(), error=f"internal error: {exc!r}")
 
 
 class GuardedResolver(AbstractResolver):

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import fields
+from functools import partial
 from typing import Any, Protocol, cast
 
 import orjson
@@ -36,7 +37,7 @@ from hookline.deliveries import destination_of
 from hookline.events import now_ms
 from hookline.gil import hand_over_promptly
 from hookline.netguard import NetworkPolicy
-from hookline.sender import Done, Exchange, Request, local_sender
+from hookline.sender import Done, Exchange, Request, local_sender, spawn
 
 log = logging.getLogger("hookline.sender")
 
@@ -346,9 +347,7 @@ class ProcessSender:
             asyncio.get_running_loop().call_soon(_answer, done, error)
             return
         if child.batcher is None or not child.ready.is_set():
-            task = asyncio.get_running_loop().create_task(self._when_ready(child, request, done))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            spawn(self._tasks, self._when_ready(child, request, done))
             return
         self._next_id += 1
         child.pending[self._next_id] = (done, time.monotonic() + request.timeout + HUNG_AFTER)
@@ -374,9 +373,7 @@ class ProcessSender:
             return
         log.error("sender process %d exited; starting it again", child.number)
         child.detach()
-        task = asyncio.get_running_loop().create_task(self._restart(child))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._tasks, self._restart(child))
 
     async def _restart(self, child: _Child) -> None:
         if child.process is not None:
@@ -423,28 +420,19 @@ async def _serve(
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
     writer.write(_frame([]))  # hello: the parent counts this child ready from now on
     answers = _Batcher(writer)
-    tasks: set[asyncio.Task[None]] = set()
 
-    async def send(number: int, request: Request) -> None:
-        try:
-            ex = await sender.exchange(request)
-        except Exception as exc:  # every request gets an answer, or the parent waits forever
-            ex = Exchange(started_at=now_ms(), error=f"internal error: {exc!r}")
+    def answer(number: int, ex: Exchange) -> None:
         answers.add((number, *_exchange_fields(ex)))
 
     try:
         while True:
             for number, *fields in await _read_frame(reader):
-                task = asyncio.create_task(send(number, Request(*fields)))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                # Every request gets an answer (a sender's bug too), or the parent waits.
+                sender.submit(Request(*fields), partial(answer, number))
     except (asyncio.IncompleteReadError, ConnectionError):
         pass  # the parent closed the socket, or died: nobody is left to answer
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await sender.close()
+        await sender.close()  # and the sends still running with it
 
 
 def main(argv: list[str]) -> None:
