@@ -423,7 +423,8 @@ class _Batch:
         self.handed: Sequence[Delivery] = ()
         self.left: Sequence[Delivery] = ()
         self.yield_at = time.perf_counter() + YIELD_EVERY
-        # Events the chain being worked on may still emit (MAX_CHAIN_EVENTS from each root).
+        # Events the chain being worked on may still emit: MAX_CHAIN_EVENTS from each root, an
+        # event sent to hookline (_event at depth 0) or a timer's or a stop's step.
         self.chain_left = MAX_CHAIN_EVENTS
 
     async def apply(self, work: _Work) -> Any:
@@ -440,7 +441,6 @@ class _Batch:
         if self.journeys is not None and work.stop_journey is not None:
             applied = self.journeys.on_stop(work.stop_journey)
             for one in applied:
-                self.chain_left = MAX_CHAIN_EVENTS
                 self._journey_step(one)
             return len(applied)
         if self.journeys is not None and work.timers:
@@ -449,7 +449,6 @@ class _Batch:
                 await self._yield_now_and_then()
                 part = work.timers[start : start + TIMER_SLICE]
                 for one in self.journeys.on_timers(part, self.states):
-                    self.chain_left = MAX_CHAIN_EVENTS
                     self._journey_step(one)
                     stepped += 1
             return stepped
@@ -458,7 +457,6 @@ class _Batch:
         accepted = []
         for item in work.events:
             await self._yield_now_and_then()
-            self.chain_left = MAX_CHAIN_EVENTS
             accepted.append(self._event(item))
         return accepted
 
@@ -469,6 +467,8 @@ class _Batch:
             self.yield_at = time.perf_counter() + YIELD_EVERY
 
     def _event(self, item: EventInput, depth: int = 0) -> Accepted:
+        if depth == 0:  # an event sent to hookline: a chain of emitted events starts here
+            self.chain_left = MAX_CHAIN_EVENTS
         if item.eid is not None and item.eid in self.known:
             event_id, deliveries = self.known[item.eid]
             self.duplicates += 1
@@ -519,7 +519,8 @@ class _Batch:
         """
         step, journey = applied.step, applied.journey
         inst = step.instance
-        if depth is None:
+        if depth is None:  # a timer's or a stop's step: a chain starts here (MAX_CHAIN_EVENTS)
+            self.chain_left = MAX_CHAIN_EVENTS
             event_id, depth = inst.entry_event_id, inst.chain_depth
             if event_id is None:  # a row from before entry_event_id: its scope's, if text
                 scoped = inst.entry_event.get("event_id")
