@@ -14,7 +14,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -250,12 +250,17 @@ async def entered_ever(
     return pairs
 
 
+def _inside(journey_id: str) -> ColumnElement[bool]:
+    """The instances of users inside the journey now (active, on any version)."""
+    return and_(_I.c.journey_id == journey_id, _I.c.status == "active")
+
+
 async def active_users_of(
     conn: AsyncConnection, journey_id: str, *, after: str = "", limit: int | None = None
 ) -> list[UserKey]:
     """The users inside the journey: with ``limit``, those of the first ``limit``
     user_ext_ids after ``after`` (every brand of each), in order."""
-    inside = and_(_I.c.journey_id == journey_id, _I.c.status == "active")
+    inside = _inside(journey_id)
     ids = (
         select(_I.c.user_ext_id)
         .where(inside, _I.c.user_ext_id > after)
@@ -593,9 +598,7 @@ class JourneyStore:
         """Users inside the journey now (active instances, on any version)."""
         async with self._read() as conn:
             value = await conn.scalar(
-                select(func.count())
-                .select_from(_I)
-                .where(_I.c.journey_id == journey_id, _I.c.status == "active")
+                select(func.count()).select_from(_I).where(_inside(journey_id))
             )
         return int(value or 0)
 
@@ -623,7 +626,7 @@ class JourneyStore:
             groups = list(rows)
             waiting = await conn.execute(
                 select(_I.c.block, func.count().label("n"))
-                .where(_I.c.journey_id == journey_id, _I.c.status == "active")
+                .where(_inside(journey_id))
                 .group_by(_I.c.block)
             )
             waiting_now = {r.block: r.n for r in waiting if r.block is not None}
