@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import re
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hookline.errors import ConfigError
+from hookline.errors import ConfigError, closest
 from hookline.keys import AuthMode
 from hookline.netguard import IPNetwork, parse_networks
 
@@ -173,8 +172,8 @@ def unknown_variables(env: Mapping[str, str] | None = None) -> list[str]:
         if name.startswith("HOOKLINE_TEST_"):
             continue
         # Compared without the prefix, which every name shares.
-        close = difflib.get_close_matches(name[9:], [k[9:] for k in known], n=1)
-        hint = f"; did you mean HOOKLINE_{close[0]}?" if close else ""
+        close = closest(name[9:], [k[9:] for k in known])
+        hint = f"; did you mean HOOKLINE_{close}?" if close else ""
         lines.append(f"{name} is not a hookline setting and is ignored{hint}")
     return lines
 
