@@ -145,23 +145,33 @@ async def test_a_journey_that_enters_itself_again_through_a_delay_is_cut_at_dept
     assert deepest.json()["event_type"] == "again"  # the event that entered the last walk
 
 
+async def _entered_then_stopped(
+    make_hookline: Any, receiver: Receiver, events: list[dict[str, Any]], body: str | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """``events`` enter a journey that waits an hour, then posts to /after (with ``body``);
+    the server is stopped, for a test to edit its database before the next start. The
+    journey, and the ids of the events."""
+    first = await make_hookline()
+    blocks = {
+        "wait": {"type": "delay", "duration": "1h", "next": "after"},
+        "after": hook(receiver, "/after", body),
+    }
+    j = await create(first, journey(blocks, start="wait"))
+    resp = await first.post("/api/v1/events", events)
+    assert resp.status_code == 202, resp.text
+    await first.stop()
+    return j, [e["id"] for e in resp.json()["events"]]
+
+
 async def test_a_chain_depth_edited_by_hand_makes_its_row_unreadable_not_a_failing_step(
     make_hookline: Any, receiver: Receiver, tmp_path: Path
 ) -> None:
-    first = await make_hookline()
-    j = await create(
-        first,
-        journey(
-            {
-                "wait": {"type": "delay", "duration": "1h", "next": "after"},
-                "after": hook(receiver, "/after", '{"u": "{{event.user_ext_id}}"}'),
-            },
-            start="wait",
-        ),
+    j, _ = await _entered_then_stopped(
+        make_hookline,
+        receiver,
+        [spin_event("u-0"), spin_event("u-1")],
+        '{"u": "{{event.user_ext_id}}"}',
     )
-    resp = await first.post("/api/v1/events", [spin_event("u-0"), spin_event("u-1")])
-    assert resp.status_code == 202, resp.text
-    await first.stop()
     _write(
         tmp_path / "data" / "hookline.db",
         [
@@ -252,20 +262,9 @@ async def test_a_stopped_journey_lets_its_users_go_a_page_per_commit(
 async def test_users_a_stop_did_not_reach_before_a_crash_leave_when_next_met(
     make_hookline: Any, receiver: Receiver, tmp_path: Path
 ) -> None:
-    first = await make_hookline()
-    j = await create(
-        first,
-        journey(
-            {
-                "wait": {"type": "delay", "duration": "1h", "next": "after"},
-                "after": hook(receiver, "/after"),
-            },
-            start="wait",
-        ),
+    j, _ = await _entered_then_stopped(
+        make_hookline, receiver, [spin_event("u-0"), spin_event("u-1")]
     )
-    resp = await first.post("/api/v1/events", [spin_event("u-0"), spin_event("u-1")])
-    assert resp.status_code == 202, resp.text
-    await first.stop()
     # As the store holds it when the server dies after the status is saved, before (all)
     # the users inside were let go; their delays are over.
     _write(
@@ -310,21 +309,7 @@ async def test_a_store_that_cannot_commit_timers_is_tried_once_a_round_not_in_a_
 async def test_an_instance_stored_before_entry_event_id_links_its_deliveries_as_before(
     make_hookline: Any, receiver: Receiver, tmp_path: Path
 ) -> None:
-    first = await make_hookline()
-    await create(
-        first,
-        journey(
-            {
-                "wait": {"type": "delay", "duration": "1h", "next": "after"},
-                "after": hook(receiver, "/after"),
-            },
-            start="wait",
-        ),
-    )
-    resp = await first.post("/api/v1/events", spin_event())
-    assert resp.status_code == 202, resp.text
-    entered = resp.json()["events"][0]["id"]
-    await first.stop()
+    _, (entered,) = await _entered_then_stopped(make_hookline, receiver, [spin_event()])
     _write(
         tmp_path / "data" / "hookline.db",
         [
