@@ -12,7 +12,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookline.events import now_ms
-from hookline.journey_runner import MAX_CHAIN_DEPTH, MAX_CHAIN_EVENTS, TIMER_IDLE, TIMER_RETRY_MS
+from hookline.journey_runner import (
+    GROUP_EVENTS_PER_ROOT,
+    MAX_CHAIN_DEPTH,
+    MAX_CHAIN_EVENTS,
+    TIMER_IDLE,
+    TIMER_RETRY_MS,
+)
 from hookline.journeys import Instance
 from hookline.store import journey_sql
 from tests.helpers import Hookline, Receiver, spin_event
@@ -227,6 +233,71 @@ async def test_blocks_that_each_emit_the_trigger_again_stop_at_a_thousand_events
     assert again.status_code == 202, again.text
     more = (await hookline.client.get(f"/api/v1/journeys/{j['id']}/stats")).json()
     assert more["entered"] == 2 * stats["entered"]
+
+
+def _fan_out(name: str, trigger: str, emits: int) -> dict[str, Any]:
+    """A journey entered every time by ``trigger`` whose ``emits`` blocks each emit it."""
+    blocks: dict[str, Any] = {
+        f"e{i}": {"type": "emit_event", "event_type": trigger, "next": f"e{i + 1}"}
+        for i in range(emits)
+    }
+    del blocks[f"e{emits - 1}"]["next"]
+    return {
+        "name": name,
+        "status": "active",
+        "entry": {"trigger": {"event_type": trigger}, "mode": "every_time"},
+        "start": "e0",
+        "blocks": blocks,
+    }
+
+
+async def test_a_batch_into_a_fan_out_is_bounded_for_the_whole_commit(hookline: Hookline) -> None:
+    """The bound per event let a batch of n events cause n thousand in one commit (a batch
+    of 1,000: a million events, minutes of the writer). Every event still starts its own
+    chain, so the last of the batch enters as the first did."""
+    j = await create(hookline, _fan_out("fan-batch", "fan", 4))
+    users = 40
+    batch = [{"event_type": "fan", "user_ext_id": f"u-{i}"} for i in range(users)]
+    resp = await hookline.post("/api/v1/events", batch)
+    assert resp.status_code == 202, resp.text
+    stats = (await hookline.client.get(f"/api/v1/journeys/{j['id']}/stats")).json()
+    # Each entry was an event sent or emitted: at most the commit's budget plus the batch.
+    most = MAX_CHAIN_EVENTS + users * GROUP_EVENTS_PER_ROOT + users
+    assert users * 2 <= stats["entered"] <= most, stats  # was about 40 * 200
+    assert stats["chain_cuts"] > 0
+    for i in (0, users - 1):  # the first and the last user of the batch both got in
+        assert await instances(hookline, j["id"], user_ext_id=f"u-{i}"), i
+
+
+async def test_a_full_batch_is_cut_as_each_of_its_events_alone_would_be(
+    hookline: Hookline,
+) -> None:
+    """The commit's budget cuts no ordinary journeys: 1,000 users each enter two journeys
+    (one loops on its own trigger until depth 8) in one commit, as if each came alone."""
+    greet = await create(
+        hookline,
+        {
+            "name": "greet",
+            "status": "active",
+            "entry": {"trigger": {"event_type": "signup"}},
+            "start": "say",
+            "blocks": {"say": {"type": "emit_event", "event_type": "greeted"}},
+        },
+    )
+    follow = await create(hookline, _fan_out("follow", "greeted", 1))  # a loop, 8 deep
+    batch = [{"event_type": "signup", "user_ext_id": f"u-{i}"} for i in range(1000)]
+    resp = await hookline.post("/api/v1/events", batch)
+    assert resp.status_code == 202, resp.text
+    greet_stats = (await hookline.client.get(f"/api/v1/journeys/{greet['id']}/stats")).json()
+    assert greet_stats["entered"] == 1000 and greet_stats["chain_cuts"] == 0, greet_stats
+    # follow re-emits its own trigger: each user's chain is cut by its depth only, as it is
+    # for one event sent alone.
+    alone = await hookline.post("/api/v1/events", {"event_type": "signup", "user_ext_id": "x"})
+    assert alone.status_code == 202, alone.text
+    follow_stats = (await hookline.client.get(f"/api/v1/journeys/{follow['id']}/stats")).json()
+    assert follow_stats["entered"] % 1001 == 0, follow_stats
+    cuts = await hookline.client.get(f"/api/v1/journeys/{follow['id']}/chain-cuts?limit=1000")
+    assert {c["depth"] for c in cuts.json()["data"]} == {MAX_CHAIN_DEPTH}
 
 
 async def test_a_stopped_journey_lets_its_users_go_a_page_per_commit(

@@ -22,6 +22,7 @@ from hookline.errors import HooklineError, StoreError
 from hookline.events import UPDATE_PROFILE, Event, EventInput, now_ms
 from hookline.ids import new_id
 from hookline.journey_runner import (
+    GROUP_EVENTS_PER_ROOT,
     MAX_CHAIN_DEPTH,
     MAX_CHAIN_EVENTS,
     TIMER_RETRY_MS,
@@ -426,6 +427,10 @@ class _Batch:
         # Events the chain being worked on may still emit: MAX_CHAIN_EVENTS from each root, an
         # event sent to hookline (_event at depth 0) or a timer's or a stop's step.
         self.chain_left = MAX_CHAIN_EVENTS
+        # And this whole commit: each root adds GROUP_EVENTS_PER_ROOT (see _chain_starts).
+        self.group_left = MAX_CHAIN_EVENTS
+        self.group_emitted = 0
+        self.group_cut_said = False
 
     async def apply(self, work: _Work) -> Any:
         if work.patch_user is not None:
@@ -468,7 +473,7 @@ class _Batch:
 
     def _event(self, item: EventInput, depth: int = 0) -> Accepted:
         if depth == 0:  # an event sent to hookline: a chain of emitted events starts here
-            self.chain_left = MAX_CHAIN_EVENTS
+            self._chain_starts()
         if item.eid is not None and item.eid in self.known:
             event_id, deliveries = self.known[item.eid]
             self.duplicates += 1
@@ -519,8 +524,8 @@ class _Batch:
         """
         step, journey = applied.step, applied.journey
         inst = step.instance
-        if depth is None:  # a timer's or a stop's step: a chain starts here (MAX_CHAIN_EVENTS)
-            self.chain_left = MAX_CHAIN_EVENTS
+        if depth is None:  # a timer's or a stop's step: a chain starts here
+            self._chain_starts()
             event_id, depth = inst.entry_event_id, inst.chain_depth
             if event_id is None:  # a row from before entry_event_id: its scope's, if text
                 scoped = inst.entry_event.get("event_id")
@@ -554,7 +559,7 @@ class _Batch:
                 )
             )
         for emitted in step.emitted:
-            if depth + 1 > MAX_CHAIN_DEPTH or self.chain_left <= 0:
+            if depth + 1 > MAX_CHAIN_DEPTH or self.chain_left <= 0 or self.group_left <= 0:
                 # Two journeys that trigger each other must not loop for ever, nor blocks
                 # that emit their own trigger multiply. The cut is stored with this commit.
                 assert self.journeys is not None
@@ -577,12 +582,31 @@ class _Batch:
                         user,
                         MAX_CHAIN_EVENTS,
                     )
+                elif not self.group_cut_said:
+                    self.group_cut_said = True  # once per commit: the cuts that follow are many
+                    log.warning(
+                        "journey %s: event %s for user %s not emitted: the events and steps "
+                        "committed with it emitted as many as they may (%d); the next of them "
+                        "may emit %d more",
+                        journey.id,
+                        emitted.event_type,
+                        user,
+                        self.group_emitted,
+                        GROUP_EVENTS_PER_ROOT,
+                    )
                 continue
             self.chain_left -= 1
+            self.group_left -= 1
+            self.group_emitted += 1
             self._event(
                 EventInput(None, emitted.event_type, user, brand, None, emitted.payload),
                 depth + 1,
             )
+
+    def _chain_starts(self) -> None:
+        """A root (an event sent to hookline, a timer's or a stop's step) starts a chain."""
+        self.chain_left = MAX_CHAIN_EVENTS
+        self.group_left += GROUP_EVENTS_PER_ROOT
 
     def _fires(self, rule: CompiledRule, event: Event, context: dict[str, Any]) -> bool:
         """Count the event for its user and a rule that counts; whether the rule fires."""

@@ -54,6 +54,12 @@ MAX_CHAIN_DEPTH = 8
 # together. The depth alone bounds no fan-out: a journey whose three blocks each emit its own
 # trigger entered 3 + 9 + ... + 3**8 = 9,840 times in the commit of one event.
 MAX_CHAIN_EVENTS = 1000
+# And a commit's events caused through journeys: MAX_CHAIN_EVENTS, plus this many for each
+# event, timer or stop step in it. Bounded per event only, a batch of 1,000 events into
+# journeys that fan out caused a million in one commit: minutes of the writer, gigabytes.
+# Ordinary journeys stay far below it: each entry emits campaign_started and _finished, and
+# an event that enters a dozen journeys, each emitting two events more, causes 48.
+GROUP_EVENTS_PER_ROOT = 50
 # Due instances claimed per timer round.
 TIMER_BATCH = 1000
 # Claimed batches queued for the writer at most (one committing, the next waiting).
