@@ -140,13 +140,20 @@ def _answer(journey: Journey, key: ApiKey, status_code: int = 200) -> JSON:
 def _from_input(
     body: JourneyIn, journey_id: str, now: int, stored: Journey | None = None
 ) -> Journey:
-    """The journey ``body`` describes; a ``***`` secret header keeps ``stored``'s value."""
+    """The journey ``body`` describes; a ``***`` secret header keeps ``stored``'s value.
+
+    A status left out is ``stored``'s: a definition written without one (a file applied
+    again, a script that edits the blocks) replaces what the journey does, not whether it
+    runs, so it cannot stop or refuse a journey someone has since activated."""
     definition = _definition(body.model_dump())
+    status = JourneyStatus(body.status)
+    if stored is not None and "status" not in body.model_fields_set:
+        status = stored.status
     return Journey(
         id=journey_id,
         name=body.name,
         description=body.description,
-        status=JourneyStatus(body.status),
+        status=status,
         definition=keeping_secrets(definition, stored.definition if stored else None),
         ext_brand_id=body.ext_brand_id,
         created_at=now,
