@@ -479,8 +479,8 @@ async def test_a_delay_until_reads_a_zone_kept_as_an_offset_and_a_time_with_seco
             f"/api/v1/users/{user}/state", params={"ext_brand_id": "brand-1"}, json={"tz": zone}
         )
         assert patch.status_code == 200, patch.text
-    blocks = {"wait": {"type": "delay", "until": "07:15:30", "time_zone": {"field": "tz"}}}
-    blocks["wait"]["time_zone"]["default"] = "America/New_York"
+    zone = {"field": "tz", "default": "America/New_York"}
+    blocks = {"wait": {"type": "delay", "until": "07:15:30", "time_zone": zone}}
     j = await create(h, journey(blocks, start="wait"))
     for user in zones:
         await h.post("/api/v1/events", spin_event(user))
