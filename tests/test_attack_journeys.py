@@ -289,6 +289,18 @@ async def test_put_switching_an_active_journey_to_draft_is_409(hookline: Hooklin
     assert resp.json()["field"] == "status"
 
 
+async def test_put_without_status_keeps_the_journeys_status(hookline: Hookline) -> None:
+    j = await create(hookline, journey({"hello": {"type": "exit"}}))
+    for status in ("active", "paused"):
+        await hookline.client.patch(f"/api/v1/journeys/{j['id']}", json={"status": status})
+        edited = journey({"hello": {"type": "exit"}}, description=f"while {status}")
+        del edited["status"]
+        resp = await hookline.client.put(f"/api/v1/journeys/{j['id']}", json=edited)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["status"] == status
+        assert resp.json()["description"] == f"while {status}"
+
+
 @pytest.mark.parametrize("name", ["Spin-Welcome", " spin-welcome", "spin-welcome ", "   "])
 async def test_names_that_differ_only_by_case_or_spaces_are_not_two_journeys(
     hookline: Hookline, name: str

@@ -409,10 +409,10 @@ async def test_journeys_apply_names_a_journey_in_its_own_script(
     assert 'journey "приветствие ジ": blocks.wait.duration' in done.output
 
 
-def _next_local(hour: int, minute: int, zone: str, after_ms: int) -> int:
+def _next_local(hour: int, minute: int, zone: str, after_ms: int, second: int = 0) -> int:
     """The next hour:minute in ``zone`` after ``after_ms``, worked out apart from hookline."""
     local = datetime.fromtimestamp(after_ms / 1000, ZoneInfo(zone))
-    target = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    target = local.replace(hour=hour, minute=minute, second=second, microsecond=0)
     if target <= local:
         target += timedelta(days=1)  # wall-clock arithmetic: the same time the next day
     return int(target.timestamp() * 1000)
@@ -458,6 +458,36 @@ async def test_a_delay_until_a_time_of_day_in_the_zone_a_state_property_names(
         resp = await h.client.post("/api/v1/journeys", json=journey(blocks, start="wait"))
         assert resp.status_code == 422, resp.text
         assert resp.json()["field"] == f"blocks.wait.{field}"
+
+
+async def test_a_delay_until_reads_a_zone_kept_as_an_offset_and_a_time_with_seconds(
+    hookline: Hookline,
+) -> None:
+    """Profiles often keep a zone as an offset, not an IANA name; each is the same wall time
+    as the IANA zone with that fixed offset."""
+    h = hookline
+    zones: dict[str, tuple[Any, str]] = {
+        "colon": ("+02:00", "Etc/GMT-2"),
+        "compact": ("+0530", "Asia/Kolkata"),
+        "named": ("UTC-5", "Etc/GMT+5"),
+        "gmt": ("GMT+0545", "Asia/Kathmandu"),
+        "hours": (9, "Asia/Tokyo"),
+        "too-far": ("+15:00", "America/New_York"),  # no such offset: the default
+    }
+    for user, (zone, _) in zones.items():
+        patch = await h.client.patch(
+            f"/api/v1/users/{user}/state", params={"ext_brand_id": "brand-1"}, json={"tz": zone}
+        )
+        assert patch.status_code == 200, patch.text
+    zone = {"field": "tz", "default": "America/New_York"}
+    blocks = {"wait": {"type": "delay", "until": "07:15:30", "time_zone": zone}}
+    j = await create(h, journey(blocks, start="wait"))
+    for user in zones:
+        await h.post("/api/v1/events", spin_event(user))
+    due = {i["user_ext_id"]: (i["due_at"], i["entered_at"]) for i in await instances(h, j["id"])}
+    for user, (_, same_as) in zones.items():
+        due_at, entered_at = due[user]
+        assert due_at == _next_local(7, 15, same_as, entered_at, second=30), user
 
 
 async def test_true_is_no_brand_of_a_journey_rule_webhook_or_preview(

@@ -129,6 +129,28 @@ async def test_going_back_to_draft_is_refused_before_anything_is_written(
     assert await _stored(hookline) == before
 
 
+async def test_a_file_without_status_applies_again_after_the_journey_was_activated(
+    hookline: Hookline, tmp_path: Path
+) -> None:
+    unmanaged = _journey()
+    del unmanaged["status"]
+    path = _write(tmp_path / "journeys.yaml", [unmanaged])
+    assert (await _apply(hookline, path)).exit_code == 0
+    journey = (await _stored(hookline))["welcome"]
+    assert journey["status"] == "draft"  # created as a POST without status is
+    resp = await hookline.client.patch(
+        f"/api/v1/journeys/{journey['id']}", json={"status": "active"}
+    )
+    assert resp.status_code == 200, resp.text
+    again = await _apply(hookline, path)
+    assert again.exit_code == 0, again.output
+    assert again.stdout.splitlines()[-1] == "0 created, 0 updated, 1 unchanged, 0 deleted"
+    changed = await _apply(hookline, _write(path, [{**unmanaged, "description": "edited"}]))
+    assert changed.exit_code == 0, changed.output
+    after = (await _stored(hookline))["welcome"]
+    assert after["status"] == "active" and after["description"] == "edited"
+
+
 async def test_prune_deletes_the_journeys_the_file_leaves_out_and_only_then(
     hookline: Hookline, tmp_path: Path
 ) -> None:

@@ -149,6 +149,51 @@ async def test_wait_for_event_both_branches(hookline: Hookline, receiver: Receiv
     assert len(receiver.on("/yes")) == 1 and len(receiver.on("/no")) == 1
 
 
+async def test_the_trigger_event_that_ends_a_walk_enters_no_second_one(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    """As in the issue's journey, the awaited event has the trigger's type: the second spin
+    moves the user on, and (once_while_active) is not a second entry; neither is an exit
+    or a goal event of the trigger's type. A third spin, once outside, enters again."""
+    awaited = {
+        "hello": hook(receiver, "/hello", next="ask"),
+        "ask": {
+            "type": "wait_for_event",
+            "event_type": "minigame_spin_issued",
+            "timeout": "1h",
+            "next": "bye",
+        },
+        "bye": hook(receiver, "/bye"),
+    }
+    waiting = {
+        "hello": hook(receiver, "/hello-2", next="wait"),
+        "wait": {"type": "delay", "duration": "1h"},
+    }
+    spin = {"event_type": "minigame_spin_issued"}
+    journeys = [
+        await create(hookline, journey(awaited)),
+        await create(hookline, journey(waiting, name="exits", exit_on=[spin])),
+        await create(hookline, journey(waiting, name="converts", goal=spin)),
+    ]
+    for _ in range(2):
+        resp = await hookline.post("/api/v1/events", spin_event())
+        assert resp.status_code == 202, resp.text
+    await receiver.wait_for(1, "/bye")
+    for j in journeys:
+        (inst,) = await instances(hookline, j["id"])
+        assert inst["status"] == "finished", inst
+    assert [i["finish_reason"] for j in journeys for i in await instances(hookline, j["id"])] == [
+        "completed",
+        "exited",
+        "goal",
+    ]
+    await hookline.post("/api/v1/events", spin_event())
+    for j in journeys:
+        assert len(await instances(hookline, j["id"], status="active")) == 1
+    await hookline.idle()
+    assert len(receiver.on("/hello")) == 2 and len(receiver.on("/hello-2")) == 4
+
+
 async def test_condition_split_and_update_state(hookline: Hookline, receiver: Receiver) -> None:
     await hookline.client.patch(
         "/api/v1/users/u-gold/state?ext_brand_id=brand-1", json={"level": "gold"}

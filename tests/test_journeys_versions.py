@@ -194,3 +194,42 @@ def test_saved_webhooks_used_reads_a_definition_without_compiling_it() -> None:
     }
     assert saved_webhooks_used(definition) == {"wh_1"}
     assert saved_webhooks_used({"blocks": []}) == frozenset()
+
+
+async def test_every_kept_version_is_listed_and_read_with_the_users_who_walk_it(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    h = hookline
+    one = journey(
+        {"hello": hook(receiver, "/one", next="wait"), "wait": {"type": "delay", "duration": "1h"}}
+    )
+    j = await create(h, one)
+    await h.post("/api/v1/events", spin_event("u-old"))
+    two = journey(
+        {"hello": hook(receiver, "/two", next="wait"), "wait": {"type": "delay", "duration": "2h"}}
+    )
+    resp = await h.client.put(f"/api/v1/journeys/{j['id']}", json=two)
+    assert resp.status_code == 200 and resp.json()["version"] == 2, resp.text
+    for user in ("u-new", "u-newer"):
+        await h.post("/api/v1/events", spin_event(user))
+    listed = await h.client.get(f"/api/v1/journeys/{j['id']}/versions")
+    assert listed.status_code == 200, listed.text
+    assert [(v["version"], v["active"]) for v in listed.json()["data"]] == [(2, 2), (1, 1)]
+    (old,) = [i for i in await instances(h, j["id"]) if i["user_ext_id"] == "u-old"]
+    first = await h.client.get(f"/api/v1/journeys/{j['id']}/versions/{old['version']}")
+    assert first.status_code == 200, first.text
+    assert first.json()["version"] == 1
+    assert first.json()["blocks"]["wait"] == {"type": "delay", "duration": "1h"}
+    assert first.json()["blocks"]["hello"]["activity"]["url"] == receiver.url("/one")
+    current = await h.client.get(f"/api/v1/journeys/{j['id']}/versions/2")
+    assert current.json()["blocks"] == resp.json()["blocks"]
+    for missing, status, field in (
+        ("3", 404, "version"),
+        ("0", 422, "version"),
+        ("9" * 30, 422, "version"),
+    ):
+        answer = await h.client.get(f"/api/v1/journeys/{j['id']}/versions/{missing}")
+        assert answer.status_code == status, answer.text
+        assert answer.json()["field"] == field
+    gone = await h.client.get("/api/v1/journeys/jrn_nope/versions")
+    assert gone.status_code == 404, gone.text

@@ -304,10 +304,16 @@ class JourneyBatch:
         self, event: Event, scope: dict[str, Any], state: dict[str, Any], depth: int = 0
     ) -> list[Applied]:
         """Advance the user's instances on this event, then enter the journeys it triggers;
-        ``depth``: the event's in a chain of emitted events, kept by the instances it enters."""
+        ``depth``: the event's in a chain of emitted events, kept by the instances it enters.
+
+        An event that comes while the user is inside a ``once_while_active`` journey enters
+        no second walk, even when it is the one that ends the first (an awaited event of
+        the trigger's type, an exit or a goal): it was the first walk's event.
+        """
         applied: list[Applied] = []
         user = user_key(event.ext_brand_id, event.user_ext_id)
         brand = user[0]
+        inside = {inst.journey_id for inst in self.by_user.get(user, ())}
         for inst in list(self.by_user.get(user, ())):
             journey = self.index.version(inst.journey_id, inst.version)
             if journey is None:
@@ -325,7 +331,9 @@ class JourneyBatch:
             own = journey.journey.ext_brand_id
             if own is not None and str(own) != brand:
                 continue  # a journey of one brand is entered by that brand's users only
-            running = any(i.journey_id == journey.id for i in self.by_user.get(user, ()))
+            running = journey.id in inside or any(
+                i.journey_id == journey.id for i in self.by_user.get(user, ())
+            )
             ever = (journey.id, user) in self.ever
             try:
                 allowed = may_enter(journey, context, running=running, ever=ever)

@@ -14,7 +14,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -86,7 +86,11 @@ MAX_RENDERED_BYTES: Final = 64 * 1024
 # Letters and digits of any script ("приветствие" as well as "hello"), no spaces or dots.
 _BLOCK_NAME: Final = re.compile(r"[\w\-?!]{1,64}")
 _EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_TIME_OF_DAY: Final = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
+_TIME_OF_DAY: Final = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?")
+# A fixed offset from UTC, as profiles often keep a zone: "+02:00", "-0530", "UTC+3", "GMT-5".
+_UTC_OFFSET: Final = re.compile(r"(?:UTC|GMT)?\s*([+-])([01]?[0-9])(?::?([0-5][0-9]))?", re.I)
+# Offsets in use run from -12:00 to +14:00.
+_MAX_OFFSET: Final = timedelta(hours=14)
 # A template string that is a single tag: in update_state and emit_event, a typed value.
 _WHOLE_TAG: Final = re.compile(r"\{\{[^{}]*\}\}")
 _STATE_NAME: Final = re.compile(r"[A-Za-z0-9_\-]{1,128}")
@@ -158,6 +162,7 @@ class TimeOfDay:
     minute: int
     zone_field: str | None
     zone_default: str
+    second: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -594,7 +599,9 @@ def _until(data: Mapping[str, Any], path: str) -> TimeOfDay:
     text = data.get("until")
     match = _TIME_OF_DAY.fullmatch(text) if isinstance(text, str) else None
     if match is None:
-        raise InvalidInput("until is a time of day, hh:mm (24 h)", field=f"{path}.until")
+        raise InvalidInput(
+            "until is a time of day, hh:mm or hh:mm:ss (24 h)", field=f"{path}.until"
+        )
     zone_field, field_path = data.get("time_zone_field"), f"{path}.time_zone_field"
     default, default_path = data.get("time_zone", "UTC"), f"{path}.time_zone"
     if isinstance(default, Mapping):
@@ -620,10 +627,23 @@ def _until(data: Mapping[str, Any], path: str) -> TimeOfDay:
             f"unknown time zone {short_value(default)}; use an IANA name such as 'Europe/Malta'",
             field=default_path,
         )
-    return TimeOfDay(int(match[1]), int(match[2]), zone_field, default)
+    second = int(match[3] or 0)
+    return TimeOfDay(int(match[1]), int(match[2]), zone_field, default, second)
 
 
-def _zone(name: str) -> ZoneInfo | None:
+def _zone(name: Any) -> tzinfo | None:
+    """The time zone ``name`` means: an IANA name (``Europe/Malta``), a fixed offset
+    (``+02:00``, ``-0530``, ``UTC+3``, ``GMT-5``) or a number of hours (``2``, ``-3.5``)."""
+    if isinstance(name, int | float) and not isinstance(name, bool):
+        hours = name if name == name else 99.0  # NaN is no offset
+        offset = timedelta(minutes=round(hours * 60)) if abs(hours) <= 14 else None
+        return timezone(offset) if offset is not None else None
+    if not isinstance(name, str):
+        return None
+    name = name.strip()
+    if match := _UTC_OFFSET.fullmatch(name):
+        offset = timedelta(hours=int(match[2]), minutes=int(match[3] or 0))
+        return timezone(-offset if match[1] == "-" else offset) if offset <= _MAX_OFFSET else None
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
@@ -1153,19 +1173,19 @@ def merged_state(state: Mapping[str, Any], patch: dict[str, Any]) -> dict[str, A
 
 
 def next_time_of_day(until: TimeOfDay, state: Mapping[str, Any], now: int) -> int:
-    """The next ``until.hour:until.minute`` after ``now`` in the user's zone, in ms."""
+    """The next ``until`` (hh:mm:ss) after ``now`` in the user's zone, in ms."""
     zone = None
     if until.zone_field is not None:
         name: Any = state
         for key in until.zone_field.split(".")[1:]:
             name = name.get(key) if isinstance(name, Mapping) else None
-        if isinstance(name, str):
-            zone = _zone(name)
-    zone = zone or _zone(until.zone_default) or ZoneInfo("UTC")
+        zone = _zone(name)
+    zone = zone or _zone(until.zone_default) or UTC
     local = datetime.fromtimestamp(now / 1000, UTC).astimezone(zone)
-    target = local.replace(hour=until.hour, minute=until.minute, second=0, microsecond=0)
+    hour, minute, second = until.hour, until.minute, until.second
+    target = local.replace(hour=hour, minute=minute, second=second, microsecond=0)
     if target <= local:
-        target = (target + timedelta(days=1)).replace(hour=until.hour, minute=until.minute)
+        target = (target + timedelta(days=1)).replace(hour=hour, minute=minute, second=second)
     return int(target.timestamp() * 1000)
 
 

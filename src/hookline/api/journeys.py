@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
+from fastapi import Path as FastPath
 from pydantic import Field
 
 from hookline.api._etag import IfMatch, precondition, versioned, write
@@ -32,6 +33,7 @@ from hookline.api.models import (
     JourneyOut,
     JourneyStats,
     JourneyValidation,
+    JourneyVersionList,
     Label,
     _Strict,
 )
@@ -59,6 +61,8 @@ router = APIRouter(prefix="/api/v1/journeys", tags=["journeys"], route_class=JSO
 users_router = APIRouter(prefix="/api/v1/users", tags=["journeys"], route_class=JSONRoute)
 
 Status = Literal["draft", "active", "paused", "stopped", "archived"]
+# A version is a 64-bit integer in the database; one past it names none (not a 500).
+MAX_VERSION = 2**63 - 1
 
 
 class JourneyIn(_Strict):
@@ -140,13 +144,20 @@ def _answer(journey: Journey, key: ApiKey, status_code: int = 200) -> JSON:
 def _from_input(
     body: JourneyIn, journey_id: str, now: int, stored: Journey | None = None
 ) -> Journey:
-    """The journey ``body`` describes; a ``***`` secret header keeps ``stored``'s value."""
+    """The journey ``body`` describes; a ``***`` secret header keeps ``stored``'s value.
+
+    A status left out is ``stored``'s: a definition written without one (a file applied
+    again, a script that edits the blocks) replaces what the journey does, not whether it
+    runs, so it cannot stop or refuse a journey someone has since activated."""
     definition = _definition(body.model_dump())
+    status = JourneyStatus(body.status)
+    if stored is not None and "status" not in body.model_fields_set:
+        status = stored.status
     return Journey(
         id=journey_id,
         name=body.name,
         description=body.description,
-        status=JourneyStatus(body.status),
+        status=status,
         definition=keeping_secrets(definition, stored.definition if stored else None),
         ext_brand_id=body.ext_brand_id,
         created_at=now,
@@ -353,6 +364,37 @@ async def list_instances(
         limit=limit,
     )
     return JSON({"data": [i.as_dict() for i in found]})
+
+
+@router.get(
+    "/{journey_id}/versions",
+    summary="Every kept version of a journey, with the users inside who walk each",
+    response_model=JourneyVersionList,
+)
+async def list_versions(journey_id: str, runtime: RuntimeDep, key: KeyDep) -> JSON:
+    store = _store(runtime)
+    await _journey(store, journey_id, key)
+    return JSON({"data": await store.list_versions(journey_id)})
+
+
+@router.get(
+    "/{journey_id}/versions/{version}",
+    summary="A journey as it was at one version (what users who entered it walk)",
+    response_model=JourneyOut,
+)
+async def get_version(
+    journey_id: str,
+    version: Annotated[int, FastPath(ge=1, le=MAX_VERSION)],
+    runtime: RuntimeDep,
+    key: KeyDep,
+) -> JSON:
+    """The journey's name, status and secret as they are now; its definition of ``version``."""
+    store = _store(runtime)
+    await _journey(store, journey_id, key)
+    found = await store.get_version(journey_id, version)
+    if found is None:
+        raise NotFound(f"journey {journey_id!r} has no version {version}", field="version")
+    return JSON(shown(found, admin=key.can(Right.ADMIN)))
 
 
 @router.get(

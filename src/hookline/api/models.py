@@ -712,6 +712,18 @@ class JourneyValidation(_Answer):
     journey: JourneyDraft
 
 
+class JourneyVersionOut(_Answer):
+    """One kept version of a journey."""
+
+    version: int
+    created_at: int = Field(description="When this version was saved (ms since the epoch).")
+    active: int = Field(description="Users inside who walk this version now.")
+
+
+class JourneyVersionList(_Answer):
+    data: list[JourneyVersionOut] = Field(description="Versions, newest first.")
+
+
 class InstanceOut(_Answer):
     """One user's walk through one version of a journey."""
 

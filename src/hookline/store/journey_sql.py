@@ -405,6 +405,28 @@ class JourneyStore:
         async with self._read() as conn:
             return await _version(conn, journey_id, version)
 
+    async def list_versions(self, journey_id: str) -> list[dict[str, int]]:
+        """Every kept version of the journey, newest first: ``version``, ``created_at`` and
+        ``active``, the users inside who walk it."""
+        v = t.journey_versions
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(v.c.version, v.c.created_at)
+                .where(v.c.journey_id == journey_id)
+                .order_by(v.c.version.desc())
+            )
+            kept = [(int(r.version), int(r.created_at)) for r in rows]
+            inside = await conn.execute(
+                select(_I.c.version, func.count().label("n"))
+                .where(_inside(journey_id))
+                .group_by(_I.c.version)
+            )
+            walking = {int(r.version): int(r.n) for r in inside}
+        return [
+            {"version": version, "created_at": created_at, "active": walking.get(version, 0)}
+            for version, created_at in kept
+        ]
+
     async def versions_in_use(self, now: int) -> dict[tuple[str, int], bool]:
         """(journey id, version) of every version some active instance still walks (True), or
         whose goal only still counts for walks that completed (False), at ``now``."""
