@@ -384,6 +384,28 @@ def test_wait_for_event_timeout_branch() -> None:
     assert step.instance.finish_reason is FinishReason.COMPLETED
 
 
+def test_a_wait_with_no_on_timeout_that_runs_out_finishes_as_timeout() -> None:
+    """Not completed: the stats tell the users whose event never came from those who
+    walked the flow to its end."""
+    blocks = {**WAIT_JOURNEY, "b1": {**WAIT_JOURNEY["b1"]}}
+    del blocks["b1"]["on_timeout"], blocks["no"]
+    j = simple(blocks)
+    inst = enter(j, "jri_1", "u-1", None, SPIN, {}, now=0).instance
+    step = on_timer(j, inst, {}, now=HOUR)
+    assert step is not None and step.webhooks == ()
+    assert step.instance.finish_reason is FinishReason.TIMEOUT
+    assert step.passed == ("b1",)
+    done = on_event(
+        j,
+        enter(j, "jri_2", "u-2", None, SPIN, {}, now=0).instance,
+        "deposit",
+        {"amount": 50},
+        {},
+        now=10,
+    )
+    assert done is not None and done.instance.finish_reason is FinishReason.COMPLETED
+
+
 def test_condition_block_reads_state() -> None:
     j = simple(
         {

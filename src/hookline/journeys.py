@@ -69,7 +69,7 @@ class FinishReason(StrEnum):
     COMPLETED = "completed"  # walked to an exit block or a block with nowhere to go
     EXITED = "exited"  # an exit_on event came
     GOAL = "goal"  # converted, and the goal says exit_on_goal
-    TIMEOUT = "timeout"  # max_duration passed
+    TIMEOUT = "timeout"  # max_duration passed, or a wait without on_timeout ran out
     STOPPED = "stopped"  # the journey was stopped or archived
 
 
@@ -1352,7 +1352,12 @@ def on_timer(
         walk.run(block.next)
     elif block.type is BlockType.WAIT_FOR_EVENT:
         walk.leave()
-        walk.run(block.on_timeout)
+        if block.on_timeout is None:
+            # Nowhere to go when the event did not come: the user timed out, which the
+            # stats tell apart from walking the flow to its end (completed).
+            walk.finish(FinishReason.TIMEOUT)
+        else:
+            walk.run(block.on_timeout)
     else:  # no other block waits; a stale timer changes nothing
         return None
     return walk.step()
