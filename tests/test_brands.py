@@ -56,6 +56,7 @@ async def _world(h: Hookline, receiver: Receiver) -> dict[str | None, dict[str, 
             "webhook_id": webhook["id"],
             "rule_id": rule["id"],
             "journey_id": journey["id"],
+            "version": str(journey["version"]),
         }
     for brand in BRANDS:
         event = {"event_type": "spin", "user_ext_id": "same", "ext_brand_id": brand}

@@ -75,6 +75,8 @@ RIGHTS: Final[dict[tuple[str, str], Right | None]] = {
     ("GET", "/api/v1/journeys/{journey_id}/instances"): Right.READ,
     ("GET", "/api/v1/journeys/{journey_id}/stats"): Right.READ,
     ("GET", "/api/v1/journeys/{journey_id}/chain-cuts"): Right.READ,
+    ("GET", "/api/v1/journeys/{journey_id}/versions"): Right.READ,
+    ("GET", "/api/v1/journeys/{journey_id}/versions/{version}"): Right.READ,
     ("GET", "/api/v1/users/{user_ext_id}/journeys"): Right.READ,
     ("GET", "/docs"): Right.READ,
     ("GET", "/openapi.json"): Right.READ,
