@@ -6,6 +6,7 @@ to make every start exit, so the rule could not even be deleted.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from hookline.supervision import supervised
 from tests.helpers import Hookline, Receiver, example_rule, spin_event
 from tests.test_api_errors import assert_error
 
@@ -127,3 +129,31 @@ async def test_healthz_lists_no_problems_when_all_loads(hookline: Hookline) -> N
     health = (await hookline.client.get("/healthz")).json()
     assert health["status"] == "ok"
     assert health["problems"] == []
+
+
+async def test_healthz_is_503_naming_a_background_loop_that_ended(
+    hookline: Hookline, caplog: Any
+) -> None:
+    """A loop that ends while hookline serves (a bug) is logged and named by /healthz, so a
+    liveness probe restarts the process rather than leave events nothing moves on."""
+    engine, dispatcher = hookline.runtime.engine, hookline.runtime.dispatcher
+    timer = engine.journey_timer
+    assert timer is not None and timer.task is not None
+    assert (await hookline.client.get("/healthz")).json()["failing"] == []
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    # The recorder ends by a bug; the journey timer is cancelled (as a stray cancel would).
+    recorder = dispatcher._recorder
+    assert recorder is not None
+    recorder.cancel()
+    dispatcher._recorder = supervised(boom(), "hookline-recorder")
+    timer.task.cancel()
+    await asyncio.gather(recorder, timer.task, dispatcher._recorder, return_exceptions=True)
+    health = await hookline.client.get("/healthz")
+    assert health.status_code == 503, health.text
+    assert health.json()["status"] == "failing"
+    assert sorted(health.json()["failing"]) == ["hookline-journey-timer", "hookline-recorder"]
+    assert "hookline-recorder ended by a bug: RuntimeError('a bug')" in caplog.text
+    dispatcher._recorder = supervised(dispatcher._record_loop(), "hookline-recorder")

@@ -41,6 +41,7 @@ from hookline.sender import Exchange, Request, Sender, internal_error
 from hookline.settings import Settings
 from hookline.signing import SecretRing
 from hookline.store.base import Outcome, Store
+from hookline.supervision import ended, supervised
 from hookline.tallies import AttemptTally
 
 log = logging.getLogger("hookline.dispatcher")
@@ -132,8 +133,8 @@ class Dispatcher:
         if released:
             log.info("re-queued %d deliveries left in flight by a previous run", released)
         await self.sender.start()
-        self._recorder = asyncio.create_task(self._record_loop(), name="hookline-recorder")
-        self._loop_task = asyncio.create_task(self._claim_loop(), name="hookline-dispatcher")
+        self._recorder = supervised(self._record_loop(), "hookline-recorder")
+        self._loop_task = supervised(self._claim_loop(), "hookline-dispatcher")
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking work, let in-flight sends finish (up to ``grace`` s), record them all.
@@ -189,6 +190,10 @@ class Dispatcher:
                 # A database hiccup must not end retries and recovery for this process.
                 log.exception("claiming deliveries failed; retrying in 1 s")
                 await asyncio.sleep(1)
+
+    def failing(self) -> list[str]:
+        """Its background loops that ended while it runs (see hookline.supervision)."""
+        return ended(self._loop_task, self._recorder)
 
     def capacity(self) -> int:
         if self._loop_task is None or self._loop_task.done():

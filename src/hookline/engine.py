@@ -39,6 +39,7 @@ from hookline.state import NO_BRAND, UserKey, apply_update, user_key, with_ident
 from hookline.store.base import CounterKey, IngestTransaction, Store
 from hookline.store.journey_sql import JourneyStore
 from hookline.store.journey_sql import active_users_of as jsql_active_users
+from hookline.supervision import ended, supervised
 from hookline.tallies import IngestTally
 
 log = logging.getLogger("hookline.engine")
@@ -126,7 +127,7 @@ class Engine:
         await self.reload_rules()
         if self.journey_store is not None:
             await self.reload_journeys()
-        self._writer = asyncio.create_task(self._run(), name="hookline-ingest-writer")
+        self._writer = supervised(self._run(), "hookline-ingest-writer")
         if self.journey_timer is not None:
             self.journey_timer.start()
 
@@ -140,6 +141,11 @@ class Engine:
         self._writer.cancel()
         await asyncio.gather(self._writer, return_exceptions=True)
         self._writer = None
+
+    def failing(self) -> list[str]:
+        """Its background loops that ended while it runs (see hookline.supervision)."""
+        timer = self.journey_timer
+        return ended(self._writer, timer.task if timer is not None else None)
 
     async def reload_rules(self) -> None:
         """Rebuild the index from the store; only changed rules are recompiled."""

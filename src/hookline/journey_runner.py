@@ -42,6 +42,7 @@ from hookline.labels import printable
 from hookline.rules import SavedWebhook
 from hookline.state import UserKey, user_key
 from hookline.store import journey_sql as jsql
+from hookline.supervision import supervised
 
 if TYPE_CHECKING:
     from hookline.engine import Engine
@@ -481,7 +482,7 @@ class JourneyTimer:
         self._failed = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="hookline-journey-timer")
+        self._task = supervised(self._run(), "hookline-journey-timer")
 
     async def stop(self) -> None:
         if self._task is None:
@@ -494,8 +495,9 @@ class JourneyTimer:
         await self.drain()
 
     @property
-    def alive(self) -> bool:
-        return self._task is not None and not self._task.done()
+    def task(self) -> asyncio.Task[None] | None:
+        """Its loop, once started (None after a stop)."""
+        return self._task
 
     async def _run(self) -> None:
         while True:

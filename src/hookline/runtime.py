@@ -54,6 +54,10 @@ class Runtime:
         ]
         return problems
 
+    def failing(self) -> list[str]:
+        """Background loops that ended while hookline runs (see hookline.supervision)."""
+        return self.engine.failing() + self.dispatcher.failing() if self.started else []
+
     async def start(self) -> None:
         log.info("starting: opening %s", self.settings.database_path)
         await self.store.open()

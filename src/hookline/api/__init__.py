@@ -90,22 +90,31 @@ def create_app(runtime: Runtime) -> FastAPI:
         tags=["health"],
         summary="200 when ready to accept events",
         response_model=Health,
-        responses={503: {"model": Health, "description": "Starting: not ready yet."}},
+        responses={
+            503: {
+                "model": Health,
+                "description": "Starting (not ready yet), or failing: a background loop "
+                "ended (named in `failing`), and hookline needs a restart.",
+            }
+        },
     )
     async def healthz(request: Request) -> JSON:
         if not runtime.started:
             return JSON({"status": "starting"}, status_code=503)
+        failing = runtime.failing()
         # Stored rules and webhooks that could not be loaded: skipped, so still serving.
         problems = runtime.problems()
         # Their ids and details name objects of every brand: not for anyone who asks.
         shown = problems if await auth.sees_everything(request, runtime) else []
         return JSON(
             {
-                "status": "ok",
+                "status": "failing" if failing else "ok",
                 "version": __version__,
+                "failing": failing,
                 "problems": shown,
                 "problem_count": len(problems),
-            }
+            },
+            status_code=503 if failing else 200,
         )
 
     metrics.install(app, runtime)

@@ -812,8 +812,13 @@ class LoadProblem(_Answer):
 
 
 class Health(_Answer):
-    status: Literal["ok", "starting"]
+    status: Literal["ok", "starting", "failing"]
     version: str | None = None
+    failing: list[str] = Field(
+        default_factory=list,
+        description="Background loops that ended (a bug, logged): while any is listed, "
+        "events may be accepted that nothing moves on; restart hookline.",
+    )
     problems: list[LoadProblem] = Field(
         default_factory=list,
         description="Stored rules, webhooks, journeys and journey instances skipped at load; "
