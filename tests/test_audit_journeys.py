@@ -289,6 +289,23 @@ def test_a_completed_walk_converts_until_the_goal_window_ends_and_only_then() ->
     assert enter(_compiled(), "jri_1", "u-1", None, {}, {}, now=0).instance.goal_until is None
 
 
+def test_a_wait_that_runs_out_with_nowhere_to_go_keeps_counting_the_goal() -> None:
+    """Such a wait finishes as timeout, no longer completed; its goal must still count, as it
+    did then and as the control group's does, or the treatment's rate reads lower."""
+    j = _compiled(
+        goal={"event_type": "deposit", "within": "3h"},
+        blocks={"hello": {"type": "wait_for_event", "event_type": "open", "timeout": "1h"}},
+        start="hello",
+    )
+    waiting = enter(j, "jri_1", "u-1", None, {}, {}, now=0).instance
+    timed_out = on_timer(j, waiting, {}, now=HOUR)
+    assert timed_out is not None and timed_out.instance.finish_reason is FinishReason.TIMEOUT
+    assert timed_out.instance.goal_until == 3 * HOUR
+    late = on_event(j, timed_out.instance, "deposit", {}, {}, now=2 * HOUR)
+    assert late is not None and [e.event_type for e in late.emitted] == [CAMPAIGN_CONVERTED]
+    assert late.instance.finish_reason is FinishReason.TIMEOUT
+
+
 def test_only_a_walk_that_completed_keeps_counting_its_goal() -> None:
     j = _compiled(
         goal={"event_type": "deposit", "within": "2h"},

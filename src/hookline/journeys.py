@@ -73,6 +73,11 @@ class FinishReason(StrEnum):
     STOPPED = "stopped"  # the journey was stopped or archived
 
 
+# The walk ended without the user leaving it (an exit event) or the journey ending it (a
+# stop): the goal still counts until its window ends.
+_ENDED_BY_ITSELF: Final = frozenset({FinishReason.COMPLETED, FinishReason.TIMEOUT})
+
+
 CAMPAIGN_STARTED: Final = "campaign_started"
 CAMPAIGN_CONVERTED: Final = "campaign_converted"
 CAMPAIGN_FINISHED: Final = "campaign_finished"
@@ -1039,9 +1044,11 @@ class _Walk:
 
     def finish(self, reason: FinishReason) -> None:
         goal_until = None
-        if reason is FinishReason.COMPLETED and self._now("converted_at") is None:
+        if reason in _ENDED_BY_ITSELF and self._now("converted_at") is None:
             # Walking to the end is no reason not to convert: the goal counts for the same
             # window as the control group's (see goal_window_end), or the rates would differ.
+            # So is a wait that ran out with nowhere to go (timeout); after max_duration
+            # (timeout too) the window is over, as it ends by max_duration at the latest.
             end = goal_window_end(self.journey, self._instance.entered_at)
             goal_until = end if end is not None and end > self.now else None
         self.move(
