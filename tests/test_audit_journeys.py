@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from hookline.cli import app
+from hookline.errors import InvalidInput
 from hookline.journeys import (
     CAMPAIGN_CONVERTED,
     FinishReason,
@@ -505,6 +507,30 @@ async def test_a_delay_until_reads_a_zone_kept_as_an_offset_and_a_time_with_seco
     for user, (_, same_as) in zones.items():
         due_at, entered_at = due[user]
         assert due_at == _next_local(7, 15, same_as, entered_at, second=30), user
+
+
+def test_a_default_zone_is_any_zone_a_state_may_hold_and_utc_is_read_in_any_case() -> None:
+    """The README says a zone is a name, an offset or hours, but a default of hours was
+    refused ("use an IANA name"), and "utc" or "Z" from a profile fell to the default."""
+    entered = int(datetime(2026, 6, 1, 12, 0, tzinfo=ZoneInfo("UTC")).timestamp() * 1000)
+
+    def due(default: Any, state: dict[str, Any]) -> int | None:
+        zone = {"field": "tz", "default": default}
+        wait = {"type": "delay", "until": "07:00", "time_zone": zone}
+        j = _compiled(blocks={"hello": wait})
+        return enter(j, "jri_1", "u-1", None, {}, state, now=entered).instance.due_at
+
+    tokyo = _next_local(7, 0, "Asia/Tokyo", entered)
+    assert due(9, {}) == due("+09:00", {}) == due(9, {"tz": {"nested": 1}}) == tokyo
+    assert due(9, {"tz": True}) == due(9, {"tz": "+14:01"}) == due(9, {"tz": "UTC+"}) == tokyo
+    utc = _next_local(7, 0, "UTC", entered)
+    assert due(9, {"tz": "utc"}) == due(9, {"tz": "Z"}) == due(9, {"tz": " gmt "}) == utc
+    assert due(9, {"tz": "-00:00"}) == due("z", {}) == utc
+    for wrong in (15, True, "+14:01", 1e308, "Mars/Base", None):
+        with pytest.raises(InvalidInput) as info:
+            due(wrong, {})
+        assert info.value.field == "blocks.hello.time_zone.default"
+        assert "'+02:00'" in info.value.detail, info.value.detail
 
 
 async def test_true_is_no_brand_of_a_journey_rule_webhook_or_preview(

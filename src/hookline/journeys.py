@@ -94,6 +94,7 @@ _EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _TIME_OF_DAY: Final = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?")
 # A fixed offset from UTC, as profiles often keep a zone: "+02:00", "-0530", "UTC+3", "GMT-5".
 _UTC_OFFSET: Final = re.compile(r"(?:UTC|GMT)?\s*([+-])([01]?[0-9])(?::?([0-5][0-9]))?", re.I)
+_UTC_NAMES: Final = frozenset({"UTC", "GMT", "Z"})
 # Offsets in use run from -12:00 to +14:00.
 _MAX_OFFSET: Final = timedelta(hours=14)
 # A template string that is a single tag: in update_state and emit_event, a typed value.
@@ -166,7 +167,7 @@ class TimeOfDay:
     hour: int
     minute: int
     zone_field: str | None
-    zone_default: str
+    zone_default: str | float  # all that _zone reads: a name, an offset, hours
     second: int = 0
 
 
@@ -627,9 +628,10 @@ def _until(data: Mapping[str, Any], path: str) -> TimeOfDay:
             "the time zone is read from a state property, such as 'state.core_timezone'",
             field=field_path,
         )
-    if not isinstance(default, str) or _zone(default) is None:
+    if _zone(default) is None:
         raise InvalidInput(
-            f"unknown time zone {short_value(default)}; use an IANA name such as 'Europe/Malta'",
+            f"unknown time zone {short_value(default)}; use an IANA name such as "
+            "'Europe/Malta', an offset of at most 14 hours such as '+02:00', or hours (2)",
             field=default_path,
         )
     second = int(match[3] or 0)
@@ -646,6 +648,8 @@ def _zone(name: Any) -> tzinfo | None:
     if not isinstance(name, str):
         return None
     name = name.strip()
+    if name.upper() in _UTC_NAMES:  # "utc", "Z": as profiles write them, not as IANA does
+        return UTC
     if match := _UTC_OFFSET.fullmatch(name):
         offset = timedelta(hours=int(match[2]), minutes=int(match[3] or 0))
         return timezone(-offset if match[1] == "-" else offset) if offset <= _MAX_OFFSET else None
