@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from hookline.cli import app
+from hookline.errors import InvalidInput
 from hookline.journeys import (
     CAMPAIGN_CONVERTED,
     FinishReason,
@@ -289,6 +291,23 @@ def test_a_completed_walk_converts_until_the_goal_window_ends_and_only_then() ->
     assert enter(_compiled(), "jri_1", "u-1", None, {}, {}, now=0).instance.goal_until is None
 
 
+def test_a_wait_that_runs_out_with_nowhere_to_go_keeps_counting_the_goal() -> None:
+    """Such a wait finishes as timeout, no longer completed; its goal must still count, as it
+    did then and as the control group's does, or the treatment's rate reads lower."""
+    j = _compiled(
+        goal={"event_type": "deposit", "within": "3h"},
+        blocks={"hello": {"type": "wait_for_event", "event_type": "open", "timeout": "1h"}},
+        start="hello",
+    )
+    waiting = enter(j, "jri_1", "u-1", None, {}, {}, now=0).instance
+    timed_out = on_timer(j, waiting, {}, now=HOUR)
+    assert timed_out is not None and timed_out.instance.finish_reason is FinishReason.TIMEOUT
+    assert timed_out.instance.goal_until == 3 * HOUR
+    late = on_event(j, timed_out.instance, "deposit", {}, {}, now=2 * HOUR)
+    assert late is not None and [e.event_type for e in late.emitted] == [CAMPAIGN_CONVERTED]
+    assert late.instance.finish_reason is FinishReason.TIMEOUT
+
+
 def test_only_a_walk_that_completed_keeps_counting_its_goal() -> None:
     j = _compiled(
         goal={"event_type": "deposit", "within": "2h"},
@@ -488,6 +507,30 @@ async def test_a_delay_until_reads_a_zone_kept_as_an_offset_and_a_time_with_seco
     for user, (_, same_as) in zones.items():
         due_at, entered_at = due[user]
         assert due_at == _next_local(7, 15, same_as, entered_at, second=30), user
+
+
+def test_a_default_zone_is_any_zone_a_state_may_hold_and_utc_is_read_in_any_case() -> None:
+    """The README says a zone is a name, an offset or hours, but a default of hours was
+    refused ("use an IANA name"), and "utc" or "Z" from a profile fell to the default."""
+    entered = int(datetime(2026, 6, 1, 12, 0, tzinfo=ZoneInfo("UTC")).timestamp() * 1000)
+
+    def due(default: Any, state: dict[str, Any]) -> int | None:
+        zone = {"field": "tz", "default": default}
+        wait = {"type": "delay", "until": "07:00", "time_zone": zone}
+        j = _compiled(blocks={"hello": wait})
+        return enter(j, "jri_1", "u-1", None, {}, state, now=entered).instance.due_at
+
+    tokyo = _next_local(7, 0, "Asia/Tokyo", entered)
+    assert due(9, {}) == due("+09:00", {}) == due(9, {"tz": {"nested": 1}}) == tokyo
+    assert due(9, {"tz": True}) == due(9, {"tz": "+14:01"}) == due(9, {"tz": "UTC+"}) == tokyo
+    utc = _next_local(7, 0, "UTC", entered)
+    assert due(9, {"tz": "utc"}) == due(9, {"tz": "Z"}) == due(9, {"tz": " gmt "}) == utc
+    assert due(9, {"tz": "-00:00"}) == due("z", {}) == utc
+    for wrong in (15, True, "+14:01", 1e308, "Mars/Base", None):
+        with pytest.raises(InvalidInput) as info:
+            due(wrong, {})
+        assert info.value.field == "blocks.hello.time_zone.default"
+        assert "'+02:00'" in info.value.detail, info.value.detail
 
 
 async def test_true_is_no_brand_of_a_journey_rule_webhook_or_preview(

@@ -111,7 +111,7 @@ def _bodies(receiver: Receiver) -> dict[tuple[str, str], Any]:
 
 def _url(template: str, ids: dict[str, str]) -> str:
     url = template
-    for name, value in {**ids, "user_ext_id": "same"}.items():
+    for name, value in {**ids, "user_ext_id": "same", "version": "1"}.items():
         url = url.replace("{" + name + "}", value)
     assert "{" not in url, f"no brand-2 object for {template}: add it to _world"
     return url

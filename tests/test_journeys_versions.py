@@ -233,3 +233,33 @@ async def test_every_kept_version_is_listed_and_read_with_the_users_who_walk_it(
         assert answer.json()["field"] == field
     gone = await h.client.get("/api/v1/journeys/jrn_nope/versions")
     assert gone.status_code == 404, gone.text
+
+
+async def test_a_version_keeps_when_it_was_created_when_the_journey_is_saved_again(
+    hookline: Hookline, receiver: Receiver
+) -> None:
+    """Every save rewrote the current version's row, so a status change (or a PUT of the same
+    definition) moved its created_at: the list said version 2 was made after a pause."""
+    h = hookline
+    j = await create(h, journey({"hello": hook(receiver, "/one")}))
+    await h.post("/api/v1/events", spin_event("u-1"))
+    two = await h.client.put(
+        f"/api/v1/journeys/{j['id']}", json=journey({"hello": hook(receiver, "/two")})
+    )
+    assert two.status_code == 200 and two.json()["version"] == 2, two.text
+    path = f"/api/v1/journeys/{j['id']}/versions"
+    before = (await h.client.get(path)).json()["data"]
+    assert [v["created_at"] for v in before] == [two.json()["updated_at"], j["created_at"]]
+    paused = await h.client.patch(f"/api/v1/journeys/{j['id']}", json={"status": "paused"})
+    assert paused.status_code == 200 and paused.json()["updated_at"] > two.json()["updated_at"]
+    again = {k: v for k, v in journey({"hello": hook(receiver, "/two")}).items() if k != "status"}
+    assert (await h.client.put(f"/api/v1/journeys/{j['id']}", json=again)).status_code == 200
+    assert (await h.client.get(path)).json()["data"] == before
+    # A draft edited in place is still version 1, created when it was first saved.
+    draft = await create(h, journey({"hello": hook(receiver, "/d")}, name="d", status="draft"))
+    edited = journey({"hello": hook(receiver, "/d2")}, name="d", status="draft")
+    assert (await h.client.put(f"/api/v1/journeys/{draft['id']}", json=edited)).status_code == 200
+    (only,) = (await h.client.get(f"/api/v1/journeys/{draft['id']}/versions")).json()["data"]
+    assert only["created_at"] == draft["created_at"]
+    shown = await h.client.get(f"/api/v1/journeys/{draft['id']}/versions/1")
+    assert shown.json()["blocks"]["hello"]["activity"]["url"] == receiver.url("/d2")

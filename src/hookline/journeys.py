@@ -73,6 +73,11 @@ class FinishReason(StrEnum):
     STOPPED = "stopped"  # the journey was stopped or archived
 
 
+# The walk ended without the user leaving it (an exit event) or the journey ending it (a
+# stop): the goal still counts until its window ends.
+_ENDED_BY_ITSELF: Final = frozenset({FinishReason.COMPLETED, FinishReason.TIMEOUT})
+
+
 CAMPAIGN_STARTED: Final = "campaign_started"
 CAMPAIGN_CONVERTED: Final = "campaign_converted"
 CAMPAIGN_FINISHED: Final = "campaign_finished"
@@ -89,6 +94,7 @@ _EVENT_TYPE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _TIME_OF_DAY: Final = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?")
 # A fixed offset from UTC, as profiles often keep a zone: "+02:00", "-0530", "UTC+3", "GMT-5".
 _UTC_OFFSET: Final = re.compile(r"(?:UTC|GMT)?\s*([+-])([01]?[0-9])(?::?([0-5][0-9]))?", re.I)
+_UTC_NAMES: Final = frozenset({"UTC", "GMT", "Z"})
 # Offsets in use run from -12:00 to +14:00.
 _MAX_OFFSET: Final = timedelta(hours=14)
 # A template string that is a single tag: in update_state and emit_event, a typed value.
@@ -161,7 +167,7 @@ class TimeOfDay:
     hour: int
     minute: int
     zone_field: str | None
-    zone_default: str
+    zone_default: str | float  # all that _zone reads: a name, an offset, hours
     second: int = 0
 
 
@@ -622,9 +628,10 @@ def _until(data: Mapping[str, Any], path: str) -> TimeOfDay:
             "the time zone is read from a state property, such as 'state.core_timezone'",
             field=field_path,
         )
-    if not isinstance(default, str) or _zone(default) is None:
+    if _zone(default) is None:
         raise InvalidInput(
-            f"unknown time zone {short_value(default)}; use an IANA name such as 'Europe/Malta'",
+            f"unknown time zone {short_value(default)}; use an IANA name such as "
+            "'Europe/Malta', an offset of at most 14 hours such as '+02:00', or hours (2)",
             field=default_path,
         )
     second = int(match[3] or 0)
@@ -641,6 +648,8 @@ def _zone(name: Any) -> tzinfo | None:
     if not isinstance(name, str):
         return None
     name = name.strip()
+    if name.upper() in _UTC_NAMES:  # "utc", "Z": as profiles write them, not as IANA does
+        return UTC
     if match := _UTC_OFFSET.fullmatch(name):
         offset = timedelta(hours=int(match[2]), minutes=int(match[3] or 0))
         return timezone(-offset if match[1] == "-" else offset) if offset <= _MAX_OFFSET else None
@@ -1039,9 +1048,11 @@ class _Walk:
 
     def finish(self, reason: FinishReason) -> None:
         goal_until = None
-        if reason is FinishReason.COMPLETED and self._now("converted_at") is None:
+        if reason in _ENDED_BY_ITSELF and self._now("converted_at") is None:
             # Walking to the end is no reason not to convert: the goal counts for the same
             # window as the control group's (see goal_window_end), or the rates would differ.
+            # So is a wait that ran out with nowhere to go (timeout); after max_duration
+            # (timeout too) the window is over, as it ends by max_duration at the latest.
             end = goal_window_end(self.journey, self._instance.entered_at)
             goal_until = end if end is not None and end > self.now else None
         self.move(

@@ -716,7 +716,10 @@ class JourneyVersionOut(_Answer):
     """One kept version of a journey."""
 
     version: int
-    created_at: int = Field(description="When this version was saved (ms since the epoch).")
+    created_at: int = Field(
+        description="When this version was first saved (ms since the epoch); saving it again "
+        "(a draft edited, a status changed) keeps it."
+    )
     active: int = Field(description="Users inside who walk this version now.")
 
 

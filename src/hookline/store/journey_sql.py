@@ -479,17 +479,22 @@ class JourneyStore:
                         current = await conn.scalar(select(revision).where(j.c.id == journey.id))
                         raise stale_write(current, journey.id, "journey")
                     new_revision = int(done.revision)
-                await conn.execute(
-                    delete(v).where(v.c.journey_id == journey.id, v.c.version == journey.version)
+                # A version is created once: a later save of it (a draft edited, a status
+                # changed) replaces its definition, not when it was created.
+                kept = await conn.execute(
+                    update(v)
+                    .where(v.c.journey_id == journey.id, v.c.version == journey.version)
+                    .values(definition=row["definition"])
                 )
-                await conn.execute(
-                    insert(v).values(
-                        journey_id=journey.id,
-                        version=journey.version,
-                        definition=row["definition"],
-                        created_at=journey.updated_at,
+                if not kept.rowcount:
+                    await conn.execute(
+                        insert(v).values(
+                            journey_id=journey.id,
+                            version=journey.version,
+                            definition=row["definition"],
+                            created_at=journey.updated_at,
+                        )
                     )
-                )
         except IntegrityError:
             raise Conflict(
                 f"a journey named {journey.name!r} already exists", field="name"
