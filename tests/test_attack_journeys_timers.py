@@ -16,6 +16,7 @@ from hookline.journey_runner import (
     GROUP_EVENTS_PER_ROOT,
     MAX_CHAIN_DEPTH,
     MAX_CHAIN_EVENTS,
+    MAX_STORED_CUTS,
     TIMER_IDLE,
     TIMER_RETRY_MS,
 )
@@ -395,3 +396,21 @@ async def test_an_instance_stored_before_entry_event_id_links_its_deliveries_as_
     (received,) = await receiver.wait_for(1, "/after")
     delivery = await h.client.get(f"/api/v1/deliveries/{received.headers['webhook-id']}")
     assert delivery.json()["event_id"] == entered
+
+
+async def test_cuts_past_a_thousand_in_a_commit_are_counted_not_stored(
+    hookline: Hookline,
+) -> None:
+    """Thirty blocks that each emit the trigger: once the chain is spent every entry's walk
+    is cut thirty times over; one event stored tens of thousands of cut rows."""
+    j = await create(hookline, _fan_out("fan-wide", "wide", 30))
+    resp = await hookline.post("/api/v1/events", {"event_type": "wide", "user_ext_id": "u-1"})
+    assert resp.status_code == 202, resp.text
+    stats = (await hookline.client.get(f"/api/v1/journeys/{j['id']}/stats")).json()
+    # And the first cut of each bound in the chain (depth, then breadth), whenever it came.
+    assert MAX_STORED_CUTS <= stats["chain_cuts"] <= MAX_STORED_CUTS + 2, stats
+    cuts = await hookline.client.get(f"/api/v1/journeys/{j['id']}/chain-cuts?limit=1000")
+    assert min(c["depth"] for c in cuts.json()["data"]) < MAX_CHAIN_DEPTH
+    metrics = (await hookline.client.get("/metrics")).text
+    (line,) = [x for x in metrics.splitlines() if x.startswith("hookline_journey_chain_cuts_total")]
+    assert float(line.split()[-1]) > 10 * MAX_STORED_CUTS, line

@@ -436,7 +436,7 @@ class _Batch:
         # And this whole commit: each root adds GROUP_EVENTS_PER_ROOT (see _chain_starts).
         self.group_left = MAX_CHAIN_EVENTS
         self.group_emitted = 0
-        self.group_cut_said = False
+        self.chain_cut_by: set[str] = set()  # the bounds that cut the chain worked on
 
     async def apply(self, work: _Work) -> Any:
         if work.patch_user is not None:
@@ -565,40 +565,23 @@ class _Batch:
                 )
             )
         for emitted in step.emitted:
-            if depth + 1 > MAX_CHAIN_DEPTH or self.chain_left <= 0 or self.group_left <= 0:
+            why = self._why_cut(depth)
+            if why is not None:
                 # Two journeys that trigger each other must not loop for ever, nor blocks
-                # that emit their own trigger multiply. The cut is stored with this commit.
+                # that emit their own trigger multiply. The cut is stored with this commit;
+                # the first of each bound in a chain even past MAX_STORED_CUTS.
                 assert self.journeys is not None
-                self.journeys.cut(applied, emitted.event_type, event_id or "", depth)
-                if depth + 1 > MAX_CHAIN_DEPTH:
-                    log.warning(
-                        "journey %s: event %s for user %s not emitted: chain depth %d reached",
-                        journey.id,
-                        emitted.event_type,
-                        user,
-                        MAX_CHAIN_DEPTH,
-                    )
-                elif self.chain_left == 0:
-                    self.chain_left = -1  # said once per chain: the cuts that follow are many
+                first = why[0] not in self.chain_cut_by
+                self.chain_cut_by.add(why[0])
+                self.journeys.cut(applied, emitted.event_type, event_id or "", depth, first)
+                if len(self.chain_cut_by) == 1 and first:  # once per chain: cuts are many
                     log.warning(
                         "journey %s: event %s for user %s not emitted, nor any more of this "
-                        "chain: it emitted %d events",
+                        "chain past the same bound: %s",
                         journey.id,
                         emitted.event_type,
                         user,
-                        MAX_CHAIN_EVENTS,
-                    )
-                elif not self.group_cut_said:
-                    self.group_cut_said = True  # once per commit: the cuts that follow are many
-                    log.warning(
-                        "journey %s: event %s for user %s not emitted: the events and steps "
-                        "committed with it emitted as many as they may (%d); the next of them "
-                        "may emit %d more",
-                        journey.id,
-                        emitted.event_type,
-                        user,
-                        self.group_emitted,
-                        GROUP_EVENTS_PER_ROOT,
+                        why[1],
                     )
                 continue
             self.chain_left -= 1
@@ -609,9 +592,24 @@ class _Batch:
                 depth + 1,
             )
 
+    def _why_cut(self, depth: int) -> tuple[str, str] | None:
+        """Which bound keeps an event emitted by a step at ``depth`` from being emitted, and
+        why; None: none does."""
+        if depth + 1 > MAX_CHAIN_DEPTH:
+            return "depth", f"the chain is {MAX_CHAIN_DEPTH} events deep"
+        if self.chain_left <= 0:
+            return "chain", f"the event that started it caused {MAX_CHAIN_EVENTS} events"
+        if self.group_left <= 0:
+            return "commit", (
+                f"the events and steps committed with it caused {self.group_emitted}, "
+                f"{GROUP_EVENTS_PER_ROOT} for each and {MAX_CHAIN_EVENTS} more"
+            )
+        return None
+
     def _chain_starts(self) -> None:
         """A root (an event sent to hookline, a timer's or a stop's step) starts a chain."""
         self.chain_left = MAX_CHAIN_EVENTS
+        self.chain_cut_by.clear()
         self.group_left += GROUP_EVENTS_PER_ROOT
 
     def _fires(self, rule: CompiledRule, event: Event, context: dict[str, Any]) -> bool:

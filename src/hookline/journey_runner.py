@@ -61,6 +61,9 @@ MAX_CHAIN_EVENTS = 1000
 # Ordinary journeys stay far below it: each entry emits campaign_started and _finished, and
 # an event that enters a dozen journeys, each emitting two events more, causes 48.
 GROUP_EVENTS_PER_ROOT = 50
+# Cuts stored per commit; /metrics counts them all. A journey of many blocks that each emit
+# its trigger made one event store 198,000 cut rows once its chain was spent.
+MAX_STORED_CUTS = 1000
 # Due instances claimed per timer round.
 TIMER_BATCH = 1000
 # Claimed batches queued for the writer at most (one committing, the next waiting).
@@ -235,6 +238,7 @@ class JourneyBatch:
         self.timers_set = False
         self.stuck: list[str] = []  # due, claimed, not loaded: rows that cannot be read
         self.cuts: list[ChainCut] = []  # events not emitted: their chain was too deep
+        self.cut_count = 0  # all of them; only the first MAX_STORED_CUTS are stored
         # Counted into the engine's tally once this group is committed.
         self.entered = 0
         self.finished: dict[FinishReason, int] = {}
@@ -282,9 +286,15 @@ class JourneyBatch:
             log.warning("journey %s instance %s: %s", journey.id, inst.id, error)
         return Applied(journey, step)
 
-    def cut(self, applied: Applied, event_type: str, event_id: str, depth: int) -> None:
+    def cut(
+        self, applied: Applied, event_type: str, event_id: str, depth: int, keep: bool = False
+    ) -> None:
         """Record that ``applied`` did not emit ``event_type``: the step of ``event_id``, at
-        ``depth``, was as deep as a chain goes (MAX_CHAIN_DEPTH)."""
+        ``depth``, was as deep as a chain goes (or as wide). Counted always; stored while
+        fewer than MAX_STORED_CUTS are, or when ``keep``."""
+        self.cut_count += 1
+        if len(self.cuts) >= MAX_STORED_CUTS and not keep:
+            return
         inst = applied.step.instance
         self.cuts.append(
             ChainCut(

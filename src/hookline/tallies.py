@@ -8,12 +8,12 @@ by share is counted once, and a figure never runs ahead of what the store holds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from hookline.deliveries import DeliveryStatus
-from hookline.journeys import ChainCut, FinishReason
+from hookline.journeys import FinishReason
 from hookline.metrics import Histogram
 from hookline.store.base import Outcome
 
@@ -31,7 +31,7 @@ class JourneyCounts(Protocol):
     def finished(self) -> Mapping[FinishReason, int]: ...
 
     @property
-    def cuts(self) -> Sequence[ChainCut]: ...
+    def cut_count(self) -> int: ...
 
 
 @dataclass(slots=True)
@@ -66,7 +66,7 @@ class IngestTally:
             self.journeys_entered += journeys.entered
             for reason, count in journeys.finished.items():
                 self.journeys_finished[reason] += count
-            self.journey_chain_cuts += len(journeys.cuts)
+            self.journey_chain_cuts += journeys.cut_count
 
 
 @dataclass(slots=True)
