@@ -113,8 +113,8 @@ class Watch:
     def __init__(self, hookline: Hookline, monkeypatch: pytest.MonkeyPatch) -> None:
         self.recorded: set[str] = set()
         self.changed = asyncio.Condition()
-        store = hookline.runtime.store
-        record, claim = store.record_outcomes, store.claim_due
+        store, dispatcher = hookline.runtime.store, hookline.runtime.dispatcher
+        record, claim = dispatcher.record_outcomes, store.claim_due
 
         async def record_outcomes(outcomes: Any, now: int) -> None:
             await record(outcomes, now)
@@ -128,7 +128,7 @@ class Watch:
                 self.changed.notify_all()
             return claimed
 
-        monkeypatch.setattr(store, "record_outcomes", record_outcomes)
+        monkeypatch.setattr(dispatcher, "record_outcomes", record_outcomes)
         monkeypatch.setattr(store, "claim_due", claim_due)
 
     async def until(self, done: Callable[[], bool], timeout: float = 15.0) -> None:

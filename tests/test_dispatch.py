@@ -103,7 +103,8 @@ async def test_idle_waits_for_a_retry_recorded_while_it_looked_for_due_work(
     import asyncio
 
     dispatcher, store = hookline.runtime.dispatcher, hookline.runtime.store
-    real_idle, real_due, real_record = dispatcher.idle, store.next_due_at, store.record_outcomes
+    real_idle, real_due = dispatcher.idle, store.next_due_at
+    real_record = dispatcher.record_outcomes
     idle_called, read_taken, recorded = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     async def idle(timeout: float = 30.0) -> None:
@@ -125,7 +126,7 @@ async def test_idle_waits_for_a_retry_recorded_while_it_looked_for_due_work(
 
     monkeypatch.setattr(dispatcher, "idle", idle)
     monkeypatch.setattr(store, "next_due_at", next_due_at)
-    monkeypatch.setattr(store, "record_outcomes", record_outcomes)
+    monkeypatch.setattr(dispatcher, "record_outcomes", record_outcomes)
     receiver.script["/hook"] = [503]
     await hookline.create_rule(activity={"url": receiver.url(), "retry_schedule": [0, 0]})
     resp = await hookline.post("/api/v1/events", spin_event())

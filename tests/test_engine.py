@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hookline.deliveries import Attempt, DeliveryStatus
 from hookline.errors import StoreError
 from hookline.events import EventInput
 from hookline.rules import Rule, compile_rule
 from hookline.runtime import Runtime, build_runtime
 from hookline.settings import Settings
+from hookline.store.base import Outcome
 from hookline.webhooks import WebhookSpec
 
 
@@ -50,6 +52,64 @@ async def test_concurrent_requests_share_commits(runtime: Runtime) -> None:
     assert commits < 200  # grouped: far fewer transactions than requests
     for r in results[:5]:
         assert await runtime.store.get_event(r[0].id) is not None
+
+
+async def _pending_delivery(runtime: Runtime) -> str:
+    """A delivery in the outbox, as an event of a rule leaves it."""
+    rule = Rule("rule_1", "r", True, "spin", None, WebhookSpec(url="http://h/x"), None, 1, 1)
+    await runtime.store.save_rule(rule, create=True)
+    await runtime.engine.reload_rules()
+    (accepted,) = await runtime.engine.submit([_event(1)])
+    (delivery_id,) = accepted.deliveries
+    return delivery_id
+
+
+def _outcome(delivery_id: str, number: int = 1) -> Outcome:
+    attempt = Attempt(f"att_{number}", delivery_id, number, 1, 1.0, 200, (), "", None, True)
+    return Outcome(attempt, DeliveryStatus.SUCCEEDED, None)
+
+
+async def test_attempt_records_share_the_commits_of_events(runtime: Runtime) -> None:
+    """Recorded alone, each record held the writer while ingest groups queued behind it."""
+    delivery_id = await _pending_delivery(runtime)
+    commits = 0
+    real_ingest, real_record = runtime.store.ingest, runtime.store.record_outcomes
+
+    @asynccontextmanager
+    async def counting() -> AsyncIterator[Any]:
+        nonlocal commits
+        commits += 1
+        async with real_ingest() as tx:
+            yield tx
+
+    async def alone(outcomes: Sequence[Outcome], now: int) -> None:
+        raise AssertionError("recorded in a transaction of its own")
+
+    runtime.store.ingest = counting  # type: ignore[method-assign]
+    runtime.store.record_outcomes = alone  # type: ignore[method-assign]
+    await asyncio.gather(
+        runtime.engine.record_outcomes([_outcome(delivery_id)], 1),
+        *(runtime.engine.submit([_event(i)]) for i in range(20)),
+    )
+    assert commits < 21
+    (attempt,) = await runtime.store.list_attempts(delivery_id)
+    assert attempt.status_code == 200
+    delivery = await runtime.store.get_delivery(delivery_id)
+    assert delivery is not None and delivery.status is DeliveryStatus.SUCCEEDED
+    # Stopping, the engine hands the last records to the store: none waits on its queue.
+    direct: list[int] = []
+
+    async def store_alone(outcomes: Sequence[Outcome], now: int) -> None:
+        direct.append(len(outcomes))
+        await real_record(outcomes, now)
+
+    runtime.store.record_outcomes = store_alone  # type: ignore[method-assign]
+    stopping = asyncio.ensure_future(runtime.engine.stop())
+    await asyncio.sleep(0)  # the stop has begun
+    await runtime.engine.record_outcomes([_outcome(delivery_id, 2)], 2)
+    await stopping
+    assert direct == [1]
+    assert len(await runtime.store.list_attempts(delivery_id)) == 2
 
 
 async def test_state_patches_and_events_are_serialised(runtime: Runtime) -> None:

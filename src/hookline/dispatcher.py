@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 from hookline.deliveries import (
@@ -43,6 +43,8 @@ from hookline.signing import SecretRing
 from hookline.store.base import Outcome, Store
 from hookline.supervision import ended, supervised
 from hookline.tallies import AttemptTally
+
+RecordOutcomes = Callable[[Sequence[Outcome], int], Awaitable[None]]
 
 log = logging.getLogger("hookline.dispatcher")
 
@@ -97,6 +99,9 @@ class Dispatcher:
         self.signal = signal
         self.sender = sender
         self.keyring = keyring if keyring is not None else SecretRing()
+        # Where attempts are written: the store alone, or (wired by the runtime) the
+        # engine's next group commit, so ingest does not wait behind a commit of its own.
+        self.record_outcomes: RecordOutcomes = store.record_outcomes
         # In flight: delivery id -> destination. An answer to an id no longer here (given up
         # by stop()) is not recorded: its lease frees the delivery after a restart.
         self._inflight: dict[str, str] = {}
@@ -491,7 +496,7 @@ class Dispatcher:
     async def _record(self, batch: list[Outcome]) -> None:
         for attempt in range(5):
             try:
-                await self.store.record_outcomes(batch, now_ms())
+                await self.record_outcomes(batch, now_ms())
                 self.tally.recorded(batch)
                 return
             except Exception:

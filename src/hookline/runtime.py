@@ -127,6 +127,7 @@ def build_runtime(
     dispatcher = Dispatcher(store, settings, signal, sender, secrets)
     journeys = JourneyStore(store.engine, store.read_engine)
     engine = Engine(store, settings, signal, handoff=dispatcher, journey_store=journeys)
+    dispatcher.record_outcomes = engine.record_outcomes  # attempts ride with ingest commits
     return Runtime(
         settings=settings,
         store=store,

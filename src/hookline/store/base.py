@@ -87,6 +87,9 @@ class IngestTransaction(Protocol):
         A leased row's lease ends ``lease_from`` plus its own timeout: a crash frees it.
         """
 
+    async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None:
+        """Store the attempts and their deliveries' new state (as Store.record_outcomes)."""
+
 
 class KeyStore(Protocol):
     """API keys: written by admins, read whole by the key ring (see hookline.keyring)."""

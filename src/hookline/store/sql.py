@@ -232,6 +232,37 @@ class SqlIngest:
         rows = [_delivery_row(d, lease_from) for d in deliveries]
         self.pending += _insert_many(self._conn, t.deliveries, rows)
 
+    async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None:
+        if outcomes:
+            self.pending += _outcome_statements(self._conn, outcomes, now)
+
+
+def _outcome_statements(
+    conn: AsyncConnection | AsyncEngine, outcomes: Sequence[Outcome], now: int
+) -> list[Statement]:
+    """Each attempt's row, and its delivery's new status, retry time and last answer."""
+    marks = placeholders(conn, 7)
+    return [
+        *_insert_many(conn, t.attempts, [_ATTEMPT.row(o.attempt) for o in outcomes]),
+        (
+            f"UPDATE {t.deliveries.name} SET status = {marks[0]}, attempts = {marks[1]}, "
+            f"next_attempt_at = {marks[2]}, lease_until = NULL, updated_at = {marks[3]}, "
+            f"last_status_code = {marks[4]}, last_error = {marks[5]} WHERE id = {marks[6]}",
+            [
+                (
+                    o.status.value,
+                    o.attempt.number,
+                    o.next_attempt_at,
+                    now,
+                    o.attempt.status_code,
+                    o.attempt.error,
+                    o.attempt.delivery_id,
+                )
+                for o in outcomes
+            ],
+        ),
+    ]
+
 
 def _delivery_row(d: Delivery, lease_from: int | None = None) -> dict[str, Any]:
     lease_until = None if lease_from is None else lease_from + int(d.timeout * 1000)
@@ -1036,31 +1067,8 @@ class SqlStore:
         )
 
     async def record_outcomes(self, outcomes: Sequence[Outcome], now: int) -> None:
-        if not outcomes:
-            return
-        marks = placeholders(self.engine, 7)
-        await self._write_statements(
-            [
-                *_insert_many(self.engine, t.attempts, [_ATTEMPT.row(o.attempt) for o in outcomes]),
-                (
-                    f"UPDATE {t.deliveries.name} SET status = {marks[0]}, attempts = {marks[1]}, "
-                    f"next_attempt_at = {marks[2]}, lease_until = NULL, updated_at = {marks[3]}, "
-                    f"last_status_code = {marks[4]}, last_error = {marks[5]} WHERE id = {marks[6]}",
-                    [
-                        (
-                            o.status.value,
-                            o.attempt.number,
-                            o.next_attempt_at,
-                            now,
-                            o.attempt.status_code,
-                            o.attempt.error,
-                            o.attempt.delivery_id,
-                        )
-                        for o in outcomes
-                    ],
-                ),
-            ]
-        )
+        if outcomes:
+            await self._write_statements(_outcome_statements(self.engine, outcomes, now))
 
     async def next_due_at(self) -> int | None:
         """When the next unleased delivery falls due (leases end by the periodic poll)."""
