@@ -172,7 +172,16 @@ class Dispatcher:
                 self._per_host.clear()
                 self._answered.clear()
         if self._recorder is not None:
-            await self._outcomes.join()
+            # A recorder that ended by a bug records nothing more: waiting for it hung the stop.
+            recorded = asyncio.ensure_future(self._outcomes.join())
+            await asyncio.wait({recorded, self._recorder}, return_when=asyncio.FIRST_COMPLETED)
+            recorded.cancel()
+            if self._outcomes.qsize():
+                log.error(
+                    "%d attempts were not recorded (the recorder ended); sent again after a "
+                    "restart",
+                    self._outcomes.qsize(),
+                )
             self._recorder.cancel()
             await asyncio.gather(self._recorder, return_exceptions=True)
             self._recorder = None

@@ -249,18 +249,36 @@ class Engine:
         return await asyncio.shield(work.future)
 
     async def _run(self) -> None:
-        while True:
-            group = [await self._queue.get()]
-            size = group[0].size
-            while size < MAX_GROUP_EVENTS and not self._queue.empty():
-                work = self._queue.get_nowait()
-                group.append(work)
-                size += work.size
-            try:
-                await self._commit_group(group)
-            finally:
-                for _ in group:
-                    self._queue.task_done()
+        group: list[_Work] = []
+        try:
+            while True:
+                group = [await self._queue.get()]
+                size = group[0].size
+                while size < MAX_GROUP_EVENTS and not self._queue.empty():
+                    work = self._queue.get_nowait()
+                    group.append(work)
+                    size += work.size
+                try:
+                    await self._commit_group(group)
+                finally:
+                    for _ in group:
+                        self._queue.task_done()
+        finally:
+            self._abandon(group)
+
+    def _abandon(self, group: list[_Work]) -> None:
+        """The writer ends: what it was committing, and all still queued, fail.
+
+        A stop finds nothing left; a bug left them waiting for ever: the requests that sent
+        them, the dispatcher's recorder and so its stop, a stop's wait on the queue.
+        """
+        while not self._queue.empty():
+            group.append(self._queue.get_nowait())
+            self._queue.task_done()
+        failed = StoreError("hookline's ingest writer ended (see /healthz); retry after a restart")
+        for work in group:
+            if not work.future.done():
+                work.future.set_exception(failed)
 
     async def _commit_group(self, group: list[_Work]) -> None:
         try:
