@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from hookline.netguard import parse_networks
+from hookline.runtime import Runtime, build_runtime
 from hookline.settings import SENDERS, Settings
 from tests.helpers import Hookline, Receiver, serve
 
@@ -49,6 +50,17 @@ async def receiver() -> AsyncIterator[Receiver]:
     await r.start()
     yield r
     await r.stop()
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
+    """A runtime's store and engine, started on a fresh data directory (no server)."""
+    rt = build_runtime(Settings(data_dir=tmp_path))
+    await rt.store.open()
+    await rt.engine.start()
+    yield rt
+    await rt.engine.stop()
+    await rt.store.close()
 
 
 @pytest.fixture

@@ -4,31 +4,18 @@ that fails, a writer that ends by a bug."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from hookline.errors import StoreError
 from hookline.events import Event
-from hookline.runtime import Runtime, build_runtime
-from hookline.settings import Settings
+from hookline.runtime import Runtime
 from hookline.store.sql import SqlIngest
 from tests.helpers import Hookline, Receiver, spin_event
 from tests.test_attack_dispatch import MakeHookline
-from tests.test_engine import _event, _outcome, _pending_delivery
-
-
-@pytest.fixture
-async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
-    rt = build_runtime(Settings(data_dir=tmp_path))
-    await rt.store.open()
-    await rt.engine.start()
-    yield rt
-    await rt.engine.stop()
-    await rt.store.close()
+from tests.test_engine import _count_commits, _event, _outcome, _pending_delivery
 
 
 async def test_an_event_that_fails_its_group_leaves_the_attempts_recorded_once(
@@ -36,24 +23,14 @@ async def test_an_event_that_fails_its_group_leaves_the_attempts_recorded_once(
 ) -> None:
     delivery_id = await _pending_delivery(runtime)
     real_insert = SqlIngest.insert_events
-    commits = 0
 
     async def failing(self: SqlIngest, events: Sequence[Event]) -> None:
         if any(e.payload.get("i") == 666 for e in events):
             raise StoreError("disk full (simulated)")
         await real_insert(self, events)
 
-    real_ingest = runtime.store.ingest
-
-    @asynccontextmanager
-    async def counting() -> AsyncIterator[Any]:
-        nonlocal commits
-        commits += 1
-        async with real_ingest() as tx:
-            yield tx
-
     monkeypatch.setattr(SqlIngest, "insert_events", failing)
-    runtime.store.ingest = counting  # type: ignore[method-assign]
+    commits = _count_commits(runtime)
     results = await asyncio.gather(
         runtime.engine.record_outcomes([_outcome(delivery_id)], 1),
         runtime.engine.submit([_event(666)]),
@@ -63,7 +40,7 @@ async def test_an_event_that_fails_its_group_leaves_the_attempts_recorded_once(
     assert results[0] is None
     assert isinstance(results[1], StoreError)
     assert not isinstance(results[2], BaseException)
-    assert commits == 4  # the group, then each of its three works alone
+    assert commits[0] == 4  # the group, then each of its three works alone
     (attempt,) = await runtime.store.list_attempts(delivery_id)
     assert attempt.id == "att_1"
 

@@ -6,7 +6,6 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,20 +14,9 @@ from hookline.deliveries import Attempt, DeliveryStatus
 from hookline.errors import StoreError
 from hookline.events import EventInput
 from hookline.rules import Rule, compile_rule
-from hookline.runtime import Runtime, build_runtime
-from hookline.settings import Settings
+from hookline.runtime import Runtime
 from hookline.store.base import Outcome
 from hookline.webhooks import WebhookSpec
-
-
-@pytest.fixture
-async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
-    rt = build_runtime(Settings(data_dir=tmp_path))
-    await rt.store.open()
-    await rt.engine.start()
-    yield rt
-    await rt.engine.stop()
-    await rt.store.close()
 
 
 def _event(i: int, eid: str | None = None) -> EventInput:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +12,8 @@ import pytest
 from hookline.deliveries import Delivery
 from hookline.errors import StoreError
 from hookline.events import Event, EventInput
-from hookline.runtime import Runtime, build_runtime
-from hookline.settings import Settings
+from hookline.runtime import Runtime
 from tests.helpers import due_delivery
-
-
-@pytest.fixture
-async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
-    rt = build_runtime(Settings(data_dir=tmp_path))
-    await rt.store.open()
-    await rt.engine.start()
-    yield rt
-    await rt.engine.stop()
-    await rt.store.close()
 
 
 @pytest.fixture
